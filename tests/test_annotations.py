@@ -1,0 +1,451 @@
+"""ches.annotations: an acknowledged decision is never lost, and the log only grows."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ches import annotations as ann
+from ches.annotations import Decision, Event, LineError
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None   # logic-only tests: skip the disk's fsync cost
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return tmp_path / "annotations.db"
+
+
+def raw(db) -> sqlite3.Connection:
+    """A plain connection, as another tool would open the file."""
+    return sqlite3.connect(db, isolation_level=None)
+
+
+def simple(state: dict[str, Decision]) -> dict[str, tuple[str, str, str]]:
+    return {p: (d.decision, d.note, d.annotator) for p, d in state.items()}
+
+
+def replay(events: list[Event]) -> dict[tuple[str, str], Event]:
+    """Reference derivation, written independently of the SQL: {(pair, annotator): event in force}."""
+    undone = {e.undoes for e in events if e.action == "undo"}
+    state: dict[tuple[str, str], Event] = {}
+    for e in events:                                  # log order
+        if e.action == "undo" or e.id in undone:
+            continue
+        if e.action == "clear":
+            state.pop((e.pair_id, e.annotator), None)
+        else:
+            state[(e.pair_id, e.annotator)] = e
+    return state
+
+
+# ------------------------------------------------------------------------------------ basics
+
+def test_record_commits_and_returns_the_event_id(db):
+    event_id = ann.record(db, "p1", "keep", annotator="alice", note="clean", session="s1")
+    row = raw(db).execute("SELECT id, pair_id, annotator, action, note, session FROM events").fetchall()
+    assert row == [(event_id, "p1", "alice", "keep", "clean", "s1")]          # visible to any other reader
+    assert raw(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with ann._connect(db) as conn:                                              # what every call runs with
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)            # FULL: fsync on every commit
+        assert conn.execute("PRAGMA busy_timeout").fetchone() == (30_000,)
+    (e,) = ann.history(db)
+    assert e.created_at.endswith("+00:00") and len(e.created_at.split(".")[1]) == len("123456+00:00")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(pair_id="p", decision="maybe", annotator="a"), "decision must be one of keep, drop, flag, clear"),
+    (dict(pair_id="p", decision="undo", annotator="a"), "decision must be one of"),
+    (dict(pair_id="p", decision="keep", annotator=""), "annotator must be a non-empty string"),
+    (dict(pair_id="p", decision="keep", annotator="   "), "annotator must be a non-empty string"),
+    (dict(pair_id="p", decision="keep", annotator=None), "annotator must be a non-empty string"),
+    (dict(pair_id="", decision="keep", annotator="a"), "pair_id must be a non-empty string"),
+    (dict(pair_id="p", decision="keep", annotator="a", note=None), "note must be a string"),
+])
+def test_record_rejects_bad_input_and_writes_nothing(db, kwargs, message):
+    pair_id, decision = kwargs.pop("pair_id"), kwargs.pop("decision")
+    with pytest.raises(ValueError, match=message):
+        ann.record(db, pair_id, decision, **kwargs)
+    assert ann.history(db) == []
+
+
+def test_current_is_latest_per_annotator_and_clear_withdraws(db):
+    ann.record(db, "p1", "keep", annotator="alice")
+    ann.record(db, "p1", "drop", annotator="alice", note="toxic")
+    ann.record(db, "p2", "flag", annotator="alice")
+    ann.record(db, "p2", "clear", annotator="alice")
+    ann.record(db, "p3", "keep", annotator="bob")
+    ann.record(db, "p1", "flag", annotator="bob")      # later than alice's drop: wins the combined view
+    assert simple(ann.current(db, annotator="alice")) == {"p1": ("drop", "toxic", "alice")}
+    assert simple(ann.current(db, annotator="bob")) == {"p3": ("keep", "", "bob"), "p1": ("flag", "", "bob")}
+    assert simple(ann.current(db)) == {"p1": ("flag", "", "bob"), "p3": ("keep", "", "bob")}
+    assert set(ann.current_by_annotator(db)) == {"alice", "bob"}
+    assert ann.counts(db) == {"keep": 1, "drop": 0, "flag": 1}
+    assert ann.counts(db, annotator="alice") == {"keep": 0, "drop": 1, "flag": 0}
+    ann.record(db, "p1", "clear", annotator="bob")     # bob withdraws: alice's decision shows again
+    assert simple(ann.current(db))["p1"] == ("drop", "toxic", "alice")
+    assert [e.action for e in ann.history(db, "p1")] == ["keep", "drop", "flag", "clear"]
+    assert len(ann.history(db)) == 7
+
+
+def test_combined_view_orders_by_time_not_by_import_order(db, tmp_path):
+    ann.record(db, "p", "keep", annotator="alice")
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"pair_id": "p", "annotator": "bob", "action": "drop", "note": "",
+                               "created_at": "2001-01-01T00:00:00Z"}) + "\n")
+    assert ann.import_jsonl(db, old)[:2] == (1, 0)
+    assert ann.current(db)["p"].annotator == "alice"   # bob's decision is older, though logged later
+    assert ann.current(db, annotator="bob")["p"].at == "2001-01-01T00:00:00.000000+00:00"
+
+
+# ---------------------------------------------------------------------------- append-only
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE events SET action = 'drop'",
+    "UPDATE events SET note = 'edited' WHERE id = 1",
+    "DELETE FROM events",
+    "DELETE FROM events WHERE id = 1",
+    "INSERT OR REPLACE INTO events (id, pair_id, annotator, action, note, created_at) "
+    "VALUES (1, 'p1', 'alice', 'drop', '', '2020-01-01T00:00:00.000000+00:00')",
+    "REPLACE INTO events (id, pair_id, annotator, action, note, created_at) "
+    "VALUES (1, 'p1', 'alice', 'drop', '', '2020-01-01T00:00:00.000000+00:00')",
+    "INSERT INTO events (pair_id, annotator, action, note, undoes, created_at) "
+    "VALUES ('p1', 'mallory', 'undo', '', 1, '2020-01-01T00:00:00.000000+00:00')",   # someone else's event
+])
+def test_the_log_refuses_to_change(db, sql):
+    ann.record(db, "p1", "keep", annotator="alice")
+    before = ann.history(db)
+    with pytest.raises(sqlite3.IntegrityError):
+        raw(db).execute(sql)
+    assert ann.history(db) == before
+
+
+# ------------------------------------------------------------------------------------- undo
+
+def test_fifty_undos_restore_the_state_from_fifty_actions_ago(db):
+    rng = random.Random(7)
+    ann.record(db, "other", "keep", annotator="bob")
+    snapshots = [ann.current(db)]
+    for _ in range(60):
+        ann.record(db, f"p{rng.randrange(8)}", rng.choice(ann.DECISIONS), annotator="alice",
+                   note=rng.choice(["", "n1", "n2"]))
+        snapshots.append(ann.current(db))
+    assert len({frozenset(simple(s).items()) for s in snapshots}) > 20   # the walk back passes real changes
+    log_before = ann.history(db)
+    for k in range(1, 51):
+        undone = ann.undo(db, annotator="alice", session="tab-1")
+        assert undone == log_before[-k]                                # newest first
+        assert ann.current(db) == snapshots[-1 - k]                    # exact, event ids included
+    log_after = ann.history(db)
+    assert log_after[:len(log_before)] == log_before                   # nothing rewritten ...
+    assert len(log_after) == len(log_before) + 50                      # ... only grown
+    assert all(e.action == "undo" and e.session == "tab-1" for e in log_after[len(log_before):])
+
+
+def test_undo_touches_only_the_annotators_own_actions(db):
+    ann.record(db, "p1", "keep", annotator="alice")
+    ann.record(db, "p1", "drop", annotator="bob")
+    assert ann.undo(db, annotator="alice").annotator == "alice"
+    assert ann.undo(db, annotator="alice") is None                     # nothing left to undo
+    assert simple(ann.current(db)) == {"p1": ("drop", "", "bob")}
+    assert ann.undo(db, annotator="carol") is None
+    with pytest.raises(ValueError, match="annotator"):
+        ann.undo(db, annotator="")
+
+
+def test_concurrent_undos_never_cancel_the_same_event_twice(db):
+    ids = [ann.record(db, f"p{i}", "keep", annotator="alice") for i in range(24)]
+    undone: list[int] = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(4):
+            e = ann.undo(db, annotator="alice")
+            with lock:
+                undone.append(e.id)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(undone) == ids
+    assert ann.current(db) == {}
+
+
+ops = st.lists(st.one_of(
+    st.tuples(st.just("record"), st.sampled_from(["ann", "bea"]), st.sampled_from(["p1", "p2", "p3"]),
+              st.sampled_from(ann.DECISIONS)),
+    st.tuples(st.just("undo"), st.sampled_from(["ann", "bea"]))), max_size=25)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops)
+def test_matches_a_model_of_stacks_per_annotator(ops):
+    """Model: each annotator has a stack of actions; undo pops; state = replay of what is left."""
+    with tempfile.TemporaryDirectory(dir=FAST_DIR) as tmp:
+        db = Path(tmp) / "a.db"
+        stacks: dict[str, list[tuple[str, str]]] = {"ann": [], "bea": []}
+        n_undone = 0
+        for op in ops:
+            if op[0] == "record":
+                _, who, pair, decision = op
+                ann.record(db, pair, decision, annotator=who)
+                stacks[who].append((pair, decision))
+            else:
+                undone = ann.undo(db, annotator=op[1])
+                expected = stacks[op[1]].pop() if stacks[op[1]] else None
+                if expected is None:
+                    assert undone is None
+                else:
+                    assert (undone.pair_id, undone.action) == expected
+                    n_undone += 1
+        for who, stack in stacks.items():
+            model: dict[str, str] = {}
+            for pair, decision in stack:
+                if decision == "clear":
+                    model.pop(pair, None)
+                else:
+                    model[pair] = decision
+            assert {p: d.decision for p, d in ann.current(db, annotator=who).items()} == model
+        log = ann.history(db)
+        assert sum(e.action != "undo" for e in log) == sum(op[0] == "record" for op in ops)
+        assert sum(e.action == "undo" for e in log) == n_undone
+
+
+# ------------------------------------------------------------------------------- concurrency
+
+N_PROCS, N_EACH, N_PAIRS = 8, 500, 60
+
+
+def _decide(worker: int, j: int) -> tuple[str, str]:
+    return f"pair-{(j * 7 + worker) % N_PAIRS}", ("keep", "drop", "flag", "clear")[(j + worker) % 4]
+
+
+def _writer(db: str, worker: int, barrier) -> list[int]:
+    barrier.wait()                                   # all start together, on a database nobody created yet
+    acked = []
+    for j in range(N_EACH):
+        pair, decision = _decide(worker, j)
+        acked.append(ann.record(db, pair, decision, annotator=f"w{worker}", note=f"{worker}:{j}"))
+    return acked
+
+
+def test_eight_processes_writing_at_once_lose_nothing(tmp_path):
+    db = str(tmp_path / "shared.db")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(N_PROCS) as pool:
+        barrier = manager.Barrier(N_PROCS)
+        acked = pool.starmap(_writer, [(db, w, barrier) for w in range(N_PROCS)], chunksize=1)
+
+    events = ann.history(db)
+    assert len(events) == N_PROCS * N_EACH
+    assert sorted(i for ids in acked for i in ids) == [e.id for e in events]   # every ack is in the log, once
+    for w, ids in enumerate(acked):
+        assert ids == sorted(ids)                                  # log order = each writer's own order
+        mine = [e for e in events if e.annotator == f"w{w}"]
+        assert [(e.pair_id, e.action, e.note) for e in mine] == \
+            [(*_decide(w, j), f"{w}:{j}") for j in range(N_EACH)]
+        expected = {}
+        for j in range(N_EACH):                                    # each writer's final state, from its script
+            pair, decision = _decide(w, j)
+            if decision == "clear":
+                expected.pop(pair, None)
+            else:
+                expected[pair] = (decision, f"{w}:{j}", f"w{w}")
+        assert simple(ann.current(db, annotator=f"w{w}")) == expected
+    in_force = replay(events)
+    combined = {}
+    for (pair, _), e in in_force.items():
+        if pair not in combined or (e.created_at, e.id) > (combined[pair].created_at, combined[pair].id):
+            combined[pair] = e
+    assert {p: d.event_id for p, d in ann.current(db).items()} == {p: e.id for p, e in combined.items()}
+    assert raw(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+_KILLABLE_WRITER = """
+import sys
+from ches import annotations as ann
+db, run = sys.argv[1], sys.argv[2]
+for j in range(100_000):
+    if j % 7 == 6:
+        e = ann.undo(db, annotator="kim")
+        print("U", e.id if e else "-", flush=True)      # printed only after undo() returned
+    else:
+        pair, decision = "p%d" % (j % 37), ("keep", "drop", "flag", "clear")[j % 4]
+        i = ann.record(db, pair, decision, annotator="kim", note=run + ":" + str(j))
+        print("R", i, pair, decision, flush=True)        # printed only after record() returned
+"""
+
+
+def test_sigkilled_writer_loses_no_acknowledged_event(db):
+    rng = random.Random(3)
+    acked_records: dict[int, tuple[str, str]] = {}
+    acked_undos: set[int] = set()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for run in range(4):
+        child = subprocess.Popen([sys.executable, "-c", _KILLABLE_WRITER, str(db), str(run)],
+                                 stdout=subprocess.PIPE, env=env, text=True)
+        lines = []
+        stop_after = rng.randrange(40, 120)
+        while len(lines) < stop_after:
+            line = child.stdout.readline()
+            assert line, f"writer died on its own: rc={child.poll()}"
+            lines.append(line)
+        child.send_signal(signal.SIGKILL)             # mid-stream: it is already inside the next call
+        lines += child.stdout.readlines()             # acks written before the kill are still in the pipe
+        child.stdout.close()
+        assert child.wait(timeout=10) == -signal.SIGKILL
+        for line in lines:
+            if not line.endswith("\n"):
+                continue                              # a torn ack was never an acknowledgement
+            kind, *rest = line.split()
+            if kind == "R":
+                acked_records[int(rest[0])] = (rest[1], rest[2])
+            elif rest[0] != "-":
+                acked_undos.add(int(rest[0]))
+
+        # "restart": a fresh process opens the file that was open in the killed one
+        check = raw(db)
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        events = {e.id: e for e in ann.history(db)}
+        for event_id, (pair, decision) in acked_records.items():
+            assert (events[event_id].pair_id, events[event_id].action) == (pair, decision)
+        assert acked_undos <= {e.undoes for e in events.values() if e.action == "undo"}
+        in_force = replay(list(events.values()))
+        assert simple(ann.current(db)) == {p: (e.action, e.note, e.annotator) for (p, _), e in in_force.items()}
+    assert len(acked_records) > 100
+    assert ann.record(db, "after", "keep", annotator="kim") > max(acked_records)   # still writable
+
+
+# --------------------------------------------------------------------------- export / import
+
+def _populate(db, who: str = "alice") -> None:
+    ann.record(db, "p1", "keep", annotator=who, note='quotes " and \\ and\nnewline', session="s")
+    ann.record(db, "p2", "drop", annotator=who, note="ünïcødé ✓")
+    ann.record(db, "p3", "flag", annotator=who)
+    ann.record(db, "p2", "keep", annotator=who)
+    ann.undo(db, annotator=who)                        # p2 back to drop
+    ann.record(db, "p3", "clear", annotator=who)
+
+
+def _portable(events: list[Event]) -> list[tuple]:
+    """Events without the database-local ids; an undo is described by what it cancels."""
+    by_id = {e.id: e for e in events}
+    out = []
+    for e in events:
+        target = by_id[e.undoes] if e.undoes is not None else None
+        out.append((e.pair_id, e.annotator, e.action, e.note, e.created_at, e.session,
+                    target and (target.action, target.created_at)))
+    return out
+
+
+def test_export_import_round_trip_is_idempotent(tmp_path):
+    src, dst, path = tmp_path / "src.db", tmp_path / "dst.db", tmp_path / "events.jsonl"
+    _populate(src)
+    ann.record(dst, "p9", "keep", annotator="bob")     # the target already has work of its own
+    assert ann.export_jsonl(src, path) == 6
+    assert [json.loads(line)["action"] for line in path.read_text().splitlines()] == \
+        ["keep", "drop", "flag", "keep", "undo", "clear"]
+
+    assert ann.import_jsonl(dst, path) == (6, 0, [])
+    assert _portable(ann.history(dst))[1:] == _portable(ann.history(src))
+    strip = lambda s: {p: replace(d, event_id=0) for p, d in s.items()}      # noqa: E731
+    assert strip(ann.current(dst, annotator="alice")) == strip(ann.current(src))
+    assert ann.current(dst)["p2"].decision == "drop"   # the undo still cancels the right event
+
+    before = ann.history(dst)
+    assert ann.import_jsonl(dst, path) == (0, 6, [])   # second time: nothing new
+    assert ann.import_jsonl(src, path) == (0, 6, [])   # into its own source: nothing new
+    assert ann.history(dst) == before
+
+
+def test_merging_exports_whose_ids_collide(tmp_path):
+    a, b, merged, path = (tmp_path / n for n in ("a.db", "b.db", "m.db", "all.jsonl"))
+    _populate(a, "alice")
+    _populate(b, "bob")                                # same ids 1..6 in both files
+    ann.export_jsonl(a, tmp_path / "a.jsonl")
+    ann.export_jsonl(b, tmp_path / "b.jsonl")
+    path.write_text((tmp_path / "a.jsonl").read_text() + (tmp_path / "b.jsonl").read_text())
+    assert ann.import_jsonl(merged, path) == (12, 0, [])
+    for who, src in (("alice", a), ("bob", b)):
+        assert simple(ann.current(merged, annotator=who)) == simple(ann.current(src))
+
+
+def test_bad_lines_are_reported_by_line_number_and_good_ones_kept(tmp_path):
+    db, path = tmp_path / "a.db", tmp_path / "in.jsonl"
+
+    def good(pair, **kw) -> bytes:
+        return json.dumps({"pair_id": pair, "annotator": "al", "action": "keep", "note": "",
+                           "created_at": "2024-05-01T10:00:00.000001+00:00", **kw}).encode()
+
+    lines = [
+        good("ok1", id=1),                                                       # 1
+        b"{not json",                                                            # 2
+        b"[1, 2]",                                                               # 3
+        b'{"pair_id": "x", "action": "keep", "created_at": "2024-05-01T10:00:00Z"}',  # 4 no annotator
+        good("x", action="maybe"),                                               # 5
+        good("x", created_at="2024-05-01T10:00:00"),                             # 6 no time zone
+        good("x", action="undo", undoes=99),                                     # 7 unknown target
+        b"   ",                                                                  # 8 blank: ignored
+        b"\xff\xfe{}",                                                           # 9 not UTF-8
+        good("ok2", id=2),                                                       # 10
+        good("ok2", action="undo", undoes=2, annotator="someone-else"),          # 11 not theirs to undo
+        good("x", id=True),                                                      # 12
+        good("ok1", action="undo", undoes=1),                                    # 13 fine
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = ann.import_jsonl(db, path)
+    reasons = {e.line: e.reason for e in result.errors}
+    assert list(reasons) == [2, 3, 4, 5, 6, 7, 9, 11, 12]
+    assert all(isinstance(e, LineError) for e in result.errors)
+    assert "not valid JSON" in reasons[2] and "expected a JSON object" in reasons[3]
+    assert "missing field(s): annotator" in reasons[4] and "action must be one of" in reasons[5]
+    assert "no time zone" in reasons[6] and "not an earlier event" in reasons[7]
+    assert "not UTF-8" in reasons[9] and "same annotator and pair" in reasons[11]
+    assert "id must be an integer" in reasons[12]
+    assert (result.imported, result.skipped_duplicates) == (3, 0)
+    assert simple(ann.current(db)) == {"ok2": ("keep", "", "al")}
+    assert ann.import_jsonl(db, path)[:2] == (0, 3)                   # the good lines, now duplicates
+
+
+def test_interrupted_export_leaves_the_previous_file(tmp_path, monkeypatch):
+    db, path = tmp_path / "a.db", tmp_path / "export.jsonl"
+    _populate(db)
+    ann.export_jsonl(db, path)
+    previous = path.read_bytes()
+    for i in range(20):
+        ann.record(db, f"new{i}", "drop", annotator="alice")
+
+    real_line, written = ann._event_line, []
+
+    def failing_line(event):
+        if len(written) == 10:
+            raise OSError("disk full (simulated)")
+        written.append(event.id)
+        return real_line(event)
+
+    monkeypatch.setattr(ann, "_event_line", failing_line)
+    with pytest.raises(OSError, match="simulated"):
+        ann.export_jsonl(db, path)
+    assert len(written) == 10                                  # it did fail half-way through
+    assert path.read_bytes() == previous
+    assert sorted(p.name for p in tmp_path.iterdir() if "jsonl" in p.name) == ["export.jsonl"]   # no temp left
+
+    monkeypatch.undo()
+    assert ann.export_jsonl(db, path) == 26
+    assert len(path.read_text().splitlines()) == 26
