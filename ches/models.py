@@ -52,8 +52,8 @@ def pick_device(device: str = "auto") -> torch.device:
     """auto: cuda > mps > cpu."""
     if device != "auto":
         return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    if torch.cuda.is_available():                  # under torchrun each rank takes its own GPU
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

@@ -1,0 +1,173 @@
+"""`python -m ches` / `ches`: everything the app does, from a terminal.
+
+    ches score DATA [--model M] [--format F] [--max-length N] [--dtype D] [--batch-tokens N] [--out DIR]
+    ches runs [--out DIR]
+    ches app [streamlit args]
+
+User errors print one line on stderr and exit 2; they never show a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .data import FORMATS, DataError, load_dataset
+from .models import DEFAULT_MODEL, ModelError
+from .workspace import workspace
+
+
+class UserError(Exception):
+    """Printed as `ches: error: ...` without a traceback."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (UserError, DataError, ModelError, OSError, ValueError) as e:
+        print(f"ches: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ches: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ches", description="CHES Studio: find preference pairs that cause "
+                                "likelihood displacement in DPO (Razin et al., ICLR 2025).")
+    p.add_argument("--version", action="version", version=f"ches {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("score", help="embed a dataset with a causal LM and score every pair",
+                       description="Score every pair of DATA with CHES, LN-CHES and the paper's baselines. "
+                       "The run is stored under --out, keyed by dataset content, model, template, max "
+                       "length and dtype; scoring the same thing again reuses it.")
+    s.add_argument("data", help="dataset: a .jsonl, .jsonl.gz, .json, .parquet or .csv file, or a Hugging "
+                   "Face dataset name (owner/name)")
+    s.add_argument("--model", default=DEFAULT_MODEL, help=f"'{DEFAULT_MODEL}' (SmolLM2-135M-Instruct, "
+                   "offline, the default), a Hugging Face model id, or a local model folder")
+    s.add_argument("--format", choices=sorted(FORMATS), help="dataset format (default: auto-detected)")
+    s.add_argument("--split", default="train", help="split of a Hugging Face dataset (default: train)")
+    s.add_argument("--config", help="config of a Hugging Face dataset")
+    s.add_argument("--max-length", type=int, default=2048, metavar="N",
+                   help="max tokens per prompt+response sequence; longer pairs are cut and flagged "
+                   "'truncated' (default: 2048)")
+    s.add_argument("--dtype", default="auto", help="model dtype: auto (bf16 on GPU, fp32 on CPU), "
+                   "float32, bfloat16, float16")
+    s.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    s.add_argument("--batch-tokens", type=int, metavar="N", help="token budget per forward batch, "
+                   "padding included (default: 1024 on CPU, 32768 on GPU)")
+    s.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs, i.e. ./workspace/runs)")
+    s.add_argument("--top", type=int, default=10, metavar="K", help="pairs listed in the summary (default: 10)")
+    s.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a model's own Python code to run (off by default: only for models you trust)")
+    s.set_defaults(func=cmd_score)
+
+    r = sub.add_parser("runs", help="list stored runs")
+    r.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs)")
+    r.set_defaults(func=cmd_runs)
+
+    a = sub.add_parser("app", help="start the Streamlit app (extra arguments go to streamlit run)")
+    a.add_argument("streamlit_args", nargs=argparse.REMAINDER)
+    a.set_defaults(func=cmd_app)
+    return p
+
+
+def cmd_score(args) -> int:
+    from .models import load_model
+    from .pipeline import score_dataset
+    from .store import read_manifest, read_scores, read_texts
+
+    if args.max_length < 2:
+        raise UserError("--max-length must be at least 2")
+    runs_root = Path(args.out) if args.out else workspace().runs
+    ds = load_dataset(args.data, format=args.format, split=args.split, config=args.config)
+    print(f"loaded {len(ds.pairs)} pairs from {ds.source} (format: {ds.format})", file=sys.stderr)
+    report_errors(ds.errors)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    print(f"model {args.model} on {lm.device} ({str(lm.dtype).removeprefix('torch.')})", file=sys.stderr)
+    started = time.perf_counter()
+    with ProgressBar(len(ds.pairs)) as bar:
+        run_dir = score_dataset(ds, lm, runs_root=runs_root, max_length=args.max_length,
+                                batch_tokens=args.batch_tokens, progress=bar.update)
+    if not (run_dir / "manifest.json").is_file():     # a non-zero torchrun rank
+        return 0
+    manifest, table = read_manifest(run_dir), read_scores(run_dir)
+    fresh = time.perf_counter() - started
+    print(summary(table, manifest, read_texts, run_dir, args.top, fresh))
+    return 0
+
+
+def report_errors(errors, limit: int = 20) -> None:
+    if not errors:
+        return
+    print(f"skipped {len(errors)} row(s) that could not be used:", file=sys.stderr)
+    for e in errors[:limit]:
+        print(f"  {e}", file=sys.stderr)
+    if len(errors) > limit:
+        print(f"  ... and {len(errors) - limit} more (all listed in the run's manifest.json)", file=sys.stderr)
+
+
+def summary(table, manifest: dict, read_texts, run_dir: Path, top: int, seconds: float) -> str:
+    q = [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0]
+    lines = [f"run {run_dir}", f"pairs scored: {len(table)}   rows skipped: {len(manifest['rows_skipped'])}"
+             + (f" (rows {', '.join(str(e['row']) for e in manifest['rows_skipped'][:20])})"
+                if manifest["rows_skipped"] else ""),
+             f"flags: {manifest['flag_counts'] or 'none'}   time: {seconds:.1f} s",
+             "quantiles   " + " ".join(f"{f'q{int(x * 100)}':>11}" for x in q)]
+    for metric in ("ln_ches", "ches", "edit_sim", "last_hidden_ip"):
+        lines.append(f"{metric:<12}" + " ".join(f"{v:>11.4g}" for v in np.quantile(table[metric], q)))
+    best = table.nlargest(top, "ln_ches")
+    texts = read_texts(run_dir, best["row"].tolist()).set_index("row")
+    lines.append(f"\ntop {len(best)} by LN-CHES (most likely to cause likelihood displacement):")
+    for r in best.itertuples():
+        chosen, rejected = (_short(texts.loc[r.row, k]) for k in ("chosen", "rejected"))
+        lines.append(f"  row {r.row:>6}  ln_ches {r.ln_ches:>10.4g}  + {chosen}\n{'':>37}- {rejected}")
+    return "\n".join(lines)
+
+
+def _short(text: str, width: int = 70) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class ProgressBar:
+    """tqdm over pairs, fed with (responses done, responses total) from the engine."""
+
+    def __init__(self, total_pairs: int):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total_pairs, unit="pair", desc="scoring", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, done: int, total: int) -> None:
+        self.bar.n = done // 2
+        self.bar.refresh()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+
+def cmd_runs(args) -> int:
+    from .store import list_runs
+
+    runs = list_runs(Path(args.out) if args.out else workspace().runs)
+    if not runs:
+        print("no runs yet: ches score DATA")
+    for path, m in runs:
+        print(f"{path.name}  {m['created_at'][:19]}  {m['pairs']:>7} pairs  {m['key']['model_id']}  "
+              f"max_length {m['key']['max_length']}  {m['source']}")
+    return 0
+
+
+def cmd_app(args) -> int:
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), *args.streamlit_args])
