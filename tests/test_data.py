@@ -1,0 +1,266 @@
+"""ches.data: every format from a fixture, detection, the real files' quirks, stable ids, round trips."""
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+import types
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ches.data import (FLAGS, FORMATS, DataError, Dataset, load_bytes, load_dataset, load_records, make_pair_id,
+                       to_trl)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HH = REAL / "hh-rlhf-harmless-base-test.jsonl.gz"
+UF = REAL / "ultrafeedback-binarized-train-500.jsonl"
+PERSONA = REAL / "persona-ends-justify-means.jsonl"
+FRANCE = ({"role": "user", "content": "What is the capital of France?"},)
+FRANCE_ID = make_pair_id(FRANCE, "Paris.", "London.")
+
+
+def rows_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def flagged(ds: Dataset, flag: str) -> list[int]:
+    """0-based rows carrying `flag`."""
+    return [p.row - 1 for p in ds.pairs if flag in p.flags]
+
+
+# ---------------------------------------------------------------- the eight formats
+@pytest.mark.parametrize("name, fmt, n", [
+    ("trl_standard.jsonl", "trl_standard", 3),
+    ("trl_standard.csv", "trl_standard", 3),
+    ("trl_conversational.json", "trl_conversational", 3),
+    ("implicit_messages.jsonl", "implicit_messages", 2),
+    ("hh.jsonl", "hh", 3),
+    ("ches_flat.json", "ches_flat", 2),
+    ("alpacafarm.csv", "alpacafarm", 2),
+    ("openai_dpo.jsonl", "openai_dpo", 2),
+    ("persona.jsonl", "persona", 2),
+])
+def test_fixture_loads_and_is_detected(name, fmt, n):
+    ds = load_dataset(FIXTURES / name)
+    assert (ds.format, len(ds.pairs), ds.errors) == (fmt, n, [])
+    assert ds.source == str(FIXTURES / name)
+    assert [p.row for p in ds.pairs] == list(range(1, n + 1))
+    assert all(p.pair_id == make_pair_id(p.prompt, p.chosen, p.rejected, p.rejected_prompt) for p in ds.pairs)
+    assert set(FORMATS) >= {fmt} and len(FORMATS) == 8
+
+
+@pytest.mark.parametrize("name", ["trl_standard.jsonl", "trl_standard.csv", "trl_conversational.json",
+                                  "implicit_messages.jsonl", "hh.jsonl", "ches_flat.json", "alpacafarm.csv",
+                                  "openai_dpo.jsonl"])
+def test_same_pair_same_id_in_every_format(name):
+    """Row 1 of every fixture is the France pair; only the file layout differs."""
+    first = load_dataset(FIXTURES / name).pairs[0]
+    assert (first.prompt, first.chosen, first.rejected, first.rejected_prompt) == (FRANCE, "Paris.", "London.", None)
+    assert first.pair_id == FRANCE_ID
+
+
+def test_trl_conversational_details():
+    pairs = load_dataset(FIXTURES / "trl_conversational.json").pairs
+    assert pairs[1].prompt == ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"})
+    # earlier messages in a response list extend that side's prompt
+    assert pairs[2].rejected == "5" and pairs[2].flags == ("prompt_mismatch",)
+    assert pairs[2].rejected_prompt == ({"role": "user", "content": "2+2?"},
+                                        {"role": "user", "content": "actually, think again"})
+
+
+def test_implicit_messages_prefix_mismatch_and_record():
+    pairs = load_dataset(FIXTURES / "implicit_messages.jsonl").pairs
+    assert pairs[0].record["score_chosen"] == 9.0 and pairs[0].flags == ()
+    assert pairs[1].flags == ("prompt_mismatch",)
+    assert pairs[1].rejected_prompt == ({"role": "user", "content": "Name a color"},)
+
+
+def test_string_prompt_beside_whole_conversations_is_dropped_like_trl():
+    """HuggingFaceH4/ultrafeedback_binarized: "prompt" repeats the first user turn of each conversation."""
+    row = {"prompt": "What is the capital of France?", "chosen": [*FRANCE, {"role": "assistant", "content": "Paris."}],
+           "rejected": [*FRANCE, {"role": "assistant", "content": "London."}], "score_chosen": 8.0}
+    ds = load_records([row])
+    assert ds.format == "implicit_messages" and ds.pairs[0].pair_id == FRANCE_ID
+    only_reply = {**row, "chosen": [{"role": "assistant", "content": "Paris."}], "rejected": "London."}
+    assert load_records([only_reply]).pairs[0].pair_id == FRANCE_ID  # kept when the lists bring no turns
+
+
+def test_mixed_trl_rows_load_together():
+    """to_trl writes conversational rows and, for prompt mismatches, implicit rows: one file holds both."""
+    rows = [to_trl(p) for p in load_dataset(FIXTURES / "trl_conversational.json").pairs]
+    assert "prompt" not in rows[2] and "prompt" in rows[0]
+    for first in (rows, rows[::-1]):
+        assert len(load_records(first).pairs) == 3
+
+
+def test_hh_turns_and_empty_reply():
+    pairs = load_dataset(FIXTURES / "hh.jsonl").pairs
+    assert [m["role"] for m in pairs[1].prompt] == ["user", "assistant", "user"]
+    assert pairs[1].prompt[1]["content"] == "Hello." and pairs[1].chosen == "I can't help with that."
+    assert pairs[2].chosen == "" and pairs[2].flags == ("empty_chosen",)
+
+
+def test_alpacafarm_preference_and_input():
+    pairs = load_dataset(FIXTURES / "alpacafarm.csv").pairs
+    assert pairs[1].prompt[0]["content"] == "Translate to French\nGood morning"
+    assert (pairs[1].chosen, pairs[1].rejected) == ("Bonjour", "Bonsoir")
+    for pref, chosen in [(1, "a"), (2, "b"), (2.0, "b"), ("1", "a")]:
+        row = {"instruction": "i", "output_1": "a", "output_2": "b", "preference": pref}  # no "input" at all
+        assert load_records([row]).pairs[0].chosen == chosen
+    bad = load_records([{"instruction": "i", "output_1": "a", "output_2": "b", "preference": 3}])
+    assert "'preference' must be 1 or 2" in str(bad.errors[0])
+
+
+def test_openai_and_persona():
+    pairs = load_dataset(FIXTURES / "openai_dpo.jsonl").pairs
+    assert pairs[1].prompt[0] == {"role": "system", "content": "You are terse."}
+    persona = load_dataset(FIXTURES / "persona.jsonl").pairs
+    assert (persona[0].chosen, persona[0].rejected) == (" Yes", " No")
+    assert (persona[1].chosen, persona[1].rejected) == (" No", " Yes")
+
+
+def test_ches_flat_from_json_object_under_data():
+    ds = load_dataset(FIXTURES / "ches_flat.json")
+    assert ds.pairs[1].prompt == ({"role": "user", "content": "Is the sky green?"},)
+
+
+# ---------------------------------------------------------------- file types generated here
+def test_jsonl_gz_parquet_and_csv_give_the_same_pairs(tmp_path):
+    rows = json.loads((FIXTURES / "trl_conversational.json").read_text())
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress("\n".join(json.dumps(r) for r in rows).encode()))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    reference = [p.pair_id for p in load_dataset(FIXTURES / "trl_conversational.json").pairs]
+    for name in ("a.jsonl.gz", "a.parquet"):
+        ds = load_dataset(tmp_path / name)
+        assert ds.format == "trl_conversational" and [p.pair_id for p in ds.pairs] == reference, name
+    parquet_record = load_dataset(tmp_path / "a.parquet").pairs[0].record
+    assert type(parquet_record["prompt"]) is list and type(parquet_record["prompt"][0]) is dict
+
+
+def test_csv_message_list_cells(tmp_path):
+    text = 'prompt,chosen,rejected\n"[{""role"": ""user"", ""content"": ""hi""}]",' \
+           '"[{""role"": ""assistant"", ""content"": ""hello""}]","[citation needed] no"\n'
+    (tmp_path / "m.csv").write_text(text)
+    pair = load_dataset(tmp_path / "m.csv").pairs[0]
+    assert pair.prompt == ({"role": "user", "content": "hi"},)
+    assert (pair.chosen, pair.rejected) == ("hello", "[citation needed] no")  # not JSON: stays text
+
+
+def test_load_bytes_dispatches_on_suffix():
+    data = (FIXTURES / "trl_standard.jsonl").read_bytes()
+    ds = load_bytes(data, "upload.JSONL")
+    assert (ds.source, ds.format, len(ds.pairs)) == ("upload.JSONL", "trl_standard", 3)
+    assert len(load_bytes(gzip.compress(data), "upload.jsonl.gz").pairs) == 3
+    assert len(load_bytes(data, "upload.json").pairs) == 3  # JSON Lines saved as .json
+    with pytest.raises(DataError, match="unsupported file type"):
+        load_bytes(data, "upload.txt")
+
+
+# ---------------------------------------------------------------- detection and overrides
+def test_format_override():
+    rows = rows_of(FIXTURES / "trl_standard.jsonl")
+    assert load_records(rows, format="trl_conversational").format == "trl_conversational"
+    forced = load_records(rows, format="persona")
+    assert forced.pairs == [] and str(forced.errors[0]).startswith("row 1: missing keys 'question'")
+    with pytest.raises(DataError, match="valid formats: trl_standard, trl_conversational"):
+        load_records(rows, format="sharegpt")
+
+
+def test_detection_skips_unusable_rows_and_reports_unknown_keys():
+    ds = load_records([{"chosen": 5, "x": 1}, "text", {"prompt": "p", "chosen": "a", "rejected": "b"}])
+    assert ds.format == "trl_standard" and len(ds.pairs) == 1
+    assert [str(e) for e in ds.errors] == ["row 1: missing keys 'prompt', 'rejected'", "row 2: expected a JSON object, got str"]
+    with pytest.raises(DataError, match=r"keys \{'text', 'label'\}.*accepted key sets: TRL standard: "):
+        load_records([{"text": "a", "label": 1}])
+    with pytest.raises(DataError, match="no rows"):
+        load_records([])
+
+
+def test_row_errors_name_keys_and_types():
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a"},
+            {"prompt": "p", "chosen": 3, "rejected": "b"}]
+    assert [str(e) for e in load_records(rows).errors] == [
+        "row 2: missing key 'rejected'", "row 3: 'chosen' must be a string or a list of messages, got int"]
+
+
+def test_flags_order_identical_and_duplicate():
+    row = {"prompt": "p", "chosen": " ", "rejected": " "}
+    ds = load_records([row, row])
+    assert ds.pairs[0].flags == ("empty_chosen", "empty_rejected", "identical")
+    assert ds.pairs[1].flags == ("empty_chosen", "empty_rejected", "identical", "duplicate")
+    assert list(FLAGS)[:5] == ["empty_chosen", "empty_rejected", "identical", "prompt_mismatch", "duplicate"]
+
+
+def test_hub_name_goes_through_datasets(monkeypatch):
+    calls = []
+
+    def fake_load_dataset(name, config=None, **kwargs):
+        calls.append((name, config, kwargs))
+        if name == "owner/missing":
+            raise FileNotFoundError("Dataset 'owner/missing' doesn't exist on the Hub")
+        return [{"prompt": "p", "chosen": "a", "rejected": "b"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load_dataset))
+    ds = load_dataset("owner/prefs", split="test", config="default")
+    assert (ds.source, ds.format, len(ds.pairs)) == ("owner/prefs", "trl_standard", 1)
+    assert calls == [("owner/prefs", "default", {"split": "test"})]  # never trust_remote_code
+    with pytest.raises(DataError, match="could not load the Hugging Face dataset 'owner/missing'.*doesn't exist"):
+        load_dataset("owner/missing")
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset("no/such/file.jsonl")
+
+
+# ---------------------------------------------------------------- the real files
+real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data not present")
+
+
+@real
+def test_real_hh_quirks():
+    ds = load_dataset(HH)
+    assert (ds.format, len(ds.pairs), ds.errors) == ("hh", 2312, [])
+    assert flagged(ds, "prompt_mismatch") == [1254, 1688, 1950, 1952, 2036]
+    assert flagged(ds, "empty_chosen") == [86, 516, 925, 1103]
+    assert all(p.rejected_prompt is not None for p in ds.pairs if "prompt_mismatch" in p.flags)
+    assert Counter(f for p in ds.pairs for f in p.flags) == {"prompt_mismatch": 5, "empty_chosen": 4}
+    # in 4 mismatched rows a turn marker lost its "\n\n", so the chosen prompt ends with an assistant turn
+    odd = [p.row - 1 for p in ds.pairs if p.prompt[-1]["role"] != "user"]
+    assert len(odd) == 4 and set(odd) <= set(flagged(ds, "prompt_mismatch"))
+
+
+@real
+def test_real_ultrafeedback_quirks():
+    ds = load_dataset(UF)
+    assert (ds.format, len(ds.pairs), ds.errors) == ("implicit_messages", 500, [])
+    assert len(flagged(ds, "identical")) == 1
+    assert len(flagged(ds, "empty_chosen") + flagged(ds, "empty_rejected")) == 2
+    assert not flagged(ds, "prompt_mismatch") and all(len(p.prompt) == 1 for p in ds.pairs)
+
+
+@real
+def test_real_persona_keeps_leading_space():
+    ds = load_dataset(PERSONA)
+    assert (ds.format, len(ds.pairs), ds.errors) == ("persona", 1000, [])
+    assert {(p.chosen, p.rejected) for p in ds.pairs} == {(" Yes", " No"), (" No", " Yes")}
+
+
+@real
+@pytest.mark.parametrize("path", [HH, UF, PERSONA], ids=lambda p: p.name)
+def test_real_to_trl_round_trip(path, tmp_path):
+    ds = load_dataset(path)
+    out = tmp_path / "trl.jsonl"
+    out.write_text("\n".join(json.dumps(to_trl(p), ensure_ascii=False) for p in ds.pairs))
+    back = load_dataset(out)
+    assert back.errors == [] and [p.pair_id for p in back.pairs] == [p.pair_id for p in ds.pairs]
+    assert [p.flags for p in back.pairs] == [p.flags for p in ds.pairs]
+    assert back.content_hash == ds.content_hash
+
+
+def test_fixture_to_trl_round_trip():
+    for name in FIXTURES.iterdir():
+        ds = load_dataset(name)
+        assert [p.pair_id for p in load_records([to_trl(p) for p in ds.pairs]).pairs] == [p.pair_id for p in ds.pairs]
