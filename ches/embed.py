@@ -127,7 +127,7 @@ def _response_states(lm: LoadedModel, prompts: list[tuple[int, ...]], responses:
             raise Cancelled()
         ids, mask = _pad([prompts[j] for j in group], pad_id, device)              # (B, Pmax)
         cache = DynamicCache(config=lm.model.config)
-        h = base(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True).last_hidden_state
+        h = base(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state
         P = mask.sum(1)                                                            # (B,)
         h_prompt = h[torch.arange(len(group), device=device), P - 1].to(acc)       # (B, d) at P-1
         rows = [k for j in group for k in by_prompt[j]]
@@ -147,7 +147,7 @@ def _response_states(lm: LoadedModel, prompts: list[tuple[int, ...]], responses:
             positions = P[b][:, None] + torch.arange(y.shape[1], device=device)     # (n, Rmax)
             full_mask = torch.cat([mask[b], y_mask], dim=1)                         # (n, Pmax + Rmax)
             hy = base(input_ids=y, attention_mask=full_mask, position_ids=positions,
-                      past_key_values=sub_cache, use_cache=True).last_hidden_state  # (n, Rmax, d)
+                      cache=sub_cache, use_cache=True).last_hidden_state  # (n, Rmax, d)
             for i, k in enumerate(ks):
                 R = len(responses[k].ids)
                 yield k, torch.cat([h_prompt[b[i]][None], hy[i, :R].to(acc)])       # (R + 1, d)

