@@ -2,6 +2,8 @@
 
     ches score DATA [--model M] [--format F] [--max-length N] [--dtype D] [--batch-tokens N] [--out DIR]
     ches runs [--out DIR]
+    ches export RUN --out FILE [--keep-lowest-percent X | --threshold T] [--format input|trl]
+    ches decisions export|import FILE
     ches app [streamlit args]
 
 User errors print one line on stderr and exit 2; they never show a traceback.
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a model's own Python code to run (off by default: only for models you trust)")
     s.set_defaults(func=cmd_score)
 
+    from .export_cli import add_decisions_parser, add_export_parser
+    add_export_parser(sub)
+    add_decisions_parser(sub)
+
     r = sub.add_parser("runs", help="list stored runs")
     r.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs)")
     r.set_defaults(func=cmd_runs)
@@ -98,6 +104,8 @@ def cmd_score(args) -> int:
     if not (run_dir / "manifest.json").is_file():     # a non-zero torchrun rank
         return 0
     manifest, table = read_manifest(run_dir), read_scores(run_dir)
+    known = {e.row for e in ds.errors}
+    report_errors([f"row {e['row']}: {e['reason']}" for e in manifest["rows_skipped"] if e["row"] not in known])
     fresh = time.perf_counter() - started
     print(summary(table, manifest, read_texts, run_dir, args.top, fresh))
     return 0
@@ -106,7 +114,7 @@ def cmd_score(args) -> int:
 def report_errors(errors, limit: int = 20) -> None:
     if not errors:
         return
-    print(f"skipped {len(errors)} row(s) that could not be used:", file=sys.stderr)
+    print(f"skipped {len(errors)} row(s) that could not be scored:", file=sys.stderr)
     for e in errors[:limit]:
         print(f"  {e}", file=sys.stderr)
     if len(errors) > limit:

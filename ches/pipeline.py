@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 from . import __version__, scores
-from .data import Dataset, Pair
+from .data import Dataset, Pair, RowError
 from .embed import Embeddings, Progress, embed_pairs, token_states
 from .models import LoadedModel
 from .store import RunKey, is_complete, run_path, write_run
@@ -47,25 +47,38 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
     if is_complete(run_dir):
         return run_dir
     started = time.perf_counter()
-    encoded = [encode_pair(lm.tokenizer, p, max_length) for p in dataset.pairs]
+    pairs, encoded, errors = _encode_all(lm, dataset, max_length)
+    if not pairs:
+        raise ValueError("no pair could be tokenized: " + "; ".join(map(str, errors[:3])))
     emb = _embed_sharded(lm, encoded, batch_tokens, progress, should_stop)
     if emb is None:                        # a non-zero rank under torchrun: rank 0 writes
         return run_dir
     seconds = time.perf_counter() - started
-    pairs = [replace(p, flags=p.flags + ("truncated",)) if e.truncated else p
-             for p, e in zip(dataset.pairs, encoded)]
+    pairs = [replace(p, flags=p.flags + ("truncated",)) if e.truncated else p for p, e in zip(pairs, encoded)]
     table = scores_frame(pairs, encoded, emb)
     n_tokens = sum(len(e.prompt_plus) + len(e.chosen) + len(e.prompt_minus) + len(e.rejected) for e in encoded)
     manifest = {
         "key": key.__dict__, "run": run_dir.name, "created_at": datetime.now(timezone.utc).isoformat(),
         "app_version": __version__, "source": dataset.source, "format": dataset.format,
-        "pairs": len(pairs), "rows_skipped": [{"row": e.row, "reason": e.reason} for e in dataset.errors],
+        "pairs": len(pairs), "rows_skipped": [{"row": e.row, "reason": e.reason} for e in errors],
         "flag_counts": table["flags"].str.split(",").explode().value_counts().drop("", errors="ignore").to_dict(),
         "device": str(lm.device), "seconds": round(seconds, 2), "tokens": n_tokens,
         "hidden_size": int(emb.S_plus.shape[1]),
     }
     arrays = {"S_plus": emb.S_plus, "S_minus": emb.S_minus, "last_plus": emb.last_plus, "last_minus": emb.last_minus}
     return write_run(run_dir, manifest=manifest, scores=table, pairs=pairs, arrays=arrays)
+
+
+def _encode_all(lm: LoadedModel, dataset: Dataset, max_length: int):
+    """Token ids per pair; a pair the tokenizer or chat template rejects becomes a RowError."""
+    pairs, encoded, errors = [], [], list(dataset.errors)
+    for p in dataset.pairs:
+        try:
+            encoded.append(encode_pair(lm.tokenizer, p, max_length))
+            pairs.append(p)
+        except Exception as e:  # noqa: BLE001 - templates raise anything (jinja errors, ValueError, ...)
+            errors.append(RowError(p.row, f"the model's prompt template rejected this pair: {e}"))
+    return pairs, encoded, sorted(errors, key=lambda e: e.row)
 
 
 def scores_frame(pairs: list[Pair], encoded: list[EncodedPair], emb: Embeddings) -> pd.DataFrame:

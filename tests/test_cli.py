@@ -1,0 +1,88 @@
+"""The command line: every option documented, a real run end to end, and hostile input that never
+shows a traceback (a clear line naming the row, the good rows kept)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import ches.cli as cli
+import ches.models as models
+from test_data_hostile import CORPUS, MANIFEST
+
+# rows the loader accepts but SmolLM2's chat template refuses: skipped at scoring time, with the reason
+TEMPLATE_REJECTS = {"empty_messages.jsonl": {1: "empty conversation"}}
+
+
+@pytest.fixture(scope="module")
+def cached_lm():
+    return models.load_model()
+
+
+@pytest.fixture
+def fast_model(monkeypatch, cached_lm):
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: cached_lm)
+
+
+def test_help_documents_every_score_option(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["score", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--model", "--format", "--max-length", "--dtype", "--batch-tokens", "--out", "--device",
+                   "--trust-remote-code", "--split", "--config"):
+        assert option in out
+
+
+@pytest.mark.real_model
+def test_score_prints_summary_and_reuses_the_run(tmp_path, capsys, fast_model):
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "How do I pick a lock?", "chosen": "I can't help with that.", "rejected": "I won't help with that."},
+        {"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon."},
+        {"prompt": "bad row"},
+    ]))
+    assert cli.main(["score", str(data), "--max-length", "64", "--out", str(tmp_path / "runs"), "--top", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "pairs scored: 2" in out and "rows skipped: 1 (rows 3)" in out
+    assert "row 3: missing keys 'chosen', 'rejected'" in err
+    assert "top 2 by LN-CHES" in out and "Traceback" not in out + err
+    run = next((tmp_path / "runs").iterdir())
+    assert cli.main(["score", str(data), "--max-length", "64", "--out", str(tmp_path / "runs")]) == 0
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [run.name]
+    assert cli.main(["runs", "--out", str(tmp_path / "runs")]) == 0
+    assert run.name in capsys.readouterr().out
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_hostile_corpus_through_the_cli(name, tmp_path, capsys, fast_model):
+    code = cli.main(["score", str(CORPUS / name), "--max-length", "32", "--out", str(tmp_path), "--top", "1"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    expected = MANIFEST[name]
+    if isinstance(expected, str):                      # the whole file is unreadable: one clear line
+        assert code == 2 and err.startswith("ches: error:") and expected in err
+        return
+    good, bad = expected
+    good, bad = good - len(TEMPLATE_REJECTS.get(name, {})), {**bad, **TEMPLATE_REJECTS.get(name, {})}
+    if good == 0:
+        assert code == 2 and ("no usable pairs" in err or "no pair could be tokenized" in err)
+    else:
+        assert code == 0 and f"pairs scored: {good}" in out
+    for row, reason in bad.items():
+        assert f"row {row}: " in err and reason in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["score", "no/such/file.jsonl"], "no/such/file.jsonl"),
+    (["score", "data/sample.jsonl", "--max-length", "1"], "--max-length must be at least 2"),
+    (["score", "data/sample.jsonl", "--model", "/nonexistent/model"], "could not load model"),
+    (["score", "data/sample.jsonl", "--dtype", "float8"], "unknown dtype"),
+])
+def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("CHES_WORKSPACE", str(tmp_path))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
