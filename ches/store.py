@@ -108,7 +108,7 @@ def read_texts(run_dir: Path, rows: Sequence[int] | None = None) -> pd.DataFrame
 
 def read_pairs(run_dir: Path, rows: Sequence[int] | None = None) -> list[Pair]:
     """Pair records back from a run (for the token view and for export)."""
-    load = lambda s: None if s is None else tuple(json.loads(s))  # noqa: E731
+    load = lambda s: None if s is None or pd.isna(s) else tuple(json.loads(s))  # noqa: E731
     t = read_texts(run_dir, rows)
     flags = read_scores(run_dir).set_index("row")["flags"]
     return [Pair(int(r.row), load(r.prompt), r.chosen, r.rejected, load(r.rejected_prompt),

@@ -8,9 +8,14 @@ followed) must lie inside the resolved root, else PathError.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024      # largest dataset file the app accepts as an upload
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample.jsonl"   # the bundled sample
 
 
 class PathError(ValueError):
@@ -58,4 +63,31 @@ def confine(root: str | Path, path: str | Path) -> Path:
     target = (root / text).resolve()
     if target != root and root not in target.parents:
         raise PathError(f"{text!r} is outside the allowed folder {root}")
+    return target
+
+
+def check_upload_size(n_bytes: int, limit: int | None = None) -> None:
+    """ValueError with a readable message when an upload is over the limit (default MAX_UPLOAD_BYTES)."""
+    limit = MAX_UPLOAD_BYTES if limit is None else limit
+    if n_bytes > limit:
+        raise ValueError(f"the file is {n_bytes / 2**20:.1f} MB; uploads are limited to {limit / 2**20:.1f} MB "
+                         f"(put larger files under the data root and load them by path)")
+
+
+def safe_filename(name: str, max_len: int = 80) -> str:
+    """`name` without folders, with characters other than letters, digits, '.', '-', '_' replaced by '_'."""
+    base = re.split(r"[\\/]", str(name))[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip(".") or "upload"
+    return base[-max_len:]
+
+
+def save_upload(uploads: str | Path, data: bytes, filename: str) -> Path:
+    """Store an upload as `<uploads>/<sha256[:12]>-<safe name>` (idempotent) and return its path."""
+    check_upload_size(len(data))
+    target = Path(uploads) / f"{hashlib.sha256(data).hexdigest()[:12]}-{safe_filename(filename)}"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
     return target

@@ -1,0 +1,21 @@
+"""CHES Studio: find preference pairs that cause likelihood displacement in DPO (Razin et al., ICLR 2025).
+
+    streamlit run app.py        (or: python -m ches app)
+
+This file only routes: the pages live in pages/, the logic in ches/, shared helpers in ui.py.
+"""
+import streamlit as st
+
+import ui
+
+st.set_page_config(page_title="CHES Studio", page_icon=":material/science:", layout="wide")
+
+pg = st.navigation([
+    st.Page("pages/score.py", title="Data & score", icon=":material/database:", default=True),
+    st.Page("pages/browse.py", title="Browse", icon=":material/table_rows:"),
+    st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
+    st.Page("pages/pair.py", title="Pair / tokens", icon=":material/compare_arrows:"),
+    st.Page("pages/export.py", title="Curate & export", icon=":material/download:"),
+])
+ui.sidebar()
+pg.run()

@@ -1,0 +1,171 @@
+"""Filter and rank a run's pairs for review (pure pandas over the scores table).
+
+Ranking is by the chosen metric, descending: the riskiest pairs (most likely to cause likelihood
+displacement) come first; ties keep dataset order. Percentiles are over the whole run, so a pair's
+percentile does not move when other filters change:
+
+    percentile(x) = 100 * #{values <= x} / #{values}        (NaN values ignored)
+
+Everything here works on the scores table only, except `search_rows`, which reads the text columns.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+METRIC_LABELS = {
+    "ln_ches": "LN-CHES",
+    "ches": "CHES",
+    "edit_sim": "Edit similarity",
+    "last_hidden_ip": "Last-hidden IP",
+}
+STATUSES = ("undecided", "keep", "drop", "flag")
+PAGE_SIZE = 50
+
+
+def percentile_of(values: Sequence[float] | np.ndarray | pd.Series, x: float) -> float:
+    """Percent of the (non-NaN) values that are <= x, in [0, 100]; NaN for no values or a NaN x."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if v.size == 0 or x is None or np.isnan(x):
+        return float("nan")
+    return 100.0 * np.count_nonzero(v <= x) / v.size
+
+
+def percentiles(values: pd.Series) -> pd.Series:
+    """`percentile_of(values, v)` for every v, vectorised (same index as `values`)."""
+    return values.rank(method="max", pct=True) * 100.0
+
+
+def has_any_flag(flags: pd.Series, wanted: Iterable[str]) -> pd.Series:
+    """Boolean mask: the comma-joined `flags` cell holds at least one of `wanted`."""
+    wanted = [f for f in wanted if f]
+    padded = "," + flags.fillna("").astype(str) + ","
+    mask = pd.Series(False, index=flags.index)
+    for f in wanted:
+        mask |= padded.str.contains(f",{f},", regex=False)
+    return mask
+
+
+def decision_status(pair_ids: pd.Series, decisions: Mapping[str, object] | None) -> pd.Series:
+    """'keep' / 'drop' / 'flag' per pair from {pair_id: Decision or str}; 'undecided' otherwise."""
+    if not decisions:
+        return pd.Series("undecided", index=pair_ids.index, dtype=object)
+    labels = {k: getattr(v, "decision", v) for k, v in decisions.items()}
+    return pair_ids.map(labels).fillna("undecided").astype(object)
+
+
+def filter_pairs(table: pd.DataFrame, *, metric: str = "ln_ches", percentile: tuple[float, float] = (0, 100),
+                 score_range: tuple[float, float] | None = None, flags: Iterable[str] = (),
+                 status: Iterable[str] = (), decisions: Mapping[str, object] | None = None,
+                 rows: Iterable[int] | None = None, length_range: tuple[int, int] | None = None) -> pd.DataFrame:
+    """The pairs passing every filter, riskiest first, with `percentile` and `decision` columns added.
+
+    percentile: band of the metric's percentile over the whole run (inclusive).
+    score_range: inclusive bounds on the metric.  flags: keep pairs with ANY of these flags.
+    status: keep pairs whose decision is one of these ('undecided' = none).  rows: only these source rows.
+    length_range: both responses' token lengths (|y+|, |y-|) inside these inclusive bounds.
+    Empty `flags` / `status` and None mean "no filter".
+    """
+    if metric not in table.columns:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_LABELS)}")
+    out = table.assign(percentile=percentiles(table[metric]),
+                       decision=decision_status(table["pair_id"], decisions))
+    keep = pd.Series(True, index=out.index)
+    lo, hi = percentile
+    if lo > 0 or hi < 100:
+        keep &= out["percentile"].between(lo, hi)
+    if score_range is not None:
+        keep &= out[metric].between(score_range[0], score_range[1])
+    flags = list(flags)
+    if flags:
+        keep &= has_any_flag(out["flags"], flags)
+    status = list(status)
+    if status:
+        bad = set(status) - set(STATUSES)
+        if bad:
+            raise ValueError(f"unknown status {sorted(bad)}; choose from {', '.join(STATUSES)}")
+        keep &= out["decision"].isin(status)
+    if rows is not None:
+        keep &= out["row"].isin(list(rows))
+    if length_range is not None:
+        a, b = length_range
+        keep &= out["len_chosen"].between(a, b) & out["len_rejected"].between(a, b)
+    return out[keep].sort_values([metric, "row"], ascending=[False, True], kind="stable", na_position="last")
+
+
+def next_row(ranked_rows: Sequence[int], current: int | None) -> int | None:
+    """The row after `current` in the ranking; the first row when `current` is absent; None at the end."""
+    ranked = [int(r) for r in ranked_rows]
+    if not ranked:
+        return None
+    if current is None or int(current) not in ranked:
+        return ranked[0]
+    i = ranked.index(int(current))
+    return ranked[i + 1] if i + 1 < len(ranked) else None
+
+
+def page_count(n: int, page_size: int = PAGE_SIZE) -> int:
+    """Pages needed for n rows (at least 1, so an empty table still has page 1)."""
+    return max(1, -(-n // page_size))
+
+
+def page_of(ranked: pd.DataFrame, page: int, page_size: int = PAGE_SIZE) -> pd.DataFrame:
+    """Rows of 1-based `page` (clamped to the valid range)."""
+    page = min(max(1, int(page)), page_count(len(ranked), page_size))
+    return ranked.iloc[(page - 1) * page_size: page * page_size]
+
+
+def histogram(values: pd.Series | np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, edges) over the finite values: drawn as bars, so 100k pairs cost 60 numbers, not 100k."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(1)
+    return np.histogram(v, bins=bins)
+
+
+_TEXT_COLUMNS = ("prompt", "chosen", "rejected", "rejected_prompt")
+
+
+def search_rows(run_dir: str | Path, query: str) -> set[int]:
+    """Source rows whose prompt, chosen or rejected text contains `query` (case-insensitive substring).
+
+    Prompts are stored as JSON message lists: a fast Arrow pass over the raw JSON (query matched both
+    as typed and JSON-escaped) finds candidates, then only candidate prompts are decoded and checked, so
+    JSON syntax ("role", "content", escapes) never produces a match.
+    """
+    query = query.strip() if isinstance(query, str) else ""
+    if not query:
+        return set()
+    table = pq.read_table(Path(run_dir) / "texts.parquet", columns=["row", *_TEXT_COLUMNS])
+    table = table.cast(pa.schema([pa.field("row", table.schema.field("row").type)] +
+                                 [pa.field(c, pa.string()) for c in _TEXT_COLUMNS]))  # an all-None column reads as null
+    needle = query.lower()
+    found: set[int] = set()
+    for name in ("chosen", "rejected"):
+        mask = pc.match_substring(table[name], query, ignore_case=True)
+        found.update(table.filter(mask.fill_null(False))["row"].to_pylist())
+    escaped = json.dumps(query, ensure_ascii=False)[1:-1]
+    for name in ("prompt", "rejected_prompt"):
+        col = table[name]
+        mask = pc.or_(pc.match_substring(col, query, ignore_case=True),
+                      pc.match_substring(col, escaped, ignore_case=True)).fill_null(False)
+        cand = table.filter(mask)
+        for row, text in zip(cand["row"].to_pylist(), cand[name].to_pylist()):
+            if row in found:
+                continue
+            try:
+                messages = json.loads(text)
+            except (TypeError, ValueError):
+                continue
+            if any(needle in str(m.get("content", "")).lower() for m in messages if isinstance(m, dict)):
+                found.add(int(row))
+    return {int(r) for r in found}

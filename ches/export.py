@@ -1,0 +1,312 @@
+"""Curate a scored run: choose which pairs to keep, preview the effect, write the subset + a manifest.
+
+A pair's fate, in order of precedence (the `reason` column of `select`):
+
+1. an annotator's decision 'keep'   -> kept     ("decision:keep"), whatever its flags or score
+2. an annotator's decision 'drop'   -> dropped  ("decision:drop")
+3. a flag listed in `Rule.drop_flags` -> dropped ("flag:<name>", the first listed flag it carries)
+4. the score rule                   -> kept or dropped ("rule"); a 'flag' decision lands here too
+
+The score rule (CHES_SPEC.md: higher = more similar = more likely displacement, so curation keeps the
+LOWEST scores) is one of
+- keep_lowest_percent X: the floor(n * X / 100) pairs with the lowest metric, ranked over ALL n pairs
+  of the run (so one pair's outcome never depends on other pairs' decisions or flags); ties are broken
+  by dataset order (the earlier row is kept); NaN scores rank last.
+- threshold t (when set, it replaces the percent rule): pairs with metric <= t.
+
+The paper (Razin et al. 2025, Sec. 6) trains on the 5% of pairs with the LOWEST LN-CHES
+(keep_lowest_percent=5; up to 15% gave the same effect). The default here, 95, is the gentler
+curation "drop the riskiest 5%"; pass 5 to follow the paper exactly.
+
+Export formats
+- "input": each kept pair's source record exactly as read (Pair.record), one JSON object per line.
+  CSV and Parquet sources are written as JSON Lines too (CSV cells holding message lists were already
+  parsed into lists when loading; every other CSV cell stays a string).
+- "trl": `ches.data.to_trl(pair)`, TRL's conversational form.
+Either file re-loads with `ches.data.load_dataset` to exactly the kept pairs' pair_ids, in dataset order
+(for an "input" export of a source loaded with an explicit `format=`, pass the same format again; the
+manifest records it as `reload_format`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .atomic import atomic_open, atomic_write_text
+from .data import FLAGS, Pair, to_trl
+from .scores import METRICS
+from .store import read_manifest, read_scores, read_texts
+from .workspace import confine
+
+DEFAULT_DROP_FLAGS = ("identical", "empty_chosen", "empty_rejected")
+EXPORT_FORMATS = ("input", "trl")
+DECISION_VALUES = ("keep", "drop", "flag")
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
+
+class ExportError(ValueError):
+    """A user error in a curation rule or an export request (printed as one line)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Which pairs the score rule keeps (see the module docstring for the precedence and the paper's choice)."""
+    metric: str = "ln_ches"                        # a column of the scores table (ches.scores.METRICS)
+    keep_lowest_percent: float = 95.0              # keep this % of all pairs, lowest scores first
+    threshold: float | None = None                 # when set: keep metric <= threshold (replaces the %)
+    drop_flags: tuple[str, ...] = field(default=DEFAULT_DROP_FLAGS)  # pairs carrying any of these go
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ExportError(f"unknown metric {self.metric!r}; valid metrics: {', '.join(METRICS)}")
+        p = self.keep_lowest_percent
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 100:
+            raise ExportError(f"keep_lowest_percent must be a number from 0 to 100, got {p!r}")
+        t = self.threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or math.isnan(t)):
+            raise ExportError(f"threshold must be a number, got {t!r}")
+        object.__setattr__(self, "drop_flags", tuple(self.drop_flags))
+        unknown = [f for f in self.drop_flags if f not in FLAGS]
+        if unknown:
+            raise ExportError(f"unknown flag(s) {', '.join(map(repr, unknown))}; valid flags: {', '.join(FLAGS)}")
+
+    @property
+    def mode(self) -> str:
+        return "lowest_percent" if self.threshold is None else "threshold"
+
+    def describe(self) -> str:
+        keep = (f"lowest {self.keep_lowest_percent:g}%" if self.threshold is None
+                else f"{self.metric} <= {self.threshold:g}")
+        flags = ", ".join(self.drop_flags) or "none"
+        return f"keep {keep} by {self.metric}; drop flags: {flags}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drop_flags": list(self.drop_flags), "mode": self.mode}
+
+
+# ------------------------------------------------------------------------------------ selection
+
+def _decision_of(d: Any) -> str:
+    value = getattr(d, "decision", d)           # an annotations.Decision or a plain string
+    if value not in DECISION_VALUES:
+        raise ExportError(f"decision must be one of {', '.join(DECISION_VALUES)}; got {value!r}")
+    return value
+
+
+def _has_flag(flags: pd.Series, flag: str) -> np.ndarray:
+    return ("," + flags.fillna("").astype(str) + ",").str.contains(f",{flag},", regex=False).to_numpy()
+
+
+def _rule_keeps(values: pd.Series, rule: Rule) -> np.ndarray:
+    """The score rule alone over all pairs: (n,) bool."""
+    v = values.to_numpy(dtype=np.float64)        # (n,)
+    if rule.threshold is not None:
+        return v <= rule.threshold                 # NaN compares False: dropped
+    n = len(v)
+    k = math.floor(n * rule.keep_lowest_percent / 100 + 1e-9)
+    order = np.argsort(np.where(np.isnan(v), np.inf, v), kind="stable")  # ties: dataset order; NaN last
+    keep = np.zeros(n, dtype=bool)
+    keep[order[:k]] = True
+    return keep
+
+
+def select(table: pd.DataFrame, rule: Rule, decisions: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """A copy of the scores table with `decision` ('' when none), `rule_kept` (rule + flags alone),
+    `kept` (the final outcome) and `reason` ("rule", "decision:keep", "decision:drop", "flag:<name>")."""
+    decisions = decisions or {}
+    missing = [c for c in ("row", "pair_id", "flags", rule.metric) if c not in table.columns]
+    if missing:
+        raise ExportError(f"the scores table has no column(s) {', '.join(missing)}")
+    out = table.copy()
+    decided = {pid: _decision_of(d) for pid, d in decisions.items()}
+    decision = pd.Series([decided.get(pid, "") for pid in out["pair_id"]], index=out.index, dtype=str)
+    n = len(out)
+    reason = np.full(n, "rule", dtype=object)
+    flagged = np.zeros(n, dtype=bool)
+    for flag in reversed(rule.drop_flags):        # the first listed flag wins the reason
+        has = _has_flag(out["flags"], flag)
+        reason[has] = f"flag:{flag}"
+        flagged |= has
+    rule_kept = _rule_keeps(out[rule.metric], rule) & ~flagged
+    is_keep, is_drop = (decision == "keep").to_numpy(), (decision == "drop").to_numpy()
+    reason[is_keep] = "decision:keep"
+    reason[is_drop] = "decision:drop"
+    out["decision"] = decision
+    out["rule_kept"] = rule_kept
+    out["kept"] = (rule_kept | is_keep) & ~is_drop
+    out["reason"] = reason.astype(str)
+    return out
+
+
+def _quantiles(values: pd.Series) -> dict[str, float | None]:
+    v = values.to_numpy(dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return {f"q{round(q * 100)}": None for q in QUANTILES}
+    return {f"q{round(q * 100)}": float(x) for q, x in zip(QUANTILES, np.quantile(v, QUANTILES))}
+
+
+def preview(table: pd.DataFrame, rule: Rule, decisions: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What `export` would do, as plain JSON-ready numbers: counts before/after, removals by reason,
+    flags removed, decision counts (over this run's pairs), pairs whose outcome a decision changed,
+    and quantiles of the metric and of the response lengths before and after."""
+    sel = select(table, rule, decisions)
+    kept = sel[sel["kept"]]
+    columns = [rule.metric] + [c for c in ("len_chosen", "len_rejected") if c in sel.columns]
+    flags_removed = sel.loc[~sel["kept"] & sel["reason"].str.startswith("flag:"), "reason"]
+    overridden = ((sel["decision"] == "keep") & ~sel["rule_kept"]) | ((sel["decision"] == "drop") & sel["rule_kept"])
+    kept_rule = sel.loc[(sel["reason"] == "rule") & sel["kept"], rule.metric]
+    return {
+        "metric": rule.metric,
+        "rule": rule.as_dict(),
+        "before": int(len(sel)),
+        "after": int(len(kept)),
+        "dropped": int(len(sel) - len(kept)),
+        "kept_by_reason": {k: int(v) for k, v in sel.loc[sel["kept"], "reason"].value_counts().items()},
+        "dropped_by_reason": {k: int(v) for k, v in sel.loc[~sel["kept"], "reason"].value_counts().items()},
+        "flags_removed": {k.removeprefix("flag:"): int(v) for k, v in flags_removed.value_counts().items()},
+        "decisions": {d: int((sel["decision"] == d).sum()) for d in DECISION_VALUES},
+        "overridden": int(overridden.sum()),
+        "cutoff": None if kept_rule.dropna().empty else float(kept_rule.max()),  # highest score the rule kept
+        "quantiles": {"before": {c: _quantiles(sel[c]) for c in columns},
+                      "after": {c: _quantiles(kept[c]) for c in columns}},
+    }
+
+
+# ------------------------------------------------------------------------------------ export
+
+def manifest_path(out_path: str | Path) -> Path:
+    """`<folder>/<stem>.manifest.json` beside the export file."""
+    out = Path(out_path)
+    return out.with_name(f"{out.stem}.manifest.json")
+
+
+_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def default_export_name(run_id: str, rule: Rule) -> str:
+    """e.g. '3f2a9c1d-ln_ches-keep95' or '3f2a9c1d-ln_ches-le0.12' (no suffix)."""
+    part = f"keep{rule.keep_lowest_percent:g}" if rule.threshold is None else f"le{rule.threshold:g}"
+    return _NAME.sub("_", f"{run_id[:12]}-{rule.metric}-{part}")
+
+
+def export_path(exports_dir: str | Path, name: str) -> Path:
+    """The export file for a user-typed `name`, confined to `exports_dir` (PathError outside it);
+    '.jsonl' is appended unless the name already ends in .jsonl or .ndjson."""
+    name = str(name).strip()
+    if not name:
+        raise ExportError("the export name is empty")
+    if not name.lower().endswith((".jsonl", ".ndjson")):
+        name += ".jsonl"
+    path = confine(exports_dir, name)
+    if path.name.startswith(".") or path.name.lower() in (".jsonl", ".ndjson"):
+        raise ExportError(f"{name!r} is not a usable file name")
+    return path
+
+
+def _read_pairs(run_dir: Path, rows: list[int]) -> list[Pair]:
+    """The given rows' pairs in dataset order. (Not store.read_pairs: under pandas 3 a string column
+    with some nulls reads back NaN, which its json.loads of `rejected_prompt` chokes on.)"""
+    load = lambda s: None if s is None or pd.isna(s) else tuple(json.loads(s))  # noqa: E731
+    t = read_texts(run_dir, rows).sort_values("row")
+    return [Pair(int(r.row), load(r.prompt), r.chosen, r.rejected, load(r.rejected_prompt), (),
+                 json.loads(r.record), r.pair_id) for r in t.itertuples(index=False)]
+
+
+def export(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None, out_path: str | Path, *,
+           fmt: str = "input", annotator: str | None = None) -> dict[str, Any]:
+    """Write the kept pairs of `run_dir` to `out_path` (JSON Lines) and its manifest beside it.
+
+    Both files are written atomically (temp file + rename): a failure leaves any previous files intact.
+    The JSONL is written first; the manifest carries its sha256, so a stale pairing is detectable.
+    `annotator` only records whose decisions were applied (None = every annotator's latest).
+    Returns the manifest.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; valid formats: {', '.join(EXPORT_FORMATS)}")
+    out = Path(out_path)
+    if not out.name.lower().endswith((".jsonl", ".ndjson")):
+        raise ExportError(f"{out}: the export file name must end in .jsonl or .ndjson")
+    if not out.parent.is_dir():
+        raise ExportError(f"{out.parent}: no such folder")
+    run_dir = Path(run_dir)
+    run = read_manifest(run_dir)
+    table = read_scores(run_dir)
+    sel = select(table, rule, decisions)
+    summary = preview(table, rule, decisions)
+    kept_rows = sel.loc[sel["kept"], "row"].astype(int).tolist()
+    pairs = _read_pairs(run_dir, kept_rows) if kept_rows else []
+
+    digest, size = hashlib.sha256(), 0
+    with atomic_open(out, "w", newline="\n") as f:
+        for p in pairs:
+            line = json.dumps(p.record if fmt == "input" else to_trl(p), ensure_ascii=False) + "\n"
+            data = line.encode("utf-8")
+            digest.update(data)
+            size += len(data)
+            f.write(line)
+
+    key = run.get("key", {})
+    manifest = {
+        "kind": "ches-export",
+        "app_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "file": out.name,
+        "sha256": digest.hexdigest(),
+        "bytes": size,
+        "format": fmt,
+        "reload_format": run.get("format") if fmt == "input" else None,  # None: auto-detect
+        "run": run.get("run", run_dir.name),
+        "model_id": key.get("model_id"),
+        "fingerprint": key.get("fingerprint"),
+        "template": key.get("template"),
+        "max_length": key.get("max_length"),
+        "dtype": key.get("dtype"),
+        "dataset_hash": key.get("dataset_hash"),
+        "source": run.get("source"),
+        "source_format": run.get("format"),
+        "metric": rule.metric,
+        "rule": rule.as_dict(),
+        "cutoff": summary["cutoff"],
+        "counts": {
+            "pairs": summary["before"], "kept": len(pairs), "dropped": summary["before"] - len(pairs),
+            "kept_by_reason": summary["kept_by_reason"], "dropped_by_reason": summary["dropped_by_reason"],
+            "flags_removed": summary["flags_removed"], "overridden_by_decisions": summary["overridden"],
+        },
+        "decisions": summary["decisions"],
+        "decisions_annotator": annotator,
+        "quantiles": summary["quantiles"],
+    }
+    atomic_write_text(manifest_path(out), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+# ------------------------------------------------------------------------------------ charts
+
+def before_after_histogram(before: np.ndarray, after: np.ndarray, *, title: str, xlabel: str, ylabel: str = "pairs"):
+    """Overlaid plotly histograms of the same quantity before and after curation (shared bins)."""
+    import plotly.graph_objects as go
+
+    before = np.asarray(before, dtype=np.float64)
+    after = np.asarray(after, dtype=np.float64)
+    finite = before[np.isfinite(before)]
+    bins = None
+    if len(finite) and finite.max() > finite.min():
+        bins = dict(start=float(finite.min()), end=float(finite.max()), size=float(finite.max() - finite.min()) / 40)
+    fig = go.Figure()
+    fig.add_trace(go.Histogram(x=before, name="before", opacity=0.5, xbins=bins, marker_color="#888"))
+    fig.add_trace(go.Histogram(x=after, name="after", opacity=0.7, xbins=bins, marker_color="#1f77b4"))
+    fig.update_layout(barmode="overlay", title=title, xaxis_title=xlabel, yaxis_title=ylabel,
+                      height=320, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
+    return fig

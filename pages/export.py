@@ -1,0 +1,112 @@
+"""Curate & export: choose which pairs to keep, preview the effect, write the subset with a manifest."""
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import ui
+from ches import annotations
+from ches.browse import METRIC_LABELS
+from ches.data import FLAGS
+from ches.export import (DEFAULT_DROP_FLAGS, Rule, before_after_histogram, default_export_name, export,
+                         export_path, manifest_path, preview, select)
+from ches.scores import METRICS
+
+LAST = "export_last"          # (run folder, written file) of this session's latest export
+FORMATS = {"input": "As in the source (each pair's original record; CSV / Parquet sources become JSON Lines)",
+           "trl": "TRL conversational (prompt / chosen / rejected as messages)"}
+
+run = ui.require_run()
+table = ui.scores(run)
+st.title("Curate & export")
+st.caption("Higher scores = more similar responses = more likely likelihood displacement, so curation keeps the "
+           "LOWEST scores. The paper (Razin et al. 2025, Sec. 6) trains on the 5% lowest LN-CHES; dropping "
+           "only the riskiest few percent is the gentler choice. Decisions override the rule: keep = always "
+           "kept, drop = always dropped, flag = follows the rule.")
+
+# ------------------------------------------------------------------------------------ the rule
+c1, c2 = st.columns(2)
+metric = c1.selectbox("Metric", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="export_metric",
+                      help="Rank with one metric only; never mix CHES and LN-CHES.")
+c1.caption(METRICS[metric])
+mode = c2.radio("Rule", ["percent", "threshold"], key="export_mode", horizontal=True,
+                format_func={"percent": "Keep the lowest %", "threshold": "Keep scores ≤ threshold"}.get)
+if mode == "percent":
+    percent = c2.slider("Keep the lowest … % of pairs", 0.0, 100.0, 95.0, 0.5, key="export_percent",
+                        help="5 follows the paper; 95 drops the riskiest 5%.")
+    threshold = None
+else:
+    default = float(np.nanquantile(table[metric], 0.95)) if table[metric].notna().any() else 0.0
+    threshold = c2.number_input(f"Keep pairs with {METRIC_LABELS[metric]} ≤", value=default, format="%.6g",
+                                key=f"export_threshold_{metric}")
+    percent = 95.0
+drop_flags = st.multiselect("Drop pairs with these flags", list(FLAGS), default=list(DEFAULT_DROP_FLAGS),
+                            key="export_flags", format_func=lambda f: f"{f} — {FLAGS[f]}")
+only_mine = st.toggle(f"Apply only my decisions ({ui.annotator()})", key="export_only_mine",
+                      help="Off: the latest decision of any annotator applies.")
+decisions = (annotations.current(ui.ws().decisions, annotator=ui.annotator()) if only_mine else ui.decisions())
+
+rule = None
+with ui.user_errors():
+    rule = Rule(metric=metric, keep_lowest_percent=percent, threshold=threshold, drop_flags=tuple(drop_flags))
+if rule is None:
+    st.stop()
+
+# ------------------------------------------------------------------------------------ preview
+summary = preview(table, rule, decisions)
+sel = select(table, rule, decisions)
+kept = sel[sel["kept"]]
+m1, m2, m3 = st.columns(3)
+m1.metric("Pairs kept", summary["after"], delta=f"{summary['after'] / max(summary['before'], 1):.1%} of "
+          f"{summary['before']}", delta_color="off", delta_arrow="off")
+m2.metric("Pairs dropped", summary["dropped"])
+m3.metric("Overridden by decisions", summary["overridden"],
+          help="Pairs whose keep / drop decision changed what the rule and flags alone would do.")
+h1, h2 = st.columns(2)
+h1.plotly_chart(before_after_histogram(table[metric], kept[metric], title=f"{METRIC_LABELS[metric]}: before vs after",
+                                       xlabel=METRIC_LABELS[metric]), key="export_hist_metric")
+lengths = lambda t: np.concatenate([t["len_chosen"].to_numpy(), t["len_rejected"].to_numpy()])  # noqa: E731
+h2.plotly_chart(before_after_histogram(lengths(table), lengths(kept), title="Response length: before vs after",
+                                       xlabel="tokens (chosen and rejected)", ylabel="responses"),
+                key="export_hist_lengths")
+r1, r2 = st.columns(2)
+with r1:
+    st.markdown("**Removed by flags**")
+    if summary["flags_removed"]:
+        st.dataframe(pd.DataFrame({"flag": list(summary["flags_removed"]),
+                                   "pairs removed": list(summary["flags_removed"].values())}), hide_index=True)
+    else:
+        st.caption("No pair removed by a flag.")
+with r2:
+    st.markdown("**Outcome by reason**")
+    reasons = [(r, "kept", n) for r, n in summary["kept_by_reason"].items()] + \
+              [(r, "dropped", n) for r, n in summary["dropped_by_reason"].items()]
+    st.dataframe(pd.DataFrame(reasons, columns=["reason", "outcome", "pairs"]), hide_index=True)
+
+# ------------------------------------------------------------------------------------ export
+st.subheader("Export")
+fmt = st.radio("Format", list(FORMATS), format_func=FORMATS.get, key="export_format")
+name = st.text_input("File name (saved in the workspace's exports folder)",
+                     value=default_export_name(run.name, rule) + ("" if fmt == "input" else "-trl"))
+if st.button("Export", type="primary", key="export_go", icon=":material/download:"):
+    with ui.user_errors():
+        path = export_path(ui.ws().exports, name)
+        written = export(run, rule, decisions, path, fmt=fmt, annotator=ui.annotator() if only_mine else None)
+        st.session_state[LAST] = (str(run), str(path))
+        ui.flash("success", f"Wrote {written['counts']['kept']} of {written['counts']['pairs']} pairs.")
+        st.rerun()
+
+ui.show_flash()
+last = st.session_state.get(LAST)
+if last and last[0] == str(run) and Path(last[1]).is_file():
+    path = Path(last[1])
+    st.text(f"Exported file: {path}\nManifest:      {manifest_path(path)}")
+    d1, d2 = st.columns(2)
+    d1.download_button("Download JSONL", data=partial(path.read_bytes), file_name=path.name,
+                       mime="application/jsonl", key="export_dl_jsonl", icon=":material/file_download:")
+    if manifest_path(path).is_file():
+        d2.download_button("Download manifest", data=partial(manifest_path(path).read_bytes),
+                           file_name=manifest_path(path).name, mime="application/json", key="export_dl_manifest",
+                           icon=":material/description:")

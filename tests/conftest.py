@@ -1,0 +1,142 @@
+"""Shared fixtures: the real default model, small scored runs (sample and hostile texts), a temp workspace.
+
+The model keeps the user's default CHES_CACHE, so the GGUF conversion happens once per machine.
+Runs are scored once per test session into a session temp folder; tests must not modify them.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SAMPLE = ROOT / "data" / "sample.jsonl"
+
+# Every string a page must show literally: HTML that would run, Markdown that would format.
+HOSTILE = (
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "**bold** [link](http://evil.example)",
+    "# heading",
+)
+
+
+def _hostile_rows() -> list[dict]:
+    """6 distinct pairs; every hostile string appears in a prompt, a chosen and a rejected text."""
+    rows = []
+    for i in range(6):
+        a, b, c = HOSTILE[i % 4], HOSTILE[(i + 1) % 4], HOSTILE[(i + 2) % 4]
+        rows.append({"prompt": f"{a} question {i}", "chosen": f"{b} fine answer {i}",
+                     "rejected": f"{c} other answer {i}"})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def real_lm():
+    """The default model (SmolLM2-135M-Instruct), loaded once per session."""
+    from ches.models import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory, runs_root, real_lm) -> Path:
+    """Run folder of the first 24 sample pairs, scored at max_length=512."""
+    from ches.data import load_dataset
+    from ches.pipeline import score_dataset
+
+    src = tmp_path_factory.mktemp("sample24") / "sample24.jsonl"
+    src.write_text("".join(SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)[:24]), encoding="utf-8")
+    return score_dataset(load_dataset(src), real_lm, runs_root=runs_root, max_length=512)
+
+
+@pytest.fixture(scope="session")
+def hostile_run(tmp_path_factory, runs_root, real_lm) -> Path:
+    """Run folder of 6 pairs whose prompts and responses hold HTML / Markdown payloads (see HOSTILE)."""
+    from ches.data import load_dataset
+    from ches.pipeline import score_dataset
+
+    src = tmp_path_factory.mktemp("hostile") / "hostile.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in _hostile_rows()), encoding="utf-8")
+    return score_dataset(load_dataset(src), real_lm, runs_root=runs_root, max_length=256)
+
+
+def make_fake_run(run_dir: Path, dataset, *, seed: int = 0, d: int = 8) -> Path:
+    """A complete run folder for `dataset` with random sums and scores (no model; for UI tests)."""
+    import numpy as np
+    import pandas as pd
+
+    from ches.store import write_run
+
+    pairs = dataset.pairs
+    n = len(pairs)
+    r = np.random.default_rng(seed)
+    scores = pd.DataFrame({
+        "row": [p.row for p in pairs], "pair_id": [p.pair_id for p in pairs],
+        "ln_ches": r.normal(size=n), "ches": r.normal(size=n) * 100, "edit_sim": -r.random(n),
+        "last_hidden_ip": r.normal(size=n), "len_chosen": r.integers(1, 60, n), "len_rejected": r.integers(1, 60, n),
+        "truncated": np.zeros(n, bool), "flags": [",".join(p.flags) for p in pairs],
+    })
+    arrays = {"S_plus": r.normal(size=(n, d)), "S_minus": r.normal(size=(n, d)),
+              "last_plus": r.normal(size=(n, d)).astype(np.float32),
+              "last_minus": r.normal(size=(n, d)).astype(np.float32)}
+    manifest = {"key": {"dataset_hash": dataset.content_hash, "model_id": "test/fake-model", "fingerprint": "fake",
+                        "template": "fake", "max_length": 512, "dtype": "float32", "engine_version": 1},
+                "run": Path(run_dir).name, "created_at": "2025-01-01T00:00:00+00:00", "source": dataset.source,
+                "format": dataset.format, "pairs": n, "rows_skipped": [], "flag_counts": {}}
+    return write_run(Path(run_dir), manifest=manifest, scores=scores, pairs=pairs, arrays=arrays)
+
+
+@pytest.fixture(scope="session")
+def flagged_run(tmp_path_factory) -> Path:
+    """A fake-scored run (no model) of 130 pairs, some flagged: identical (row 3), duplicate (row 5),
+    empty_rejected (row 8). Enough rows for three table pages."""
+    from ches.data import load_records
+
+    records = [{"prompt": f"question {i}", "chosen": f"answer {i}", "rejected": f"other {i}"} for i in range(130)]
+    records[2]["rejected"] = records[2]["chosen"]
+    records[4] = dict(records[0])
+    records[7]["rejected"] = ""
+    dataset = load_records(records, source="flagged.jsonl")
+    return make_fake_run(tmp_path_factory.mktemp("flagged") / "run", dataset, seed=1)
+
+
+@pytest.fixture
+def navigation_pages(monkeypatch) -> None:
+    """Make AppTest run app.py (st.navigation) on every run, as the real server does.
+
+    A folder named pages/ next to app.py makes each AppTest run (which resets
+    PagesManager.uses_pages_directory) treat the app as an old-style multipage app and, on any run after
+    the first, execute the page file alone: no app.py, so no sidebar. The real server learns "not v1"
+    from the first st.navigation call and keeps it for the process; this fixture does the same.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def workspace_env(monkeypatch, tmp_path) -> SimpleNamespace:
+    """CHES_WORKSPACE and CHES_DATA_ROOT pointed at fresh temp folders: .workspace, .data_root."""
+    ws, data = tmp_path / "workspace", tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("CHES_WORKSPACE", str(ws))
+    monkeypatch.setenv("CHES_DATA_ROOT", str(data))
+    return SimpleNamespace(workspace=ws, data_root=data)

@@ -1,0 +1,282 @@
+"""AppTest for the Map and Curate & export pages, plus ches.mapview.
+
+A synthetic run (random sums and scores over data/sample.jsonl) stands in for a scored one, and a fake
+UMAP (first two input columns) keeps the map fast. AppTest cannot lasso, so a selection is injected
+as the plotly chart's widget state: the same JSON the browser sends.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import umap
+from streamlit.proto.WidgetStates_pb2 import WidgetState
+from streamlit.testing.v1 import AppTest
+
+from ches import __version__, annotations, mapview
+from ches.data import load_dataset
+from ches.export import manifest_path
+from ches.store import read_scores, write_run
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample.jsonl"
+TIMEOUT = 60
+
+
+class FakeUMAP:
+    """Stand-in for umap.UMAP (no numba compile): the first two input columns."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def fit_transform(self, X):
+        return np.asarray(X)[:, :2].copy()
+
+
+def make_run(run_dir: Path, dataset, *, seed: int = 0, d: int = 8) -> Path:
+    pairs = dataset.pairs
+    n = len(pairs)
+    r = np.random.default_rng(seed)
+    scores = pd.DataFrame({
+        "row": [p.row for p in pairs], "pair_id": [p.pair_id for p in pairs],
+        "ln_ches": r.normal(size=n), "ches": r.normal(size=n) * 100, "edit_sim": -r.random(n),
+        "last_hidden_ip": r.normal(size=n), "len_chosen": r.integers(1, 60, n), "len_rejected": r.integers(1, 60, n),
+        "truncated": np.zeros(n, bool), "flags": [",".join(p.flags) for p in pairs],
+    })
+    arrays = {"S_plus": r.normal(size=(n, d)), "S_minus": r.normal(size=(n, d)),
+              "last_plus": r.normal(size=(n, d)).astype(np.float32),
+              "last_minus": r.normal(size=(n, d)).astype(np.float32)}
+    manifest = {"key": {"dataset_hash": dataset.content_hash, "model_id": "test/model", "fingerprint": "fp",
+                        "template": "t", "max_length": 512, "dtype": "float32", "engine_version": 1},
+                "run": run_dir.name, "created_at": "2025-01-01T00:00:00+00:00", "app_version": __version__,
+                "source": dataset.source, "format": dataset.format, "pairs": n, "rows_skipped": [],
+                "flag_counts": {}}
+    return write_run(run_dir, manifest=manifest, scores=scores, pairs=pairs, arrays=arrays)
+
+
+@pytest.fixture(scope="module")
+def sample_ds():
+    return load_dataset(SAMPLE)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, sample_ds):
+    """A workspace under tmp_path holding one synthetic run; the fake UMAP; cwd = repo root."""
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("CHES_WORKSPACE", str(ws))
+    monkeypatch.setattr(umap, "UMAP", FakeUMAP)
+    monkeypatch.chdir(ROOT)
+    run = make_run(ws / "runs" / "0123456789abcdef", sample_ds)
+    return {"ws": ws, "run": run, "table": read_scores(run)}
+
+
+def app(page: str, run: Path | None, annotator: str = "tester") -> AppTest:
+    """The whole app (navigation + sidebar), opened on pages/<page> with the run active."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    if run is not None:
+        at.session_state["run_dir"] = str(run)
+    at.session_state["annotator"] = annotator
+    return at.switch_page(f"pages/{page}")
+
+
+def name_input(at: AppTest):
+    return next(t for t in at.text_input if t.label.startswith("File name"))
+
+
+def tiles(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+# ------------------------------------------------------------------------------------ mapview units
+
+def test_selection_rows_from_lasso_customdata():
+    rows = [3, 5, 7, 9]
+    lasso = {"points": [{"curve_number": 1, "point_index": 0, "customdata": [9]},
+                        {"curve_number": 1, "point_index": 1, "customdata": 3},
+                        {"curve_number": 1, "point_index": 3, "customdata": {"0": 5}},  # as plotly.js sends 2-D
+                        {"curve_number": 2, "point_index": 0, "customdata": [9]},      # same pair, other side
+                        {"curve_number": 1, "point_index": 2, "customdata": [42]}],   # not in this run
+             "point_indices": [0, 1, 0, 2], "box": [], "lasso": [{"x": [0, 1, 1], "y": [0, 0, 1]}]}
+    assert mapview.selection_rows(lasso, rows, "responses") == [3, 5, 9]
+    assert mapview.selection_rows({"selection": lasso}, rows, "pairs") == [3, 5, 9]   # the whole event works too
+    assert mapview.selection_rows(None, rows, "pairs") == []
+    assert mapview.selection_rows({"points": [], "box": [], "lasso": []}, rows, "pairs") == []
+    # no customdata: point_index into the plotted order (responses: chosen rows, then rejected rows)
+    assert mapview.selection_rows({"points": [{"point_index": 1}, {"point_index": 6}]}, rows, "responses") == [5, 7]
+    assert mapview.selection_rows({"points": [{"point_index": 1}, {"point_index": 6}]}, rows, "pairs") == [5]
+    with pytest.raises(ValueError):
+        mapview.selection_rows(lasso, rows, "tokens")
+
+
+def test_map_frame_and_figure():
+    table = pd.DataFrame({"row": [1, 2, 3], "pair_id": ["a", "b", "c"], "ln_ches": [0.5, -1.0, 2.0],
+                          "flags": ["", "identical,duplicate", ""]})
+    prompts = {1: json.dumps([{"role": "user", "content": "<script>alert(1)</script> " + "x" * 200}]),
+               2: json.dumps([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}])}
+    pairs = mapview.map_frame(table, np.arange(6.0).reshape(3, 2), "pairs", prompts=prompts)
+    assert pairs[["x", "y", "row", "side"]].values.tolist() == [[0, 1, 1, "pair"], [2, 3, 2, "pair"], [4, 5, 3, "pair"]]
+    assert "<script>" not in pairs["hover"][0] and "&lt;script&gt;" in pairs["hover"][0]
+    assert pairs["hover"][0].startswith("row 1 · ln_ches 0.5<br>") and pairs["hover"][0].endswith("…")
+    assert pairs["hover"][1].endswith("<br>hi") and pairs["hover"][2] == "row 3 · ln_ches 2"
+    resp = mapview.map_frame(table, np.arange(12.0).reshape(6, 2), "responses", color_by="decision",
+                             decisions={"b": "drop"})
+    assert resp["side"].tolist() == ["chosen"] * 3 + ["rejected"] * 3
+    assert resp["row"].tolist() == [1, 2, 3, 1, 2, 3]
+    assert resp["color"].tolist()[:3] == ["undecided", "drop", "undecided"]
+    fig = mapview.map_figure(resp, color_by="decision")
+    lines = fig.data[0]
+    assert lines.mode == "lines" and list(lines.x) == [0, 6, None, 2, 8, None, 4, 10, None]
+    markers = [t for t in fig.data if t.mode == "markers"]
+    assert sum(len(t.x) for t in markers) == 6
+    assert sorted(c for t in markers for c in t.customdata) == [1, 1, 2, 2, 3, 3]
+    flags = mapview.map_frame(table, np.zeros((3, 2)), "pairs", color_by="flag")
+    assert flags["color"].tolist() == [mapview.NO_FLAG, "identical", mapview.NO_FLAG]
+    fig = mapview.map_figure(mapview.map_frame(table, np.zeros((3, 2)), "pairs"))
+    assert len(fig.data) == 1 and fig.data[0].type == "scattergl" and list(fig.data[0].marker.color) == [0.5, -1, 2]
+    with pytest.raises(ValueError, match="coords"):
+        mapview.map_frame(table, np.zeros((3, 2)), "responses")
+
+
+def test_bulk_decide_records_each_pair_once(tmp_path):
+    db = tmp_path / "d.sqlite"
+    assert mapview.bulk_decide(db, ["a", "b", "a"], "flag", annotator="ann", session="s1") == 2
+    assert {k: (v.decision, v.annotator) for k, v in annotations.current(db).items()} == \
+        {"a": ("flag", "ann"), "b": ("flag", "ann")}
+
+
+# ------------------------------------------------------------------------------------ Map page
+
+def array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or a typed array {"dtype", "bdata" (base64), "shape"}."""
+    if isinstance(value, dict) and "bdata" in value:
+        a = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        return a.reshape([int(x) for x in str(shape).split(",")]) if shape else a
+    return np.asarray(value)
+
+
+def plotly_chart_id(at: AppTest) -> str:
+    charts = [el for el in at.get("plotly_chart")]
+    assert len(charts) == 1
+    return charts[0].proto.id
+
+
+def run_with_selection(at: AppTest, rows: list[int]) -> AppTest:
+    """Rerun with the map reporting a lasso over `rows` (plus whatever the test clicked/set)."""
+    states = at._tree.get_widget_states()
+    selection = {"selection": {"points": [{"curve_number": 0, "point_index": i, "customdata": r}
+                                          for i, r in enumerate(rows)],
+                               "point_indices": list(range(len(rows))), "box": [],
+                               "lasso": [{"x": [0.0, 1.0, 1.0], "y": [0.0, 0.0, 1.0]}]}}
+    states.widgets.append(WidgetState(id=plotly_chart_id(at), string_value=json.dumps(selection)))
+    return at._run(states)
+
+
+def test_map_page_without_a_run_points_to_scoring(env):
+    at = app("map.py", None).run()
+    assert not at.exception and "No run yet" in at.info[0].value
+
+
+@pytest.mark.parametrize("view", ["pairs", "responses"])
+def test_map_page_renders_both_views(env, view):
+    at = app("map.py", env["run"]).run()
+    no_errors(at)
+    at.radio(key="map_view").set_value(view).run()
+    no_errors(at)
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    n = len(env["table"])
+    markers = [t for t in traces if t.get("mode") == "markers"]
+    assert sum(len(array(t["x"])) for t in markers) == (n if view == "pairs" else 2 * n)
+    assert {int(c) for t in markers for c in t["customdata"]} == set(env["table"]["row"])  # a plain list
+    assert any(t.get("mode") == "lines" for t in traces) == (view == "responses")
+    assert (env["run"] / "projections").is_dir()  # cached on disk
+    at.radio(key="map_color").set_value("decision").run()
+    no_errors(at)
+
+
+def test_map_selection_bulk_decision_lands_in_the_db(env):
+    table = env["table"]
+    picked = table["row"].iloc[[4, 1, 10]].tolist()
+    at = app("map.py", env["run"], annotator="mapper").run()
+    no_errors(at)
+    assert not at.button  # nothing selected yet
+    run_with_selection(at, picked)
+    no_errors(at)
+    assert any("3 pair(s) selected" in m.value for m in at.markdown)
+    at.button(key="map_drop").click()
+    run_with_selection(at, picked)
+    no_errors(at)
+    db = env["ws"] / "decisions.sqlite"
+    current = annotations.current(db)
+    expected = set(table.set_index("row").loc[picked, "pair_id"])
+    assert {pid for pid, d in current.items() if d.decision == "drop" and d.annotator == "mapper"} == expected
+    assert any("Recorded 'drop' for 3 pair" in s.value for s in at.success)
+
+
+def test_map_open_in_browse_sets_focus_rows(env):
+    at = app("map.py", env["run"]).run()
+    picked = env["table"]["row"].iloc[[7, 2]].tolist()
+    run_with_selection(at, picked)
+    at.button(key="map_browse").click()
+    run_with_selection(at, picked)
+    no_errors(at)
+    assert at.session_state["focus_rows"] == sorted(picked)   # dataset order
+    assert at.title[0].value == "Browse"
+    assert any("Showing only the 2 pairs" in i.value for i in at.info)
+
+
+# ------------------------------------------------------------------------------------ Export page
+
+def test_export_page_previews_and_exports(env, sample_ds):
+    pid = env["table"]["pair_id"].iloc[0]
+    annotations.record(env["ws"] / "decisions.sqlite", pid, "drop", annotator="someone")
+    at = app("export.py", env["run"]).run()
+    no_errors(at)
+    n = len(env["table"])
+    rank_of_dropped = env["table"]["ln_ches"].rank(method="first").iloc[0]
+    assert tiles(at)["Pairs kept"] == str(int(n * 0.95) - (rank_of_dropped <= int(n * 0.95)))
+    assert int(tiles(at)["Pairs kept"]) + int(tiles(at)["Pairs dropped"]) == n
+    assert len(at.get("plotly_chart")) == 2
+
+    at.slider(key="export_percent").set_value(50.0).run()
+    at.radio(key="export_format").set_value("trl").run()
+    no_errors(at)
+    kept = int(tiles(at)["Pairs kept"])
+    assert name_input(at).value == "0123456789ab-ln_ches-keep50-trl"
+    at.button(key="export_go").click().run()
+    no_errors(at)
+    out = env["ws"] / "exports" / "0123456789ab-ln_ches-keep50-trl.jsonl"
+    assert out.is_file() and manifest_path(out).is_file()
+    ids = [p.pair_id for p in load_dataset(out).pairs]
+    assert len(ids) == kept and pid not in ids
+    assert json.loads(manifest_path(out).read_text())["counts"]["dropped_by_reason"]["decision:drop"] == 1
+    assert {b.label for b in at.get("download_button")} == {"Download JSONL", "Download manifest"}
+
+
+def test_export_page_refuses_names_outside_the_exports_folder(env, tmp_path):
+    at = app("export.py", env["run"]).run()
+    name_input(at).input("../../escaped").run()
+    at.button(key="export_go").click().run()
+    assert not at.exception
+    assert at.error and "outside" in at.error[0].value
+    assert not list((env["ws"]).glob("escaped*")) and not list(tmp_path.glob("escaped*"))
+
+
+def test_export_page_threshold_mode(env):
+    at = app("export.py", env["run"]).run()
+    at.radio(key="export_mode").set_value("threshold").run()
+    no_errors(at)
+    at.number_input(key="export_threshold_ln_ches").set_value(0.0).run()
+    no_errors(at)
+    t = env["table"]
+    flagged = t["flags"].str.contains("identical|empty_chosen|empty_rejected")
+    assert int(tiles(at)["Pairs kept"]) == int(((t["ln_ches"] <= 0) & ~flagged).sum())

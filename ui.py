@@ -1,0 +1,344 @@
+"""What every page shares: cached loaders, session-state helpers, safe text rendering, the sidebar.
+
+Session state (the keys other pages read and write):
+    run_dir     str        the active run (a complete run folder)
+    annotator   str        who records decisions (sidebar text box; default $USER or "annotator")
+    focus_rows  list[int]  source rows chosen elsewhere (e.g. a lasso on the map); Browse shows only those
+    pair_row    int        the source row opened in the Pair / tokens view
+
+Dataset text is never rendered as HTML or Markdown: `show_text` (st.text) everywhere, `escape_md` for
+the few Markdown strings (errors, captions) that can contain user text.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from ches import annotations, store
+from ches.browse import METRIC_LABELS, decision_status, search_rows
+from ches.data import DataError, Dataset, load_dataset
+from ches.models import LoadedModel, ModelError, load_model
+from ches.pipeline import pair_tokens
+from ches.workspace import PathError, Workspace, workspace
+
+RUN_DIR, ANNOTATOR, FOCUS_ROWS, PAIR_ROW = "run_dir", "annotator", "focus_rows", "pair_row"
+USER_ERRORS = (DataError, ModelError, PathError, ValueError, OSError)
+_DECISIONS_VERSION = "_decisions_version"
+_FLASH = "_flash"
+_ROLE_AVATARS = {"user": ":material/person:", "assistant": ":material/smart_toy:", "system": ":material/settings:"}
+
+
+# ------------------------------------------------------------------------------ workspace and runs
+
+def ws() -> Workspace:
+    """The workspace ($CHES_WORKSPACE), folders created on first use."""
+    return workspace()
+
+
+def active_run() -> Path | None:
+    """The run in st.session_state["run_dir"], if it is set, exists and is complete; else None."""
+    value = st.session_state.get(RUN_DIR)
+    if not value:
+        return None
+    path = Path(str(value))
+    try:
+        complete = store.is_complete(path) and (path / "scores.parquet").is_file()
+    except OSError:
+        complete = False
+    return path if complete else None
+
+
+def set_run(run_dir: str | Path) -> None:
+    """Make `run_dir` the active run; selections made on another run no longer apply."""
+    if str(run_dir) != st.session_state.get(RUN_DIR):
+        for key in (FOCUS_ROWS, PAIR_ROW, "browse_row"):   # rows of another run mean other pairs
+            st.session_state.pop(key, None)
+    st.session_state[RUN_DIR] = str(run_dir)
+
+
+def require_run() -> Path:
+    """The active run, or an empty state pointing to Data & score (and the page stops)."""
+    run = active_run()
+    if run is None:
+        st.info("No run yet — score a dataset on **Data & score**, or pick a stored run in the sidebar.",
+                icon=":material/info:")
+        st.page_link("pages/score.py", label="Go to Data & score", icon=":material/database:")
+        st.stop()
+    return run
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _scores(run_dir: str, mtime: int) -> pd.DataFrame:
+    return store.read_scores(Path(run_dir))
+
+
+def scores(run_dir: str | Path) -> pd.DataFrame:
+    """The run's scores table (cached per run folder and manifest mtime; do not modify it)."""
+    return _scores(str(run_dir), _mtime(Path(run_dir) / "manifest.json"))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _manifest(run_dir: str, mtime: int) -> dict:
+    return store.read_manifest(Path(run_dir))
+
+
+def manifest(run_dir: str | Path) -> dict:
+    """The run's manifest (cached like `scores`)."""
+    return _manifest(str(run_dir), _mtime(Path(run_dir) / "manifest.json"))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _texts(run_dir: str, rows: tuple[int, ...], mtime: int) -> pd.DataFrame:
+    return store.read_texts(Path(run_dir), rows=list(rows))
+
+
+def texts(run_dir: str | Path, rows: Sequence[int]) -> pd.DataFrame:
+    """Texts of these source rows only (one Parquet read per distinct set of rows)."""
+    return _texts(str(run_dir), tuple(int(r) for r in rows), _mtime(Path(run_dir) / "manifest.json"))
+
+
+@st.cache_data(max_entries=32, show_spinner="Searching the texts …")
+def _search(run_dir: str, query: str, mtime: int) -> set[int]:
+    return search_rows(run_dir, query)
+
+
+def search(run_dir: str | Path, query: str) -> set[int]:
+    """Rows whose prompt or responses contain `query` (case-insensitive; cached per query)."""
+    return _search(str(run_dir), query, _mtime(Path(run_dir) / "manifest.json"))
+
+
+def run_label(run_dir: str | Path, m: dict | None = None) -> str:
+    """Plain-text label for a run: source file, pairs, model, max length, date."""
+    m = m if m is not None else manifest(run_dir)
+    key = m.get("key", {})
+    source = Path(str(m.get("source", "?"))).name or str(m.get("source", "?"))
+    return (f"{source} · {m.get('pairs', '?')} pairs · {key.get('model_id', '?')} · "
+            f"max {key.get('max_length', '?')} · {str(m.get('created_at', ''))[:16].replace('T', ' ')}")
+
+
+# ------------------------------------------------------------------------------- datasets and model
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the dataset …")
+def _dataset_file(path: str, mtime: int, size: int, format: str | None) -> Dataset:
+    return load_dataset(path, format=format)
+
+
+def dataset_file(path: str | Path, format: str | None = None) -> Dataset:
+    """A local dataset file, loaded once per (path, mtime, size, format). Treat it as read-only."""
+    p = Path(path)
+    try:
+        st_ = p.stat()
+        mtime, size = st_.st_mtime_ns, st_.st_size
+    except OSError:
+        mtime = size = 0
+    return _dataset_file(str(p), mtime, size, format)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Downloading the dataset from the Hugging Face Hub …")
+def dataset_hub(name: str, config: str | None, split: str, format: str | None) -> Dataset:
+    """A Hugging Face Hub dataset, loaded once per (name, config, split, format)."""
+    return load_dataset(name, config=config or None, split=split or "train", format=format)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def model(spec: str, dtype: str = "auto") -> LoadedModel:
+    """The language model, loaded once per process per (spec, dtype)."""
+    return load_model(spec, dtype=dtype)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _pair(run_dir: str, row: int, mtime: int):
+    found = store.read_pairs(Path(run_dir), rows=[row])
+    return found[0] if found else None
+
+
+def pair(run_dir: str | Path, row: int):
+    """The Pair record of one source row of a run (None if the run has no such row)."""
+    return _pair(str(run_dir), int(row), _mtime(Path(run_dir) / "manifest.json"))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _pair_tokens(run_dir: str, row: int, metric: str, max_length: int, model_key: tuple, _lm: LoadedModel) -> dict:
+    return pair_tokens(_lm, pair(run_dir, row), max_length, metric=metric)
+
+
+def token_view(run_dir: str | Path, row: int, metric: str, lm: LoadedModel) -> dict:
+    """`pipeline.pair_tokens` for one row of a run (its max length), cached per (run, row, metric, model)."""
+    max_length = int(manifest(run_dir)["key"]["max_length"])
+    return _pair_tokens(str(run_dir), int(row), metric, max_length, (lm.model_id, lm.fingerprint, str(lm.dtype)), lm)
+
+
+# ------------------------------------------------------------------------------------- decisions
+
+def annotator() -> str:
+    """The annotator name from the sidebar; $USER or "annotator" when empty."""
+    name = str(st.session_state.get(ANNOTATOR) or "").strip()
+    return name or default_annotator()
+
+
+def default_annotator() -> str:
+    return (os.environ.get("USER") or "annotator").strip() or "annotator"
+
+
+def session_id() -> str:
+    """A random id for this browser session, stored with every decision event."""
+    return st.session_state.setdefault("_session_id", uuid.uuid4().hex[:12])
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _decisions(db_path: str, file_version: tuple, session_version: int) -> dict:
+    return annotations.current(db_path)
+
+
+def _db_version(db_path: str) -> tuple:
+    """Changes whenever any process writes the database (WAL mode: the -wal file changes)."""
+    out = []
+    for suffix in ("", "-wal"):
+        try:
+            s = os.stat(db_path + suffix)
+            out.append((s.st_mtime_ns, s.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def decisions(db_path: str | Path | None = None) -> dict[str, annotations.Decision]:
+    """{pair_id: Decision} in force (latest across annotators); re-read after every write."""
+    db = str(db_path or ws().decisions)
+    return _decisions(db, _db_version(db), st.session_state.get(_DECISIONS_VERSION, 0))
+
+
+def _bump() -> None:
+    st.session_state[_DECISIONS_VERSION] = st.session_state.get(_DECISIONS_VERSION, 0) + 1
+
+
+def record_decision(pair_id: str, decision: str, note: str = "") -> int:
+    """Record this annotator's decision (committed before returning); the event id."""
+    event = annotations.record(ws().decisions, pair_id, decision, annotator=annotator(), note=note,
+                               session=session_id())
+    _bump()
+    return event
+
+
+def undo_decision() -> annotations.Event | None:
+    """Undo this annotator's latest action; the undone event, or None if there was nothing to undo."""
+    event = annotations.undo(ws().decisions, annotator=annotator(), session=session_id())
+    _bump()
+    return event
+
+
+# ----------------------------------------------------------------------------------- safe display
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
+
+
+def escape_md(text: object) -> str:
+    """`text` with every Markdown / HTML special character backslash-escaped (shows literally)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def show_text(text: object) -> None:
+    """Dataset text, shown literally: no Markdown, no HTML, line breaks kept, long lines wrapped."""
+    body = "" if text is None else str(text)
+    st.text(body if body else "(empty)", width="stretch")
+
+
+def parse_messages(value: str | None) -> list[dict]:
+    """A prompt column (JSON list of {role, content}) back to messages; [] for None or bad JSON."""
+    if not value:
+        return []
+    try:
+        msgs = json.loads(value)
+    except (TypeError, ValueError):
+        return [{"role": "user", "content": str(value)}]
+    return [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
+
+
+def render_conversation(messages: Sequence[dict]) -> None:
+    """One st.chat_message per turn; the role and the content shown as plain text."""
+    if not messages:
+        st.caption("(no prompt)")
+    for m in messages:
+        role = str(m.get("role", ""))
+        name = "user" if role == "user" else "assistant"
+        with st.chat_message(name, avatar=_ROLE_AVATARS.get(role, ":material/chat:")):
+            if role not in ("user", "assistant"):
+                st.text(f"[{role}]")
+            show_text(m.get("content", ""))
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Show a user-facing error (bad data, model, path, value) as st.error instead of a traceback."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        st.error(escape_md(f"{type(e).__name__}: {e}" if isinstance(e, OSError) else e), icon=":material/error:")
+
+
+def flash(kind: str, message: str) -> None:
+    """Queue a message for the next run (survives st.rerun)."""
+    st.session_state[_FLASH] = (kind, message)
+
+
+def show_flash() -> None:
+    """Show and clear the queued message, if any (message text is escaped)."""
+    item = st.session_state.pop(_FLASH, None)
+    if item:
+        kind, message = item
+        getattr(st, kind if kind in ("success", "info", "warning", "error") else "info")(escape_md(message))
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+# ----------------------------------------------------------------------------------------- sidebar
+
+def _pick_run() -> None:
+    picked = st.session_state.get("_run_pick")
+    if picked:
+        set_run(picked)
+
+
+def sidebar() -> None:
+    """Active run picker, annotator name, and this run's decision counts."""
+    st.session_state.setdefault(ANNOTATOR, default_annotator())
+    with st.sidebar:
+        runs = store.list_runs(ws().runs)
+        options = {str(p): m for p, m in runs}
+        current = active_run()
+        if current is not None and str(current) not in options:
+            options = {str(current): manifest(current), **options}
+        if options:
+            want = str(current) if current is not None else None
+            if "_run_pick" not in st.session_state or st.session_state["_run_pick"] != want:
+                st.session_state["_run_pick"] = want      # None shows the placeholder, not the first run
+            st.selectbox("Active run", list(options), key="_run_pick", on_change=_pick_run,
+                         format_func=lambda p: run_label(p, options[p]), placeholder="Pick a stored run",
+                         help="Every scoring run is stored; pick one to browse it.")
+        else:
+            st.caption("No runs yet.")
+        st.text_input("Annotator", key=ANNOTATOR, help="Recorded with every keep / drop / flag decision.")
+        if current is not None:
+            status = decision_status(scores(current)["pair_id"], decisions()).value_counts()
+            c1, c2, c3 = st.columns(3)
+            c1.metric("Keep", int(status.get("keep", 0)))
+            c2.metric("Drop", int(status.get("drop", 0)))
+            c3.metric("Flag", int(status.get("flag", 0)))
+            st.caption("Decisions on this run's pairs (latest across annotators).")
