@@ -11,6 +11,7 @@ User errors print one line on stderr and exit 2; they never show a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,7 +102,7 @@ def cmd_score(args) -> int:
     with ProgressBar(len(ds.pairs)) as bar:
         run_dir = score_dataset(ds, lm, runs_root=runs_root, max_length=args.max_length,
                                 batch_tokens=args.batch_tokens, progress=bar.update)
-    if not (run_dir / "manifest.json").is_file():     # a non-zero torchrun rank
+    if int(os.environ.get("RANK", "0")) != 0:         # torchrun: rank 0 writes and reports
         return 0
     manifest, table = read_manifest(run_dir), read_scores(run_dir)
     known = {e.row for e in ds.errors}

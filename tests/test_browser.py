@@ -1,0 +1,271 @@
+"""End to end in a real headless Chromium: score the bundled sample, browse and keep a pair, open the token
+view and the map, export; then check the files on disk and the decisions database.
+
+Needs Debian's Chromium at /usr/bin/chromium (`make browser`); Playwright's own browser downloads are not
+used. Run with `pytest -m browser -s` to see the step timings. Screenshots go to tests/screenshots/.
+"""
+from __future__ import annotations
+
+import json
+import re
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = ROOT / "tests" / "screenshots"
+SAMPLE_PAIRS = 165
+MAX_LENGTH = 256
+SERVER_START_S = 90
+SCORE_S = 15 * 60             # 165 pairs at 256 tokens: ~6 min on an idle 2-core CPU, far more when it is shared
+MAP_S = 3 * 60                # the first UMAP in a process compiles numba
+PAGE_S = 60
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate the server's whole process group (streamlit and anything it started)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[SimpleNamespace]:
+    """`streamlit run app.py` on a free port with a fresh workspace; killed (process group) afterwards."""
+    port = _free_port()
+    ws = tmp_path / "ws"
+    log_path = tmp_path / "streamlit.log"
+    env = {**os.environ, "CHES_WORKSPACE": str(ws), "CHES_DATA_ROOT": str(ROOT / "data"), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+           "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        started = time.perf_counter()
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200 and r.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() - started > SERVER_START_S:
+                pytest.fail(f"streamlit not healthy after {SERVER_START_S} s:\n"
+                            f"{log_path.read_text(errors='replace')}")
+            time.sleep(0.5)
+        print(f"\n[browser] server healthy on port {port} after {time.perf_counter() - started:.1f} s")
+        yield SimpleNamespace(url=url, workspace=ws, log=log_path, proc=proc)
+    finally:
+        _stop(proc)
+
+
+def test_score_browse_keep_tokens_map_export(server):
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: run `make browser` to install Debian's Chromium "
+                    "(Playwright's own browser downloads are not used).")
+    from playwright.sync_api import expect, sync_playwright
+
+    from ches import annotations, store
+    from ches.data import load_dataset
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def step(name: str, t0: float) -> None:
+        timings[name] = time.perf_counter() - t0
+        print(f"[browser] {name}: {timings[name]:.1f} s")
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            main = page.get_by_test_id("stMain")
+            sidebar = page.get_by_test_id("stSidebar")
+
+            def idle(timeout_s: float = PAGE_S) -> None:
+                """Wait until the script run is over (Streamlit's "Running…" status widget gone)."""
+                page.wait_for_timeout(300)     # let a just-triggered rerun show its status widget
+                expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_s * 1000)
+
+            def no_exception() -> None:
+                exc = page.get_by_test_id("stException")
+                assert exc.count() == 0, exc.first.inner_text()
+
+            def shot(name: str) -> None:
+                """Full-page screenshot; Streamlit scrolls inside stMain, so grow the viewport to fit it."""
+                height = page.evaluate("() => Math.max(document.querySelector('[data-testid=stMain]')"
+                                       "?.scrollHeight || 0, document.body.scrollHeight)")
+                page.set_viewport_size({"width": 1400, "height": max(1000, min(int(height) + 40, 12000))})
+                page.mouse.move(1395, 500)          # no hover artefacts (plotly toolbars, sidebar button)
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+                page.set_viewport_size({"width": 1400, "height": 1000})
+
+            def metric_value(where, label: str):
+                return where.get_by_test_id("stMetric").filter(has_text=label).get_by_test_id("stMetricValue")
+
+            def go(title: str) -> None:
+                sidebar.get_by_role("link", name=title, exact=True).click()
+
+            # ------------------------------------------------------------------ Data & score
+            t0 = time.perf_counter()
+            page.goto(server.url)
+            expect(main.get_by_role("heading", name="Data & score")).to_be_visible(timeout=PAGE_S * 1000)
+            idle()
+            expect(metric_value(main, "Pairs loaded")).to_have_text(str(SAMPLE_PAIRS))   # sample preselected
+            step("Data & score first render", t0)
+
+            max_len = main.get_by_label("Max length", exact=True)
+            max_len.fill(str(MAX_LENGTH))
+            max_len.press("Enter")
+            idle()
+            expect(max_len).to_have_value(str(MAX_LENGTH))
+
+            t0 = time.perf_counter()
+            main.get_by_role("button", name="Score").click()
+            done = main.get_by_text(f"Scored {SAMPLE_PAIRS} pairs in")
+            expect(done).to_be_visible(timeout=SCORE_S * 1000)
+            idle()
+            step("score (click → run stored)", t0)
+            no_exception()
+            expect(main.get_by_text("Select a row to open that run")).to_be_visible()
+            expect(metric_value(sidebar, "Keep")).to_have_text("0")
+            runs = list((server.workspace / "runs").iterdir())
+            assert len(runs) == 1, runs
+            shot("score")
+
+            # ------------------------------------------------------------------------ Browse
+            t0 = time.perf_counter()
+            go("Browse")
+            expect(main.get_by_role("heading", name="Browse")).to_be_visible(timeout=PAGE_S * 1000)
+            subheader = main.get_by_role("heading", name=re.compile(r"^Row \d+ · rank"))
+            expect(subheader).to_contain_text(f"rank 1 of {SAMPLE_PAIRS}")
+            idle()
+            no_exception()
+            step("Browse render", t0)
+
+            # open the pair ranked 2nd: click its row-selection cell in the (canvas) table
+            t0 = time.perf_counter()
+            grid = main.get_by_test_id("stDataFrame")
+            expect(grid).to_be_visible()
+            grid.scroll_into_view_if_needed()
+            box = grid.bounding_box()
+            assert box is not None
+            row_h = 35                                             # header and rows are 35 px high
+            page.mouse.click(box["x"] + 14, box["y"] + row_h + row_h + row_h / 2)
+            expect(subheader).to_contain_text(f"rank 2 of {SAMPLE_PAIRS}", timeout=PAGE_S * 1000)
+            idle()
+            opened = int(subheader.inner_text().split("·")[0].split()[1])
+            step("open a pair (table row click)", t0)
+
+            t0 = time.perf_counter()
+            main.get_by_role("button", name="Keep").click()
+            expect(main.get_by_text(f"Row {opened}: keep")).to_be_visible(timeout=PAGE_S * 1000)
+            idle()
+            expect(metric_value(main, "Decided")).to_have_text("1")
+            expect(metric_value(sidebar, "Keep")).to_have_text("1")
+            no_exception()
+            step("Keep → confirmation", t0)
+            shot("browse")
+
+            # ----------------------------------------------------------------- Pair / tokens
+            t0 = time.perf_counter()
+            go("Pair / tokens")
+            expect(main.get_by_role("heading", name="Pair / tokens")).to_be_visible(timeout=PAGE_S * 1000)
+            expect(main.get_by_role("heading", name="Per-token contributions")).to_be_visible(
+                timeout=3 * PAGE_S * 1000)                       # loads the model, recomputes one pair
+            expect(main.get_by_role("heading", name="Token diff (chosen → rejected)")).to_be_visible()
+            expect(main.get_by_test_id("stPlotlyChart")).to_be_visible(timeout=PAGE_S * 1000)
+            idle(3 * PAGE_S)
+            no_exception()
+            step("Pair / tokens render", t0)
+            shot("pair")
+
+            # --------------------------------------------------------------------------- Map
+            t0 = time.perf_counter()
+            go("Map")
+            expect(main.get_by_role("heading", name="Map")).to_be_visible(timeout=PAGE_S * 1000)
+            expect(main.get_by_test_id("stPlotlyChart")).to_be_visible(timeout=MAP_S * 1000)
+            expect(main.get_by_text("Nothing selected.")).to_be_visible(timeout=PAGE_S * 1000)
+            idle(MAP_S)
+            no_exception()
+            step("Map render (UMAP)", t0)
+            shot("map")
+
+            # --------------------------------------------------------------- Curate & export
+            t0 = time.perf_counter()
+            go("Curate & export")
+            expect(main.get_by_role("heading", name="Curate & export")).to_be_visible(timeout=PAGE_S * 1000)
+            idle()
+            no_exception()
+            step("Curate & export render", t0)
+            t0 = time.perf_counter()
+            main.get_by_role("button", name="Export", exact=False).last.click()
+            expect(main.get_by_text(f"of {SAMPLE_PAIRS} pairs.")).to_be_visible(timeout=PAGE_S * 1000)
+            expect(main.get_by_text("Exported file:")).to_be_visible()
+            idle()
+            no_exception()
+            step("Export", t0)
+            shot("export")
+            assert not errors, errors
+        finally:
+            browser.close()
+
+    # ---------------------------------------------------------------------------------- on disk
+    exports = sorted((server.workspace / "exports").glob("*.jsonl"))
+    assert len(exports) == 1, exports
+    out = exports[0]
+    lines = out.read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    manifest_file = out.with_name(f"{out.stem}.manifest.json")
+    assert manifest_file.is_file()
+    m = json.loads(manifest_file.read_text(encoding="utf-8"))
+    counts = m["counts"]
+    assert counts["pairs"] == SAMPLE_PAIRS
+    assert counts["kept"] == len(records) > 0
+    assert counts["kept"] + counts["dropped"] == SAMPLE_PAIRS
+    assert m["file"] == out.name and m["max_length"] == MAX_LENGTH and m["decisions"].get("keep") == 1
+    reloaded = load_dataset(out, format=m["reload_format"])
+    assert len(reloaded.pairs) == len(records) and not reloaded.errors
+
+    decided = annotations.current(server.workspace / "decisions.sqlite")
+    assert [d.decision for d in decided.values()] == ["keep"], decided
+    kept_id = next(iter(decided))
+    table = store.read_scores(runs[0])
+    assert table.loc[table["pair_id"] == kept_id, "row"].tolist() == [opened]   # the pair opened in Browse
+    assert any(p.pair_id == kept_id for p in reloaded.pairs)       # a kept pair is always exported
+    print("[browser] timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
