@@ -99,10 +99,11 @@ def cmd_score(args) -> int:
     lm = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     print(f"model {args.model} on {lm.device} ({str(lm.dtype).removeprefix('torch.')})", file=sys.stderr)
     started = time.perf_counter()
-    with ProgressBar(len(ds.pairs)) as bar:
+    rank = int(os.environ.get("RANK", "0"))
+    with ProgressBar(len(ds.pairs), disable=rank != 0) as bar:
         run_dir = score_dataset(ds, lm, runs_root=runs_root, max_length=args.max_length,
                                 batch_tokens=args.batch_tokens, progress=bar.update)
-    if int(os.environ.get("RANK", "0")) != 0:         # torchrun: rank 0 writes and reports
+    if rank != 0:                                      # torchrun: rank 0 writes and reports
         return 0
     manifest, table = read_manifest(run_dir), read_scores(run_dir)
     known = {e.row for e in ds.errors}
@@ -148,9 +149,10 @@ def _short(text: str, width: int = 70) -> str:
 class ProgressBar:
     """tqdm over pairs, fed with (responses done, responses total) from the engine."""
 
-    def __init__(self, total_pairs: int):
+    def __init__(self, total_pairs: int, disable: bool = False):
         from tqdm import tqdm
-        self.bar = tqdm(total=total_pairs, unit="pair", desc="scoring", file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm(total=total_pairs, unit="pair", desc="scoring", file=sys.stderr, dynamic_ncols=True,
+                        disable=disable)
 
     def update(self, done: int, total: int) -> None:
         self.bar.n = done // 2

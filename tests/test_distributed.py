@@ -1,5 +1,6 @@
 """`torchrun -m ches score` shards pairs across ranks and writes the same numbers as one process."""
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,12 @@ from ches.store import read_arrays, read_scores
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.real_model
 def test_torchrun_two_ranks_match_one_process(tmp_path):
     data = tmp_path / "d.jsonl"
@@ -19,7 +26,7 @@ def test_torchrun_two_ranks_match_one_process(tmp_path):
             for i in range(5)]
     data.write_text("\n".join(map(json.dumps, rows)))
     args = ["score", str(data), "--max-length", "64", "--top", "1"]
-    env_cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+    env_cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
                "-m", "ches", *args, "--out", str(tmp_path / "multi")]
     done = subprocess.run(env_cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
