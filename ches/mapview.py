@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import annotations
+from .browse import METRIC_LABELS
 from .projection import VIEWS
 
 COLOR_BY = ("metric", "decision", "flag")
@@ -77,6 +78,17 @@ def map_frame(table: pd.DataFrame, coords: np.ndarray, view: str, *, metric: str
     return pd.concat(frames, ignore_index=True)
 
 
+def color_range(values, lo_pct: float = 2, hi_pct: float = 98) -> dict:
+    """{cmin, cmax} at the 2nd-98th percentile of the finite values, so a few outliers do not wash out
+    the colour scale; {} when there is no spread to clip."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {}
+    lo, hi = np.percentile(v, [lo_pct, hi_pct])
+    return {"cmin": float(lo), "cmax": float(hi)} if hi > lo else {}
+
+
 def map_figure(frame: pd.DataFrame, *, color_by: str = "metric", metric: str = "ln_ches", height: int = 620):
     """Scattergl figure of a map_frame; customdata = row (a plain list: the selection event echoes it
     back per point); the responses view joins each pair by one None-separated line trace."""
@@ -101,7 +113,8 @@ def map_figure(frame: pd.DataFrame, *, color_by: str = "metric", metric: str = "
                 marker=dict(color=part["color"].astype(float), coloraxis="coloraxis", size=6,
                             symbol=symbols[side], opacity=0.8),
                 showlegend=side != "pair"))
-        fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title=metric)))
+        fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title=METRIC_LABELS.get(metric, metric)),
+                                         **color_range(frame["color"])))
     else:
         grey = DECISION_COLORS["undecided"]
         cats = sorted(frame["color"].astype(str).unique(), key=lambda c: (c in ("undecided", NO_FLAG), c))

@@ -10,6 +10,7 @@ from ches.scores import METRICS
 
 ROW = "browse_row"            # the source row opened below the table (Browse's own state)
 TABLE = "browse_table"
+TABLE_GEN = "_browse_table_gen"   # bumped after each decision / undo: a new table key clears the old tick
 
 run = ui.require_run()
 table = ui.scores(run)
@@ -83,6 +84,8 @@ current = st.session_state.get(ROW)
 if current not in set(ranked_rows):
     current = ranked_rows[0] if ranked_rows else None
     st.session_state[ROW] = current
+if current is not None:
+    st.session_state[ui.PAIR_ROW] = int(current)    # Pair / tokens opens the pair open here by default
 
 # ---------------------------------------------------------------------------------- histogram
 counts, edges = histogram(values)
@@ -132,7 +135,7 @@ st.session_state["_browse_page_rows"] = view["row"].tolist()
 
 
 def _open_selected() -> None:
-    sel = st.session_state[TABLE].selection.rows
+    sel = st.session_state[_table_key].selection.rows
     rows = st.session_state.get("_browse_page_rows", [])
     if sel and sel[0] < len(rows):
         st.session_state[ROW] = int(rows[sel[0]])
@@ -140,7 +143,8 @@ def _open_selected() -> None:
 
 shown = ["rank", "row", metric, "percentile", "decision", "flags", "prompt", "chosen", "rejected",
          "len_chosen", "len_rejected"]
-st.dataframe(view, key=TABLE, on_select=_open_selected, selection_mode="single-row", hide_index=True,
+_table_key = f"{TABLE}_{st.session_state.get(TABLE_GEN, 0)}"
+st.dataframe(view, key=_table_key, on_select=_open_selected, selection_mode="single-row", hide_index=True,
              width="stretch", height=min(38 + 35 * len(view), 420), column_order=shown,
              column_config={
                  metric: st.column_config.NumberColumn(METRIC_LABELS[metric], format="%.4g"),
@@ -178,7 +182,12 @@ else:
     st.caption("No decision yet.")
 
 
+def _reset_table_selection() -> None:
+    st.session_state[TABLE_GEN] = st.session_state.get(TABLE_GEN, 0) + 1
+
+
 def _decide(choice: str, pair_id: str, row: int, following: int | None) -> None:
+    _reset_table_selection()
     note = st.session_state.get("browse_note", "")
     ui.record_decision(pair_id, choice, note)
     st.session_state["browse_note"] = ""
@@ -188,6 +197,7 @@ def _decide(choice: str, pair_id: str, row: int, following: int | None) -> None:
 
 
 def _undo() -> None:
+    _reset_table_selection()
     event = ui.undo_decision()
     if event is None:
         ui.flash("info", "Nothing to undo.")

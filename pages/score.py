@@ -15,7 +15,7 @@ from ches import workspace as wsp
 from ches.data import FORMATS
 from ches.embed import Cancelled
 from ches.models import DEFAULT_MODEL
-from ches.pipeline import DEFAULT_MAX_LENGTH, score_dataset
+from ches.pipeline import DEFAULT_MAX_LENGTH, run_key, score_dataset
 from ches.report import load_report, runs_table
 
 CANCEL = "_cancel_scoring"
@@ -125,6 +125,7 @@ if st.button("Score", type="primary", icon=":material/play_arrow:", disabled=dat
             bar.progress(min(1.0, done / max(total, 1)),
                          text=f"{done // 2} / {total // 2} pairs · {rate:.1f} pairs/s · ETA {eta:.0f} s")
 
+        reused = store.is_complete(store.run_path(ui.ws().runs, run_key(dataset, lm, int(max_length))))
         try:
             run_dir = score_dataset(dataset, lm, runs_root=ui.ws().runs, max_length=int(max_length),
                                     progress=progress, should_stop=lambda: bool(st.session_state.get(CANCEL)))
@@ -135,8 +136,9 @@ if st.button("Score", type="primary", icon=":material/play_arrow:", disabled=dat
             st.session_state.pop(CANCEL, None)
             m = store.read_manifest(run_dir)
             ui.set_run(run_dir)
-            ui.flash("success", f"Scored {m['pairs']} pairs in {m.get('seconds', 0):.1f} s. "
-                     "The run is active: open Browse, Map or Pair / tokens.")
+            done = ("Reopened the stored run for these pairs (same data, model and settings): nothing recomputed."
+                    if reused else f"Scored {m['pairs']} pairs in {m.get('seconds', 0):.1f} s.")
+            ui.flash("success", done + " The run is active: open Browse, Map or Pair / tokens.")
             st.rerun()
 
 # ----------------------------------------------------------------------------------- 3. runs

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -112,6 +113,7 @@ def test_score_page_cancel_stores_nothing(workspace_env, monkeypatch):
         raise Cancelled()
 
     monkeypatch.setattr(ui, "model", lambda spec, dtype="auto": object())
+    monkeypatch.setattr("ches.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="none"))
     monkeypatch.setattr("ches.pipeline.score_dataset", fake_score)
     at = app()
     at.run()
@@ -125,6 +127,29 @@ def test_score_page_cancel_stores_nothing(workspace_env, monkeypatch):
     at.session_state["_cancel_scoring"] = True
     at.run()
     assert any("cancelled" in w.value for w in at.warning)
+
+
+def test_score_page_says_when_it_reopens_a_stored_run(workspace_env, monkeypatch):
+    """score_dataset returns an existing run for the same key: the page says so instead of the old run's time."""
+    from ches.data import load_records
+    from conftest import make_fake_run
+
+    runs = workspace_env.workspace / "runs"
+    stored = make_fake_run(runs / "stored", load_records([{"prompt": "p", "chosen": "a", "rejected": "b"}],
+                                                        source="one.jsonl"))
+    digest = {"value": "stored"}
+    monkeypatch.setattr(ui, "model", lambda spec, dtype="auto": object())
+    monkeypatch.setattr("ches.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest=digest["value"]))
+    monkeypatch.setattr("ches.pipeline.score_dataset", lambda *a, **k: stored)
+    at = app()
+    at.run()
+    at.button(key="score_go").click().run()
+    assert not at.exception
+    assert any("Reopened the stored run" in s.value and "nothing recomputed" in s.value for s in at.success)
+    assert not any("Scored" in s.value for s in at.success)
+    digest["value"] = "not-there-yet"                             # a fresh key: the usual message
+    at.button(key="score_go").click().run()
+    assert any("Scored 1 pairs in" in s.value for s in at.success)
 
 
 def test_path_outside_the_data_root_is_an_error_not_an_exception(workspace_env, tmp_path):
@@ -221,6 +246,8 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     ranked = ranked_rows(flagged_run)
     pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
     assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
+    assert at.session_state["pair_row"] == ranked[0]                   # Pair / tokens follows Browse
+    table_id = at.dataframe[0].proto.id
     at.text_input(key="browse_note").set_value("fine pair")
     at.button(key="keep").click().run()
     assert not at.exception
@@ -229,6 +256,8 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert (now[pid[ranked[0]]].decision, now[pid[ranked[0]]].annotator, now[pid[ranked[0]]].note) == \
         ("keep", "alice", "fine pair")
     assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")     # the next pair opened
+    assert at.session_state["pair_row"] == ranked[1]
+    assert at.dataframe[0].proto.id != table_id                       # a fresh table: the old tick is gone
     assert at.text_input(key="browse_note").value == ""
     assert metric(at, "Decided") == "1" and metric(at, "Keep") == "1"  # page tile and sidebar tile
     at.button(key="drop").click().run()
@@ -239,7 +268,9 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert metric(at, "Shown by filters") == "128"
     at.multiselect(key="browse_status").set_value([]).run()
     # undo walks back, newest first, and reopens the undone pair
+    table_id = at.dataframe[0].proto.id
     at.button(key="undo").click().run()
+    assert at.dataframe[0].proto.id != table_id
     assert set(annotations.current(db)) == {pid[ranked[0]]}
     assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")
     at.button(key="undo").click().run()

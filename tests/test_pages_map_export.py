@@ -142,6 +142,15 @@ def test_map_frame_and_figure():
     assert flags["color"].tolist() == [mapview.NO_FLAG, "identical", mapview.NO_FLAG]
     fig = mapview.map_figure(mapview.map_frame(table, np.zeros((3, 2)), "pairs"))
     assert len(fig.data) == 1 and fig.data[0].type == "scattergl" and list(fig.data[0].marker.color) == [0.5, -1, 2]
+    assert fig.layout.coloraxis.colorbar.title.text == "LN-CHES"             # the human label, not the column
+    # the colour range is clipped to the 2nd-98th percentile, so one outlier does not wash out the rest
+    wide = pd.DataFrame({"row": range(1, 101), "pair_id": [str(i) for i in range(100)],
+                         "ln_ches": [*np.linspace(0, 1, 99), 1000.0], "flags": ""})
+    fig = mapview.map_figure(mapview.map_frame(wide, np.zeros((100, 2)), "pairs"))
+    lo, hi = np.percentile(wide["ln_ches"], [2, 98])
+    assert fig.layout.coloraxis.cmin == pytest.approx(lo) and fig.layout.coloraxis.cmax == pytest.approx(hi)
+    assert hi < 2                                                            # the outlier (1000) is clipped
+    assert mapview.color_range([1.0, 1.0]) == {} and mapview.color_range([np.nan]) == {}
     with pytest.raises(ValueError, match="coords"):
         mapview.map_frame(table, np.zeros((3, 2)), "responses")
 
