@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -304,7 +305,16 @@ def _connect(db: Db) -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(os.fspath(db), timeout=BUSY_TIMEOUT_S, isolation_level=None)  # autocommit; we BEGIN
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]   # WAL persists in the file: set it once
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while str(mode).lower() != "wal":
+            try:                  # switching can answer "locked" at once, without the busy handler: retry
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"could not switch {os.fspath(db)!r} to WAL mode (got {mode!r})")
         conn.execute("PRAGMA synchronous = FULL")
