@@ -91,10 +91,12 @@ def make_fake_run(run_dir: Path, dataset, *, seed: int = 0, d: int = 8) -> Path:
     arrays = {"S_plus": r.normal(size=(n, d)), "S_minus": r.normal(size=(n, d)),
               "last_plus": r.normal(size=(n, d)).astype(np.float32),
               "last_minus": r.normal(size=(n, d)).astype(np.float32)}
-    manifest = {"key": {"dataset_hash": dataset.content_hash, "model_id": "test/fake-model", "fingerprint": "fake",
-                        "template": "fake", "max_length": 512, "dtype": "float32", "engine_version": 1},
-                "run": Path(run_dir).name, "created_at": "2025-01-01T00:00:00+00:00", "source": dataset.source,
-                "format": dataset.format, "pairs": n, "rows_skipped": [], "flag_counts": {}}
+    from ches import __version__
+
+    manifest = {"key": {"dataset_hash": dataset.content_hash, "model_id": "test/model", "fingerprint": "fp123",
+                        "template": "tmpl", "max_length": 512, "dtype": "float32", "engine_version": 1},
+                "run": Path(run_dir).name, "created_at": "2025-01-01T00:00:00+00:00", "app_version": __version__,
+                "source": dataset.source, "format": dataset.format, "pairs": n, "rows_skipped": [], "flag_counts": {}}
     return write_run(Path(run_dir), manifest=manifest, scores=scores, pairs=pairs, arrays=arrays)
 
 

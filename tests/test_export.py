@@ -20,34 +20,12 @@ from ches import export as E
 from ches import export_cli as C
 from ches.annotations import Decision
 from ches.data import load_dataset, load_records
-from ches.store import write_run
+from conftest import make_fake_run as make_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample.jsonl"
-SHARED = Path("/work/shared/data")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FIXTURES = ROOT / "tests" / "fixtures"
-
-
-def make_run(run_dir: Path, dataset, *, seed: int = 0, d: int = 8) -> Path:
-    """A complete run folder for `dataset` with random sums and scores (no model involved)."""
-    pairs = dataset.pairs
-    n = len(pairs)
-    r = np.random.default_rng(seed)
-    scores = pd.DataFrame({
-        "row": [p.row for p in pairs], "pair_id": [p.pair_id for p in pairs],
-        "ln_ches": r.normal(size=n), "ches": r.normal(size=n) * 100, "edit_sim": -r.random(n),
-        "last_hidden_ip": r.normal(size=n), "len_chosen": r.integers(1, 60, n), "len_rejected": r.integers(1, 60, n),
-        "truncated": np.zeros(n, bool), "flags": [",".join(p.flags) for p in pairs],
-    })
-    arrays = {"S_plus": r.normal(size=(n, d)), "S_minus": r.normal(size=(n, d)),
-              "last_plus": r.normal(size=(n, d)).astype(np.float32),
-              "last_minus": r.normal(size=(n, d)).astype(np.float32)}
-    manifest = {"key": {"dataset_hash": dataset.content_hash, "model_id": "test/model", "fingerprint": "fp123",
-                        "template": "tmpl", "max_length": 512, "dtype": "float32", "engine_version": 1},
-                "run": run_dir.name, "created_at": "2025-01-01T00:00:00+00:00", "app_version": __version__,
-                "source": dataset.source, "format": dataset.format, "pairs": n, "rows_skipped": [],
-                "flag_counts": {}}
-    return write_run(run_dir, manifest=manifest, scores=scores, pairs=pairs, arrays=arrays)
 
 
 def table_of(values, flags=None, pair_ids=None) -> pd.DataFrame:
