@@ -4,6 +4,7 @@
     ches runs [--out DIR]
     ches export RUN --out FILE [--keep-lowest-percent X | --threshold T] [--format input|trl]
     ches decisions export|import FILE
+    ches probe RUN --subset top|bottom|band LO HI|ids FILE [--n N] [--steps K] [--lr LR] [--beta B] [--seed S]
     ches app [streamlit args]
 
 User errors print one line on stderr and exit 2; they never show a traceback.
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .export_cli import add_decisions_parser, add_export_parser
     add_export_parser(sub)
     add_decisions_parser(sub)
+
+    add_probe_parser(sub)
 
     r = sub.add_parser("runs", help="list stored runs")
     r.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs)")
@@ -182,3 +185,109 @@ def cmd_app(args) -> int:
 
     app = Path(__file__).resolve().parent.parent / "app.py"
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), *args.streamlit_args])
+
+
+def add_probe_parser(sub) -> None:
+    from .probe import BUNDLED, OPTIMIZERS, PAPER
+
+    p = sub.add_parser("probe", help="check CHES's prediction: a few DPO steps on a subset, log-probs before/after",
+                       description="Train a fresh copy of RUN's model (same weights, template and dtype) with DPO "
+                       "(TRL's sigmoid loss) on a subset of RUN's pairs, and report per pair log pi(y+|x) and "
+                       "log pi(y-|x) before and after (summed over the response tokens and EOS: the positions CHES "
+                       "uses), their mean changes and how many pairs lost chosen likelihood. The probe is stored "
+                       "in RUN/probes/<key>/; the same settings again reuse it. Defaults: the paper's (Sec. 5: "
+                       f"n {PAPER['n']}, batch {PAPER['batch_size']}, RMSprop, lr {PAPER['lr']:g}, beta "
+                       f"{PAPER['beta']:g}, one epoch); for the bundled model n {BUNDLED['n']}, batch "
+                       f"{BUNDLED['batch_size']}, lr {BUNDLED['lr']:g} (what shows the effect on it, see "
+                       "bench/displacement_bench.py).")
+    p.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
+    p.add_argument("--subset", nargs="+", required=True, metavar="KIND",
+                   help="top (the n highest --metric), bottom (the n lowest), band LO HI (n pairs centred in "
+                   "that percentile band of --metric), or ids FILE (the source rows listed in FILE)")
+    p.add_argument("--metric", default="ches", choices=["ches", "ln_ches", "edit_sim", "last_hidden_ip"],
+                   help="ranks top / bottom / band (default: ches, as in the paper's Sec. 5)")
+    p.add_argument("--n", type=int, metavar="N", help="pairs in the subset (default: see above)")
+    p.add_argument("--steps", type=int, metavar="K", help="optimizer steps (default: one epoch over the subset)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="pairs per step (default: see above)")
+    p.add_argument("--lr", type=float, metavar="LR", help="learning rate (default: see above)")
+    p.add_argument("--beta", type=float, metavar="B", help="DPO's beta (default: 0.1)")
+    p.add_argument("--optimizer", default="rmsprop", choices=list(OPTIMIZERS), help="(default: rmsprop)")
+    p.add_argument("--seed", type=int, default=0, help="order of the pairs across steps (default: 0)")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--top", type=int, default=10, metavar="K", help="pairs listed that lost the most (default: 10)")
+    p.add_argument("--runs", metavar="DIR", help="runs folder for a run id (default: $CHES_WORKSPACE/runs)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own Python code to run (only for models you trust)")
+    p.set_defaults(func=cmd_probe)
+
+
+def probe_settings(args, model_id: str):
+    """ProbeSettings from `ches probe` arguments (model-dependent defaults filled in)."""
+    from .probe import ProbeError, ProbeSettings, defaults, read_ids
+
+    kind, extra = args.subset[0], args.subset[1:]
+    wants = {"top": 0, "bottom": 0, "band": 2, "ids": 1}
+    if kind not in wants:
+        raise ProbeError(f"unknown subset {kind!r}; choose top, bottom, band LO HI or ids FILE")
+    if len(extra) != wants[kind]:
+        raise ProbeError({0: f"--subset {kind} takes no values", 1: "--subset ids needs one FILE",
+                          2: "--subset band needs LO HI (percentiles, 0-100)"}[wants[kind]])
+    band = ids = None
+    if kind == "band":
+        try:
+            band = (float(extra[0]), float(extra[1]))
+        except ValueError:
+            raise ProbeError(f"--subset band needs two numbers, got {' '.join(extra)}") from None
+    if kind == "ids":
+        ids = read_ids(extra[0])
+    d = defaults(model_id)
+    pick = lambda value, name: d[name] if value is None else value  # noqa: E731
+    return ProbeSettings(subset=kind, n=pick(args.n, "n"), metric=args.metric, band=band, ids=ids or (),
+                         steps=args.steps, batch_size=pick(args.batch_size, "batch_size"), lr=pick(args.lr, "lr"),
+                         beta=pick(args.beta, "beta"), optimizer=args.optimizer, seed=args.seed)
+
+
+def cmd_probe(args) -> int:
+    from tqdm import tqdm
+
+    from . import probe
+    from .export_cli import resolve_run
+    from .store import read_manifest
+
+    run_dir = resolve_run(args.run, Path(args.runs) if args.runs else workspace().runs)
+    s = probe_settings(args, read_manifest(run_dir)["key"]["model_id"])
+    found = probe.find_probe(run_dir, s)
+    if found is None:
+        lm = probe.load_policy(run_dir, device=args.device, trust_remote_code=args.trust_remote_code)
+        print(f"probe: {s.describe()}; model {lm.model_id} on {lm.device}", file=sys.stderr)
+        with tqdm(desc="probe", unit="pass", file=sys.stderr, dynamic_ncols=True) as bar:
+            def tick(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+            found = probe.run_probe(run_dir, s, lm, progress=tick)
+    else:
+        print("reusing the stored probe with these settings (nothing retrained)", file=sys.stderr)
+    print(probe_summary(run_dir, found, s.metric, args.top))
+    return 0
+
+
+def probe_summary(run_dir: Path, probe_dir: Path, metric: str, top: int) -> str:
+    from . import probe
+
+    m, results = probe.read_probe(probe_dir)
+    t = probe.probe_table(run_dir, results)
+    s = m["summary"]
+    lines = [f"probe {probe_dir}", m["describe"],
+             f"pairs: {s['pairs']}   steps: {m['steps']}   time: {m['seconds']:.1f} s   device: {m['device']}",
+             f"mean change of log pi(y+|x): {s['mean_delta_chosen']:+.4f}   of log pi(y-|x): "
+             f"{s['mean_delta_rejected']:+.4f}   of the margin: {s['mean_delta_margin']:+.4f}",
+             f"pairs that lost chosen likelihood: {s['lost_chosen']} of {s['pairs']}",
+             f"Spearman({metric}, change of log pi(y+|x)) over these pairs: "
+             f"{probe.spearman(t[metric], t['delta_chosen']):.3f}",
+             f"\n{'row':>7} {metric:>12} {'pct':>6} {'logp(y+) before':>16} {'after':>10} {'change':>9} "
+             f"{'logp(y-) change':>16}"]
+    for r in t.nsmallest(top, "delta_chosen").itertuples():
+        lines.append(f"{r.row:>7} {getattr(r, metric):>12.4g} {getattr(r, metric + '_pct'):>6.1f} "
+                     f"{r.logp_chosen_before:>16.3f} {r.logp_chosen_after:>10.3f} {r.delta_chosen:>+9.3f} "
+                     f"{r.delta_rejected:>+16.3f}")
+    return "\n".join(lines)
