@@ -16,6 +16,7 @@ pg = st.navigation([
     st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
     st.Page("pages/pair.py", title="Pair / tokens", icon=":material/compare_arrows:"),
     st.Page("pages/export.py", title="Curate & export", icon=":material/download:"),
+    st.Page("pages/probe.py", title="Probe", icon=":material/science:"),
 ])
 ui.sidebar()
 pg.run()

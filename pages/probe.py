@@ -1,0 +1,174 @@
+"""Probe: check CHES's prediction on the run's own model (a few DPO steps on a subset, log-probs before/after).
+
+Cancelling works as on Data & score: Cancel reruns the page, which interrupts the probe at its next
+progress update, and its callback sets a flag that `should_stop` reads between micro-batches. A probe
+folder appears only when complete, so a cancelled probe stores nothing.
+"""
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+import ui
+from ches import probe
+from ches.browse import METRIC_LABELS
+from ches.embed import Cancelled
+
+CANCEL = "_cancel_probe"
+OPEN = "probe_open"                 # the probe folder shown below (this page's own state)
+SOURCES = ("Percentile band", "Map / Browse selection")
+
+run = ui.require_run()
+table = ui.scores(run)
+key = ui.manifest(run)["key"]
+st.title("Probe")
+ui.show_flash()
+st.caption("Does CHES predict likelihood displacement on *your* model? The probe trains a fresh copy of the run's "
+           "model with DPO (TRL's sigmoid loss, RMSprop) on a subset of the pairs and measures log π(y⁺|x) and "
+           "log π(y⁻|x) before and after, summed over the response tokens and EOS: the positions CHES uses. "
+           "In the paper (Sec. 5) the chosen likelihood drops most on the highest-CHES pairs. The run's scores "
+           "are never changed; each probe is stored with the run.")
+if st.session_state.pop(CANCEL, False):
+    st.warning("Probe cancelled; nothing was stored.", icon=":material/cancel:")
+
+
+def _cancel() -> None:
+    st.session_state[CANCEL] = True
+
+
+# ------------------------------------------------------------------------------------ 1. the pairs
+st.subheader("1 · Pairs")
+defaults = probe.defaults(key["model_id"])
+source = st.radio("Pairs", SOURCES, horizontal=True, key="probe_source", label_visibility="collapsed")
+focus = [int(r) for r in st.session_state.get(ui.FOCUS_ROWS) or []]
+c1, c2, c3 = st.columns([1, 2, 1])
+metric = c1.selectbox("Rank by", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="probe_metric",
+                      help="The paper's percentile study (Sec. 5) ranks by raw CHES.")
+if source == SOURCES[0]:
+    band = c2.slider("Percentile band", 0, 100, (90, 100), key="probe_band",
+                     help="Percentile of the metric over the whole run (100 = highest score = riskiest).")
+    n = c3.number_input("Pairs (n)", min_value=1, max_value=len(table), value=min(defaults["n"], len(table)),
+                        key="probe_n", help="The n pairs centred in the band.")
+    subset = dict(subset="band", band=(float(band[0]), float(band[1])), n=int(n))
+elif focus:
+    c2.info(f"The {len(focus)} pairs selected on the Map (shown on Browse).", icon=":material/filter_alt:")
+    subset = dict(subset="ids", ids=tuple(focus))
+else:
+    c2.info("Nothing selected: select pairs on the Map (box or lasso), or pick a percentile band.",
+            icon=":material/info:")
+    subset = None
+
+# ---------------------------------------------------------------------------------- 2. settings
+st.subheader("2 · Training")
+s1, s2, s3, s4, s5 = st.columns(5)
+steps = s1.number_input("Steps", min_value=0, value=0, key="probe_steps", help="Optimizer steps; 0 = one epoch.")
+batch = s2.number_input("Batch (pairs)", min_value=1, value=defaults["batch_size"], key="probe_batch")
+lr = s3.number_input("Learning rate", min_value=0.0, value=defaults["lr"], format="%.1e", step=1e-7, key="probe_lr",
+                     help="RMSprop. The paper: 1e-7 for 1B-8B models; the bundled 135M model needs more to move.")
+beta = s4.number_input("β", min_value=0.0, value=defaults["beta"], format="%.2f", step=0.05, key="probe_beta",
+                       help="DPO's KL coefficient (the paper: 0.1).")
+seed = s5.number_input("Seed", min_value=0, value=0, key="probe_seed", help="Order of the pairs across steps.")
+
+settings = stored = None
+with ui.user_errors():
+    if subset is not None:
+        settings = probe.ProbeSettings(metric=metric, steps=int(steps) or None, batch_size=int(batch), lr=float(lr),
+                                       beta=float(beta), seed=int(seed), **subset)
+        stored = probe.find_probe(run, settings)
+        st.caption(ui.escape_md(settings.describe()) + (" · **stored**: running reopens it." if stored else ""))
+
+if st.button("Run probe", type="primary", icon=":material/play_arrow:", disabled=settings is None, key="probe_go"):
+    st.session_state[CANCEL] = False
+    st.button("Cancel", on_click=_cancel, icon=":material/stop:", key="probe_cancel",
+              help="Stops after the current micro-batch; nothing is stored.")
+    bar = st.progress(0.0, text="Loading a fresh copy of the model …")
+    with ui.user_errors():
+        def progress(done: int, total: int) -> None:
+            bar.progress(min(1.0, done / max(total, 1)), text=f"{done} / {total} pair passes (before, training, after)")
+
+        try:
+            lm = None if stored else probe.load_policy(run)
+            found = probe.run_probe(run, settings, lm, progress=progress,
+                                    should_stop=lambda: bool(st.session_state.get(CANCEL)))
+        except Cancelled:
+            st.session_state.pop(CANCEL, None)
+            st.warning("Probe cancelled; nothing was stored.")
+        else:
+            st.session_state.pop(CANCEL, None)
+            st.session_state[OPEN] = str(found)
+            ui.flash("success", "Reopened the stored probe." if stored else "Probe finished and stored with the run.")
+            st.rerun()
+
+# ------------------------------------------------------------------------------ 3. stored probes
+st.subheader("3 · Probes of this run")
+probes = probe.list_probes(run)
+if not probes:
+    st.caption("No probe yet.")
+    st.stop()
+paths = [str(p) for p, _ in probes]
+if st.session_state.get(OPEN) not in paths:
+    st.session_state[OPEN] = paths[0]
+
+
+def _open_selected() -> None:
+    rows = st.session_state["probe_table"].selection.rows
+    if rows:
+        st.session_state[OPEN] = paths[rows[0]]
+
+
+st.dataframe([{"open": p == st.session_state[OPEN], "created": m["created_at"][:16].replace("T", " "),
+               "subset": m["describe"], "pairs": m["pairs"],
+               "mean Δ log π(y+)": m["summary"]["mean_delta_chosen"],
+               "mean Δ log π(y-)": m["summary"]["mean_delta_rejected"],
+               "lost y+": m["summary"]["lost_chosen"], "seconds": m["seconds"]} for p, m in probes],
+             hide_index=True, width="stretch", key="probe_table", on_select=_open_selected,
+             selection_mode="single-row",
+             column_config={"open": st.column_config.CheckboxColumn("open", width="small"),
+                            "mean Δ log π(y+)": st.column_config.NumberColumn(format="%.4f"),
+                            "mean Δ log π(y-)": st.column_config.NumberColumn(format="%.4f")})
+st.caption("Select a row to open that probe. Probes of different bands side by side give the paper's Figure 2.")
+
+# ------------------------------------------------------------------------------------ 4. results
+manifest, results = probe.read_probe(Path(st.session_state[OPEN]))
+t = probe.probe_table(run, results)
+summary = manifest["summary"]
+st.subheader("4 · Results")
+st.caption(ui.escape_md(manifest["describe"]) + f" · {manifest['steps']} step(s) · {manifest['device']} · "
+           f"{manifest['seconds']:.0f} s")
+shown = st.radio("Score axis", ["ches", "ln_ches"], format_func=METRIC_LABELS.get, horizontal=True,
+                 key="probe_axis")
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Mean Δ log π(y⁺|x)", f"{summary['mean_delta_chosen']:+.4f}")
+m2.metric("Mean Δ log π(y⁻|x)", f"{summary['mean_delta_rejected']:+.4f}")
+m3.metric("Lost chosen likelihood", f"{summary['lost_chosen']} of {summary['pairs']}")
+m4.metric(f"Spearman({METRIC_LABELS[shown]}, Δ log π(y⁺|x))", f"{probe.spearman(t[shown], t['delta_chosen']):.3f}",
+          help="Negative = the higher the score, the larger the drop, as CHES predicts.")
+
+fig = go.Figure(go.Scatter(x=t[shown], y=t["delta_chosen"], mode="markers", customdata=t[["row", "delta_rejected"]],
+                           marker=dict(color=t["delta_rejected"], colorscale="RdBu", colorbar=dict(title="Δ y⁻"),
+                                       size=9, line=dict(width=0.5, color="#334155")),
+                           hovertemplate="row %{customdata[0]}<br>score %{x:.4g}<br>Δ log π(y+) %{y:.4f}"
+                                         "<br>Δ log π(y-) %{customdata[1]:.4f}<extra></extra>"))
+fig.add_hline(y=0, line_color="#94a3b8", line_dash="dot")
+fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), xaxis_title=METRIC_LABELS[shown],
+                  yaxis_title="Δ log π(y⁺|x)")
+st.plotly_chart(fig, width="stretch", key="probe_scatter")
+
+st.markdown(f"##### Mean change per {METRIC_LABELS[shown]} percentile band (over the whole run)")
+st.dataframe(probe.band_means(t, shown), hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.4f")
+                            for c in ("mean_delta_chosen", "mean_delta_rejected")})
+
+st.markdown("##### Pairs that lost the most chosen likelihood")
+worst = t.nsmallest(10, "delta_chosen")
+chosen_text = ui.texts(run, worst["row"].tolist()).set_index("row")["chosen"]
+for r in worst.itertuples():
+    c1, c2, c3 = st.columns([1, 5, 1])
+    c1.metric(f"row {r.row}", f"{r.delta_chosen:+.3f}", help=f"Δ log π(y-|x) {r.delta_rejected:+.3f}; "
+              f"{METRIC_LABELS[shown]} {getattr(r, shown):.4g}", label_visibility="visible")
+    with c2:
+        ui.show_text(" ".join(str(chosen_text.get(r.row, "")).split())[:300])
+    if c3.button("Tokens", key=f"probe_tokens_{r.row}", icon=":material/compare_arrows:",
+                 help="Open this pair in Pair / tokens"):
+        st.session_state[ui.PAIR_ROW] = int(r.row)
+        st.switch_page("pages/pair.py")
