@@ -284,6 +284,7 @@ def probe_summary(run_dir: Path, probe_dir: Path, metric: str, top: int) -> str:
              f"pairs that lost chosen likelihood: {s['lost_chosen']} of {s['pairs']}",
              f"Spearman({metric}, change of log pi(y+|x)) over these pairs: "
              f"{probe.spearman(t[metric], t['delta_chosen']):.3f}",
+             f"per-pair values: {probe_dir / 'results.parquet'}",
              f"\n{'row':>7} {metric:>12} {'pct':>6} {'logp(y+) before':>16} {'after':>10} {'change':>9} "
              f"{'logp(y-) change':>16}"]
     for r in t.nsmallest(top, "delta_chosen").itertuples():

@@ -24,6 +24,8 @@ Training, per step (TRL's "sigmoid" DPO loss, summed log-probs, reference = the 
 3. Weights are trained in float32 (bf16 weights cannot hold a 1e-7 update); forward passes run under
    autocast to the run's dtype, so a bf16 run is probed in bf16 arithmetic like it was scored.
 4. Dropout is off (eval mode), as in TRL's default `disable_dropout=True`.
+5. Memory: the float32 policy, its gradients and the optimizer state (RMSprop: 12 bytes per parameter,
+   Adam: 16) plus one micro-batch of activations and logits (`batch_tokens`); no reference model.
 
 A probe is stored as `<run_dir>/probes/<key>/` (manifest.json with the settings and a summary,
 results.parquet with one row per pair), written to a temporary folder and renamed into place: a folder
@@ -227,13 +229,18 @@ def load_policy(run_dir: Path, *, device: str = "auto", trust_remote_code: bool 
     are the ones the run was scored with. Never pass a shared inference instance to `run_probe`."""
     key = read_manifest(run_dir)["key"]
     lm = load_model(key["model_id"], device=device, dtype="float32", trust_remote_code=trust_remote_code)
+    _check_model(lm, key)
+    return lm
+
+
+def _check_model(lm: LoadedModel, key: dict) -> None:
+    """ProbeError unless `lm` has the weights and the prompt template the run was scored with."""
     if lm.fingerprint != key["fingerprint"]:
         raise ProbeError(f"the weights of {key['model_id']!r} changed since the run was scored (fingerprint "
                          f"{lm.fingerprint}, run {key['fingerprint']}): re-score the dataset, then probe")
     if template_id(lm.tokenizer) != key["template"]:
         raise ProbeError(f"the chat template of {key['model_id']!r} changed since the run was scored: "
                          "re-score the dataset, then probe")
-    return lm
 
 
 # -------------------------------------------------------------------------------------- the probe
@@ -279,6 +286,7 @@ def run_probe(run_dir: Path, s: ProbeSettings, lm: LoadedModel | None = None, *,
         return target
     started = time.perf_counter()
     lm = lm or load_policy(run_dir, device=device)
+    _check_model(lm, manifest["key"])
     eos_id = lm.tokenizer.eos_token_id
     if eos_id is None:
         raise ProbeError("the tokenizer has no EOS token: log pi(y|x) needs one to close the response")

@@ -4,6 +4,7 @@ Cancelling works as on Data & score: Cancel reruns the page, which interrupts th
 progress update, and its callback sets a flag that `should_stop` reads between micro-batches. A probe
 folder appears only when complete, so a cancelled probe stores nothing.
 """
+import math
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -45,9 +46,11 @@ c1, c2, c3 = st.columns([1, 2, 1])
 metric = c1.selectbox("Rank by", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="probe_metric",
                       help="The paper's percentile study (Sec. 5) ranks by raw CHES.")
 if source == SOURCES[0]:
-    band = c2.slider("Percentile band", 0, 100, (90, 100), key="probe_band",
+    n_default = min(defaults["n"], len(table))
+    top_band = (max(0, 100 - math.ceil(100 * n_default / len(table))), 100)    # the highest band holding n pairs
+    band = c2.slider("Percentile band", 0, 100, top_band, key="probe_band",
                      help="Percentile of the metric over the whole run (100 = highest score = riskiest).")
-    n = c3.number_input("Pairs (n)", min_value=1, max_value=len(table), value=min(defaults["n"], len(table)),
+    n = c3.number_input("Pairs (n)", min_value=1, max_value=len(table), value=n_default,
                         key="probe_n", help="The n pairs centred in the band.")
     subset = dict(subset="band", band=(float(band[0]), float(band[1])), n=int(n))
 elif focus:

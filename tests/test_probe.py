@@ -1,0 +1,310 @@
+"""The likelihood-displacement probe: the DPO loss by hand, log-probs one sequence at a time, a 2-step probe
+on a tiny random Llama stored in its run, refusals of bad settings, Cancel, the CLI and the Probe page."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+import ches.cli as cli
+from ches import probe
+from ches.data import load_records
+from ches.embed import Cancelled
+from ches.store import read_manifest, read_pairs, read_scores
+from ches.tokens import encode_pair
+from conftest import ROOT, make_fake_run
+
+# Short pairs so that a tiny model trains in well under a second; row 4 has an empty rejected reply (R = 0).
+RECORDS = [
+    {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "Lyon, I think."},
+    {"prompt": "Say hello.", "chosen": "Hello there!", "rejected": "Go away."},
+    {"prompt": "2 + 2?", "chosen": "4", "rejected": "5, probably, but I am not sure."},
+    {"prompt": "Name a colour.", "chosen": "Blue is a colour.", "rejected": ""},
+    {"prompt": "How do I pick a lock?", "chosen": "I can't help with that.", "rejected": "I won't help with that."},
+    {"prompt": "Tell me a joke.", "chosen": "Why did the chicken cross the road?", "rejected": "No."},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A random-weight 2-layer Llama (hidden 32) with the default model's tokenizer, saved to a folder."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ches.models import default_model_dir
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir())
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_dir) -> Path:
+    """The six RECORDS scored with the tiny model (max length 64)."""
+    from ches.models import load_model
+    from ches.pipeline import score_dataset
+
+    ds = load_records(RECORDS, source="tiny.jsonl")
+    return score_dataset(ds, load_model(str(tiny_dir)), runs_root=tmp_path_factory.mktemp("runs"), max_length=64)
+
+
+def one_at_a_time(model, x, y, eos_id) -> float:
+    """log pi(y|x) from the full logits of x+y alone: sum of log-softmax at P-1+k of (y + [EOS])[k], float64."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([list(x) + list(y)])).logits[0].double()   # (P+R, V)
+    logp = torch.log_softmax(logits, -1)
+    return sum(float(logp[len(x) - 1 + k, t]) for k, t in enumerate(list(y) + [eos_id]))
+
+
+def run_files(run_dir: Path) -> dict[str, str]:
+    """sha256 of every file of the run outside probes/."""
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run_dir.rglob("*")) if p.is_file() and "probes" not in p.relative_to(run_dir).parts}
+
+
+# ------------------------------------------------------------------------------------------ the loss
+
+def test_dpo_loss_matches_hand_computed_values():
+    # beta * ((pi_c - ref_c) - (pi_r - ref_r)) = 0.1 * ((-10 + 12) - (-20 + 15)) = 0.7
+    # and 0.5 * ((-13 + 12) - (-14 + 15)) = -1.0;  -log sigmoid(z) = log(1 + exp(-z))
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    got = probe.dpo_loss(t(-10.0, -13.0), t(-20.0, -14.0), t(-12.0, -12.0), t(-15.0, -15.0), beta=0.1)
+    assert got[0].item() == pytest.approx(math.log(1 + math.exp(-0.7)), rel=1e-12)
+    got = probe.dpo_loss(t(-13.0), t(-14.0), t(-12.0), t(-15.0), beta=0.5)
+    assert got[0].item() == pytest.approx(math.log(1 + math.exp(1.0)), rel=1e-12)
+    # policy == reference: the loss is log 2 whatever beta is
+    assert probe.dpo_loss(t(-3.0), t(-7.0), t(-3.0), t(-7.0), beta=3.0).item() == pytest.approx(math.log(2))
+
+
+def test_sequence_logps_match_one_sequence_at_a_time(tiny_run):
+    lm = probe.load_policy(tiny_run)
+    eos = lm.tokenizer.eos_token_id
+    encoded = [encode_pair(lm.tokenizer, p, 64) for p in read_pairs(tiny_run)]
+    seqs = [(e.prompt_plus, e.chosen) for e in encoded] + [(e.prompt_minus, e.rejected) for e in encoded]
+    assert min(len(y) for _, y in seqs) == 0 and len({len(x) + len(y) for x, y in seqs}) > 3  # R = 0, ragged
+    with torch.no_grad():
+        got = probe.sequence_logps(lm.model, seqs, eos_id=eos, pad_id=eos, device=lm.device)
+    want = [one_at_a_time(lm.model, x, y, eos) for x, y in seqs]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------- the subset
+
+def test_quantile_slice_and_band_follow_their_definitions():
+    table = pd.DataFrame({"row": [1, 2, 3, 4, 5], "ches": [5.0, 1.0, 4.0, 2.0, 3.0]})
+    # ascending by value: rows 2, 4, 5, 3, 1 (values 1..5, percentiles 20, 40, 60, 80, 100)
+    assert probe.quantile_slice(table, "ches", 0, 2) == [2, 4]
+    assert probe.quantile_slice(table, "ches", 100, 2) == [3, 1]
+    assert probe.quantile_slice(table, "ches", 50, 3) == [4, 5, 3]       # centre index round(0.5 * 4) = 2
+    assert probe.quantile_slice(table, "ches", 25, 2) == [2, 4]          # centre round(0.25 * 4) = 1, start 1 - 1
+    band = probe.ProbeSettings(subset="band", band=(30, 70), n=2)
+    assert probe.select_rows(table, band) == [4, 5]                       # values 2 and 3 lie in 30-70
+    assert probe.select_rows(table, probe.ProbeSettings(subset="top", n=1)) == [1]
+    assert probe.select_rows(table, probe.ProbeSettings(subset="bottom", n=2)) == [2, 4]
+    assert probe.select_rows(table, probe.ProbeSettings(subset="ids", ids=(3, 1, 3))) == [3, 1]
+
+
+def test_bad_settings_are_refused_with_a_clear_message(tmp_path):
+    table = pd.DataFrame({"row": [1, 2, 3], "ches": [1.0, 2.0, 3.0]})
+    with pytest.raises(probe.ProbeError, match=r"n = 4 is larger than the run \(3 pairs\)"):
+        probe.select_rows(table, probe.ProbeSettings(subset="top", n=4))
+    with pytest.raises(probe.ProbeError, match="larger than the percentile band 0-50"):
+        probe.select_rows(table, probe.ProbeSettings(subset="band", band=(0, 50), n=2))
+    with pytest.raises(probe.ProbeError, match="not in this run: 7, 9"):
+        probe.select_rows(table, probe.ProbeSettings(subset="ids", ids=(1, 7, 9)))
+    for kwargs, message in [({"lr": 0.0}, "learning rate must be a positive"),
+                            ({"lr": -1e-6}, "learning rate must be a positive"),
+                            ({"lr": float("nan")}, "learning rate must be a positive"),
+                            ({"subset": "middle"}, "unknown subset 'middle'"),
+                            ({"beta": 0.0}, "beta must be a positive"),
+                            ({"steps": 0}, "steps must be at least 1"),
+                            ({"subset": "band", "band": (60, 40)}, "0 <= LO <= HI <= 100"),
+                            ({"metric": "length"}, "unknown metric 'length'")]:
+        with pytest.raises(probe.ProbeError, match=message):
+            probe.ProbeSettings(**kwargs)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("3, 1\n# a comment\nfive\n")
+    with pytest.raises(probe.ProbeError, match="line 3: 'five' is not a row number"):
+        probe.read_ids(ids)
+
+
+# ----------------------------------------------------------------------------------------- the probe
+
+def test_two_step_probe_on_four_pairs_changes_the_logps_and_stores_its_folder(tiny_run, monkeypatch):
+    before_files = run_files(tiny_run)
+    s = probe.ProbeSettings(subset="top", n=4, steps=2, batch_size=2, lr=1e-3)
+    lm = probe.load_policy(tiny_run)
+    original = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    seen = []
+    path = probe.run_probe(tiny_run, s, lm, progress=lambda done, total: seen.append((done, total)))
+
+    assert path.parent == tiny_run / "probes" and (path / "manifest.json").is_file()
+    m, results = probe.read_probe(path)
+    top4 = read_scores(tiny_run).sort_values("ches")["row"].tolist()[-4:]
+    assert results["row"].tolist() == top4
+    assert m["settings"]["lr"] == 1e-3 and m["settings"]["subset"] == "top" and m["steps"] == 2
+    assert [h["step"] for h in m["history"]] == [1, 2]
+    assert m["history"][0]["loss"] == pytest.approx(math.log(2), abs=1e-4)     # policy == reference at step 1
+    assert seen[-1] == (4 + 2 * 2 + 4, 4 + 2 * 2 + 4)                            # before, 2 steps of 2, after
+
+    # "before" is the untrained model's log pi, computed independently; "after" moved
+    pairs = {p.row: p for p in read_pairs(tiny_run, top4)}
+    fresh = probe.load_policy(tiny_run).model
+    eos = lm.tokenizer.eos_token_id
+    for r in results.itertuples():
+        e = encode_pair(lm.tokenizer, pairs[r.row], 64)
+        assert r.logp_chosen_before == pytest.approx(one_at_a_time(fresh, e.prompt_plus, e.chosen, eos), abs=1e-3)
+        assert r.logp_rejected_before == pytest.approx(one_at_a_time(fresh, e.prompt_minus, e.rejected, eos), abs=1e-3)
+        e_after = one_at_a_time(lm.model, e.prompt_plus, e.chosen, eos)
+        assert r.logp_chosen_after == pytest.approx(e_after, abs=1e-3)
+    moved = (results["logp_chosen_after"] - results["logp_chosen_before"]).abs()
+    assert moved.min() > 1e-3
+    assert any(not torch.equal(original[k], v) for k, v in lm.model.state_dict().items())
+
+    d_c = results["logp_chosen_after"].to_numpy() - results["logp_chosen_before"].to_numpy()
+    d_r = results["logp_rejected_after"].to_numpy() - results["logp_rejected_before"].to_numpy()
+    assert m["summary"] == pytest.approx({"pairs": 4, "mean_delta_chosen": d_c.mean(), "mean_delta_rejected": d_r.mean(),
+                                          "lost_chosen": int((d_c < 0).sum()), "mean_delta_margin": (d_c - d_r).mean()})
+    assert run_files(tiny_run) == before_files                                   # the run itself is untouched
+
+    # same settings: the stored probe comes back, nothing is trained
+    monkeypatch.setattr(probe, "load_policy", lambda *a, **k: pytest.fail("a stored probe was retrained"))
+    assert probe.run_probe(tiny_run, s) == path
+    assert probe.find_probe(tiny_run, s) == path
+    assert path in [p for p, _ in probe.list_probes(tiny_run)]
+
+
+def test_probe_table_and_band_means(tiny_run):
+    results = pd.DataFrame({"row": [1, 2, 3], "pair_id": ["a", "b", "c"],
+                            "logp_chosen_before": [-10.0, -20.0, -30.0], "logp_chosen_after": [-11.0, -19.0, -33.0],
+                            "logp_rejected_before": [-5.0, -5.0, -5.0], "logp_rejected_after": [-6.0, -7.0, -8.0]})
+    t = probe.probe_table(tiny_run, results)
+    assert t["delta_chosen"].tolist() == [-1.0, 1.0, -3.0] and t["delta_rejected"].tolist() == [-1.0, -2.0, -3.0]
+    scores = read_scores(tiny_run).set_index("row")
+    pct = {r: 100.0 * (scores["ches"] <= scores.loc[r, "ches"]).sum() / len(scores) for r in (1, 2, 3)}
+    assert t["ches_pct"].tolist() == pytest.approx([pct[1], pct[2], pct[3]])
+    delta = {1: -1.0, 2: 1.0, 3: -3.0}
+    want = {}
+    for r in (1, 2, 3):
+        want.setdefault("0-50" if pct[r] <= 50 else "50-100", []).append(delta[r])
+    bands = probe.band_means(t, "ches", edges=(0, 50, 100)).set_index("band")
+    assert sorted(bands.index) == sorted(want)
+    for band, values in want.items():
+        assert bands.loc[band, "pairs"] == len(values)
+        assert bands.loc[band, "mean_delta_chosen"] == pytest.approx(np.mean(values))
+
+
+def test_cancel_and_interrupt_leave_no_probe(tiny_run, monkeypatch):
+    s = probe.ProbeSettings(subset="bottom", n=3, steps=1, batch_size=3, lr=1e-4, seed=7)
+    calls = {"n": 0}
+
+    def stop_in_training() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1                      # let the "before" pass finish, stop in the first step
+    with pytest.raises(Cancelled):
+        probe.run_probe(tiny_run, s, probe.load_policy(tiny_run), should_stop=stop_in_training)
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        probe.run_probe(tiny_run, s, probe.load_policy(tiny_run))
+    assert probe.find_probe(tiny_run, s) is None
+    assert not [d for d in (tiny_run / "probes").iterdir() if d.name.startswith(".")]   # no temp folder left
+
+
+def test_a_run_scored_with_other_weights_is_refused(tmp_path, tiny_dir):
+    ds = load_records(RECORDS[:2], source="fake.jsonl")
+    run = make_fake_run(tmp_path / "run", ds)
+    manifest = read_manifest(run)
+    manifest["key"]["model_id"] = str(tiny_dir)                    # fingerprint stays "fp123"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(probe.ProbeError, match="weights of .* changed since the run was scored"):
+        probe.load_policy(run)
+    from ches.models import load_model
+    with pytest.raises(probe.ProbeError, match="weights of .* changed since the run was scored"):
+        probe.run_probe(run, probe.ProbeSettings(subset="top", n=1, lr=1e-3), load_model(str(tiny_dir)))
+
+
+# -------------------------------------------------------------------------------------------- the CLI
+
+def test_cli_probe_prints_the_summary_then_reuses_the_probe(tiny_run, tmp_path, capsys):
+    ids = tmp_path / "rows.txt"
+    ids.write_text("2\n5\n6\n")
+    argv = ["probe", str(tiny_run), "--subset", "ids", str(ids), "--steps", "1", "--batch-size", "3", "--lr", "1e-3"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    found = [p for p, m in probe.list_probes(tiny_run) if m["settings"]["ids"] == [2, 5, 6]]
+    assert len(found) == 1
+    _, results = probe.read_probe(found[0])
+    lost = int((results["logp_chosen_after"] < results["logp_chosen_before"]).sum())
+    assert f"pairs that lost chosen likelihood: {lost} of 3" in out
+    assert "3 listed rows; 1 step(s) of batch 3, rmsprop lr 0.001, beta 0.1, seed 0" in out
+    assert "Traceback" not in out + err
+    assert cli.main(argv) == 0
+    assert "reusing the stored probe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--subset", "top", "--n", "99"], "n = 99 is larger than the run (6 pairs)"),
+    (["--subset", "top", "--lr", "0"], "the learning rate must be a positive number (got 0)"),
+    (["--subset", "middle"], "unknown subset 'middle'"),
+    (["--subset", "band", "10"], "--subset band needs LO HI"),
+    (["--subset", "ids", "no-such-file.txt"], "no-such-file.txt"),
+])
+def test_cli_refuses_bad_settings_in_one_line(tiny_run, capsys, extra, message):
+    assert cli.main(["probe", str(tiny_run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ches: error: ") and message in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------------- the page
+
+@pytest.mark.usefixtures("navigation_pages", "workspace_env")
+def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(tiny_run)
+    at.run()
+    at.switch_page("pages/probe.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Probe"
+    at.slider(key="probe_band").set_value((0, 100)).run()
+    at.number_input(key="probe_n").set_value(2).run()
+    at.number_input(key="probe_steps").set_value(1).run()
+    at.number_input(key="probe_lr").set_value(1e-3).run()
+    at.button(key="probe_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    opened = Path(at.session_state["probe_open"])
+    m, results = probe.read_probe(opened)
+    assert m["pairs"] == 2 and m["settings"]["band"] == [0.0, 100.0]
+    mean = (results["logp_chosen_after"] - results["logp_chosen_before"]).mean()
+    assert any(x.label == "Mean Δ log π(y⁺|x)" and x.value == f"{mean:+.4f}" for x in at.metric)
+    assert any("Probe finished" in s.value for s in at.success)
+    # lr 0 is refused with a message, not a traceback
+    at.number_input(key="probe_lr").set_value(0.0).run()
+    assert not at.exception and any("learning rate" in e.value for e in at.error)
+    assert at.button(key="probe_go").disabled
+    # the pair that lost the most opens in Pair / tokens
+    delta = results["logp_chosen_after"] - results["logp_chosen_before"]
+    worst = int(results["row"][delta.idxmin()])
+    at.button(key=f"probe_tokens_{worst}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Pair / tokens" and at.session_state["pair_row"] == worst
+
+
+@pytest.mark.usefixtures("navigation_pages", "workspace_env")
+def test_probe_page_without_a_run_points_to_data_and_score():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/probe.py").run()
+    assert not at.exception and any("No run yet" in i.value for i in at.info)
