@@ -329,8 +329,8 @@ class _Trainer:
                  batch_tokens: int, n: int, progress: Progress | None, should_stop: Callable[[], bool] | None):
         self.lm, self.s, self.eos_id, self.amp, self.budget = lm, s, eos_id, amp, batch_tokens
         self.pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else eos_id
-        self.steps = resolved_steps(n, s)
-        self.total = 2 * n + self.steps * min(s.batch_size, n)       # pair passes: before, steps, after
+        self.batches = _shuffled_batches(n, s.batch_size, resolved_steps(n, s), s.seed)
+        self.total = 2 * n + sum(map(len, self.batches))             # pair passes: before, steps, after
         self.done, self.progress, self.should_stop = 0, progress, should_stop
         lm.model.eval()                                              # dropout off; gradients still flow
         self.scaler = torch.amp.GradScaler(lm.device.type, enabled=amp == torch.float16)
@@ -372,10 +372,9 @@ class _Trainer:
         """`steps` DPO updates; per step the mean loss and the mean chosen / rejected log-ratio (before it)."""
         s, dev = self.s, self.lm.device
         opt = OPTIMIZERS[s.optimizer](self.lm.model.parameters(), lr=s.lr)
-        order = _shuffled_batches(len(chosen), s.batch_size, self.steps, s.seed)
         ref_c_t, ref_r_t = torch.tensor(ref_c, device=dev), torch.tensor(ref_r, device=dev)
         history = []
-        for step, batch in enumerate(order, 1):
+        for step, batch in enumerate(self.batches, 1):
             opt.zero_grad(set_to_none=True)
             loss_sum = ratio_c = ratio_r = 0.0
             for group in self._micro_batches(batch, chosen, rejected):
@@ -397,17 +396,14 @@ class _Trainer:
 
 
 def _shuffled_batches(n: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
-    """`steps` batches of min(batch_size, n) indices: consecutive slices of a seeded permutation, a new one per epoch."""
+    """`steps` batches: consecutive slices of a seeded permutation of range(n), a new permutation per epoch
+    (an epoch's last slice may be shorter, like a DataLoader without drop_last)."""
     gen = torch.Generator().manual_seed(seed)
-    size = min(batch_size, n)
-    stream: list[int] = []
-    batches = []
-    for _ in range(steps):
-        if len(stream) < size:
-            stream += torch.randperm(n, generator=gen).tolist()
-        batches.append(stream[:size])
-        stream = stream[size:]
-    return batches
+    batches: list[list[int]] = []
+    while len(batches) < steps:
+        perm = torch.randperm(n, generator=gen).tolist()
+        batches += [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+    return batches[:steps]
 
 
 def _write_probe(target: Path, manifest: dict, results: pd.DataFrame) -> Path:

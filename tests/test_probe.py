@@ -117,6 +117,14 @@ def test_quantile_slice_and_band_follow_their_definitions():
     assert probe.select_rows(table, probe.ProbeSettings(subset="ids", ids=(3, 1, 3))) == [3, 1]
 
 
+def test_steps_walk_epochs_of_a_seeded_shuffle():
+    batches = probe._shuffled_batches(5, 2, 4, seed=3)
+    assert [len(b) for b in batches] == [2, 2, 1, 2]                    # one epoch = ceil(5 / 2) = 3 steps
+    assert sorted(sum(batches[:3], [])) == [0, 1, 2, 3, 4]              # each pair once per epoch
+    assert batches == probe._shuffled_batches(5, 2, 4, seed=3)
+    assert probe.resolved_steps(5, probe.ProbeSettings(batch_size=2)) == 3
+
+
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path):
     table = pd.DataFrame({"row": [1, 2, 3], "ches": [1.0, 2.0, 3.0]})
     with pytest.raises(probe.ProbeError, match=r"n = 4 is larger than the run \(3 pairs\)"):
