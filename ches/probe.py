@@ -125,8 +125,9 @@ class ProbeSettings:
             which = f"{len(self.ids)} listed rows"
         else:
             which = f"{self.subset} {self.n} by {self.metric}"
-        return (f"{which}; {self.steps or 'one epoch of'} step(s) of batch {self.batch_size}, "
-                f"{self.optimizer} lr {self.lr:g}, beta {self.beta:g}, seed {self.seed}")
+        train = "one epoch" if self.steps is None else f"{self.steps} step(s)"
+        return (f"{which}; {train} of batch {self.batch_size}, {self.optimizer} lr {self.lr:g}, "
+                f"beta {self.beta:g}, seed {self.seed}")
 
 
 # --------------------------------------------------------------------------------------- the subset
