@@ -302,6 +302,11 @@ def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
     at.number_input(key="probe_lr").set_value(0.0).run()
     assert not at.exception and any("learning rate" in e.value for e in at.error)
     assert at.button(key="probe_go").disabled
+    # the Map / Browse selection is the other source of pairs
+    at.number_input(key="probe_lr").set_value(1e-3)
+    at.session_state["focus_rows"] = [2, 5]
+    at.radio(key="probe_source").set_value("Map / Browse selection").run()
+    assert not at.exception and any("2 listed rows; 1 step(s)" in c.value.replace("\\", "") for c in at.caption)
     # the pair that lost the most opens in Pair / tokens
     delta = results["logp_chosen_after"] - results["logp_chosen_before"]
     worst = int(results["row"][delta.idxmin()])
