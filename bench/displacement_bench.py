@@ -1,7 +1,7 @@
 """The paper's Section 5 study in small: does the CHES percentile order match the likelihood-displacement order?
 
     python bench/displacement_bench.py [--data ../shared/data/hh-rlhf-harmless-base-test.jsonl.gz]
-        [--pool 512] [--n 16] [--batch-size 4] [--lr 1e-6] [--max-length 128] [--runs DIR]
+        [--pool 256] [--n 16] [--batch-size 4] [--lr 1e-6] [--max-length 128] [--runs DIR]
 
 1. Score the first --pool pairs of --data with the model (default: the bundled SmolLM2-135M-Instruct).
 2. For each metric (CHES, then the paper's baselines edit similarity and last-hidden inner product) and
@@ -39,12 +39,12 @@ METRICS = ("ches", "edit_sim", "last_hidden_ip")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--pool", type=int, default=512, help="pairs scored (the first ones of --data)")
-    ap.add_argument("--n", type=int, default=16, help="pairs per subset")
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--pool", type=int, default=256, help="pairs scored (the first ones of --data)")
+    ap.add_argument("--n", type=int, default=probe.BUNDLED["n"], help="pairs per subset")
+    ap.add_argument("--batch-size", type=int, default=probe.BUNDLED["batch_size"])
     ap.add_argument("--steps", type=int, default=None, help="default: one epoch")
-    ap.add_argument("--lr", type=float, default=1e-6)
-    ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--lr", type=float, default=probe.BUNDLED["lr"])
+    ap.add_argument("--beta", type=float, default=probe.BUNDLED["beta"])
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--metrics", default=",".join(METRICS))

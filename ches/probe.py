@@ -65,7 +65,7 @@ RESULT_COLUMNS = ["row", "pair_id", "logp_chosen_before", "logp_chosen_after",
 # The paper's settings (Sec. 5), used for every model but the bundled one.
 PAPER = {"n": 512, "batch_size": 32, "lr": 1e-7, "beta": 0.1}
 # SmolLM2-135M on 2 CPU cores: what bench/displacement_bench.py needed to show the effect (see README).
-BUNDLED = {"n": 32, "batch_size": 8, "lr": 1e-6, "beta": 0.1}
+BUNDLED = {"n": 16, "batch_size": 4, "lr": 1e-6, "beta": 0.1}
 
 
 class ProbeError(ValueError):
