@@ -24,7 +24,9 @@ token never attends forward, and position ids are 0..T-1 as in one sequence alon
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -36,6 +38,7 @@ from .models import LoadedModel
 from .tokens import EncodedPair
 
 Progress = Callable[[int, int], None]   # (responses done, responses total)
+log = logging.getLogger(__name__)
 
 # Families whose tree path matches one-sequence-at-a-time sums, checked on tiny random configs.
 # Value: how the model takes masks ("dict": one per layer type; "single": one 4-D mask for all layers).
@@ -155,15 +158,35 @@ def _batch_sums(lm: LoadedModel, pairs: Sequence[EncodedPair], batch_tokens: int
 @torch.inference_mode()
 def _forward_batches(lm: LoadedModel, pairs: Sequence[EncodedPair], batch_tokens: int,
                      should_stop) -> Iterator[tuple[list[_Row], torch.Tensor]]:
-    """Yield (rows, h) per forward: h (B, T, d) = last hidden states of the padded batch of rows."""
+    """Yield (rows, h) per forward: h (B, T, d) = last hidden states of the padded batch of rows.
+
+    Out of device memory, the batch budget (and the row length) are halved for the rest of the call
+    and the failed batch is split and run again; only a single response that alone does not fit fails.
+    """
     tree = engine_path(lm) == "tree"
-    segments = _segments(pairs, tree)
     row_tokens = min(batch_tokens, default_row_tokens(lm.device)) if tree else 0
-    rows = _pack(segments, row_tokens)
-    for batch in _batches([len(r.ids) for r in rows], batch_tokens):
+    queue = deque(_plan(_segments(pairs, tree), row_tokens, batch_tokens))
+    while queue:
         if should_stop and should_stop():
             raise Cancelled()
-        yield [rows[i] for i in batch], _forward(lm, [rows[i] for i in batch], tree)
+        batch = queue.popleft()
+        rows = [_layout(r) for r in batch]
+        try:
+            h = _forward(lm, rows, tree)
+        except torch.OutOfMemoryError:
+            h = None                                   # leave the except block first: its frame holds tensors
+        if h is not None:
+            yield rows, h
+            continue
+        segments = [s for r in batch for s in r]
+        if len(segments) == 1 and len(segments[0].slots) == 1:
+            raise MemoryError(f"a sequence of {len(segments[0])} tokens does not fit in device memory "
+                              "on its own; score with a smaller --max-length") from None
+        batch_tokens, row_tokens = max(1, batch_tokens // 2), row_tokens // 2
+        log.warning("out of device memory: retrying with %d tokens per batch", batch_tokens)
+        if lm.device.type == "cuda":
+            torch.cuda.empty_cache()
+        queue.extendleft(reversed(_plan(segments, row_tokens, batch_tokens, split=True)))
 
 
 def _segments(pairs: Sequence[EncodedPair], share_prompts: bool) -> list[_Segment]:
@@ -179,7 +202,29 @@ def _segments(pairs: Sequence[EncodedPair], share_prompts: bool) -> list[_Segmen
     return [_Segment(x, tuple(ks), tuple(response(k) for k in ks)) for x, ks in groups.items()]
 
 
-def _pack(segments: list[_Segment], row_tokens: int) -> list[_Row]:
+def _plan(segments: list[_Segment], row_tokens: int, batch_tokens: int,
+          split: bool = False) -> list[list[list[_Segment]]]:
+    """Batches of rows of segments. A segment longer than a row is cut into segments that repeat
+    its prompt (always when `split`, else only when it has many responses)."""
+    cut = [part for s in segments for part in _cut(s, row_tokens, split)]
+    rows = _pack(cut, row_tokens)
+    return [[rows[i] for i in b] for b in _batches([sum(map(len, r)) for r in rows], batch_tokens)]
+
+
+def _cut(s: _Segment, row_tokens: int, always: bool) -> list[_Segment]:
+    if len(s) <= row_tokens or len(s.slots) == 1 or (len(s.slots) == 2 and not always):
+        return [s]
+    parts, slots, responses = [], [], []
+    for k, y in zip(s.slots, s.responses):
+        if slots and len(s.prompt) + sum(map(len, responses)) + len(y) > row_tokens:
+            parts.append(_Segment(s.prompt, tuple(slots), tuple(responses)))
+            slots, responses = [], []
+        slots.append(k)
+        responses.append(y)
+    return parts + [_Segment(s.prompt, tuple(slots), tuple(responses))]
+
+
+def _pack(segments: list[_Segment], row_tokens: int) -> list[list[_Segment]]:
     """Best-fit-decreasing into rows of at most row_tokens tokens (0: one segment per row)."""
     rows: list[list[_Segment]] = []
     free: list[tuple[int, int]] = []                 # (room left, row), sorted
@@ -193,7 +238,7 @@ def _pack(segments: list[_Segment], row_tokens: int) -> list[_Row]:
             rows.append([s])
         if room - len(s) > 0:
             bisect.insort(free, (room - len(s), r))
-    return [_layout(r) for r in rows]
+    return rows
 
 
 def _layout(segments: list[_Segment]) -> _Row:

@@ -178,3 +178,46 @@ def test_eager_attention_takes_the_same_path_and_numbers(name, make):
 def test_every_listed_family_is_covered_here():
     tested = {f[1]().get_text_config().model_type for f in FAMILIES}
     assert set(TREE_FAMILIES) - tested == set(), "a family on the fast path without a test"
+
+
+def test_a_prompt_shared_by_many_pairs_is_split_across_rows():
+    lm = tiny_lm(FAMILIES[1][1]())                      # mistral, window 6
+    rng = np.random.default_rng(2)
+    x = tuple(int(t) for t in rng.integers(1, VOCAB, 12))
+    pairs = [EncodedPair(x, tuple(int(t) for t in rng.integers(1, VOCAB, 1 + i % 7)), x,
+                         tuple(int(t) for t in rng.integers(1, VOCAB, 2 + i % 5)), False) for i in range(30)]
+    emb = embed_pairs(lm, pairs, batch_tokens=40)     # the shared segment (~200 tokens) cannot fit a row
+    Sp, Sm = one_at_a_time(lm, pairs)
+    assert _rel(emb.S_plus, Sp) <= 1e-5 and _rel(emb.S_minus, Sm) <= 1e-5
+
+
+def test_out_of_memory_halves_the_budget_and_keeps_every_number(monkeypatch, caplog):
+    import ches.embed as engine
+
+    lm, pairs = tiny_lm(FAMILIES[0][1]()), mixed_pairs(3)
+    real, sizes = engine._forward, []
+
+    def small_device(lm_, rows, tree):
+        tokens = len(rows) * max(len(r.ids) for r in rows)
+        sizes.append(tokens)
+        if tokens > 90:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(lm_, rows, tree)
+
+    monkeypatch.setattr(engine, "_forward", small_device)
+    with caplog.at_level("WARNING", logger="ches.embed"):
+        emb = embed_pairs(lm, pairs, batch_tokens=1 << 12)
+    Sp, Sm = one_at_a_time(lm, pairs)
+    assert _rel(emb.S_plus, Sp) <= 1e-5 and _rel(emb.S_minus, Sm) <= 1e-5
+    assert max(sizes) > 90 and "retrying with" in caplog.text
+
+
+def test_a_sequence_too_long_for_the_device_is_a_clear_error(monkeypatch):
+    import ches.embed as engine
+
+    def no_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(engine, "_forward", no_memory)
+    with pytest.raises(MemoryError, match="smaller --max-length"):
+        embed_pairs(tiny_lm(FAMILIES[0][1]()), mixed_pairs()[:1], batch_tokens=1 << 12)
