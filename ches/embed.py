@@ -344,7 +344,11 @@ _RULES: dict[str, Callable] = {"full_attention": lambda cfg: mu.causal_mask_func
 
 def _tree_masks(cfg, pos: torch.Tensor, seg: torch.Tensor, branch: torch.Tensor,
                 dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """{layer type: (B, 1, T, T) mask}: bool for sdpa, additive float for eager (padding sees itself)."""
+    """{layer type: (B, 1, T, T) additive mask}: 0 where allowed, dtype's min elsewhere.
+
+    Additive rather than bool so that sdpa does not convert it again in every layer; eager takes the
+    same. Padding attends to itself only, so no query row is empty (an empty row would give NaN).
+    """
     kinds = list(dict.fromkeys(getattr(cfg, "layer_types", None) or [_single_kind(cfg)]))
     q, k = (slice(None), slice(None), None), (slice(None), None, slice(None))
     tree = (seg[q] == seg[k]) & (seg[q] >= 0) & ((branch[k] == 0) | (branch[k] == branch[q]))   # (B, T, T)
@@ -352,9 +356,8 @@ def _tree_masks(cfg, pos: torch.Tensor, seg: torch.Tensor, branch: torch.Tensor,
     masks = {}
     for kind in kinds:
         allowed = tree & _RULES[kind](cfg)(0, 0, pos[q], pos[k]) | pad_self                    # (B, T, T)
-        if cfg._attn_implementation == "eager":
-            allowed = torch.zeros(allowed.shape, dtype=dtype, device=pos.device).masked_fill_(~allowed, torch.finfo(dtype).min)
-        masks[kind] = allowed[:, None]                                              # (B, 1, T, T)
+        masks[kind] = torch.zeros(allowed.shape, dtype=dtype, device=pos.device).masked_fill_(
+            ~allowed, torch.finfo(dtype).min)[:, None]                                         # (B, 1, T, T)
     return masks
 
 

@@ -221,3 +221,23 @@ def test_a_sequence_too_long_for_the_device_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(engine, "_forward", no_memory)
     with pytest.raises(MemoryError, match="smaller --max-length"):
         embed_pairs(tiny_lm(FAMILIES[0][1]()), mixed_pairs()[:1], batch_tokens=1 << 12)
+
+
+def test_gpu_bench_dry_run_on_the_cpu(tmp_path):
+    """bench/gpu_bench.py --shape tiny: every recipe runs and agrees; the JSON has what the GPU runs report."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_bench.py"
+    spec = importlib.util.spec_from_file_location("gpu_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "tiny.json"
+    bench.main(["--shape", "tiny", "--device", "cpu", "--repeats", "1", "--authors-pairs", "4", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["engine_path"] == "tree"
+    assert result["fp32_engine_vs_authors_scaled_error"] < 1e-5 and result["agreement"]["spearman_ches"] > 0.999
+    for w in result["workloads"].values():
+        assert w["engine_vs_lean_S_plus_rel_error"] < 1e-5
+        assert w["lean_tokens_per_s"] > 0 and w["engine_tokens_per_s"] > 0
