@@ -13,8 +13,9 @@ rounding for every family. It takes one of two paths (`engine_path`), recorded i
        allowed(q, k) = same segment  and  (k in x  or  k in q's branch)  and  rule(pos q, pos k)
    where rule is transformers' own causal / sliding-window / chunked mask function. So y- sees x
    but never y+, and windows count real positions, never packed or padded offsets.
-4. One forward per batch of rows, stopped at the LM head's input (`unembedding_input`); sums are taken on the device with one
-   index_add per row, accumulated in float64 (float32 on MPS); one device-to-host copy per batch.
+4. One forward per batch of rows, stopped at the LM head's input (`unembedding_input`: no logits);
+   sums are taken on the device with one index_add per row, accumulated in float64 (float32 on MPS);
+   one device-to-host copy per batch.
 
 "padded" (exact for any causal LM, used for everything else: ALiBi families, flash / flex
 attention, families nobody verified yet): every sequence x+y whole, sorted by length, right-padded,
