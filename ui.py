@@ -235,11 +235,18 @@ def record_decision(pair_id: str, decision: str, note: str = "") -> int:
     return event
 
 
-def undo_decision() -> annotations.Event | None:
-    """Undo this annotator's latest action; the undone event, or None if there was nothing to undo."""
-    event = annotations.undo(ws().decisions, annotator=annotator(), session=session_id())
+def record_bulk(pair_ids: Sequence[str], decision: str) -> int:
+    """Record one decision on many pairs as one action (one transaction, one undo); how many pairs."""
+    events = annotations.record_many(ws().decisions, pair_ids, decision, annotator=annotator(), session=session_id())
     _bump()
-    return event
+    return len(events)
+
+
+def undo_decision() -> list[annotations.Event]:
+    """Undo this annotator's latest action (one decision or one bulk); the undone events ([] if none)."""
+    events = annotations.undo(ws().decisions, annotator=annotator(), session=session_id())
+    _bump()
+    return events
 
 
 # ----------------------------------------------------------------------------------- safe display

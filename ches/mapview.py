@@ -14,7 +14,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import annotations
 from .browse import METRIC_LABELS
 from .projection import VIEWS
 
@@ -170,13 +169,3 @@ def selection_rows(selection: Mapping[str, Any] | None, rows: Sequence[int], vie
                 picked.add(known[i % n])
     order = {r: i for i, r in enumerate(known)}
     return sorted((r for r in picked if r in order), key=order.__getitem__)
-
-
-def bulk_decide(db, pair_ids: Iterable[str], decision: str, *, annotator: str, note: str = "",
-                session: str | None = None) -> int:
-    """Record `decision` for each distinct pair id (one committed event each); how many were recorded."""
-    done = 0
-    for pid in dict.fromkeys(pair_ids):
-        annotations.record(db, pid, decision, annotator=annotator, note=note, session=session)
-        done += 1
-    return done

@@ -198,15 +198,16 @@ def _decide(choice: str, pair_id: str, row: int, following: int | None) -> None:
 
 def _undo() -> None:
     _reset_table_selection()
-    event = ui.undo_decision()
-    if event is None:
+    events = ui.undo_decision()
+    if not events:
         ui.flash("info", "Nothing to undo.")
         return
-    match = table.loc[table["pair_id"] == event.pair_id, "row"]
+    match = table.loc[table["pair_id"] == events[0].pair_id, "row"]
     if len(match):
         st.session_state[ROW] = int(match.iloc[0])
     where = f"row {int(match.iloc[0])}" if len(match) else "a pair outside this run"
-    ui.flash("info", f"Undid {event.action} on {where}.")
+    more = f" and {len(events) - 1:,} more pairs (one bulk action)" if len(events) > 1 else ""
+    ui.flash("info", f"Undid {events[0].action} on {where}{more}.")
 
 
 b = st.columns([1, 1, 1, 1, 1, 3])

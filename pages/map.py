@@ -62,8 +62,7 @@ for col, decision, label, icon in ((b1, "keep", "Keep all", ":material/check:"),
                                    (b3, "flag", "Flag all", ":material/flag:")):
     if col.button(label, key=f"map_{decision}", icon=icon, width="stretch"):
         with ui.user_errors():
-            n = mapview.bulk_decide(ui.ws().decisions, pair_ids, decision, annotator=ui.annotator(),
-                                    session=ui.session_id())
+            n = ui.record_bulk(pair_ids, decision)
             ui.flash("success", f"Recorded '{decision}' for {n} pair(s) as {ui.annotator()}.")
             st.rerun()
 if b4.button("Open in Browse", key="map_browse", icon=":material/table_rows:", width="stretch"):

@@ -135,13 +135,6 @@ def test_map_frame_and_figure():
         mapview.map_frame(table, np.zeros((3, 2)), "responses")
 
 
-def test_bulk_decide_records_each_pair_once(tmp_path):
-    db = tmp_path / "d.sqlite"
-    assert mapview.bulk_decide(db, ["a", "b", "a"], "flag", annotator="ann", session="s1") == 2
-    assert {k: (v.decision, v.annotator) for k, v in annotations.current(db).items()} == \
-        {"a": ("flag", "ann"), "b": ("flag", "ann")}
-
-
 # ------------------------------------------------------------------------------------ Map page
 
 def array(value) -> np.ndarray:
