@@ -45,14 +45,17 @@ TARGETS = {"map rerun s": 1.0, "map figure MB": 3.0, "map peak RSS GiB": 4.0, "m
            "bulk 2,000 s": 2.0}
 
 
-def synthetic_run(runs: Path, n: int, d: int, clusters: int = 24, block: int = 8192) -> Path:
-    """A complete run of n pairs with d-dimensional float32 sums, written block by block."""
+def synthetic_run(runs: Path, n: int, d: int, clusters: int = 12, block: int = 8192) -> Path:
+    """A complete run of n pairs with d-dimensional float32 sums, written block by block: a continuous
+    6-dimensional structure, clusters of different spreads on top of it, and a large shared offset."""
     base = load_dataset(HH).pairs
     ds = load_records([{"prompt": list(p.prompt), "chosen": [{"role": "assistant", "content": p.chosen + f" [{i}]"}],
                         "rejected": [{"role": "assistant", "content": p.rejected}]}
                        for i, p in ((i, base[i % len(base)]) for i in range(n))])
     rng = np.random.default_rng(0)
-    centres = rng.normal(size=(clusters, d)) * 4                      # (C, d) where pairs gather
+    W = rng.normal(size=(6, d)) * 1.5                                 # (6, d) the continuous part
+    centres = rng.normal(size=(clusters, d)) * 1.2                    # (C, d) where pairs gather
+    spread = rng.uniform(0.3, 1.2, clusters)                          # some clusters tight, some loose
     offset = rng.normal(size=d) * 20                                  # the large shared part of LM states
     lp, lm = rng.integers(2, 300, n), rng.integers(2, 300, n)
     tmp = runs / "arrays"
@@ -63,7 +66,8 @@ def synthetic_run(runs: Path, n: int, d: int, clusters: int = 24, block: int = 8
     for a in range(0, n, block):
         b = min(n, a + block)
         c = rng.integers(0, clusters, b - a)
-        m_p = offset + centres[c] + rng.normal(size=(b - a, d))                          # (b, d)
+        m_p = (offset + rng.normal(size=(b - a, 6)) @ W + centres[c]
+               + rng.normal(size=(b - a, d)) * spread[c, None])                            # (b, d)
         m_m = m_p + 0.3 * centres[(c + 1) % clusters] + rng.normal(size=(b - a, d)) * 0.5
         S_plus[a:b] = m_p * lp[a:b, None]
         S_minus[a:b] = m_m * lm[a:b, None]

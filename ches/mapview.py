@@ -35,7 +35,7 @@ DENSITY_ABOVE = 2000          # points: below this the points alone are readable
 DENSITY_BINS = 160            # per axis
 MAX_POINTS = 200_000          # drawn points; the density and a lasso still cover all of them
 LINES_MAX = 2000              # responses view: join every pair up to this many, else only the riskiest
-RISKIEST_SHARE, RISKIEST_MAX = 0.01, 500
+RISKIEST_SHARE, RISKIEST_MAX = 0.01, 200
 RISKIEST_COLOR = "#7f1d1d"
 
 
@@ -165,7 +165,7 @@ def map_figure(frame: pd.DataFrame, *, color_by: str = "metric", metric: str = "
             name=f"riskiest {len(riskiest):,} by {label}", **fade,
             hovertemplate=f"row %{{customdata}} · among the riskiest<br>{label} %{{text}}<extra></extra>",
             text=[f"{s:.4g}" for s in top["score"]],
-            marker=dict(symbol="circle-open", size=9, color=RISKIEST_COLOR, line=dict(width=1.5))))
+            marker=dict(symbol="circle-open", size=8, color=RISKIEST_COLOR, opacity=0.85, line=dict(width=1.2))))
     here = frame[frame["row"] == current] if current is not None else frame.iloc[:0]
     if len(here):
         fig.add_trace(go.Scattergl(
@@ -173,8 +173,8 @@ def map_figure(frame: pd.DataFrame, *, color_by: str = "metric", metric: str = "
             name=f"row {int(current)} (open in Browse)", hovertemplate="row %{customdata} · open in Browse<extra></extra>",
             marker=dict(symbol="star", size=16, color="#facc15", line=dict(width=1.5, color="#111827"))))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso",
-                      xaxis=dict(showticklabels=False, title=None, showgrid=False, zeroline=False),
-                      yaxis=dict(showticklabels=False, title=None, showgrid=False, zeroline=False),
+                      xaxis=dict(showticklabels=False, ticks="", title=None, showgrid=False, zeroline=False),
+                      yaxis=dict(showticklabels=False, ticks="", title=None, showgrid=False, zeroline=False),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), plot_bgcolor="white")
     return fig
 

@@ -148,7 +148,7 @@ def test_a_large_map_is_layered_small_and_readable():
                           "ln_ches": r.normal(size=n), "flags": ""})
     frame = mapview.map_frame(table, r.normal(size=(n, 2)), "pairs")
     riskiest = mapview.riskiest_rows(table, "ln_ches")
-    assert len(riskiest) == 500 and set(riskiest) == set(table.nlargest(500, "ln_ches")["row"])
+    assert len(riskiest) == 200 and set(riskiest) == set(table.nlargest(200, "ln_ches")["row"])
     fig = mapview.map_figure(frame, riskiest=riskiest)
     density, points, ring = fig.data
     assert density.type == "heatmap" and density.hoverinfo == "skip"
