@@ -4,10 +4,11 @@ Views (ches.projection): 'pairs' = one point per pair, at its centred preference
 'responses' = the centred chosen and rejected means, 2n points.
 
 Readable from 100 to 1M pairs, in layers from the bottom up:
-1. density (above DENSITY_ABOVE points): a 2-D histogram of ALL points, log-shaded grey, so the
-   crowded regions show how crowded they are;
-2. the points, smaller and translucent as they grow in number (at most MAX_POINTS drawn: a fixed random
-   sample above that), coloured by score, decision or flag;
+1. density (above DENSITY_ABOVE points): a 2-D histogram of ALL points, log-shaded grey (WebGL points
+   always draw above it, so it shows where the points thin out);
+2. the points, smaller and more transparent as they grow in number, so that overlap builds up colour
+   where they crowd (at most MAX_POINTS drawn: a fixed random sample above that), coloured by score,
+   decision or flag;
 3. the riskiest pairs (top RISKIEST_SHARE by the metric, at most RISKIEST_MAX) as rings, and the pair
    open in Browse / Pair as a star.
 Selected points are drawn opaque and the others faded (plotly's selected / unselected styles).
@@ -89,7 +90,7 @@ def _marker_style(n: int) -> dict:
     """Smaller and more transparent as the points grow in number."""
     if n <= DENSITY_ABOVE:
         return {"size": 6, "opacity": 0.85}
-    return {"size": 3.5 if n <= 20_000 else 2.5, "opacity": 0.55 if n <= 20_000 else 0.35}
+    return {"size": 3.5 if n <= 20_000 else 2.5, "opacity": 0.55 if n <= 20_000 else 0.2}
 
 
 def _sample(frame: pd.DataFrame) -> pd.DataFrame:
@@ -111,10 +112,9 @@ def map_figure(frame: pd.DataFrame, *, color_by: str = "metric", metric: str = "
     if n > DENSITY_ABOVE:
         counts, xe, ye = np.histogram2d(frame["x"], frame["y"], bins=DENSITY_BINS)
         z = np.log10(counts, out=np.full_like(counts, np.nan), where=counts > 0).T.astype(np.float32)  # (by, bx)
-        fig.add_trace(go.Heatmap(x=((xe[:-1] + xe[1:]) / 2).astype(np.float32),
-                                 y=((ye[:-1] + ye[1:]) / 2).astype(np.float32), z=z, showscale=False,
-                                 colorscale=[[0, "rgba(203,213,225,0.35)"], [1, "rgba(51,65,85,0.9)"]],
-                                 hoverinfo="skip", name="density"))
+        centres = dict(x=((xe[:-1] + xe[1:]) / 2).astype(np.float32), y=((ye[:-1] + ye[1:]) / 2).astype(np.float32))
+        fig.add_trace(go.Heatmap(**centres, z=z, showscale=False, hoverinfo="skip", name="density",
+                                 colorscale=[[0, "rgba(203,213,225,0.35)"], [1, "rgba(51,65,85,0.9)"]]))
     riskiest = set(int(r) for r in riskiest)
     in_top = frame["row"].isin(riskiest).to_numpy()
     pairs_for_lines = frame[frame["side"] == "chosen"]
