@@ -94,7 +94,7 @@ def synthetic_run(runs: Path, n: int, d: int, clusters: int = 12, block: int = 8
 
 # The child: one page, two runs, in a fresh process. Prints one JSON line.
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from streamlit.testing.v1 import AppTest
 from streamlit.runtime.pages_manager import PagesManager
@@ -134,7 +134,9 @@ if page == "map" and bulk:
     with_selection()
     out["bulk_click"] = time.perf_counter() - t
     out["bulk_message"] = [s.value for s in at.success][:1]
-out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+# VmHWM: this process's own peak (ru_maxrss would also count the parent's memory at fork time)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+out["peak_rss_gib"] = int(hwm.split()[1]) / 2**20
 print("RESULT " + json.dumps(out))
 """
 
