@@ -11,7 +11,8 @@ bench itself never holds n x d in memory.
 
 Each page runs in a fresh Python process (so "peak RSS" is that page's, imports included):
 - cold: the first run in a fresh session (Streamlit caches empty; for Map: PCA + UMAP computed and
-  cached in the run folder, numba compiled);
+  cached in the run folder, numba compiled), with the CPU seconds it used (all threads): on a shared
+  machine the wall time grows with the load, the CPU time much less;
 - rerun: the next run of the same session (what every click costs);
 - Map is then opened again in another fresh process: "cached" = a new server process whose run
   already has its map on disk.
@@ -110,10 +111,11 @@ at.session_state["annotator"] = "bench"
 at.session_state["pair_row"] = 1
 at.run()
 at.switch_page(f"pages/{page}.py")
-times = []
+times, cpu = [], time.process_time()
 for _ in range(2):
     t = time.perf_counter(); at.run(); times.append(time.perf_counter() - t)
-out = {"page": page, "cold": times[0], "rerun": times[1],
+    cpu = time.process_time() - cpu if len(times) == 1 else cpu
+out = {"page": page, "cold": times[0], "rerun": times[1], "cold_cpu": cpu,
        "errors": [str(e.value)[:300] for e in at.exception] + [str(e.value)[:300] for e in at.error]}
 charts = at.get("plotly_chart")
 if page == "map" and charts:
@@ -188,7 +190,7 @@ def main() -> None:
             results.append(page_in_child(run, page, env))
             if page == "map":                                      # its map is on disk now: a new server process
                 results.append({**page_in_child(run, "map", env, bulk=BULK), "page": "map (cached)"})
-        print(f"{'page':<14}{'cold s':>9}{'rerun s':>9}{'peak RSS GiB':>14}  notes")
+        print(f"{'page':<14}{'cold s':>9}{'(CPU s)':>9}{'rerun s':>9}{'peak RSS GiB':>14}  notes")
         for r in results:
             notes = []
             if "figure_bytes" in r:
@@ -197,7 +199,8 @@ def main() -> None:
                 notes.append(f"'Keep all' on {BULK:,} selected: {r['bulk_click']:.2f} s {r['bulk_message']}")
             if r["errors"]:
                 notes.append(f"ERRORS {r['errors']}")
-            print(f"{r['page']:<14}{r['cold']:>9.2f}{r['rerun']:>9.2f}{r['peak_rss_gib']:>14.2f}  {'; '.join(notes)}")
+            print(f"{r['page']:<14}{r['cold']:>9.2f}{r['cold_cpu']:>9.1f}{r['rerun']:>9.2f}{r['peak_rss_gib']:>14.2f}  "
+                  f"{'; '.join(notes)}")
         ids = pd.read_parquet(run / "scores.parquet", columns=["pair_id"])["pair_id"].tolist()[:BULK]
         many, single = bulk_api(ws / "bench-bulk.sqlite", ids)
         print(f"decisions on {len(ids):,} pairs: record_many {many * len(ids):.3f} s ({many * 1e3:.3f} ms/pair); "
