@@ -135,11 +135,11 @@ def map_figure(frame: pd.DataFrame, *, color_by: str = "metric", metric: str = "
     drawn = _sample(frame)
     if color_by == "metric":
         for side, part in drawn.groupby("side", sort=False):
+            which = "" if side == "pair" else f" · {side}"
             fig.add_trace(go.Scattergl(
                 x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers", name=side,
                 customdata=part["row"].to_numpy(), showlegend=side != "pair",
-                hovertemplate=f"row %{{customdata}} · {side}<br>{label} %{{marker.color:.4g}}<extra></extra>"
-                if side != "pair" else f"row %{{customdata}}<br>{label} %{{marker.color:.4g}}<extra></extra>",
+                hovertemplate=f"row %{{customdata}}{which}<br>{label} %{{marker.color:.4g}}<extra></extra>",
                 marker=dict(color=part["score"].to_numpy(dtype=np.float32), coloraxis="coloraxis",
                             symbol=symbols[side], **style), **fade))
         fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title=label, thickness=14),
