@@ -185,6 +185,8 @@ def main() -> None:
         if not (run / "manifest.json").is_file():
             run = synthetic_run(ws / "runs", args.pairs, args.dim)
         print(f"{args.pairs:,} pairs x d = {args.dim}: run ready in {time.perf_counter() - t:.1f} s ({run})")
+        for old in ws.glob("*decisions.sqlite*"):                 # a kept workspace: the bulk starts undecided
+            old.unlink()
         results = []
         for page in pages:
             results.append(page_in_child(run, page, env))
