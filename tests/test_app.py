@@ -403,9 +403,7 @@ def test_the_url_keeps_run_row_and_annotator_and_a_deep_link_opens_that_pair(wor
     link.switch_page("pages/browse.py").run()
     assert not link.exception
     assert link.subheader[0].value.startswith("Row 77 ·") and link.session_state["annotator"] == "bob"
-    assert link.query_params["row"] == "77"
-    link.switch_page("pages/pair.py").run()            # the token view opens the same pair
-    assert link.session_state["pair_row"] == 77
+    assert link.query_params["row"] == "77" and link.session_state["pair_row"] == 77   # Pair / tokens' row too
     # a link to a run that is not here says so, and shows no stale pair
     stray = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     stray.query_params.update(run="../../etc", row="3")
