@@ -17,5 +17,6 @@ pg = st.navigation([
     st.Page("pages/pair.py", title="Pair / tokens", icon=":material/compare_arrows:"),
     st.Page("pages/export.py", title="Curate & export", icon=":material/download:"),
 ])
+ui.sync_url()
 ui.sidebar()
 pg.run()

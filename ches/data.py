@@ -58,6 +58,14 @@ class DataError(ValueError):
     """The dataset as a whole cannot be read (the loader's only exception type)."""
 
 
+class UnknownFormat(DataError):
+    """No format matches the rows' keys; `columns` lists the first row's keys (for a column mapping)."""
+
+    def __init__(self, message: str, columns: list[str]):
+        super().__init__(message)
+        self.columns = columns
+
+
 @dataclass(frozen=True)
 class Pair:
     row: int                                   # 1-based line / record number in the source
@@ -316,16 +324,38 @@ def _detect(rows: list[tuple[int, Any]], errors: list[RowError], source: str) ->
     if first is None:
         hint = f"; first problem: {min(errors, key=lambda e: e.row)}" if errors else ""
         raise DataError(f"{source}: no row is a JSON object with known keys{hint}")
-    accepted = "; ".join(FORMATS.values())
-    raise DataError(f"{source}: cannot detect the format from the keys {_short_keys(first)}; "
-                    f"accepted key sets: {accepted}")
+    raise UnknownFormat(f"{source}: no known format has the columns {_short_keys(first)}. Map three of them "
+                        f"to prompt, chosen and rejected (columns=), or name a format: {', '.join(FORMATS)}",
+                        [str(k) for k in first])
 
 
-def _normalise(rows: list[tuple[int, Any]], errors: list[RowError], format: str | None, source: str) -> Dataset:
+MAPPED = ("prompt", "chosen", "rejected")
+
+
+def _map_columns(rows: list[tuple[int, Any]], errors: list[RowError], columns: dict[str, str]) -> list[tuple[int, Any]]:
+    """Rows with the mapped columns renamed to prompt / chosen / rejected (other columns kept as they are);
+    a row without one of them becomes a RowError."""
+    if sorted(columns) != sorted(MAPPED) or len(set(columns.values())) != 3:
+        raise DataError(f"a column mapping names three different columns for {', '.join(MAPPED)}; got {columns}")
+    out = []
+    for n, value in rows:
+        missing = [c for c in columns.values() if not isinstance(value, dict) or c not in value]
+        if missing:
+            errors.append(RowError(n, "no column " + ", ".join(repr(c) for c in missing)))
+            continue
+        renamed = {k: v for k, v in value.items() if k not in columns.values()}
+        out.append((n, {**renamed, **{ours: value[theirs] for ours, theirs in columns.items()}}))
+    return out
+
+
+def _normalise(rows: list[tuple[int, Any]], errors: list[RowError], format: str | None, source: str,
+               columns: dict[str, str] | None = None) -> Dataset:
     if format is not None and format not in FORMATS:
         raise DataError(f"unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
     if not rows and not errors:
         raise DataError(f"{source}: no rows")
+    if columns:
+        rows = _map_columns(rows, errors, dict(columns))
     fmt = format or _detect(rows, errors, source)
     pairs: list[Pair] = []
     seen: set[str] = set()
@@ -343,15 +373,19 @@ def _normalise(rows: list[tuple[int, Any]], errors: list[RowError], format: str 
     return Dataset(pairs=pairs, errors=errors, format=fmt, source=source)
 
 
-def load_records(records: Iterable[dict], *, format: str | None = None, source: str = "<records>") -> Dataset:
-    """Normalise already-parsed rows (row numbers are 1-based positions in `records`)."""
+def load_records(records: Iterable[dict], *, format: str | None = None, source: str = "<records>",
+                 columns: dict[str, str] | None = None) -> Dataset:
+    """Normalise already-parsed rows (row numbers are 1-based positions in `records`).
+
+    columns: {"prompt": theirs, "chosen": theirs, "rejected": theirs} for rows in no known format; each
+    row's `record` (what an "input" export writes) then carries our names, so it reloads without one."""
     if isinstance(records, (str, bytes, bytearray, dict)):
         raise DataError(f"{source}: expected an iterable of row dicts, got {_type(records)}")
     try:
         rows = list(enumerate(records, 1))
     except TypeError:
         raise DataError(f"{source}: expected an iterable of row dicts, got {_type(records)}") from None
-    return _normalise(rows, [], format, source)
+    return _normalise(rows, [], format, source, columns)
 
 
 # ---------------------------------------------------------------- bytes -> rows
@@ -445,8 +479,8 @@ def _read_parquet(data: bytes, name: str) -> Rows:
     return list(enumerate(records, 1)), []
 
 
-def load_bytes(data: bytes, filename: str, *, format: str | None = None) -> Dataset:
-    """Load an uploaded file's bytes; the file type comes from `filename`'s suffix."""
+def load_bytes(data: bytes, filename: str, *, format: str | None = None, columns: dict[str, str] | None = None) -> Dataset:
+    """Load an uploaded file's bytes; the file type comes from `filename`'s suffix (columns: see load_records)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DataError(f"{filename}: expected bytes, got {_type(data)}")
     data, name = bytes(data), str(filename).lower()
@@ -469,19 +503,20 @@ def load_bytes(data: bytes, filename: str, *, format: str | None = None) -> Data
     else:
         raise DataError(f"{filename}: unsupported file type; expected .jsonl, .ndjson, .json, .csv or .parquet "
                         "(optionally .gz)")
-    return _normalise(rows, errors, format, filename)
+    return _normalise(rows, errors, format, filename, columns)
 
 
 def load_dataset(source: str | Path, *, format: str | None = None, split: str = "train",
-                 config: str | None = None) -> Dataset:
-    """Load a local file, or a Hugging Face dataset when `source` is no path and looks like owner/name."""
+                 config: str | None = None, columns: dict[str, str] | None = None) -> Dataset:
+    """Load a local file, or a Hugging Face dataset when `source` is no path and looks like owner/name
+    (columns: see load_records)."""
     path = Path(source)
     if path.is_file():
         try:
             data = path.read_bytes()
         except OSError as e:
             raise DataError(f"{source}: cannot read: {e}") from None
-        dataset = load_bytes(data, path.name, format=format)
+        dataset = load_bytes(data, path.name, format=format, columns=columns)
         dataset.source = str(source)
         return dataset
     if path.exists():
@@ -495,7 +530,7 @@ def load_dataset(source: str | Path, *, format: str | None = None, split: str = 
     except Exception as e:  # network, auth, missing split, missing library: all one message
         raise DataError(f"could not load the Hugging Face dataset {source!r} (config={config!r}, split={split!r}): "
                         f"{type(e).__name__}: {e}") from None
-    return _normalise(rows, [], format, source)
+    return _normalise(rows, [], format, source, columns)
 
 
 def to_trl(pair: Pair) -> dict:

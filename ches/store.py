@@ -116,6 +116,22 @@ def read_pairs(run_dir: Path, rows: Sequence[int] | None = None) -> list[Pair]:
             for r in t.itertuples(index=False)]
 
 
+def run_size(run_dir: Path) -> int:
+    """Bytes on disk of every file under the run folder (caches included)."""
+    return sum(f.stat().st_size for f in Path(run_dir).rglob("*") if f.is_file())
+
+
+def delete_run(run_dir: Path) -> None:
+    """Remove a run folder (decisions live elsewhere, keyed by pair content: they are kept).
+
+    The manifest goes first, so a half-deleted folder never reads as a complete run."""
+    run_dir = Path(run_dir)
+    if not is_complete(run_dir):
+        raise ValueError(f"{run_dir} is not a complete run folder")
+    (run_dir / "manifest.json").unlink()
+    shutil.rmtree(run_dir)
+
+
 def list_runs(runs_root: Path) -> list[tuple[Path, dict]]:
     """Complete runs under the root, newest first; unreadable folders are skipped."""
     runs = []

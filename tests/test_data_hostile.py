@@ -73,7 +73,7 @@ MANIFEST: dict[str, tuple[int, dict[int, str]] | str] = {
     "role_missing.jsonl": (1, {1: "'prompt' message 1 has no 'role'", 2: "'chosen' message 1 has no 'content'"}),
     "trailing_user_turn.jsonl": (1, {1: "'chosen' must end with an assistant message, ends with 'user'"}),
     "truncated.json": "invalid JSON",
-    "unknown_keys.jsonl": "cannot detect the format from the keys {'text', 'label'}; accepted key sets",
+    "unknown_keys.jsonl": "no known format has the columns {'text', 'label'}. Map three of them",
     "utf16.jsonl": "row 1: invalid UTF-8",
     "whitespace_only.jsonl": "the file is empty",
     "wrong_container.json": "expected a JSON array of rows or an object with a list under 'data'",
