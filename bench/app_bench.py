@@ -49,8 +49,7 @@ def synthetic_run(runs: Path, n: int, d: int = 576) -> Path:
                         "template": "t", "max_length": 2048, "dtype": "float32", "engine_version": 1},
                 "run": "bench", "created_at": "2026-01-01T00:00:00+00:00", "app_version": __version__,
                 "source": "synthetic", "format": ds.format, "pairs": n, "rows_skipped": [], "flag_counts": {}}
-    arrays = {"S_plus": S_plus, "S_minus": S_minus, "last_plus": rng.normal(size=(n, d)).astype(np.float32),
-              "last_minus": rng.normal(size=(n, d)).astype(np.float32)}
+    arrays = {"S_plus": S_plus, "S_minus": S_minus}
     return write_run(runs / "bench", manifest=manifest, scores=table, pairs=ds.pairs, arrays=arrays)
 
 
