@@ -27,7 +27,10 @@ two sides' prompts differ the pair keeps both (`rejected_prompt`) and is flagged
 
 Files: .jsonl / .ndjson, .json (an array, or an object with a list under "data", "rows" or "train"),
 .csv (header row; cells holding JSON message lists are parsed), .parquet; any of them gzipped (.gz).
-A source that is no existing path but looks like "owner/name" is loaded from the Hugging Face Hub.
+JSON Lines and Parquet are read as streams (so `limit` stops reading early), and every input is capped
+at `max_bytes` once decompressed. A folder is read as a Hugging Face dataset folder (one split, shards
+in order). A source that is no existing path but looks like "owner/name" is loaded from the Hub.
+Source records are kept as read, with non-JSON values (datetimes, bytes, decimals...) converted and noted.
 """
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from .data import Dataset, Pair, RowError
 from .embed import Cancelled, Embeddings, Progress, default_batch_tokens, embed_pairs, token_states
 from .models import LoadedModel
 from .store import RunKey, is_complete, run_path
-from .tokens import EncodedPair, encode_pair, template_id
+from .tokens import EncodedPair, encode_pair, encode_pairs, template_id
 
 DEFAULT_MAX_LENGTH = 2048
 DEFAULT_CHUNK_PAIRS = store.DEFAULT_CHUNK_PAIRS
@@ -165,11 +165,10 @@ def _score_chunks(lm: LoadedModel, pairs: Sequence[Pair], plan: dict, todo: list
 def _tokenise(lm: LoadedModel, pairs: Sequence[Pair], rows: range, index: int, max_length: int) -> _Chunk:
     """Token ids of one chunk's pairs; a pair the tokenizer or chat template rejects becomes a RowError."""
     chunk = _Chunk(index, [], [], [])
-    for p in (pairs[i] for i in rows):
-        try:
-            enc = encode_pair(lm.tokenizer, p, max_length)
-        except Exception as e:  # noqa: BLE001 - templates raise anything (jinja errors, ValueError, ...)
-            chunk.errors.append(RowError(p.row, f"the model's prompt template rejected this pair: {e}"))
+    todo = [pairs[i] for i in rows]
+    for p, enc in zip(todo, encode_pairs(lm.tokenizer, todo, max_length)):
+        if isinstance(enc, Exception):
+            chunk.errors.append(RowError(p.row, f"the model's prompt template rejected this pair: {enc}"))
             continue
         chunk.encoded.append(enc)
         chunk.pairs.append(replace(p, flags=p.flags + ("truncated",)) if enc.truncated else p)
@@ -226,12 +225,7 @@ def estimate(pairs: Sequence[Pair], lm: LoadedModel, *, max_length: int = DEFAUL
     if not pairs:
         return Estimate(0, 0, True, 0.0, 0.0)
     picked = [pairs[int(i)] for i in np.unique(np.linspace(0, len(pairs) - 1, min(sample, len(pairs))).astype(int))]
-    encoded = []
-    for p in picked:
-        try:
-            encoded.append(encode_pair(lm.tokenizer, p, max_length))
-        except Exception:  # noqa: BLE001 - rejected pairs are reported when scored
-            continue
+    encoded = [e for e in encode_pairs(lm.tokenizer, picked, max_length) if not isinstance(e, Exception)]
     if not encoded:
         return Estimate(len(pairs), 0, False, 0.0, 0.0)
     size = [len(e.prompt_plus) + len(e.chosen) + len(e.prompt_minus) + len(e.rejected) for e in encoded]

@@ -27,6 +27,7 @@ import os
 import platform
 import shutil
 import socket
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -193,11 +194,21 @@ def _record_json(record: dict) -> str:
 def finalise(run_dir: Path) -> Path:
     """Stream every chunk, in order, into the run's files, write manifest.json last, remove the chunks.
 
-    Memory: one chunk at a time. Raises ValueError when a chunk is missing.
+    Memory: one chunk at a time. Raises ValueError when a chunk is missing, or when no chunk holds a
+    pair (every pair was rejected by the chat template: the folder is removed).
     """
-    run_dir = Path(run_dir)
+    try:
+        return _finalise(Path(run_dir))
+    except OSError:
+        if is_complete(run_dir):               # another process finalised the same run meanwhile
+            return Path(run_dir)
+        raise
+
+
+def _finalise(run_dir: Path) -> Path:
     if is_complete(run_dir):
         return run_dir
+    started = time.perf_counter()
     plan = read_plan(run_dir)
     n_chunks = chunk_count(plan)
     missing = sorted(set(range(n_chunks)) - done_chunks(run_dir))
@@ -205,6 +216,10 @@ def finalise(run_dir: Path) -> Path:
         raise ValueError(f"{run_dir}: {len(missing)} of {n_chunks} chunks are not scored yet")
     chunks = [run_dir / "chunks" / f"{i:06d}" for i in range(n_chunks)]
     metas = [json.loads((c / "meta.json").read_text()) for c in chunks]
+    if not any(m["rows"] for m in metas):           # an empty run is no run: say why, keep nothing
+        reasons = [f"row {e['row']}: {e['reason']}" for m in metas for e in m.get("rows_skipped", [])]
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise ValueError("no pair could be tokenized: " + "; ".join(reasons[:3]))
     for name in ARRAYS:
         _concat_npy(run_dir / f"{name}.npy", [c / f"{name}.npy" for c in chunks])
     flags: dict[str, int] = {}
@@ -227,6 +242,7 @@ def finalise(run_dir: Path) -> Path:
         "flag_counts": flags,
         "tokens": sum(m.get("tokens", 0) for m in metas),
         "seconds": round(sum(m.get("seconds", 0.0) for m in metas), 2),
+        "finalise_seconds": round(time.perf_counter() - started, 2),
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "versions": versions[0],
         "notes": list(plan.get("notes", [])) + (
