@@ -452,8 +452,11 @@ class _Budget:
         self.limit, self.used = limit, 0
 
     def take(self, n: int, name: str) -> None:
+        self.check(n, name)
         self.used += n
-        if self.limit is not None and self.used > self.limit:
+
+    def check(self, n: int, name: str) -> None:
+        if self.limit is not None and self.used + n > self.limit:
             raise DataError(f"{name}: more than {_size(self.limit)} of data once decompressed; refusing to read "
                             f"further (the limit for this input is {_size(self.limit)})")
 
@@ -563,15 +566,19 @@ def _csv_rows(data: bytes, errors: list[RowError], name: str) -> Rows:
 
 
 def _parquet_rows(source: str | Path | BinaryIO, name: str, budget: _Budget) -> Rows:
-    """Rows in batches (never the whole table as Python objects); the uncompressed size counts against the budget."""
+    """Rows in batches of 256, each decoded batch charged to the budget before it becomes Python objects.
+
+    (A file whose encoded size is already over the budget is refused before reading.)
+    """
     import pyarrow.parquet as pq
 
     try:
         f = pq.ParquetFile(source)
         meta = f.metadata
-        budget.take(sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)), name)
+        budget.check(sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)), name)
         n = 0
-        for batch in f.iter_batches(batch_size=1024):
+        for batch in f.iter_batches(batch_size=256):
+            budget.take(batch.nbytes, name)
             for record in batch.to_pylist():                # plain Python lists / dicts
                 n += 1
                 yield n, record

@@ -181,6 +181,11 @@ def texts_table(pairs: Sequence[Pair]) -> pa.Table:
     }, schema=TEXTS_SCHEMA)
 
 
+def texts_frame(pairs: Sequence[Pair]) -> pd.DataFrame:
+    """texts_table as a DataFrame (the columns of texts.parquet)."""
+    return texts_table(pairs).to_pandas()
+
+
 def _record_json(record: dict) -> str:
     """The source record as JSON; \\u-escaped only when it holds text that UTF-8 cannot encode (lone surrogates)."""
     text = json.dumps(record, ensure_ascii=False)

@@ -118,3 +118,12 @@ def test_a_decompression_bomb_is_refused_while_streaming(tmp_path):
         load_bytes(gzip.compress(json.dumps(records(0, 1) * 20000).encode()), "up.json.gz", max_bytes=1 << 20)
     good = gzip.compress("\n".join(json.dumps(r) for r in records(0, 3)).encode())
     assert len(load_bytes(good, "up.jsonl.gz", max_bytes=1 << 20).pairs) == 3
+
+
+def test_parquet_is_capped_by_its_uncompressed_size(tmp_path):
+    rows = [{"prompt": "p", "chosen": "a" * 100_000, "rejected": "b"} for _ in range(20)]   # 2 MB of text
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet", compression="zstd")
+    assert (tmp_path / "t.parquet").stat().st_size < 100_000                                 # compresses away
+    with pytest.raises(DataError, match="t.parquet: more than 1 MB of data once decompressed"):
+        load_dataset(tmp_path / "t.parquet", max_bytes=1 << 20)
+    assert len(load_dataset(tmp_path / "t.parquet", max_bytes=4 << 20).pairs) == 20
