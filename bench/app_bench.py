@@ -83,9 +83,8 @@ def synthetic_run(runs: Path, n: int, d: int, clusters: int = 12, block: int = 8
                         "template": "t", "max_length": 2048, "dtype": "float32", "engine_version": 1},
                 "run": "bench", "created_at": "2026-01-01T00:00:00+00:00", "app_version": __version__,
                 "source": "synthetic-hh.jsonl", "format": ds.format, "pairs": n, "rows_skipped": [], "flag_counts": {}}
-    stub = np.zeros((n, 1), np.float32)                               # last_* are leaving the run format
     run = write_run(runs / "bench", manifest=manifest, scores=table, pairs=ds.pairs,
-                    arrays={"S_plus": S_plus, "S_minus": S_minus, "last_plus": stub, "last_minus": stub})
+                    arrays={"S_plus": S_plus, "S_minus": S_minus})
     del S_plus, S_minus
     for f in tmp.iterdir():
         f.unlink()
