@@ -671,12 +671,14 @@ def load_dataset(source: str | Path, *, format: str | None = None, split: str | 
             f = open(path, "rb")
         except OSError as e:
             raise DataError(f"{source}: cannot read: {e}") from None
-        with f:
+        with f:                                          # messages lead with the file's name
             if path.name.lower().endswith(".parquet"):
-                rows: Iterable = _parquet_rows(path, str(source), budget)
+                rows: Iterable = _parquet_rows(path, path.name, budget)
             else:
                 rows = _file_rows(f, path.name, errors, budget)
-            return _normalise(rows, errors, format, str(source), limit=limit, columns=columns)
+            dataset = _normalise(rows, errors, format, path.name, limit=limit, columns=columns)
+        dataset.source = str(source)
+        return dataset
     if path.is_dir():
         split, files = snapshot_files(path, split, config)
         notes: list[str] = []
