@@ -13,6 +13,7 @@ import umap
 
 from ches import projection as P
 from ches import store
+from ches.data import Pair
 
 
 def _inputs(n: int = 12, d: int = 6, seed: int = 0):
@@ -192,11 +193,15 @@ def _run(tmp_path: Path, Sp, Sm, lp, lm, name: str = "run") -> Path:
     import pandas as pd
 
     n = len(Sp)
-    table = pd.DataFrame({"row": np.arange(1, n + 1), "pair_id": [f"p{i}" for i in range(n)], "ln_ches": np.zeros(n),
-                          "len_chosen": lp, "len_rejected": lm, "flags": [""] * n})
-    arrays = {"S_plus": Sp, "S_minus": Sm, "last_plus": Sp[:, :1], "last_minus": Sm[:, :1]}
+    zeros = np.zeros(n)
+    table = pd.DataFrame({"row": np.arange(1, n + 1), "pair_id": [f"p{i}" for i in range(n)], "ln_ches": zeros,
+                          "ches": zeros, "edit_sim": zeros, "last_hidden_ip": zeros, "len_chosen": lp,
+                          "len_rejected": lm, "truncated": np.zeros(n, bool), "flags": [""] * n})
+    pairs = [Pair(row=i + 1, prompt=({"role": "user", "content": f"q{i}"},), chosen="a", rejected="b", pair_id=f"p{i}")
+             for i in range(n)]
     manifest = {"run": name, "key": {"model_id": "m"}, "created_at": "2025-01-01T00:00:00", "pairs": n}
-    return store.write_run(tmp_path / name, manifest=manifest, scores=table, pairs=[], arrays=arrays)
+    return store.write_run(tmp_path / name, manifest=manifest, scores=table, pairs=pairs,
+                           arrays={"S_plus": Sp, "S_minus": Sm})
 
 
 def _files(run: Path) -> list[str]:
