@@ -1,6 +1,8 @@
 # Two commands (see README.md):  make run   |   make test
 PY := .venv/bin/python
 PORT ?= 8501
+# make run WATCH=1: watch the source files and rerun pages on save (development; off by default)
+WATCH ?=
 
 .PHONY: run test browser
 
@@ -12,8 +14,9 @@ PORT ?= 8501
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-run: .venv/installed
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true
+run: .venv/installed            # .streamlit/config.toml: no file watching, no usage statistics
+	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true \
+	  $(if $(WATCH),--server.fileWatcherType auto --server.runOnSave true)
 
 browser:                       # Debian's Chromium for the real-browser test (needs root or sudo)
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \

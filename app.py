@@ -18,5 +18,6 @@ pg = st.navigation([
     st.Page("pages/export.py", title="Curate & export", icon=":material/download:"),
     st.Page("pages/probe.py", title="Probe", icon=":material/science:"),
 ])
+ui.sync_url()
 ui.sidebar()
 pg.run()

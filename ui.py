@@ -2,9 +2,12 @@
 
 Session state (the keys other pages read and write):
     run_dir     str        the active run (a complete run folder)
-    annotator   str        who records decisions (sidebar text box; default $USER or "annotator")
+    annotator   str        who records decisions (sidebar text box; empty until the person gives a name)
     focus_rows  list[int]  source rows chosen elsewhere (e.g. a lasso on the map); Browse shows only those
-    pair_row    int        the source row opened in the Pair / tokens view
+    pair_row    int        the open pair's source row (Browse, Pair / tokens, the star on the Map)
+
+The run, the open row and the annotator also live in the URL (?run=<run id>&row=<n>&annotator=<name>,
+see `sync_url`), so a reload, a bookmark or a shared link lands on the same pair.
 
 Dataset text is never rendered as HTML or Markdown: `show_text` (st.text) everywhere, `escape_md` for
 the few Markdown strings (errors, captions) that can contain user text.
@@ -27,13 +30,19 @@ from ches.browse import METRIC_LABELS, decision_status, search_rows
 from ches.data import DataError, Dataset, load_dataset
 from ches.models import LoadedModel, ModelError, load_model
 from ches.pipeline import pair_tokens
-from ches.workspace import PathError, Workspace, workspace
+from ches.report import dataset_name
+from ches.workspace import PathError, Workspace, confine, workspace
 
 RUN_DIR, ANNOTATOR, FOCUS_ROWS, PAIR_ROW = "run_dir", "annotator", "focus_rows", "pair_row"
 USER_ERRORS = (DataError, ModelError, PathError, ValueError, OSError)
-_DECISIONS_VERSION = "_decisions_version"
+DECISIONS_VERSION = "_decisions_version"
 _FLASH = "_flash"
 _ROLE_AVATARS = {"user": ":material/person:", "assistant": ":material/smart_toy:", "system": ":material/settings:"}
+_URL_ADOPTED = "_url_adopted"
+NOTE = "note"
+# One colour per meaning on every page: green = the chosen side, orange = the rejected side,
+# red / blue = raises / lowers the score.
+CHOSEN, REJECTED = ":green[Chosen (y+)]", ":orange[Rejected (y-)]"
 
 
 # ------------------------------------------------------------------------------ workspace and runs
@@ -59,9 +68,15 @@ def active_run() -> Path | None:
 def set_run(run_dir: str | Path) -> None:
     """Make `run_dir` the active run; selections made on another run no longer apply."""
     if str(run_dir) != st.session_state.get(RUN_DIR):
-        for key in (FOCUS_ROWS, PAIR_ROW, "browse_row"):   # rows of another run mean other pairs
+        for key in (FOCUS_ROWS, PAIR_ROW):                 # rows of another run mean other pairs
             st.session_state.pop(key, None)
     st.session_state[RUN_DIR] = str(run_dir)
+
+
+def clear_run() -> None:
+    """No active run any more (it was deleted): nothing of it stays selected."""
+    for key in (RUN_DIR, FOCUS_ROWS, PAIR_ROW, "_run_pick"):
+        st.session_state.pop(key, None)
 
 
 def require_run() -> Path:
@@ -123,30 +138,31 @@ def search(run_dir: str | Path, query: str) -> set[int]:
 
 
 def run_label(run_dir: str | Path, m: dict | None = None) -> str:
-    """Plain-text label for a run: source file, pairs, model, max length, date."""
+    """Plain-text label for a run, dataset name first: dataset, pairs, model, max length, date, and the
+    run id last (pickers match labels, so two runs must never share one)."""
     m = m if m is not None else manifest(run_dir)
     key = m.get("key", {})
-    source = Path(str(m.get("source", "?"))).name or str(m.get("source", "?"))
-    return (f"{source} · {m.get('pairs', '?')} pairs · {key.get('model_id', '?')} · "
-            f"max {key.get('max_length', '?')} · {str(m.get('created_at', ''))[:16].replace('T', ' ')}")
+    return (f"{dataset_name(m.get('source'))} · {m.get('pairs', '?')} pairs · {key.get('model_id', '?')} · "
+            f"max {key.get('max_length', '?')} · {str(m.get('created_at', ''))[:16].replace('T', ' ')} · "
+            f"{Path(run_dir).name[:8]}")
 
 
 # ------------------------------------------------------------------------------- datasets and model
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the dataset …")
-def _dataset_file(path: str, mtime: int, size: int, format: str | None) -> Dataset:
-    return load_dataset(path, format=format)
+def _dataset_file(path: str, mtime: int, size: int, format: str | None, columns: tuple) -> Dataset:
+    return load_dataset(path, format=format, columns=dict(columns) or None)
 
 
-def dataset_file(path: str | Path, format: str | None = None) -> Dataset:
-    """A local dataset file, loaded once per (path, mtime, size, format). Treat it as read-only."""
+def dataset_file(path: str | Path, format: str | None = None, columns: dict[str, str] | None = None) -> Dataset:
+    """A local dataset file, loaded once per (path, mtime, size, format, column mapping). Treat it as read-only."""
     p = Path(path)
     try:
         st_ = p.stat()
         mtime, size = st_.st_mtime_ns, st_.st_size
     except OSError:
         mtime = size = 0
-    return _dataset_file(str(p), mtime, size, format)
+    return _dataset_file(str(p), mtime, size, format, tuple(sorted((columns or {}).items())))
 
 
 @st.cache_resource(max_entries=2, show_spinner="Downloading the dataset from the Hugging Face Hub …")
@@ -186,13 +202,22 @@ def token_view(run_dir: str | Path, row: int, metric: str, lm: LoadedModel) -> d
 # ------------------------------------------------------------------------------------- decisions
 
 def annotator() -> str:
-    """The annotator name from the sidebar; $USER or "annotator" when empty."""
-    name = str(st.session_state.get(ANNOTATOR) or "").strip()
-    return name or default_annotator()
+    """The annotator's name (sidebar or URL), "" until one is given: no decision is recorded without it."""
+    return str(st.session_state.get(ANNOTATOR) or "").strip()[:100]
 
 
-def default_annotator() -> str:
-    return (os.environ.get("USER") or "annotator").strip() or "annotator"
+def _take_name() -> None:
+    st.session_state[ANNOTATOR] = str(st.session_state.get("_name_prompt") or "").strip()[:100]
+
+
+def require_annotator() -> str:
+    """The annotator's name; without one, a box asking for it (the decision buttons stay disabled)."""
+    name = annotator()
+    if not name:
+        st.text_input("Your name, to record decisions", key="_name_prompt", on_change=_take_name,
+                      placeholder="Type your name and press Enter: it is saved with every decision",
+                      icon=":material/person:")
+    return name
 
 
 def session_id() -> str:
@@ -220,11 +245,11 @@ def _db_version(db_path: str) -> tuple:
 def decisions(db_path: str | Path | None = None) -> dict[str, annotations.Decision]:
     """{pair_id: Decision} in force (latest across annotators); re-read after every write."""
     db = str(db_path or ws().decisions)
-    return _decisions(db, _db_version(db), st.session_state.get(_DECISIONS_VERSION, 0))
+    return _decisions(db, _db_version(db), st.session_state.get(DECISIONS_VERSION, 0))
 
 
 def _bump() -> None:
-    st.session_state[_DECISIONS_VERSION] = st.session_state.get(_DECISIONS_VERSION, 0) + 1
+    st.session_state[DECISIONS_VERSION] = st.session_state.get(DECISIONS_VERSION, 0) + 1
 
 
 def record_decision(pair_id: str, decision: str, note: str = "") -> int:
@@ -235,11 +260,114 @@ def record_decision(pair_id: str, decision: str, note: str = "") -> int:
     return event
 
 
-def undo_decision() -> annotations.Event | None:
-    """Undo this annotator's latest action; the undone event, or None if there was nothing to undo."""
-    event = annotations.undo(ws().decisions, annotator=annotator(), session=session_id())
+def record_bulk(pair_ids: Sequence[str], decision: str) -> int:
+    """Record one decision on many pairs as one action (one transaction, one undo); how many pairs."""
+    events = annotations.record_many(ws().decisions, pair_ids, decision, annotator=annotator(), session=session_id())
     _bump()
-    return event
+    return len(events)
+
+
+def undo_decision() -> list[annotations.Event]:
+    """Undo this annotator's latest action (one decision or one bulk); the undone events ([] if none)."""
+    events = annotations.undo(ws().decisions, annotator=annotator(), session=session_id())
+    _bump()
+    return events
+
+
+_BUTTONS = (("keep", "Keep", ":material/check:", "primary", "Keep this pair and open the next undecided one"),
+            ("drop", "Drop", ":material/delete:", "secondary", "Drop this pair from the curated set and open the "
+             "next undecided one"),
+            ("flag", "Flag", ":material/flag:", "secondary", "Flag for a second look and open the next undecided one"))
+
+
+def _decide(choice: str, pair_id: str, row: int, following: int | None) -> None:
+    record_decision(pair_id, choice, str(st.session_state.get(NOTE) or ""))
+    st.session_state[NOTE] = ""
+    st.session_state[PAIR_ROW] = following if following is not None else row
+    flash("success", f"Row {row}: {choice}" + (f". Next undecided: row {following}." if following is not None
+                                               else ". No undecided pair left in this ranking."))
+
+
+def _undo() -> None:
+    events = undo_decision()
+    if not events:
+        flash("info", "Nothing to undo.")
+        return
+    run = active_run()
+    match = scores(run).loc[lambda t: t["pair_id"] == events[0].pair_id, "row"] if run else pd.Series(dtype=int)
+    if len(match):
+        st.session_state[PAIR_ROW] = int(match.iloc[0])
+    where = f"row {int(match.iloc[0])}" if len(match) else "a pair outside this run"
+    more = f" and on {len(events) - 1:,} more pairs (one bulk action)" if len(events) > 1 else ""
+    flash("info", f"Undid {events[0].action} on {where}{more}.")
+
+
+def decision_bar(pair_id: str, row: int, following: int | None) -> None:
+    """Keep / Drop / Flag (each then opens `following`), Undo and the note: the same controls, keys and
+    keyboard shortcuts (K, D, F, U) on every page that shows a pair. Asks for a name first."""
+    name = require_annotator()
+    cols = st.columns([1, 1, 1, 1, 4])
+    for col, (choice, label, icon, kind, help_text) in zip(cols, _BUTTONS):
+        col.button(label, key=choice, on_click=_decide, args=(choice, pair_id, row, following), icon=icon,
+                   type=kind, shortcut=choice[0], width="stretch", disabled=not name,
+                   help=f"{help_text} ({choice[0].upper()})")
+    cols[3].button("Undo", key="undo", on_click=_undo, shortcut="u", icon=":material/undo:", width="stretch",
+                   disabled=not name, help="Undo your last decision, or your last bulk action on the Map (U)")
+    cols[4].text_input("Note (optional)", key=NOTE, label_visibility="collapsed",
+                       placeholder="Note saved with the decision (optional)")
+    decision = decisions().get(pair_id)
+    if decision is not None:
+        st.caption(f"Current decision: **{decision.decision}** by {escape_md(decision.annotator)} at "
+                   f"{decision.at[:19].replace('T', ' ')}" + (f" — note: {escape_md(decision.note)}" if decision.note else ""))
+    else:
+        st.caption("No decision yet.")
+
+
+# ------------------------------------------------------------------------------------------ the URL
+
+def open_row(row: int) -> None:
+    """Make `row` the open pair, in the session and in the URL."""
+    st.session_state[PAIR_ROW] = int(row)
+    _set_param("row", int(row))
+
+
+def _set_param(key: str, value: object) -> None:
+    params = st.query_params
+    if value is None or value == "":
+        if key in params:
+            del params[key]
+    elif params.get(key) != str(value):
+        params[key] = str(value)
+
+
+def _adopt(run_id: str | None, row: str | None, name: str | None) -> None:
+    if run_id:
+        try:
+            path = confine(ws().runs, run_id)
+        except PathError:
+            path = None
+        if path is not None and path.parent == ws().runs.resolve() and store.is_complete(path):
+            set_run(path)
+        else:
+            flash("warning", f"The link names the run {run_id!r}, which is not in this workspace: pick a run "
+                             "in the sidebar.")
+    if row and row.strip().isdigit():
+        st.session_state[PAIR_ROW] = int(row)
+    if name and name.strip():
+        st.session_state[ANNOTATOR] = name.strip()[:100]
+
+
+def sync_url() -> None:
+    """?run=&row=&annotator=: a session's first run adopts them (reload, bookmark, shared link); every run
+    then writes the session's run, open row and annotator back, so the address always reopens this pair."""
+    params = st.query_params
+    if not st.session_state.get(_URL_ADOPTED):
+        st.session_state[_URL_ADOPTED] = True
+        _adopt(params.get("run"), params.get("row"), params.get("annotator"))
+    run = active_run()
+    _set_param("run", run.name if run is not None else None)
+    _set_param("row", st.session_state.get(PAIR_ROW) if run is not None else None)
+    _set_param("annotator", annotator())
 
 
 # ----------------------------------------------------------------------------------- safe display
@@ -282,6 +410,14 @@ def render_conversation(messages: Sequence[dict]) -> None:
             show_text(m.get("content", ""))
 
 
+def render_responses(chosen: object, rejected: object, notes: tuple[str, str] = ("", "")) -> None:
+    """The two responses side by side, headed in their side's colour (+ a note each), shown literally."""
+    for column, head, text, note in zip(st.columns(2), (CHOSEN, REJECTED), (chosen, rejected), notes):
+        with column:
+            st.markdown(f"##### {head}{note}")
+            show_text(text)
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Show a user-facing error (bad data, model, path, value) as st.error instead of a traceback."""
@@ -318,7 +454,7 @@ def _pick_run() -> None:
 
 def sidebar() -> None:
     """Active run picker, annotator name, and this run's decision counts."""
-    st.session_state.setdefault(ANNOTATOR, default_annotator())
+    st.session_state.setdefault(ANNOTATOR, "")
     with st.sidebar:
         runs = store.list_runs(ws().runs)
         options = {str(p): m for p, m in runs}
@@ -334,7 +470,8 @@ def sidebar() -> None:
                          help="Every scoring run is stored; pick one to browse it.")
         else:
             st.caption("No runs yet.")
-        st.text_input("Annotator", key=ANNOTATOR, help="Recorded with every keep / drop / flag decision.")
+        st.text_input("Annotator", key=ANNOTATOR, placeholder="Your name (needed to decide)",
+                      help="Recorded with every keep / drop / flag decision; kept in the page address.")
         if current is not None:
             status = decision_status(scores(current)["pair_id"], decisions()).value_counts()
             c1, c2, c3 = st.columns(3)
@@ -342,3 +479,20 @@ def sidebar() -> None:
             c2.metric("Drop", int(status.get("drop", 0)))
             c3.metric("Flag", int(status.get("flag", 0)))
             st.caption("Decisions on this run's pairs (latest across annotators).")
+
+
+# ---------------------------------------------------------------------------------- deep links
+
+def _run_app_py() -> None:
+    """A fresh server asked first for a page address (/browse?run=..., a bookmark) runs that page file
+    alone, as an old-style multipage app, because a pages/ folder sits beside app.py; Streamlit learns
+    otherwise only when app.py calls st.navigation. Say so now and rerun, so app.py runs: navigation,
+    sidebar and the state in the URL."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_run_app_py()        # at import, so that every page, whoever wrote it, is covered

@@ -8,18 +8,22 @@ Contract
    history and counts are all derived by reading it.
 3. `record` and `undo` return only after their event is committed and fsynced: an event id they
    returned survives the process being killed (and, with synchronous=FULL, a power cut).
-4. `undo` appends an 'undo' event naming the action it cancels (`undoes`). Each annotator undoes
-   their own actions, newest first; repeated undos walk further back, so n undos restore the state
-   from n actions ago. An undo is never itself undone: to redo, record the decision again.
-5. Per (pair_id, annotator) the current decision is that annotator's latest not-undone action in
-   log order (event id); 'clear' means "no decision". Across annotators the decision with the latest
-   `at` (created_at, ties: higher event id) wins; `current_by_annotator` keeps them apart.
-6. Decisions are keyed by `pair_id` (the content hash from ches.data), so they carry over to every
+4. `record_many` is one action over many pairs: one transaction, one fsync, one `created_at`, and one
+   `batch` id shared by its events.
+5. One order everywhere, "latest": by `created_at` (the time of the original event, kept on import),
+   ties broken by annotator name, then by event id. Per (pair_id, annotator) the current decision is
+   that annotator's latest not-undone action; 'clear' means "no decision". Across annotators the
+   latest of those wins; `current_by_annotator` keeps them apart.
+6. `undo` cancels `annotator`'s latest not-undone action (a single event, or every event of a
+   `record_many` batch) by appending one 'undo' event per cancelled event (`undoes` names it).
+   Repeated undos walk further back, so n undos restore the state from n actions ago. An undo is
+   never itself undone: to redo, record the decision again.
+7. Decisions are keyed by `pair_id` (the content hash from ches.data), so they carry over to every
    scoring run over the same pairs.
-7. `export_jsonl` writes the whole log atomically. `import_jsonl` appends the events of such a file,
+8. `export_jsonl` writes the whole log atomically. `import_jsonl` appends the events of such a file,
    skips events already present (same pair_id, annotator, action, note, created_at), and reports
-   bad lines by 1-based line number while keeping the good ones. Imported events join the log in
-   file order, after the events already there.
+   bad lines by 1-based line number while keeping the good ones. An imported event keeps its
+   `created_at`, so an older decision imported later never overrides a newer one (rule 5).
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import NamedTuple
@@ -38,13 +43,13 @@ from ches.atomic import atomic_open
 __all__ = [
     "ACTIONS", "DECISIONS", "Decision", "Event", "ImportResult", "LineError",
     "counts", "current", "current_by_annotator", "export_jsonl", "history", "import_jsonl",
-    "init", "record", "undo",
+    "init", "record", "record_many", "undo",
 ]
 
 DECISIONS = ("keep", "drop", "flag", "clear")   # what an annotator can record ('clear' = no decision)
 ACTIONS = DECISIONS + ("undo",)                 # what the log can hold
 BUSY_TIMEOUT_S = 30.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2             # v2 added `batch` (record_many)
 
 Db = str | os.PathLike[str]
 
@@ -60,6 +65,7 @@ class Event:
     undoes: int | None        # for 'undo': the id of the event it cancels; else None
     created_at: str           # ISO-8601 UTC with microseconds, e.g. 2025-01-31T12:00:00.123456+00:00
     session: str | None
+    batch: str | None = None  # shared by the events of one record_many call
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,8 @@ class ImportResult(NamedTuple):
     errors: list[LineError]
 
 
+_V2_INDEXES = ("CREATE INDEX events_by_time ON events (annotator, created_at, id)",    # undo's order
+               "CREATE INDEX events_by_batch ON events (batch) WHERE batch IS NOT NULL")
 _SCHEMA = (
     """CREATE TABLE events (
         id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -95,9 +103,11 @@ _SCHEMA = (
         undoes     INTEGER NULL,
         created_at TEXT NOT NULL,
         session    TEXT NULL,
+        batch      TEXT NULL,
         CHECK ((action = 'undo') = (undoes IS NOT NULL))
     )""",
     "CREATE INDEX events_by_annotator ON events (annotator, id)",
+    *_V2_INDEXES,
     "CREATE INDEX events_by_key ON events (pair_id, annotator, action, created_at)",
     "CREATE UNIQUE INDEX events_undo_once ON events (undoes) WHERE undoes IS NOT NULL",
     """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
@@ -119,7 +129,8 @@ _SCHEMA = (
        END""",
 )
 
-_EVENT_COLUMNS = "id, pair_id, annotator, action, note, undoes, created_at, session"
+_EVENT_COLUMNS = "id, pair_id, annotator, action, note, undoes, created_at, session, batch"
+_LATEST_FIRST = "e.created_at DESC, e.annotator DESC, e.id DESC"   # rule 5, newest first
 _NOT_UNDONE = "NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.id)"
 
 
@@ -139,24 +150,39 @@ def record(db: Db, pair_id: str, decision: str, *, annotator: str, note: str = "
     Raises ValueError for an unknown decision, an empty pair_id or annotator, or a non-str note.
     `annotator` is stored without surrounding spaces; `pair_id` is stored verbatim.
     """
-    pair_id = _require_text("pair_id", pair_id)
+    return _append(db, [pair_id], decision, annotator, note, session, batch=None)[0]
+
+
+def record_many(db: Db, pair_ids: Iterable[str], decision: str, *, annotator: str, note: str = "",
+                session: str | None = None) -> list[int]:
+    """`record` for each distinct pair id, as ONE action (contract 4): all committed together or none,
+    undone together. Returns the event ids, in the order the pair ids came."""
+    return _append(db, list(dict.fromkeys(pair_ids)), decision, annotator, note, session,
+                   batch=uuid.uuid4().hex)
+
+
+def _append(db: Db, pair_ids: list[str], decision: str, annotator: str, note: str, session: str | None,
+            batch: str | None) -> list[int]:
+    pair_ids = [_require_text("pair_id", p) for p in pair_ids]
     annotator = _require_annotator(annotator)
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}; got {decision!r}")
     if not isinstance(note, str):
         raise ValueError(f"note must be a string, got {type(note).__name__}")
     _require_session(session)
+    at = _now()
     with _connect(db) as conn, _write(conn):
-        cur = conn.execute(
-            "INSERT INTO events (pair_id, annotator, action, note, undoes, created_at, session) "
-            "VALUES (?, ?, ?, ?, NULL, ?, ?)", (pair_id, annotator, decision, note, _now(), session))
-        return int(cur.lastrowid)
+        return [int(conn.execute(
+            "INSERT INTO events (pair_id, annotator, action, note, undoes, created_at, session, batch) "
+            "VALUES (?, ?, ?, ?, NULL, ?, ?, ?)", (p, annotator, decision, note, at, session, batch)).lastrowid)
+            for p in pair_ids]
 
 
-def undo(db: Db, *, annotator: str, session: str | None = None) -> Event | None:
-    """Cancel `annotator`'s most recent not-yet-undone action; return that action, or None if none is left.
+def undo(db: Db, *, annotator: str, session: str | None = None) -> list[Event]:
+    """Cancel `annotator`'s latest not-yet-undone action (contract 6); return its events, newest first
+    ([] when nothing is left to undo).
 
-    Appends an 'undo' event (with `session`) and commits before returning. Other annotators'
+    Appends the 'undo' events (with `session`) and commits before returning. Other annotators'
     decisions are never touched.
     """
     annotator = _require_annotator(annotator)
@@ -164,14 +190,19 @@ def undo(db: Db, *, annotator: str, session: str | None = None) -> Event | None:
     with _connect(db) as conn, _write(conn):
         row = conn.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.annotator = ? AND e.action <> 'undo' "
-            f"AND {_NOT_UNDONE} ORDER BY e.id DESC LIMIT 1", (annotator,)).fetchone()
+            f"AND {_NOT_UNDONE} ORDER BY {_LATEST_FIRST} LIMIT 1", (annotator,)).fetchone()
         if row is None:
-            return None
-        target = Event(*row)
-        conn.execute(
+            return []
+        targets = [Event(*row)]
+        if targets[0].batch is not None:
+            targets = [Event(*r) for r in conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.batch = ? AND e.annotator = ? "
+                f"AND e.action <> 'undo' AND {_NOT_UNDONE} ORDER BY e.id DESC", (targets[0].batch, annotator))]
+        at = _now()
+        conn.executemany(
             "INSERT INTO events (pair_id, annotator, action, note, undoes, created_at, session) "
-            "VALUES (?, ?, 'undo', '', ?, ?, ?)", (target.pair_id, annotator, target.id, _now(), session))
-        return target
+            "VALUES (?, ?, 'undo', '', ?, ?, ?)", [(t.pair_id, annotator, t.id, at, session) for t in targets])
+        return targets
 
 
 # ----------------------------------------------------------------------------------------- reads
@@ -187,9 +218,14 @@ def current(db: Db, *, annotator: str | None = None) -> dict[str, Decision]:
     for per_pair in current_by_annotator(db).values():
         for pair_id, d in per_pair.items():
             best = combined.get(pair_id)
-            if best is None or (d.at, d.event_id) > (best.at, best.event_id):
+            if best is None or _latest_key(d) > _latest_key(best):
                 combined[pair_id] = d
     return combined
+
+
+def _latest_key(d: Decision) -> tuple[str, str, int]:
+    """Contract 5's order, as a sort key (the SQL spells the same order in _LATEST_FIRST)."""
+    return d.at, d.annotator, d.event_id
 
 
 def current_by_annotator(db: Db, *, annotator: str | None = None) -> dict[str, dict[str, Decision]]:
@@ -198,12 +234,13 @@ def current_by_annotator(db: Db, *, annotator: str | None = None) -> dict[str, d
         annotator = _require_annotator(annotator)
     with _connect(db) as conn:
         rows = conn.execute(
-            f"""SELECT e.pair_id, e.action, e.note, e.annotator, e.created_at, e.id FROM events e
-                JOIN (SELECT MAX(e.id) AS id FROM events e                -- latest not-undone action ...
-                      WHERE e.action <> 'undo' AND (?1 IS NULL OR e.annotator = ?1) AND {_NOT_UNDONE}
-                      GROUP BY e.pair_id, e.annotator) latest USING (id)  -- ... per (pair, annotator)
-                WHERE e.action <> 'clear'
-                ORDER BY e.id""", (annotator,)).fetchall()
+            f"""SELECT pair_id, action, note, annotator, created_at, id FROM (
+                    SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.pair_id, e.annotator
+                                                   ORDER BY {_LATEST_FIRST}) AS nth
+                    FROM events e
+                    WHERE e.action <> 'undo' AND (?1 IS NULL OR e.annotator = ?1) AND {_NOT_UNDONE})
+                WHERE nth = 1 AND action <> 'clear'       -- the latest not-undone action, unless a clear
+                ORDER BY id""", (annotator,)).fetchall()
     out: dict[str, dict[str, Decision]] = {}
     for row in rows:
         d = Decision(*row)
@@ -286,9 +323,9 @@ def import_jsonl(db: Db, path: str | os.PathLike[str]) -> ImportResult:
                 continue
             try:
                 cur = conn.execute(
-                    "INSERT INTO events (pair_id, annotator, action, note, undoes, created_at, session) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ev.pair_id, ev.annotator, ev.action, ev.note, undoes, ev.created_at, ev.session))
+                    "INSERT INTO events (pair_id, annotator, action, note, undoes, created_at, session, batch) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (ev.pair_id, ev.annotator, ev.action, ev.note, undoes, ev.created_at, ev.session, ev.batch))
             except sqlite3.IntegrityError as e:   # e.g. an undo naming another annotator's or pair's event
                 errors.append(LineError(lineno, str(e)))
                 continue
@@ -344,12 +381,18 @@ def _ensure_schema(conn: sqlite3.Connection, db: Db) -> None:
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"{os.fspath(db)!r} has annotation schema v{version}; this code knows v{SCHEMA_VERSION}")
     with _write(conn):
-        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
             return                                   # another process created it while we waited
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
+        if version == 1:                             # v1 -> v2: the log gains `batch`; no row changes
+            conn.execute("ALTER TABLE events ADD COLUMN batch TEXT NULL")
+            for statement in _V2_INDEXES:
+                conn.execute(statement)
+        elif conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
             raise RuntimeError(f"{os.fspath(db)!r} already has an 'events' table that is not a CHES annotation log")
-        for statement in _SCHEMA:
-            conn.execute(statement)
+        else:
+            for statement in _SCHEMA:
+                conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -395,8 +438,10 @@ def _parse_line(text: str) -> Event:
         note = ""
     if not isinstance(note, str):
         raise ValueError(f"note must be a string, got {type(note).__name__}")
-    session = obj.get("session")
+    session, batch = obj.get("session"), obj.get("batch")
     _require_session(session)
+    if batch is not None and not isinstance(batch, str):
+        raise ValueError(f"batch must be a string or null, got {type(batch).__name__}")
     event_id, undoes = obj.get("id"), obj.get("undoes")
     for name, value in (("id", event_id), ("undoes", undoes)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -405,7 +450,7 @@ def _parse_line(text: str) -> Event:
         raise ValueError("undoes must be set exactly when action is 'undo'")
     return Event(id=event_id, pair_id=_require_text("pair_id", obj["pair_id"]),
                  annotator=_require_annotator(obj["annotator"]), action=action, note=note,
-                 undoes=undoes, created_at=_normalise_time(obj["created_at"]), session=session)
+                 undoes=undoes, created_at=_normalise_time(obj["created_at"]), session=session, batch=batch)
 
 
 def _normalise_time(value: object) -> str:

@@ -101,15 +101,20 @@ def filter_pairs(table: pd.DataFrame, *, metric: str = "ln_ches", percentile: tu
     return out[keep].sort_values([metric, "row"], ascending=[False, True], kind="stable", na_position="last")
 
 
-def next_row(ranked_rows: Sequence[int], current: int | None) -> int | None:
-    """The row after `current` in the ranking; the first row when `current` is absent; None at the end."""
+def next_undecided(ranked_rows: Sequence[int], current: int | None, undecided: Iterable[int]) -> int | None:
+    """The first undecided row after `current` in the ranking, wrapping around to the top; never `current`
+    itself; None when no other row is undecided."""
     ranked = [int(r) for r in ranked_rows]
-    if not ranked:
-        return None
-    if current is None or int(current) not in ranked:
-        return ranked[0]
-    i = ranked.index(int(current))
-    return ranked[i + 1] if i + 1 < len(ranked) else None
+    todo = {int(r) for r in undecided}
+    start = ranked.index(int(current)) + 1 if current is not None and int(current) in ranked else 0
+    return next((r for r in ranked[start:] + ranked[:start] if r in todo and r != current), None)
+
+
+def decided_counts(pair_ids: Iterable[str], decisions: Mapping[str, object] | None) -> dict[str, int]:
+    """{'keep': n, 'drop': n, 'flag': n} over the pairs that already have a decision (zero counts left out)."""
+    status = decision_status(pd.Series(list(pair_ids), dtype=object), decisions)
+    counts = status[status != "undecided"].value_counts()
+    return {d: int(counts[d]) for d in STATUSES[1:] if counts.get(d, 0)}
 
 
 def page_count(n: int, page_size: int = PAGE_SIZE) -> int:
@@ -123,13 +128,31 @@ def page_of(ranked: pd.DataFrame, page: int, page_size: int = PAGE_SIZE) -> pd.D
     return ranked.iloc[(page - 1) * page_size: page * page_size]
 
 
-def histogram(values: pd.Series | np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
-    """(counts, edges) over the finite values: drawn as bars, so 100k pairs cost 60 numbers, not 100k."""
+def robust_range(values: pd.Series | np.ndarray, pct: tuple[float, float] = (1, 99),
+                 margin: float = 0.05) -> tuple[float, float]:
+    """An axis range for a score: the full range when every value lies within the 1st-99th percentile
+    band widened by `margin` of its width on each side; else that widened band (a few outliers, such as
+    a 2-token answer with LN-CHES -1494, no longer squash the rest into one bar). (nan, nan) if no values."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(1)
-    return np.histogram(v, bins=bins)
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(v, pct)
+    pad = (hi - lo) * margin
+    lo, hi = max(lo - pad, v.min()), min(hi + pad, v.max())
+    return float(lo), float(hi)
+
+
+def histogram(values: pd.Series | np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(counts, edges, below, above) over the finite values on `robust_range`: values outside it are
+    counted in the edge bins, and `below` / `above` say how many. Bars, so 100k pairs cost 60 numbers."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(1), 0, 0
+    lo, hi = robust_range(v)
+    counts, edges = np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi) if hi > lo else None)
+    return counts, edges, int((v < lo).sum()), int((v > hi).sum())
 
 
 _TEXT_COLUMNS = ("prompt", "chosen", "rejected", "rejected_prompt")

@@ -1,6 +1,7 @@
 """`python -m ches` / `ches`: everything the app does, from a terminal.
 
-    ches score DATA [--model M] [--format F] [--max-length N] [--dtype D] [--batch-tokens N] [--out DIR]
+    ches score DATA [--split S] [--limit N] [--model M] [--format F] [--max-length N] [--dtype D]
+               [--batch-tokens N] [--chunk-size N] [--out DIR]
     ches runs [--out DIR]
     ches export RUN --out FILE [--keep-lowest-percent X | --threshold T] [--format input|trl]
     ches decisions export|import FILE
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ import numpy as np
 from . import __version__
 from .data import FORMATS, DataError, load_dataset
 from .models import DEFAULT_MODEL, ModelError
+from .store import DEFAULT_CHUNK_PAIRS
 from .workspace import workspace
 
 
@@ -31,6 +35,7 @@ class UserError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = "ches " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args) or 0
     except (UserError, DataError, ModelError, OSError, ValueError) as e:
@@ -49,15 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("score", help="embed a dataset with a causal LM and score every pair",
                        description="Score every pair of DATA with CHES, LN-CHES and the paper's baselines. "
-                       "The run is stored under --out, keyed by dataset content, model, template, max "
-                       "length and dtype; scoring the same thing again reuses it.")
-    s.add_argument("data", help="dataset: a .jsonl, .jsonl.gz, .json, .parquet or .csv file, or a Hugging "
-                   "Face dataset name (owner/name)")
+                       "The run is written under --out in chunks as it goes, keyed by the dataset's records, "
+                       "model, template, max length and dtype: scoring the same thing again reuses it, and "
+                       "after Ctrl-C, SIGTERM or a crash the same command resumes where it stopped. "
+                       "Under torchrun every rank scores its own chunks (see README: Several GPUs).")
+    s.add_argument("data", help="dataset: a .jsonl, .jsonl.gz, .json, .parquet or .csv file, a folder laid out "
+                   "as a Hugging Face dataset (data/<split>-00000-of-00002.parquet, README with configs), or a "
+                   "Hugging Face dataset name (owner/name)")
     s.add_argument("--model", default=DEFAULT_MODEL, help=f"'{DEFAULT_MODEL}' (SmolLM2-135M-Instruct, "
                    "offline, the default), a Hugging Face model id, or a local model folder")
     s.add_argument("--format", choices=sorted(FORMATS), help="dataset format (default: auto-detected)")
-    s.add_argument("--split", default="train", help="split of a Hugging Face dataset (default: train)")
-    s.add_argument("--config", help="config of a Hugging Face dataset")
+    s.add_argument("--split", help="split of a dataset folder or Hugging Face dataset (default: train, or the "
+                   "only split); an error with a single file")
+    s.add_argument("--config", help="config of a dataset folder (README configs) or Hugging Face dataset")
+    s.add_argument("--limit", type=int, metavar="N", help="score only the first N usable pairs (reading stops there)")
     s.add_argument("--max-length", type=int, default=2048, metavar="N",
                    help="max tokens per prompt+response sequence; longer pairs are cut and flagged "
                    "'truncated' (default: 2048)")
@@ -66,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     s.add_argument("--batch-tokens", type=int, metavar="N", help="token budget per forward batch, "
                    "padding included (default: 1024 on CPU, 32768 on GPU)")
+    s.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_PAIRS, metavar="N",
+                   help="pairs per chunk, the unit that is committed to disk and resumed (default: "
+                   f"{DEFAULT_CHUNK_PAIRS}); a resumed run keeps the size it started with")
     s.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs, i.e. ./workspace/runs)")
     s.add_argument("--top", type=int, default=10, metavar="K", help="pairs listed in the summary (default: 10)")
     s.add_argument("--trust-remote-code", action="store_true",
@@ -90,23 +103,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_score(args) -> int:
     from .models import load_model
-    from .pipeline import score_dataset
-    from .store import read_manifest, read_scores, read_texts
+    from .pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
+    from .store import is_complete, read_manifest, read_scores, read_texts, run_path, run_progress
 
     if args.max_length < 2:
         raise UserError("--max-length must be at least 2")
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be at least 1")
+    if args.chunk_size < 1:
+        raise UserError("--chunk-size must be at least 1")
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    say = (lambda text: print(text, file=sys.stderr)) if rank == 0 else (lambda text: None)  # noqa: E731
     runs_root = Path(args.out) if args.out else workspace().runs
-    ds = load_dataset(args.data, format=args.format, split=args.split, config=args.config)
-    print(f"loaded {len(ds.pairs)} pairs from {ds.source} (format: {ds.format})", file=sys.stderr)
-    report_errors(ds.errors)
+    ds = load_dataset(args.data, format=args.format, split=args.split, config=args.config, limit=args.limit)
+    say(f"loaded {len(ds.pairs)} pairs from {ds.source}" + (f" (split {ds.split})" if ds.split else "")
+        + f" (format: {ds.format})" + (f", the first {args.limit} asked for" if args.limit else ""))
+    for note in ds.notes:
+        say(f"  note: {note}")
+    if rank == 0:
+        report_errors(ds.errors)
     lm = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    print(f"model {args.model} on {lm.device} ({str(lm.dtype).removeprefix('torch.')})", file=sys.stderr)
+    say(f"model {args.model} on {lm.device} ({str(lm.dtype).removeprefix('torch.')})")
+    run_dir = run_path(runs_root, run_key(ds, lm, args.max_length))
+    state = run_progress(run_dir)
+    if not is_complete(run_dir) and rank == 0:
+        say(f"resuming {run_dir}: {state.done} of {state.total} pairs already scored" if state and state.done
+            else f"scoring into {run_dir}")
+        est = estimate(pending_pairs(ds, run_dir), lm, max_length=args.max_length, batch_tokens=args.batch_tokens,
+                       ranks=world)
+        say(f"{est.pairs:,} pairs to score, {'' if est.exact else 'about '}{est.tokens:,} tokens; estimated "
+            f"{duration(est.seconds)} at {est.tokens_per_second:,.0f} tokens/s (measured in a warm-up"
+            + (f", x {world} ranks)" if world > 1 else ")"))
     started = time.perf_counter()
-    rank = int(os.environ.get("RANK", "0"))
-    with ProgressBar(len(ds.pairs), disable=rank != 0) as bar:
-        run_dir = score_dataset(ds, lm, runs_root=runs_root, max_length=args.max_length,
-                                batch_tokens=args.batch_tokens, progress=bar.update)
-    if rank != 0:                                      # torchrun: rank 0 writes and reports
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with ProgressBar(len(ds.pairs), initial=state.done if state else 0, disable=rank != 0) as bar:
+            run_dir = score_dataset(ds, lm, runs_root=runs_root, max_length=args.max_length,
+                                    batch_tokens=args.batch_tokens, chunk_size=args.chunk_size,
+                                    progress=bar.update, command=args.command_line)
+    except Interrupted as e:
+        say(f"ches: {e}")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if rank != 0:                                      # torchrun: rank 0 finalises and reports
         return 0
     manifest, table = read_manifest(run_dir), read_scores(run_dir)
     known = {e.row for e in ds.errors}
@@ -114,6 +154,20 @@ def cmd_score(args) -> int:
     fresh = time.perf_counter() - started
     print(summary(table, manifest, read_texts, run_dir, args.top, fresh))
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM (a scheduler, torchrun, the app's Stop) ends scoring like Ctrl-C: finished chunks are kept."""
+    raise KeyboardInterrupt
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def report_errors(errors, limit: int = 20) -> None:
@@ -152,10 +206,10 @@ def _short(text: str, width: int = 70) -> str:
 class ProgressBar:
     """tqdm over pairs, fed with (responses done, responses total) from the engine."""
 
-    def __init__(self, total_pairs: int, disable: bool = False):
+    def __init__(self, total_pairs: int, initial: int = 0, disable: bool = False):
         from tqdm import tqdm
-        self.bar = tqdm(total=total_pairs, unit="pair", desc="scoring", file=sys.stderr, dynamic_ncols=True,
-                        disable=disable)
+        self.bar = tqdm(total=total_pairs, initial=initial, unit="pair", desc="scoring", file=sys.stderr,
+                        dynamic_ncols=True, disable=disable)
 
     def update(self, done: int, total: int) -> None:
         self.bar.n = done // 2
@@ -169,14 +223,18 @@ class ProgressBar:
 
 
 def cmd_runs(args) -> int:
-    from .store import list_runs
+    from .store import list_runs, list_unfinished, run_size
 
-    runs = list_runs(Path(args.out) if args.out else workspace().runs)
-    if not runs:
+    root = Path(args.out) if args.out else workspace().runs
+    runs, unfinished = list_runs(root), list_unfinished(root)
+    if not runs and not unfinished:
         print("no runs yet: ches score DATA")
     for path, m in runs:
-        print(f"{path.name}  {m['created_at'][:19]}  {m['pairs']:>7} pairs  {m['key']['model_id']}  "
-              f"max_length {m['key']['max_length']}  {m['source']}")
+        print(f"{path.name}  {m['created_at'][:19]}  {m['pairs']:>7} pairs  {run_size(path) / 2**20:>8.1f} MB  "
+              f"{m['key']['model_id']}  max_length {m['key']['max_length']}  {m['source']}")
+    for path, plan, p in unfinished:
+        print(f"{path.name}  {plan['created_at'][:19]}  unfinished: {p.done} of {p.total} pairs  "
+              f"{plan['key']['model_id']}  {plan['source']}" + (f"\n    resume: {plan['command']}" if plan.get("command") else ""))
     return 0
 
 

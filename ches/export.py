@@ -58,6 +58,10 @@ class ExportError(ValueError):
     """A user error in a curation rule or an export request (printed as one line)."""
 
 
+class ExportExists(ExportError):
+    """The export file is already there and overwriting it was not asked for."""
+
+
 @dataclass(frozen=True)
 class Rule:
     """Which pairs the score rule keeps (see the module docstring for the precedence and the paper's choice)."""
@@ -194,10 +198,11 @@ def manifest_path(out_path: str | Path) -> Path:
 _NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def default_export_name(run_id: str, rule: Rule) -> str:
-    """e.g. '3f2a9c1d-ln_ches-keep95' or '3f2a9c1d-ln_ches-le0.12' (no suffix)."""
+def default_export_name(dataset: str, rule: Rule, when: datetime) -> str:
+    """The dataset's name, the rule and the time, e.g. 'orca_validation-ln_ches-keep95-20260127-141502'
+    or '...-le0.12-...' (no suffix): a new name for every export."""
     part = f"keep{rule.keep_lowest_percent:g}" if rule.threshold is None else f"le{rule.threshold:g}"
-    return _NAME.sub("_", f"{run_id[:12]}-{rule.metric}-{part}")
+    return _NAME.sub("_", f"{dataset}-{rule.metric}-{part}-{when:%Y%m%d-%H%M%S}")
 
 
 def export_path(exports_dir: str | Path, name: str) -> Path:
@@ -224,9 +229,10 @@ def _read_pairs(run_dir: Path, rows: list[int]) -> list[Pair]:
 
 
 def export(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None, out_path: str | Path, *,
-           fmt: str = "input", annotator: str | None = None) -> dict[str, Any]:
+           fmt: str = "input", annotator: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write the kept pairs of `run_dir` to `out_path` (JSON Lines) and its manifest beside it.
 
+    An existing `out_path` is replaced only with overwrite=True (else ExportExists, nothing written).
     Both files are written atomically (temp file + rename): a failure leaves any previous files intact.
     The JSONL is written first; the manifest carries its sha256, so a stale pairing is detectable.
     `annotator` only records whose decisions were applied (None = every annotator's latest).
@@ -239,6 +245,8 @@ def export(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None,
         raise ExportError(f"{out}: the export file name must end in .jsonl or .ndjson")
     if not out.parent.is_dir():
         raise ExportError(f"{out.parent}: no such folder")
+    if out.exists() and not overwrite:
+        raise ExportExists(f"{out} already exists: choose another name, or overwrite it (ches export --force)")
     run_dir = Path(run_dir)
     run = read_manifest(run_dir)
     table = read_scores(run_dir)
@@ -289,24 +297,3 @@ def export(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None,
     }
     atomic_write_text(manifest_path(out), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
-
-
-# ------------------------------------------------------------------------------------ charts
-
-def before_after_histogram(before: np.ndarray, after: np.ndarray, *, title: str, xlabel: str, ylabel: str = "pairs"):
-    """Overlaid plotly histograms of the same quantity before and after curation (shared bins)."""
-    import plotly.graph_objects as go
-
-    before = np.asarray(before, dtype=np.float64)
-    after = np.asarray(after, dtype=np.float64)
-    finite = before[np.isfinite(before)]
-    bins = None
-    if len(finite) and finite.max() > finite.min():
-        bins = dict(start=float(finite.min()), end=float(finite.max()), size=float(finite.max() - finite.min()) / 40)
-    fig = go.Figure()
-    fig.add_trace(go.Histogram(x=before, name="before", opacity=0.5, xbins=bins, marker_color="#888"))
-    fig.add_trace(go.Histogram(x=after, name="after", opacity=0.7, xbins=bins, marker_color="#1f77b4"))
-    fig.update_layout(barmode="overlay", title=title, xaxis_title=xlabel, yaxis_title=ylabel,
-                      height=320, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
-    return fig

@@ -1,6 +1,6 @@
 """The `ches export` and `ches decisions` subcommands (wired into ches/cli.py by `add_*_parser`).
 
-    ches export RUN --out FILE [--metric M] [--keep-lowest-percent X | --threshold T]
+    ches export RUN --out FILE [--force] [--metric M] [--keep-lowest-percent X | --threshold T]
                 [--drop-flags F,F] [--format input|trl] [--decisions DB] [--annotator NAME] [--runs DIR]
     ches decisions export FILE [--db DB]
     ches decisions import FILE [--db DB]
@@ -58,10 +58,11 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
         "export", help="write the curated subset of a run (lowest scores kept) with a manifest",
         description="Keep the pairs least likely to cause likelihood displacement and write them as JSON "
         "Lines, with FILE's <stem>.manifest.json beside it. Decisions in the annotation database override "
-        "the rule: keep = always kept, drop = always dropped. The paper (Sec. 6) keeps the 5%% lowest "
-        "LN-CHES: --keep-lowest-percent 5.")
+        "the rule: keep = always kept, drop = always dropped. The paper (Sec. 6) keeps the 5% lowest "
+        "LN-CHES: --keep-lowest-percent 5. An existing FILE is kept unless --force is given.")
     p.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl file")
+    p.add_argument("--force", action="store_true", help="overwrite FILE (and its manifest) if it exists")
     p.add_argument("--metric", default="ln_ches", choices=list(METRICS), help="ranking metric (default: ln_ches)")
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--keep-lowest-percent", type=float, default=95.0, metavar="X",
@@ -93,7 +94,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ExportError(f"{db}: no such decisions database")
     if db.is_file():
         decisions = annotations.current(db, annotator=args.annotator)
-    m = export(run_dir, rule, decisions, args.out, fmt=args.fmt, annotator=args.annotator)
+    m = export(run_dir, rule, decisions, args.out, fmt=args.fmt, annotator=args.annotator, overwrite=args.force)
     c = m["counts"]
     lines = [f"wrote {c['kept']} of {c['pairs']} pairs to {args.out} ({args.fmt} format)",
              f"manifest: {Path(args.out).with_name(Path(args.out).stem + '.manifest.json')}",

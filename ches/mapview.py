@@ -1,81 +1,72 @@
-"""The Map view's data: figure frame, plotly figure, selection -> source rows, bulk decisions.
+"""The Map view's data: the figure frame, the plotly figure, and a selection turned into source rows.
 
 Views (ches.projection): 'pairs' = one point per pair, at its centred preference direction m- - m+;
-'responses' = the centred chosen and rejected means, 2n points, each pair joined by a line.
-The figure carries only coordinates, row ids (customdata) and scores, plus a short escaped hover
-text; dataset text is never interpreted as HTML.
+'responses' = the centred chosen and rejected means, 2n points.
+
+Readable from 100 to 1M pairs, in layers from the bottom up:
+1. density (above DENSITY_ABOVE points): a 2-D histogram of ALL points, log-shaded grey (WebGL points
+   always draw above it, so it shows where the points thin out);
+2. the points, smaller and more transparent as they grow in number, so that overlap builds up colour
+   where they crowd (at most MAX_POINTS drawn: a fixed random sample above that), coloured by score,
+   decision or flag;
+3. the riskiest pairs (top RISKIEST_SHARE by the metric, at most RISKIEST_MAX) as rings, and the pair
+   open in Browse / Pair as a star.
+Selected points are drawn opaque and the others faded (plotly's selected / unselected styles).
+
+Small figure: coordinates, rows and scores travel as typed arrays (float32 / int32, base64 in the
+JSON), and hover text is assembled in the browser from them (hovertemplate), not one string per point.
+Dataset text never enters the figure.
 """
 from __future__ import annotations
 
-import html
-import json
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import annotations
-from .browse import METRIC_LABELS
+from .browse import METRIC_LABELS, decision_status
 from .projection import VIEWS
 
 COLOR_BY = ("metric", "decision", "flag")
-HOVER_TEXT_MAX_PAIRS = 5000          # above this, hover shows only the row and the score
-HOVER_CHARS = 80
 DECISION_COLORS = {"keep": "#2ca02c", "drop": "#d62728", "flag": "#ff7f0e", "undecided": "#9e9e9e"}
 NO_FLAG = "no flag"
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
-
-def prompt_snippet(prompt_json: str | None, width: int = HOVER_CHARS) -> str:
-    """The last user turn of a stored prompt (JSON message list), one line, cut to `width` chars."""
-    try:
-        messages = json.loads(prompt_json) if prompt_json else []
-    except (TypeError, ValueError):
-        messages = []
-    users = [m.get("content", "") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    text = " ".join(str(users[-1] if users else (messages[-1].get("content", "") if messages else "")).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+DENSITY_ABOVE = 2000          # points: below this the points alone are readable
+DENSITY_BINS = 160            # per axis
+MAX_POINTS = 200_000          # drawn points; the density and a lasso still cover all of them
+LINES_MAX = 2000              # responses view: join every pair up to this many, else only the riskiest
+RISKIEST_SHARE, RISKIEST_MAX = 0.01, 200
+RISKIEST_COLOR = "#7f1d1d"
 
 
 def map_frame(table: pd.DataFrame, coords: np.ndarray, view: str, *, metric: str = "ln_ches",
-              color_by: str = "metric", decisions: Mapping[str, Any] | None = None,
-              prompts: Mapping[int, str] | None = None) -> pd.DataFrame:
-    """One row per plotted point: x, y, row, pair_id, side ('pair' | 'chosen' | 'rejected'),
-    score (the metric), color (the metric's value, or a category for decision/flag), hover.
+              color_by: str = "metric", decisions: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One row per plotted point: x, y (float32), row, side ('pair' | 'chosen' | 'rejected'), score (the
+    metric), color (the score, or a category for decision / flag).
 
-    `coords` is map_coordinates' output for `view` ((n, 2) or (2n, 2), chosen rows first);
-    `prompts` maps source row -> stored prompt JSON (hover snippets; omit for row + score only).
+    `coords` is map_coordinates' output for `view` ((n, 2) or (2n, 2), chosen rows first).
     """
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
     if color_by not in COLOR_BY:
         raise ValueError(f"unknown colour {color_by!r}; expected one of {COLOR_BY}")
     n = len(table)
-    coords = np.asarray(coords)
+    coords = np.asarray(coords, dtype=np.float32)
     sides = ("pair",) if view == "pairs" else ("chosen", "rejected")
     if coords.shape != (n * len(sides), 2):
         raise ValueError(f"coords must be ({n * len(sides)}, 2) for the {view!r} view of {n} pairs, got {coords.shape}")
-    rows = table["row"].astype(int).to_numpy()
     score = table[metric].to_numpy(dtype=np.float64)
     if color_by == "metric":
         color: Any = score
     elif color_by == "decision":
-        chosen = {pid: getattr(d, "decision", d) for pid, d in (decisions or {}).items()}
-        color = np.array([chosen.get(pid, "undecided") for pid in table["pair_id"]], dtype=object)
+        color = decision_status(table["pair_id"], decisions).to_numpy()
     else:                                        # a pair's first flag
-        color = np.array([f.split(",")[0] or NO_FLAG for f in table["flags"].fillna("")], dtype=object)
-    snippets = ([html.escape(prompt_snippet(prompts.get(int(r)))) for r in rows] if prompts is not None
-                else [""] * n)
-    base = [f"row {r} · {metric} {s:.4g}" for r, s in zip(rows, score)]
-    frames = []
-    for i, side in enumerate(sides):
-        label = "" if side == "pair" else f" · {side}"
-        frames.append(pd.DataFrame({
-            "x": coords[i * n:(i + 1) * n, 0], "y": coords[i * n:(i + 1) * n, 1], "row": rows,
-            "pair_id": table["pair_id"].to_numpy(), "side": side, "score": score, "color": color,
-            "hover": [b + label + (f"<br>{t}" if t else "") for b, t in zip(base, snippets)],
-        }))
-    return pd.concat(frames, ignore_index=True)
+        color = table["flags"].fillna("").str.split(",").str[0].replace("", NO_FLAG).to_numpy()
+    k = len(sides)
+    return pd.DataFrame({
+        "x": coords[:, 0], "y": coords[:, 1], "row": np.tile(table["row"].to_numpy(dtype=np.int32), k),
+        "side": np.repeat(sides, n), "score": np.tile(score, k), "color": np.tile(color, k)})
 
 
 def color_range(values, lo_pct: float = 2, hi_pct: float = 98) -> dict:
@@ -89,94 +80,149 @@ def color_range(values, lo_pct: float = 2, hi_pct: float = 98) -> dict:
     return {"cmin": float(lo), "cmax": float(hi)} if hi > lo else {}
 
 
-def map_figure(frame: pd.DataFrame, *, color_by: str = "metric", metric: str = "ln_ches", height: int = 620):
-    """Scattergl figure of a map_frame; customdata = row (a plain list: the selection event echoes it
-    back per point); the responses view joins each pair by one None-separated line trace."""
+def riskiest_rows(table: pd.DataFrame, metric: str) -> np.ndarray:
+    """Source rows of the top RISKIEST_SHARE of pairs by `metric` (at least 1, at most RISKIEST_MAX)."""
+    k = int(min(RISKIEST_MAX, max(1, round(len(table) * RISKIEST_SHARE))))
+    return table.nlargest(min(k, len(table)), metric)["row"].to_numpy(dtype=np.int32)
+
+
+def _marker_style(n: int) -> dict:
+    """Smaller and more transparent as the points grow in number."""
+    if n <= DENSITY_ABOVE:
+        return {"size": 6, "opacity": 0.85}
+    return {"size": 3.5 if n <= 20_000 else 2.5, "opacity": 0.55 if n <= 20_000 else 0.2}
+
+
+def _sample(frame: pd.DataFrame) -> pd.DataFrame:
+    if len(frame) <= MAX_POINTS:
+        return frame
+    keep = np.sort(np.random.default_rng(0).choice(len(frame), MAX_POINTS, replace=False))
+    return frame.iloc[keep]
+
+
+def map_figure(frame: pd.DataFrame, *, color_by: str = "metric", metric: str = "ln_ches",
+               riskiest: Sequence[int] = (), current: int | None = None, height: int = 640):
+    """The layered Scattergl figure of a map_frame (see the module docstring). Every point trace has
+    customdata = row (int32), which the selection event echoes back per point."""
     import plotly.graph_objects as go
 
+    label = METRIC_LABELS.get(metric, metric)
     fig = go.Figure()
-    chosen, rejected = frame[frame["side"] == "chosen"], frame[frame["side"] == "rejected"]
-    if len(chosen):                              # one trace of segments, None-separated
-        xs = np.column_stack([chosen["x"].to_numpy(), rejected["x"].to_numpy(), np.full(len(chosen), np.nan)])
-        ys = np.column_stack([chosen["y"].to_numpy(), rejected["y"].to_numpy(), np.full(len(chosen), np.nan)])
-        fig.add_trace(go.Scattergl(x=[None if np.isnan(v) else float(v) for v in xs.ravel()],
-                                   y=[None if np.isnan(v) else float(v) for v in ys.ravel()],
-                                   mode="lines", line=dict(color="rgba(120,120,120,0.35)", width=1),
+    n = len(frame)
+    if n > DENSITY_ABOVE:
+        counts, xe, ye = np.histogram2d(frame["x"], frame["y"], bins=DENSITY_BINS)
+        z = np.log10(counts, out=np.full_like(counts, np.nan), where=counts > 0).T.astype(np.float32)  # (by, bx)
+        centres = dict(x=((xe[:-1] + xe[1:]) / 2).astype(np.float32), y=((ye[:-1] + ye[1:]) / 2).astype(np.float32))
+        fig.add_trace(go.Heatmap(**centres, z=z, showscale=False, hoverinfo="skip", name="density",
+                                 colorscale=[[0, "rgba(203,213,225,0.35)"], [1, "rgba(51,65,85,0.9)"]]))
+    riskiest = set(int(r) for r in riskiest)
+    in_top = frame["row"].isin(riskiest).to_numpy()
+    pairs_for_lines = frame[frame["side"] == "chosen"]
+    if len(pairs_for_lines) > LINES_MAX:
+        pairs_for_lines = pairs_for_lines[pairs_for_lines["row"].isin(riskiest)]
+    if len(pairs_for_lines):                     # responses view: one None-separated trace of segments
+        rejected = frame[frame["side"] == "rejected"].set_index("row").loc[pairs_for_lines["row"]]
+        xs = np.column_stack([pairs_for_lines["x"], rejected["x"], np.full(len(rejected), np.nan)]).ravel()
+        ys = np.column_stack([pairs_for_lines["y"], rejected["y"], np.full(len(rejected), np.nan)]).ravel()
+        fig.add_trace(go.Scattergl(x=[None if np.isnan(v) else float(v) for v in xs],
+                                   y=[None if np.isnan(v) else float(v) for v in ys],
+                                   mode="lines", line=dict(color="rgba(100,100,100,0.45)", width=1),
                                    hoverinfo="skip", showlegend=False, name="pairs"))
+
+    style = _marker_style(n)
     symbols = {"pair": "circle", "chosen": "circle", "rejected": "x"}
+    fade = dict(unselected=dict(marker=dict(opacity=0.12)), selected=dict(marker=dict(opacity=1.0)))
+    drawn = _sample(frame)
     if color_by == "metric":
-        for side, part in frame.groupby("side", sort=False):
+        for side, part in drawn.groupby("side", sort=False):
+            which = "" if side == "pair" else f" · {side}"
             fig.add_trace(go.Scattergl(
-                x=part["x"], y=part["y"], mode="markers", name=side,
-                customdata=part["row"].astype(int).tolist(), hovertext=part["hover"].tolist(),
-                hovertemplate="%{hovertext}<extra></extra>",
-                marker=dict(color=part["color"].astype(float), coloraxis="coloraxis", size=6,
-                            symbol=symbols[side], opacity=0.8),
-                showlegend=side != "pair"))
-        fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title=METRIC_LABELS.get(metric, metric)),
-                                         **color_range(frame["color"])))
+                x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers", name=side,
+                customdata=part["row"].to_numpy(), showlegend=side != "pair",
+                hovertemplate=f"row %{{customdata}}{which}<br>{label} %{{marker.color:.4g}}<extra></extra>",
+                marker=dict(color=part["score"].to_numpy(dtype=np.float32), coloraxis="coloraxis",
+                            symbol=symbols[side], **style), **fade))
+        fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title=label, thickness=14),
+                                         **color_range(frame["score"])))
     else:
         grey = DECISION_COLORS["undecided"]
         cats = sorted(frame["color"].astype(str).unique(), key=lambda c: (c in ("undecided", NO_FLAG), c))
         colors = {c: (DECISION_COLORS.get(c, grey) if color_by == "decision" else
                       grey if c == NO_FLAG else _PALETTE[i % len(_PALETTE)]) for i, c in enumerate(cats)}
         order = {c: i for i, c in enumerate(cats)}
-        groups = sorted(frame.groupby(["side", frame["color"].astype(str)], sort=False),
-                        key=lambda g: (order[g[0][1]], g[0][0]))
+        groups = sorted(drawn.groupby(["side", drawn["color"].astype(str)], sort=False),
+                        key=lambda g: (-order[g[0][1]], g[0][0]))   # undecided / no flag drawn first, below
         for (side, cat), part in groups:
+            name = cat if side == "pair" else f"{cat} · {side}"
             fig.add_trace(go.Scattergl(
-                x=part["x"], y=part["y"], mode="markers",
-                name=cat if side == "pair" else f"{cat} · {side}", legendgroup=cat,
-                customdata=part["row"].astype(int).tolist(), hovertext=part["hover"].tolist(),
-                hovertemplate="%{hovertext}<extra></extra>",
-                marker=dict(color=colors[cat], size=6, symbol=symbols[side], opacity=0.8)))
+                x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers", name=name, legendgroup=cat,
+                customdata=part["row"].to_numpy(), hovertemplate=f"row %{{customdata}}<br>{name}<extra></extra>",
+                marker=dict(color=colors[cat], symbol=symbols[side], **style), **fade))
+    top = frame[in_top]
+    if len(top):
+        fig.add_trace(go.Scattergl(
+            x=top["x"].to_numpy(), y=top["y"].to_numpy(), mode="markers", customdata=top["row"].to_numpy(),
+            name=f"riskiest {len(riskiest):,} by {label}", **fade,
+            hovertemplate=f"row %{{customdata}} · among the riskiest<br>{label} %{{text}}<extra></extra>",
+            text=[f"{s:.4g}" for s in top["score"]],
+            marker=dict(symbol="circle-open", size=8, color=RISKIEST_COLOR, opacity=0.85, line=dict(width=1.2))))
+    here = frame[frame["row"] == current] if current is not None else frame.iloc[:0]
+    if len(here):
+        fig.add_trace(go.Scattergl(
+            x=here["x"].to_numpy(), y=here["y"].to_numpy(), mode="markers", customdata=here["row"].to_numpy(),
+            name=f"row {int(current)} (open in Browse)", hovertemplate="row %{customdata} · open in Browse<extra></extra>",
+            marker=dict(symbol="star", size=16, color="#facc15", line=dict(width=1.5, color="#111827"))))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso",
-                      xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
-                      legend=dict(orientation="h"))
+                      xaxis=dict(showticklabels=False, ticks="", title=None, showgrid=False, zeroline=False),
+                      yaxis=dict(showticklabels=False, ticks="", title=None, showgrid=False, zeroline=False),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), plot_bgcolor="white")
     return fig
 
 
-def selection_rows(selection: Mapping[str, Any] | None, rows: Sequence[int], view: str) -> list[int]:
-    """Source rows of the selected points, deduplicated, in dataset order.
+def _inside(x: np.ndarray, y: np.ndarray, px: Sequence[float], py: Sequence[float]) -> np.ndarray:
+    """Even-odd rule: which points (x, y) lie inside the polygon with vertices (px, py)."""
+    px, py = np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64)
+    inside = np.zeros(len(x), dtype=bool)
+    if len(px) < 3:
+        return inside
+    box = (x >= px.min()) & (x <= px.max()) & (y >= py.min()) & (y <= py.max())
+    xs, ys = x[box].astype(np.float64), y[box].astype(np.float64)
+    hit = np.zeros(len(xs), dtype=bool)
+    for x1, y1, x2, y2 in zip(px, py, np.roll(px, -1), np.roll(py, -1)):
+        if y1 == y2:
+            continue
+        crosses = (y1 > ys) != (y2 > ys)
+        hit ^= crosses & (xs < (x2 - x1) * (ys - y1) / (y2 - y1) + x1)
+    inside[box] = hit
+    return inside
 
-    `selection` is st.plotly_chart's event.selection (or the whole event). Each point's customdata
-    (row, [row] or {"0": row}) names its row; a point without customdata falls back to its point_index into the plotted
-    order (`rows` for 'pairs'; chosen then rejected, i.e. rows[i % n], for 'responses').
-    Rows not in `rows` are ignored.
-    """
-    if view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+
+def selection_rows(selection: Mapping[str, Any] | None, frame: pd.DataFrame) -> list[int]:
+    """Source rows of a plotly selection (st.plotly_chart's event.selection, or the whole event), in
+    dataset order: every point of `frame` inside a box or lasso (drawn or not), plus each clicked
+    point's customdata (row, [row] or {"0": row}). Rows not in the frame are ignored."""
     if not selection:
         return []
     if "selection" in selection and "points" not in selection:
         selection = selection["selection"] or {}
-    known = [int(r) for r in rows]
-    n = len(known)
-    picked: set[int] = set()
+    x, y = frame["x"].to_numpy(), frame["y"].to_numpy()
+    inside = np.zeros(len(frame), dtype=bool)
+    for area in selection.get("box") or []:
+        xs, ys = area.get("x") or [], area.get("y") or []
+        if len(xs) == 2 and len(ys) == 2:
+            inside |= (x >= min(xs)) & (x <= max(xs)) & (y >= min(ys)) & (y <= max(ys))
+    for area in selection.get("lasso") or []:
+        inside |= _inside(x, y, area.get("x") or [], area.get("y") or [])
+    picked = set(frame.loc[inside, "row"].astype(int))
     for p in selection.get("points") or []:
         custom = p.get("customdata")
         if isinstance(custom, dict):             # a typed array decoded by plotly.js: {"0": row}
             custom = list(custom.values())
         if isinstance(custom, (list, tuple)):
             custom = custom[0] if custom else None
-        if custom is not None:
-            try:
-                picked.add(int(custom))
-            except (TypeError, ValueError):
-                continue
-        elif p.get("point_index") is not None and n:
-            i = int(p["point_index"])
-            if 0 <= i < (n if view == "pairs" else 2 * n):
-                picked.add(known[i % n])
-    order = {r: i for i, r in enumerate(known)}
-    return sorted((r for r in picked if r in order), key=order.__getitem__)
-
-
-def bulk_decide(db, pair_ids: Iterable[str], decision: str, *, annotator: str, note: str = "",
-                session: str | None = None) -> int:
-    """Record `decision` for each distinct pair id (one committed event each); how many were recorded."""
-    done = 0
-    for pid in dict.fromkeys(pair_ids):
-        annotations.record(db, pid, decision, annotator=annotator, note=note, session=session)
-        done += 1
-    return done
+        try:
+            picked.add(int(custom))
+        except (TypeError, ValueError):
+            continue
+    rows = pd.unique(frame["row"].to_numpy())
+    return [int(r) for r in rows if r in picked]

@@ -38,11 +38,6 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
 
-    @property
-    def base(self) -> torch.nn.Module:
-        """The transformer body without the LM head: its output is h (after the final norm)."""
-        return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
-
 
 def cache_dir() -> Path:
     return Path(os.environ.get("CHES_CACHE", Path.home() / ".cache" / "ches"))

@@ -1,12 +1,30 @@
 """Small tables the app shows: a dataset's load report and the list of stored runs."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from .data import FLAGS, Dataset
+from .store import run_size
+
+_UPLOAD_HASH = re.compile(r"^[0-9a-f]{12}-")     # uploads stored before names were kept: <sha12>-<name>
+
+
+def dataset_name(source: object) -> str:
+    """What people call a run's dataset: its file name ('orca_validation.jsonl'; a Hub dataset's name)."""
+    text = str(source or "?")
+    return _UPLOAD_HASH.sub("", Path(text).name) or text
+
+
+def dataset_stem(source: object) -> str:
+    """dataset_name without its file extensions ('orca_validation'), for file names built from it."""
+    name = dataset_name(source)
+    for suffix in (".gz", ".jsonl", ".ndjson", ".json", ".csv", ".parquet"):
+        name = name.removesuffix(suffix)
+    return name or "dataset"
 
 
 def load_report(dataset: Dataset) -> dict:
@@ -31,19 +49,28 @@ def flag_table(counts: dict[str, int]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["flag", "pairs", "meaning"])
 
 
+COLUMNS = ["dataset", "pairs", "model", "max length", "dtype", "created", "seconds", "size MB", "run"]
+
+
 def runs_table(runs: list[tuple[Path, dict]]) -> pd.DataFrame:
-    """One line per stored run (as from store.list_runs): created, source, pairs, model, max length, dtype."""
+    """One line per stored run (as from store.list_runs): dataset, pairs, model, max length, dtype,
+    created, scoring seconds, size on disk (MB), run folder."""
     rows = []
     for path, m in runs:
         key = m.get("key", {})
+        try:
+            size = run_size(path) / 1e6
+        except OSError:                      # deleted meanwhile
+            size = float("nan")
         rows.append({
-            "created": str(m.get("created_at", ""))[:19].replace("T", " "),
-            "source": Path(str(m.get("source", ""))).name or str(m.get("source", "")),
+            "dataset": dataset_name(m.get("source")),
             "pairs": int(m.get("pairs", 0)),
             "model": key.get("model_id", ""),
             "max length": key.get("max_length"),
             "dtype": key.get("dtype", ""),
+            "created": str(m.get("created_at", ""))[:19].replace("T", " "),
             "seconds": m.get("seconds"),
+            "size MB": size,
             "run": str(path),
         })
-    return pd.DataFrame(rows, columns=["created", "source", "pairs", "model", "max length", "dtype", "seconds", "run"])
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
+from rapidfuzz.process import cpdist
 
 METRICS: dict[str, str] = {
     "ln_ches": "Length-normalised CHES <m+, m- - m+>: the paper's filtering score (Sec. 6). Higher = riskier.",
@@ -41,23 +43,16 @@ def last_hidden_ip(last_plus: np.ndarray, last_minus: np.ndarray) -> np.ndarray:
 
 def edit_sim(ids_plus: Sequence[Sequence[int]], ids_minus: Sequence[Sequence[int]]) -> np.ndarray:
     """-levenshtein(a, b) / max(len a, len b) per pair of token-id sequences; 0 when both are empty."""
-    return np.array([-levenshtein(a, b) / max(len(a), len(b), 1) for a, b in zip(ids_plus, ids_minus)],
-                    np.float64)
+    if not len(ids_plus):
+        return np.zeros(0)
+    distance = cpdist(list(ids_plus), list(ids_minus), scorer=Levenshtein.distance, dtype=np.int64)  # (n,)
+    longest = np.array([max(len(a), len(b), 1) for a, b in zip(ids_plus, ids_minus)], np.float64)    # (n,)
+    return -distance / longest
 
 
 def levenshtein(a: Sequence[int], b: Sequence[int]) -> int:
-    """Edit distance (insert, delete, substitute: cost 1 each), O(len a * len b) time, O(len b) memory."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = np.arange(len(b) + 1)
-    bb = np.asarray(b)
-    for i, x in enumerate(a, 1):
-        sub = prev[:-1] + (bb != x)                     # substitute or match
-        cur = np.minimum(sub, prev[1:] + 1)             # delete
-        cur = np.concatenate([[i], cur])
-        cur = np.minimum.accumulate(cur - np.arange(len(b) + 1)) + np.arange(len(b) + 1)  # insert
-        prev = cur
-    return int(prev[-1])
+    """Edit distance (insert, delete, substitute: cost 1 each), by rapidfuzz's bit-parallel C++ (GIL released)."""
+    return int(Levenshtein.distance(a, b))
 
 
 def token_contributions(H_plus: np.ndarray, H_minus: np.ndarray, metric: str = "ln_ches") -> np.ndarray:

@@ -7,6 +7,9 @@ the aligned place) or 'deleted' (only in chosen); from the rejected side's view 
 
 `tokens_html` is the only HTML this project builds from dataset text: every token and every tooltip
 goes through `html.escape(..., quote=True)`, so a token "<script>" renders as the literal text.
+
+One colour per meaning, as on every page: red / blue = raises / lowers the score (the shading), green =
+only in the chosen response, orange = only in the rejected one (the diff marks).
 """
 from __future__ import annotations
 
@@ -16,18 +19,20 @@ from collections.abc import Sequence
 
 Opcode = tuple[str, range, range]   # (equal | insert | delete | replace, chosen positions, rejected positions)
 EOS_LABEL = "⟨eos⟩"
+CUT_LABEL = "✂ cut"       # the last position of a response cut to the max length: it predicts no EOS
+CHOSEN_COLOR, REJECTED_COLOR = "#15803d", "#c2410c"
 
 _OP_STYLE = {          # the diff view: strong marks
     "equal": "",
-    "deleted": "text-decoration: line-through; text-decoration-color: #b91c1c;",
-    "inserted": "border-bottom: 2px solid #15803d;",
+    "deleted": f"text-decoration: line-through; text-decoration-color: {CHOSEN_COLOR};",
+    "inserted": f"border-bottom: 2px solid {REJECTED_COLOR};",
 }
 _OP_MARK = {           # the shaded views: a light underline, so the shading stays readable
     "equal": "",
-    "deleted": "border-bottom: 2px dotted #b91c1c;",
-    "inserted": "border-bottom: 2px dotted #15803d;",
+    "deleted": f"border-bottom: 2px dotted {CHOSEN_COLOR};",
+    "inserted": f"border-bottom: 2px dotted {REJECTED_COLOR};",
 }
-_OP_BACKGROUND = {"deleted": "rgba(248, 113, 113, 0.35)", "inserted": "rgba(74, 222, 128, 0.35)"}
+_OP_BACKGROUND = {"deleted": "rgba(74, 222, 128, 0.35)", "inserted": "rgba(251, 146, 60, 0.35)"}
 _VISIBLE = str.maketrans({"\n": "↵\n", "\t": "⇥", "\r": "␍"})
 
 
@@ -58,6 +63,19 @@ def pair_ops(result: dict) -> tuple[list[str], list[str]]:
     chosen += ["equal"] * (len(result["chosen_tokens"]) - len(chosen))
     rejected += ["equal"] * (len(result["rejected_tokens"]) - len(rejected))
     return chosen, rejected
+
+
+def mark_cuts(result: dict, full_chosen: int, full_rejected: int) -> dict:
+    """`result` (pipeline.pair_tokens) with the trailing EOS label of each response that was cut to the
+    max length (fewer ids kept than its `full_*` token count) replaced by CUT_LABEL: that position
+    predicts the first token cut off, not the end of the response."""
+    out = dict(result)
+    for side, full in (("chosen", full_chosen), ("rejected", full_rejected)):
+        tokens = list(result[f"{side}_tokens"])
+        if full > len(result[f"{side}_ids"]) and len(tokens) > len(result[f"{side}_ids"]):
+            tokens[-1] = CUT_LABEL
+        out[f"{side}_tokens"] = tokens
+    return out
 
 
 def merged_diff(tokens_chosen: Sequence[str], tokens_rejected: Sequence[str], ids_chosen: Sequence[int],
@@ -131,4 +149,5 @@ def legend_html() -> str:
             '<span style="background: rgba(220, 38, 38, 0.6); padding: 0 6px;">raises the score</span> '
             '<span style="background: rgba(37, 99, 235, 0.6); padding: 0 6px;">lowers it</span> '
             f'<span style="{_OP_MARK["deleted"]} padding: 0 6px;">only in chosen</span> '
-            f'<span style="{_OP_MARK["inserted"]} padding: 0 6px;">only in rejected</span></div>')
+            f'<span style="{_OP_MARK["inserted"]} padding: 0 6px;">only in rejected</span> '
+            f'<span style="padding: 0 6px;">{CUT_LABEL}: the response was cut here (max length)</span></div>')

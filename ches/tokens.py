@@ -47,13 +47,11 @@ def template_id(tokenizer) -> str:
 
 
 def encode_prompt(tokenizer, messages: Sequence[Message]) -> list[int]:
-    text = render_prompt(tokenizer, messages)
-    with_specials = not getattr(tokenizer, "chat_template", None)
-    return list(tokenizer(text, add_special_tokens=with_specials).input_ids)
+    return _ids(tokenizer, [render_prompt(tokenizer, messages)], not getattr(tokenizer, "chat_template", None))[0]
 
 
 def encode_response(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False).input_ids) if text else []
+    return _ids(tokenizer, [text], False)[0]
 
 
 def truncate(prompt: list[int], responses: Sequence[list[int]], max_length: int) -> tuple[list[int], list[list[int]], bool]:
@@ -70,12 +68,52 @@ def truncate(prompt: list[int], responses: Sequence[list[int]], max_length: int)
 
 def encode_pair(tokenizer, pair: Pair, max_length: int) -> EncodedPair:
     """Token ids for both sides of a pair, truncated per the contract above."""
-    x_plus = encode_prompt(tokenizer, pair.prompt)
-    y_plus, y_minus = encode_response(tokenizer, pair.chosen), encode_response(tokenizer, pair.rejected)
-    if pair.rejected_prompt is None:
-        x_plus, (y_plus, y_minus), cut = truncate(x_plus, [y_plus, y_minus], max_length)
-        return EncodedPair(tuple(x_plus), tuple(y_plus), tuple(x_plus), tuple(y_minus), cut)
-    x_minus = encode_prompt(tokenizer, pair.rejected_prompt)
-    x_plus, (y_plus,), cut_plus = truncate(x_plus, [y_plus], max_length)
-    x_minus, (y_minus,), cut_minus = truncate(x_minus, [y_minus], max_length)
-    return EncodedPair(tuple(x_plus), tuple(y_plus), tuple(x_minus), tuple(y_minus), cut_plus or cut_minus)
+    (encoded,) = encode_pairs(tokenizer, [pair], max_length)
+    if isinstance(encoded, Exception):
+        raise encoded
+    return encoded
+
+
+def encode_pairs(tokenizer, pairs: Sequence[Pair], max_length: int) -> list[EncodedPair | Exception]:
+    """encode_pair for many pairs: the tokenizer is called once per kind of text, so a fast tokenizer
+    works in parallel and without the GIL. A pair whose prompt the chat template rejects gets the
+    exception in its place (templates raise anything: jinja errors, ValueError, ...)."""
+    rendered: list[str] = []
+    slots: list[tuple[int, int | None] | Exception] = []     # per pair: its prompts' indices in `rendered`
+    for p in pairs:
+        try:
+            sides = [p.prompt] if p.rejected_prompt is None else [p.prompt, p.rejected_prompt]
+            texts = [render_prompt(tokenizer, messages) for messages in sides]
+        except Exception as e:  # noqa: BLE001
+            slots.append(e)
+            continue
+        rendered += texts
+        slots.append((len(rendered) - len(texts), len(rendered) - 1 if len(texts) == 2 else None))
+    ok = [p for p, s in zip(pairs, slots) if not isinstance(s, Exception)]
+    with_specials = not getattr(tokenizer, "chat_template", None)
+    prompt_ids = _ids(tokenizer, rendered, with_specials)
+    chosen_ids = _ids(tokenizer, [p.chosen for p in ok], False)
+    rejected_ids = _ids(tokenizer, [p.rejected for p in ok], False)
+    out: list[EncodedPair | Exception] = []
+    k = 0
+    for s in slots:
+        if isinstance(s, Exception):
+            out.append(s)
+            continue
+        x_plus, y_plus, y_minus = prompt_ids[s[0]], chosen_ids[k], rejected_ids[k]
+        k += 1
+        if s[1] is None:
+            x_plus, (y_plus, y_minus), cut = truncate(x_plus, [y_plus, y_minus], max_length)
+            out.append(EncodedPair(tuple(x_plus), tuple(y_plus), tuple(x_plus), tuple(y_minus), cut))
+            continue
+        x_plus, (y_plus,), cut_plus = truncate(x_plus, [y_plus], max_length)
+        x_minus, (y_minus,), cut_minus = truncate(prompt_ids[s[1]], [y_minus], max_length)
+        out.append(EncodedPair(tuple(x_plus), tuple(y_plus), tuple(x_minus), tuple(y_minus), cut_plus or cut_minus))
+    return out
+
+
+def _ids(tokenizer, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    """Token ids of each text; an empty response is no tokens (never a lone special token)."""
+    nonempty = [t for t in texts if t or add_special_tokens]
+    ids = iter(tokenizer(nonempty, add_special_tokens=add_special_tokens).input_ids if nonempty else [])
+    return [list(next(ids)) if t or add_special_tokens else [] for t in texts]

@@ -1,6 +1,6 @@
 """Where things live: the workspace (runs, decisions, exports, uploads) and the data root.
 
-    $CHES_WORKSPACE  (default ./workspace)  runs/  decisions.sqlite  exports/  uploads/
+    $CHES_WORKSPACE  (default ./workspace)  runs/  decisions.sqlite  exports/  uploads/<sha12>/<name>
     $CHES_DATA_ROOT  (default ./data)       the only folder the app reads datasets from by path
 
 `confine(root, path)` is the one gate for paths typed by a user: the resolved path (symlinks
@@ -82,9 +82,10 @@ def safe_filename(name: str, max_len: int = 80) -> str:
 
 
 def save_upload(uploads: str | Path, data: bytes, filename: str) -> Path:
-    """Store an upload as `<uploads>/<sha256[:12]>-<safe name>` (idempotent) and return its path."""
+    """Store an upload as `<uploads>/<sha256[:12]>/<safe name>` (idempotent) and return its path: the
+    file keeps its own name, so messages and run labels lead with it, not with the hash."""
     check_upload_size(len(data))
-    target = Path(uploads) / f"{hashlib.sha256(data).hexdigest()[:12]}-{safe_filename(filename)}"
+    target = Path(uploads) / hashlib.sha256(data).hexdigest()[:12] / safe_filename(filename)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")

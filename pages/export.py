@@ -1,4 +1,5 @@
 """Curate & export: choose which pairs to keep, preview the effect, write the subset with a manifest."""
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -9,12 +10,14 @@ import streamlit as st
 import ui
 from ches import annotations
 from ches.browse import METRIC_LABELS
+from ches.charts import before_after_histogram
 from ches.data import FLAGS
-from ches.export import (DEFAULT_DROP_FLAGS, Rule, before_after_histogram, default_export_name, export,
-                         export_path, manifest_path, preview, select)
+from ches.export import DEFAULT_DROP_FLAGS, Rule, default_export_name, export, export_path, manifest_path, preview, select
+from ches.report import dataset_stem
 from ches.scores import METRICS
 
 LAST = "export_last"          # (run folder, written file) of this session's latest export
+CONFIRM = "_export_confirm"   # the file an export would overwrite, waiting for the user's word
 FORMATS = {"input": "As in the source (each pair's original record; CSV / Parquet sources become JSON Lines)",
            "trl": "TRL conversational (prompt / chosen / rejected as messages)"}
 
@@ -44,8 +47,9 @@ else:
     percent = 95.0
 drop_flags = st.multiselect("Drop pairs with these flags", list(FLAGS), default=list(DEFAULT_DROP_FLAGS),
                             key="export_flags", format_func=lambda f: f"{f} — {FLAGS[f]}")
-only_mine = st.toggle(f"Apply only my decisions ({ui.annotator()})", key="export_only_mine",
-                      help="Off: the latest decision of any annotator applies.")
+only_mine = st.toggle(f"Apply only my decisions ({ui.annotator() or 'no name given'})", key="export_only_mine",
+                      disabled=not ui.annotator(), help="Off: the latest decision of any annotator applies.")
+only_mine = only_mine and bool(ui.annotator())
 decisions = (annotations.current(ui.ws().decisions, annotator=ui.annotator()) if only_mine else ui.decisions())
 
 rule = None
@@ -88,15 +92,39 @@ with r2:
 # ------------------------------------------------------------------------------------ export
 st.subheader("Export")
 fmt = st.radio("Format", list(FORMATS), format_func=FORMATS.get, key="export_format")
-name = st.text_input("File name (saved in the workspace's exports folder)",
-                     value=default_export_name(run.name, rule) + ("" if fmt == "input" else "-trl"))
-if st.button("Export", type="primary", key="export_go", icon=":material/download:"):
-    with ui.user_errors():
-        path = export_path(ui.ws().exports, name)
-        written = export(run, rule, decisions, path, fmt=fmt, annotator=ui.annotator() if only_mine else None)
-        st.session_state[LAST] = (str(run), str(path))
-        ui.flash("success", f"Wrote {written['counts']['kept']} of {written['counts']['pairs']} pairs.")
-        st.rerun()
+suggested = default_export_name(dataset_stem(ui.manifest(run).get("source")), rule, datetime.now()) + \
+    ("" if fmt == "input" else "-trl")
+name = st.text_input("File name (saved in the workspace's exports folder)", key="export_name", placeholder=suggested,
+                     help="Leave it empty for the suggested name: the dataset, the rule and the time.")
+
+
+def _export(path: Path, overwrite: bool) -> None:
+    st.session_state.pop(CONFIRM, None)
+    written = export(run, rule, decisions, path, fmt=fmt, annotator=ui.annotator() if only_mine else None,
+                     overwrite=overwrite)
+    st.session_state[LAST] = (str(run), str(path))
+    ui.flash("success", f"Wrote {written['counts']['kept']} of {written['counts']['pairs']} pairs to {path.name}.")
+
+
+with ui.user_errors():
+    if st.button("Export", type="primary", key="export_go", icon=":material/download:"):
+        path = export_path(ui.ws().exports, name.strip() or suggested)
+        if path.exists():
+            st.session_state[CONFIRM] = str(path)
+        else:
+            _export(path, overwrite=False)
+            st.rerun()
+    pending = st.session_state.get(CONFIRM)
+    if pending:
+        st.warning(f"{Path(pending).name} already exists in the exports folder. Overwrite it and its manifest?",
+                   icon=":material/warning:")
+        o1, o2, _ = st.columns([1, 1, 3])
+        if o1.button("Overwrite", key="export_overwrite", type="primary"):
+            _export(Path(pending), overwrite=True)
+            st.rerun()
+        if o2.button("Cancel", key="export_cancel"):
+            st.session_state.pop(CONFIRM, None)
+            st.rerun()
 
 ui.show_flash()
 last = st.session_state.get(LAST)

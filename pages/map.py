@@ -3,21 +3,22 @@ import streamlit as st
 
 import ui
 from ches import mapview
-from ches.browse import METRIC_LABELS
-from ches.projection import map_coordinates
-from ches.store import read_arrays
+from ches.browse import METRIC_LABELS, decided_counts
+from ches.projection import cached_layout, map_coordinates
 
 VIEWS = {"pairs": "One point per pair (m⁻ − m⁺, centred)",
          "responses": "Chosen and rejected means (centred), joined by a line"}
 COLOR_BY = {"metric": "Score", "decision": "Decision", "flag": "Flag"}
+PENDING = "_map_pending"      # (decision, pair ids) waiting for the annotator to confirm an overwrite
 
 run = ui.require_run()
 table = ui.scores(run)
 st.title("Map")
 ui.show_flash()
 st.caption("Each pair's hidden-state means m = S / |y| from the scoring run, centred and laid out with UMAP "
-           "(PCA to 50 dimensions first above 2000 points). LN-CHES = ⟨m⁺, m⁻ − m⁺⟩ is measured along the "
-           "preference direction m⁻ − m⁺. Click, box or lasso points to act on them.")
+           "(above 2,000 points, a randomized PCA to 50 dimensions first). LN-CHES = ⟨m⁺, m⁻ − m⁺⟩ is "
+           "measured along the preference direction m⁻ − m⁺. Grey shading: how many points lie there; "
+           "rings: the riskiest pairs. Click, box or lasso points to act on them.")
 
 c_view, c_color, c_metric = st.columns([2, 1, 1])
 view = c_view.radio("View", list(VIEWS), format_func=VIEWS.get, key="map_view")
@@ -25,47 +26,90 @@ color_by = c_color.radio("Colour by", list(COLOR_BY), format_func=COLOR_BY.get, 
 metric = c_metric.selectbox("Score", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="map_metric")
 with st.expander("UMAP parameters", icon=":material/tune:"):
     u1, u2 = st.columns(2)
-    n_neighbors = u1.slider("n_neighbors", 2, 100, 15, key="map_n_neighbors",
-                            help="Larger values keep more of the global structure.")
-    min_dist = u2.slider("min_dist", 0.0, 0.99, 0.1, 0.01, key="map_min_dist",
-                         help="Smaller values pack similar points more tightly.")
+    params = {"n_neighbors": u1.slider("n_neighbors", 2, 100, 15, key="map_n_neighbors",
+                                       help="Larger values keep more of the global structure."),
+              "min_dist": u2.slider("min_dist", 0.0, 0.99, 0.1, 0.01, key="map_min_dist",
+                                    help="Smaller values pack similar points more tightly.")}
 
-arrays = read_arrays(run)
 coords = None
-with ui.user_errors(), st.spinner("Computing the map … (the first UMAP run in a session compiles numba: ~35 s)"):
-    coords = map_coordinates(run, view, arrays["S_plus"], arrays["S_minus"], table["len_chosen"].to_numpy(),
-                             table["len_rejected"].to_numpy(), n_neighbors=n_neighbors, min_dist=min_dist)
+with ui.user_errors():
+    coords = cached_layout(run, view, **params)
+    if coords is None:
+        points = len(table) * (1 if view == "pairs" else 2)
+        with st.status(f"Computing the map of {points:,} points (once per run and parameters) …",
+                       expanded=True) as status:
+            line = st.empty()
+            coords = map_coordinates(run, view, progress=line.text, **params)
+            status.update(label="Map computed and stored with the run.", state="complete", expanded=False)
 if coords is None:
     st.stop()
 
-rows = table["row"].tolist()
-prompts = None
-if len(table) <= mapview.HOVER_TEXT_MAX_PAIRS:
-    t = ui.texts(run, rows)
-    prompts = dict(zip(t["row"].astype(int), t["prompt"]))
-else:
-    st.caption(f"{len(table)} pairs: hover shows the row and the score only.")
-frame = mapview.map_frame(table, coords, view, metric=metric, color_by=color_by, decisions=ui.decisions(),
-                          prompts=prompts)
-event = st.plotly_chart(mapview.map_figure(frame, color_by=color_by, metric=metric), key="map",
-                        on_select="rerun", selection_mode=("points", "box", "lasso"))
-selected = mapview.selection_rows(event.selection if event else None, rows, view)
+frame = mapview.map_frame(table, coords, view, metric=metric, color_by=color_by, decisions=ui.decisions())
+riskiest = mapview.riskiest_rows(table, metric)
+fig = mapview.map_figure(frame, color_by=color_by, metric=metric, riskiest=riskiest,
+                         current=st.session_state.get(ui.PAIR_ROW))
+event = st.plotly_chart(fig, key="map", on_select="rerun", selection_mode=("points", "box", "lasso"))
+if len(frame) > mapview.MAX_POINTS:
+    st.caption(f"Drawn: a fixed random {mapview.MAX_POINTS:,} of {len(frame):,} points. The grey density counts "
+               "all of them, and a box or lasso selects every pair inside it, drawn or not.")
+selected = mapview.selection_rows(event.selection if event else None, frame)
+
+
+def _record(decision: str, pair_ids: list[str]) -> None:
+    st.session_state.pop(PENDING, None)
+    n = ui.record_bulk(pair_ids, decision)
+    ui.flash("success", f"Recorded '{decision}' for {n:,} pair(s) as {ui.annotator()}, as one action: "
+                        "Undo on Browse reverts all of them.")
+
+
+def _ask_or_record(decision: str, pair_ids: list[str]) -> None:
+    """Record at once when none of the pairs has a decision; else ask first (see below)."""
+    if decided_counts(pair_ids, ui.decisions()):
+        st.session_state[PENDING] = (decision, list(pair_ids))
+    else:
+        _record(decision, pair_ids)
+
+
+pending = st.session_state.get(PENDING)
+if pending:
+    decision, pair_ids = pending
+    decided = ui.decisions()
+    counts = decided_counts(pair_ids, decided)
+    undecided = [p for p in pair_ids if p not in decided]
+    already = sum(counts.values())
+    with st.container(border=True):
+        st.warning(f"{already:,} of the {len(pair_ids):,} pairs to mark '{decision}' already have a decision ("
+                   + ", ".join(f"{n:,} {d}" for d, n in counts.items()) + "). Overwrite them?",
+                   icon=":material/warning:")
+        o1, o2, o3 = st.columns(3)
+        o1.button(f"Overwrite: '{decision}' for all {len(pair_ids):,}", key="map_overwrite", type="primary",
+                  on_click=_record, args=(decision, pair_ids), width="stretch")
+        o2.button(f"Only the {len(undecided):,} undecided", key="map_only_undecided", on_click=_record,
+                  args=(decision, undecided), disabled=not undecided, width="stretch")
+        o3.button("Cancel", key="map_cancel", on_click=lambda: st.session_state.pop(PENDING, None), width="stretch")
 
 if not selected:
     st.caption("Nothing selected.")
     st.stop()
-st.markdown(f"**{len(selected)} pair(s) selected**")
-pair_ids = table.set_index("row").loc[selected, "pair_id"].tolist()
+indexed = table.set_index("row")
+pair_ids = indexed.loc[selected, "pair_id"].tolist()
+counts = decided_counts(pair_ids, ui.decisions())
+st.markdown(f"**{len(selected):,} pair(s) selected**" + (
+    " · already decided: " + ", ".join(f"{n:,} {d}" for d, n in counts.items()) if counts else ""))
+ui.require_annotator()
 b1, b2, b3, b4 = st.columns(4)
 for col, decision, label, icon in ((b1, "keep", "Keep all", ":material/check:"),
                                    (b2, "drop", "Drop all", ":material/delete:"),
                                    (b3, "flag", "Flag all", ":material/flag:")):
-    if col.button(label, key=f"map_{decision}", icon=icon, width="stretch"):
-        with ui.user_errors():
-            n = mapview.bulk_decide(ui.ws().decisions, pair_ids, decision, annotator=ui.annotator(),
-                                    session=ui.session_id())
-            ui.flash("success", f"Recorded '{decision}' for {n} pair(s) as {ui.annotator()}.")
-            st.rerun()
+    col.button(label, key=f"map_{decision}", icon=icon, width="stretch", on_click=_ask_or_record,
+               args=(decision, pair_ids), disabled=not ui.annotator())
 if b4.button("Open in Browse", key="map_browse", icon=":material/table_rows:", width="stretch"):
     st.session_state[ui.FOCUS_ROWS] = selected
     st.switch_page("pages/browse.py")
+if len(selected) == 1:
+    row = selected[0]
+    text = ui.texts(run, [row]).iloc[0]
+    prompt = ui.parse_messages(text["prompt"])
+    st.caption(f"Row {row} · {METRIC_LABELS[metric]} {indexed.loc[row, metric]:.4g}")
+    ui.render_conversation(prompt[-1:])
+    ui.render_responses(text["chosen"], text["rejected"])

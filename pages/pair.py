@@ -6,10 +6,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from ches.browse import METRIC_LABELS
-from ches.tokendiff import legend_html, merged_diff, pair_ops, tokens_html
+from ches.browse import METRIC_LABELS, next_undecided
+from ches.tokendiff import CUT_LABEL, legend_html, mark_cuts, merged_diff, pair_ops, tokens_html
+from ches.tokens import encode_response
 
 INPUT = "_pair_row_input"
+AGREE = 1e-3      # relative difference from the stored score expected from batching and padding alone
 
 run = ui.require_run()
 table = ui.scores(run)
@@ -34,7 +36,7 @@ def _typed() -> None:
 row = st.session_state.get(ui.PAIR_ROW)
 if row not in known:
     row = int(table.sort_values(["ln_ches", "row"], ascending=[False, True])["row"].iloc[0])
-    st.session_state[ui.PAIR_ROW] = row
+ui.open_row(row)
 if st.session_state.get(INPUT) != row:          # pair_row was set elsewhere (Browse, Map): show it in the box
     st.session_state[INPUT] = row
 
@@ -48,6 +50,11 @@ if missing is not None:
 rec = table.loc[table["row"] == row].iloc[0]
 c3.page_link("pages/browse.py", label="Back to Browse", icon=":material/table_rows:")
 
+ranked = table.sort_values([metric, "row"], ascending=[False, True])
+undecided = ranked.loc[~ranked["pair_id"].isin(ui.decisions().keys()), "row"]
+ui.show_flash()
+ui.decision_bar(rec["pair_id"], row, next_undecided(ranked["row"].tolist(), row, undecided))
+
 with ui.user_errors():
     with st.spinner(f"Loading the model {key['model_id']} …"):
         lm = ui.model(key["model_id"], key["dtype"])
@@ -56,28 +63,39 @@ with ui.user_errors():
                    "match the stored scores.")
     with st.spinner("Computing this pair's token states …"):
         res = ui.token_view(run, row, metric, lm)
+    pair = ui.pair(run, row)
+    if res["truncated"]:
+        res = mark_cuts(res, len(encode_response(lm.tokenizer, pair.chosen)),
+                        len(encode_response(lm.tokenizer, pair.rejected)))
 
     contrib = np.asarray(res["contributions"], dtype=np.float64)
-    stored = float(rec[metric])
+    total, stored = float(contrib.sum()), float(rec[metric])
+    diff = total - stored
+    rel = abs(diff) / max(abs(stored), 1e-30)
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric(f"{METRIC_LABELS[metric]} (this pair)", f"{res['score']:.6g}")
-    m2.metric("Sum of token contributions", f"{contrib.sum():.6g}")
-    m3.metric("Stored in the run", f"{stored:.6g}", help="From the batched scoring run; tiny differences come "
-              "from batching and padding in float arithmetic.")
+    m1.metric("Sum of token contributions", f"{total:.6g}", help="Recomputed now, for this pair alone.")
+    m2.metric(f"{METRIC_LABELS[metric]} stored in the run", f"{stored:.6g}",
+              help="From the batched scoring run.")
+    m3.metric("Difference", f"{diff:+.2e}", help=f"Relative: {rel:.1e}. Batching and padding change the float "
+              f"rounding; more than {AGREE:g} relative would mean a different computation.")
     m4.metric("Tokens |y+| / |y-|", f"{len(res['chosen_tokens'])} / {len(res['rejected_tokens'])}")
-    st.caption(f"The {len(contrib)} per-token contributions sum to {contrib.sum():.10g}; the score is "
-               f"{res['score']:.10g} (difference {abs(contrib.sum() - res['score']):.2e}).")
+    st.caption(f"The {len(contrib)} per-token contributions sum to {total:.10g}; the run stored {stored:.10g} "
+               f"for this pair (difference {diff:+.3e}, relative {rel:.2e}).")
+    if rel > AGREE:
+        st.warning(f"The recomputed score differs from the stored one by {rel:.1e} (relative), more than float "
+                   "rounding explains: the token view may not match this run.", icon=":material/error:")
     if res["truncated"]:
-        st.warning("This pair was cut to the run's max length; only the tokens kept are shown.", icon=":material/content_cut:")
+        st.warning(f"This pair was cut to the run's max length ({key['max_length']} tokens); only the tokens kept "
+                   f"are shown, and {CUT_LABEL} marks where a response was cut.", icon=":material/content_cut:")
 
     chosen_ops, rejected_ops = pair_ops(res)
     st.html(legend_html())
     left, right = st.columns(2)
     with left:
-        st.markdown("##### :green[Chosen (y+)] · shaded by contribution")
+        st.markdown(f"##### {ui.CHOSEN} · shaded by contribution")
         st.html(tokens_html(res["chosen_tokens"], contrib.tolist(), chosen_ops, value_name="contribution"))
     with right:
-        st.markdown("##### :red[Rejected (y-)] · shaded by alignment ⟨h⁻ₖ, m⁺⟩")
+        st.markdown(f"##### {ui.REJECTED} · shaded by alignment ⟨h⁻ₖ, m⁺⟩")
         st.html(tokens_html(res["rejected_tokens"], list(res["rejected_alignment"]), rejected_ops,
                             value_name="alignment", center=True))
         st.caption("Shading is relative to the mean alignment; the tooltip shows the value.")
@@ -92,12 +110,11 @@ with ui.user_errors():
     st.plotly_chart(fig, width="stretch", key="pair_bars")
 
     st.markdown("##### Token diff (chosen → rejected)")
-    diff = merged_diff(res["chosen_tokens"], res["rejected_tokens"], res["chosen_ids"], res["rejected_ids"])
-    same = sum(1 for _, op in diff if op == "equal")
-    st.caption(f"{same} tokens shared, {chosen_ops.count('deleted')} only in chosen (struck through), "
-               f"{rejected_ops.count('inserted')} only in rejected (underlined).")
-    st.html(tokens_html([t for t, _ in diff], None, [op for _, op in diff]))
+    diff_tokens = merged_diff(res["chosen_tokens"], res["rejected_tokens"], res["chosen_ids"], res["rejected_ids"])
+    same = sum(1 for _, op in diff_tokens if op == "equal")
+    st.caption(f"{same} tokens shared, {chosen_ops.count('deleted')} only in chosen (green, struck through), "
+               f"{rejected_ops.count('inserted')} only in rejected (orange, underlined).")
+    st.html(tokens_html([t for t, _ in diff_tokens], None, [op for _, op in diff_tokens]))
 
     with st.expander("Prompt", icon=":material/chat:"):
-        p = ui.pair(run, row)
-        ui.render_conversation([dict(m) for m in p.prompt])
+        ui.render_conversation([dict(m) for m in pair.prompt])

@@ -6,19 +6,22 @@ Cancel button's callback also sets a session flag that `should_stop` reads betwe
 is stored for a cancelled run (a run folder appears only when complete).
 """
 import time
+from pathlib import Path
 
 import streamlit as st
 
 import ui
 from ches import store
 from ches import workspace as wsp
-from ches.data import FORMATS
+from ches.data import FORMATS, MAPPED, UnknownFormat
 from ches.embed import Cancelled
 from ches.models import DEFAULT_MODEL
 from ches.pipeline import DEFAULT_MAX_LENGTH, run_key, score_dataset
 from ches.report import load_report, runs_table
 
 CANCEL = "_cancel_scoring"
+MAPPING = "_score_columns"   # {file path: {prompt / chosen / rejected: its column}} chosen on this page
+DELETE = "_score_delete"     # the run folder waiting for the user to confirm its deletion
 SOURCES = ("Bundled sample", "Upload a file", "Path under the data root", "Hugging Face dataset")
 
 st.title("Data & score")
@@ -50,25 +53,26 @@ fmt = st.selectbox("Format", [None, *FORMATS], format_func=lambda f: "auto-detec
                    help="\n\n".join(f"**{k}**: {v}" for k, v in FORMATS.items()), key="score_format")
 
 dataset = None
+path = None                   # the file to load (sample, upload, data root); None for the Hub
 with ui.user_errors():
     if source == SOURCES[0]:
         st.caption(f"165 hand-written pairs in TRL conversational format: `{wsp.SAMPLE.name}`")
-        dataset = ui.dataset_file(wsp.SAMPLE, fmt)
+        path = wsp.SAMPLE
     elif source == SOURCES[1]:
         limit_mb = wsp.MAX_UPLOAD_BYTES / 2**20
-        up = st.file_uploader(f"Dataset file (up to {limit_mb:.0f} MB)", key="score_upload",
-                              type=["jsonl", "ndjson", "json", "csv", "parquet", "gz"])
+        # no `type=` filter: a file of another kind then gets our message, which replaces the last one
+        up = st.file_uploader(f"Dataset file: .jsonl, .json, .csv, .parquet, optionally .gz (up to {limit_mb:.0f} MB)",
+                              key="score_upload")
         if up is not None:
             wsp.check_upload_size(up.size)
-            saved = wsp.save_upload(ui.ws().uploads, up.getvalue(), up.name)
-            dataset = ui.dataset_file(saved, fmt)
+            path = wsp.save_upload(ui.ws().uploads, up.getvalue(), up.name)
     elif source == SOURCES[2]:
         root = wsp.data_root()
         typed = st.text_input("Path (relative to the data root)", key="score_path",
                               placeholder="e.g. sample.jsonl or my/prefs.parquet")
         st.caption(f"Data root: `{ui.escape_md(root)}` (set `CHES_DATA_ROOT` to change it).")
         if typed.strip():
-            dataset = ui.dataset_file(wsp.confine(root, typed), fmt)
+            path = wsp.confine(root, typed)
     else:
         c1, c2, c3 = st.columns([3, 2, 1])
         name = c1.text_input("Dataset name", key="score_hub_name", placeholder="owner/name")
@@ -79,6 +83,23 @@ with ui.user_errors():
         spec = st.session_state.get("_hub_spec")
         if spec:
             dataset = ui.dataset_hub(*spec, fmt)
+    if path is not None:
+        mapping = st.session_state.get(MAPPING, {}).get(str(path))
+        try:
+            dataset = ui.dataset_file(path, fmt, mapping)
+        except UnknownFormat as e:
+            st.warning(ui.escape_md(e), icon=":material/help:")
+            with st.form("score_mapping", border=True):
+                st.markdown("**Which columns hold the pair?**")
+                cols = st.columns(3)
+                picked = {part: col.selectbox(part.capitalize(), e.columns, index=min(i, len(e.columns) - 1),
+                                              key=f"score_map_{part}")
+                          for i, (col, part) in enumerate(zip(cols, MAPPED))}
+                if st.form_submit_button("Load with these columns", type="primary"):
+                    st.session_state.setdefault(MAPPING, {})[str(path)] = picked
+                    st.rerun()
+        if mapping:
+            st.caption("Columns: " + ", ".join(f"{ours} ← {ui.escape_md(theirs)}" for ours, theirs in mapping.items()))
 
 if dataset is not None:
     report = load_report(dataset)
@@ -107,12 +128,13 @@ max_length = c2.number_input("Max length", min_value=16, max_value=131072, value
 dtype = c3.selectbox("dtype", ["auto", "float32", "bfloat16"], key="score_dtype",
                      help="auto = bf16 on a GPU, fp32 on CPU. Sums are always accumulated in float64.")
 
-if st.button("Score", type="primary", icon=":material/play_arrow:", disabled=dataset is None or not dataset.pairs,
-             key="score_go"):
+go, where = st.columns([1, 5], vertical_alignment="center")   # the progress sits beside the button, in view
+if go.button("Score", type="primary", icon=":material/play_arrow:", disabled=dataset is None or not dataset.pairs,
+             key="score_go", width="stretch"):
     st.session_state[CANCEL] = False
-    st.button("Cancel", on_click=_cancel, icon=":material/stop:", key="score_cancel",
+    go.button("Cancel", on_click=_cancel, icon=":material/stop:", key="score_cancel", width="stretch",
               help="Stops after the current batch; nothing is stored.")
-    bar = st.progress(0.0, text="Loading the model …")
+    bar = where.progress(0.0, text="Loading the model …")
     with ui.user_errors():
         with st.spinner(f"Loading {model_spec} …"):
             lm = ui.model(model_spec.strip() or DEFAULT_MODEL, dtype)
@@ -142,6 +164,15 @@ if st.button("Score", type="primary", icon=":material/play_arrow:", disabled=dat
             st.rerun()
 
 # ----------------------------------------------------------------------------------- 3. runs
+def _delete(run_dir: str) -> None:
+    st.session_state.pop(DELETE, None)
+    label = ui.run_label(run_dir)
+    store.delete_run(Path(run_dir))
+    if st.session_state.get(ui.RUN_DIR) == run_dir:
+        ui.clear_run()
+    ui.flash("success", f"Deleted the run {label}. Decisions on its pairs are kept: they follow the pairs' content.")
+
+
 st.subheader("3 · Stored runs")
 runs = store.list_runs(ui.ws().runs)
 if not runs:
@@ -151,11 +182,28 @@ else:
     active = str(ui.active_run() or "")
     table.insert(0, "active", table["run"] == active)
     st.session_state["_runs_order"] = list(table["run"])
-    st.caption("Select a row to open that run (it becomes the active run for every page).")
+    st.caption(f"{len(table)} run(s), {table['size MB'].sum():,.1f} MB on disk. Select a row to open that run (it "
+               "becomes the active run for every page).")
     st.dataframe(table, hide_index=True, width="stretch", on_select=_open_selected, selection_mode="single-row",
-                 key="score_runs", column_order=["active", "created", "source", "pairs", "model",
-                                                 "max length", "dtype", "seconds"],
+                 key="score_runs", column_order=["active", "dataset", "pairs", "model", "max length", "dtype",
+                                                 "created", "seconds", "size MB"],
                  column_config={"active": st.column_config.CheckboxColumn("active", width="small"),
-                                "seconds": st.column_config.NumberColumn("seconds", format="%.1f")})
+                                "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+                                "size MB": st.column_config.NumberColumn("size MB", format="%.1f")})
     if active:
         st.page_link("pages/browse.py", label="Browse the active run", icon=":material/table_rows:")
+    labels = {r: f"{ui.run_label(r)} · {mb:,.1f} MB" for r, mb in zip(table["run"], table["size MB"])}
+    with st.expander("Delete a run", icon=":material/delete:", expanded=bool(st.session_state.get(DELETE))):
+        d1, d2 = st.columns([4, 1], vertical_alignment="bottom")
+        doomed = d1.selectbox("Run", list(labels), format_func=labels.get, key="score_delete_pick", index=None,
+                              placeholder="Pick the run to delete")
+        if d2.button("Delete …", key="score_delete", disabled=doomed is None, width="stretch"):
+            st.session_state[DELETE] = doomed
+        pending = st.session_state.get(DELETE)
+        if pending in labels:
+            st.warning(f"Delete {ui.escape_md(labels[pending])}? Its scores, sums, texts and map go; decisions "
+                       "stay (they are keyed by the pairs' content and apply again if you score the data again).",
+                       icon=":material/warning:")
+            c1, c2, _ = st.columns([1, 1, 3])
+            c1.button("Delete the run", key="score_delete_confirm", type="primary", on_click=_delete, args=(pending,))
+            c2.button("Cancel", key="score_delete_cancel", on_click=lambda: st.session_state.pop(DELETE, None))

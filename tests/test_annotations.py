@@ -112,6 +112,55 @@ def test_combined_view_orders_by_time_not_by_import_order(db, tmp_path):
     assert ann.current(db, annotator="bob")["p"].at == "2001-01-01T00:00:00.000000+00:00"
 
 
+def _events_file(path: Path, events: list[dict]) -> Path:
+    path.write_text("".join(json.dumps({"note": "", **e}) + "\n" for e in events))
+    return path
+
+
+def test_an_older_export_imported_over_newer_local_decisions_changes_nothing(db, tmp_path):
+    """One rule (contract 5): the latest by the time of the original event wins, per annotator and combined."""
+    ann.record(db, "p1", "keep", annotator="alice", note="local, newer")
+    ann.record(db, "p2", "drop", annotator="alice")
+    before = ann.current(db)
+    old = _events_file(tmp_path / "old.jsonl", [
+        {"id": 1, "pair_id": "p1", "annotator": "alice", "action": "drop", "created_at": "2001-01-01T00:00:00Z"},
+        {"id": 2, "pair_id": "p2", "annotator": "alice", "action": "flag", "created_at": "2001-01-01T00:00:01Z"},
+        {"id": 3, "pair_id": "p3", "annotator": "alice", "action": "keep", "created_at": "2001-01-01T00:00:02Z"}])
+    assert ann.import_jsonl(db, old) == (3, 0, [])
+    assert ann.current(db, annotator="alice")["p1"] == before["p1"]       # the older imports lose ...
+    assert ann.current(db, annotator="alice")["p2"] == before["p2"]
+    assert {p: d.decision for p, d in ann.current(db).items()} == {"p1": "keep", "p2": "drop", "p3": "keep"}
+    # ... a newer import wins, and undo cancels the latest by the same rule (not the latest logged)
+    newer = _events_file(tmp_path / "new.jsonl", [
+        {"pair_id": "p2", "annotator": "alice", "action": "flag", "created_at": "2999-01-01T00:00:00Z"}])
+    ann.import_jsonl(db, newer)
+    assert ann.current(db)["p2"].decision == "flag"
+    ann.record(db, "p4", "keep", annotator="alice")                      # logged last, but older than 2999
+    assert [(e.pair_id, e.created_at[:4]) for e in ann.undo(db, annotator="alice")] == [("p2", "2999")]
+    assert ann.current(db)["p2"] == before["p2"] and "p4" in ann.current(db)
+
+
+def test_current_matches_a_reference_sort_over_shuffled_times(db, tmp_path):
+    """Random events with random times, imported in random order: the SQL agrees with a plain sort."""
+    rng = random.Random(5)
+    stamps = [f"2020-01-01T00:00:{rng.randrange(6):02d}.{rng.randrange(3):06d}Z" for _ in range(300)]
+    lines = [{"pair_id": f"p{rng.randrange(6)}", "annotator": rng.choice(["ann", "bea", "cy"]),
+              "action": rng.choice(ann.DECISIONS), "note": str(i), "created_at": t}   # note: all distinct
+             for i, t in enumerate(stamps)]
+    assert ann.import_jsonl(db, _events_file(tmp_path / "e.jsonl", lines))[:2] == (300, 0)
+    events = ann.history(db)
+    mine: dict[tuple[str, str], Event] = {}
+    for e in sorted(events, key=lambda e: (e.created_at, e.id)):       # the latest per (pair, annotator)
+        mine[(e.pair_id, e.annotator)] = e
+    in_force = {k: e for k, e in mine.items() if e.action != "clear"}
+    assert {(p, a): d.event_id for a, per in ann.current_by_annotator(db).items() for p, d in per.items()} == \
+        {k: e.id for k, e in in_force.items()}
+    combined = {}
+    for (pair, who), e in sorted(in_force.items(), key=lambda kv: (kv[1].created_at, kv[0][1], kv[1].id)):
+        combined[pair] = e
+    assert {p: d.event_id for p, d in ann.current(db).items()} == {p: e.id for p, e in combined.items()}
+
+
 # ---------------------------------------------------------------------------- append-only
 
 @pytest.mark.parametrize("sql", [
@@ -148,7 +197,7 @@ def test_fifty_undos_restore_the_state_from_fifty_actions_ago(db):
     log_before = ann.history(db)
     for k in range(1, 51):
         undone = ann.undo(db, annotator="alice", session="tab-1")
-        assert undone == log_before[-k]                                # newest first
+        assert undone == [log_before[-k]]                              # newest first
         assert ann.current(db) == snapshots[-1 - k]                    # exact, event ids included
     log_after = ann.history(db)
     assert log_after[:len(log_before)] == log_before                   # nothing rewritten ...
@@ -159,10 +208,10 @@ def test_fifty_undos_restore_the_state_from_fifty_actions_ago(db):
 def test_undo_touches_only_the_annotators_own_actions(db):
     ann.record(db, "p1", "keep", annotator="alice")
     ann.record(db, "p1", "drop", annotator="bob")
-    assert ann.undo(db, annotator="alice").annotator == "alice"
-    assert ann.undo(db, annotator="alice") is None                     # nothing left to undo
+    assert [e.annotator for e in ann.undo(db, annotator="alice")] == ["alice"]
+    assert ann.undo(db, annotator="alice") == []                       # nothing left to undo
     assert simple(ann.current(db)) == {"p1": ("drop", "", "bob")}
-    assert ann.undo(db, annotator="carol") is None
+    assert ann.undo(db, annotator="carol") == []
     with pytest.raises(ValueError, match="annotator"):
         ann.undo(db, annotator="")
 
@@ -174,7 +223,7 @@ def test_concurrent_undos_never_cancel_the_same_event_twice(db):
 
     def worker():
         for _ in range(4):
-            e = ann.undo(db, annotator="alice")
+            (e,) = ann.undo(db, annotator="alice")
             with lock:
                 undone.append(e.id)
 
@@ -210,9 +259,9 @@ def test_matches_a_model_of_stacks_per_annotator(ops):
                 undone = ann.undo(db, annotator=op[1])
                 expected = stacks[op[1]].pop() if stacks[op[1]] else None
                 if expected is None:
-                    assert undone is None
+                    assert undone == []
                 else:
-                    assert (undone.pair_id, undone.action) == expected
+                    assert [(e.pair_id, e.action) for e in undone] == [expected]
                     n_undone += 1
         for who, stack in stacks.items():
             model: dict[str, str] = {}
@@ -225,6 +274,106 @@ def test_matches_a_model_of_stacks_per_annotator(ops):
         log = ann.history(db)
         assert sum(e.action != "undo" for e in log) == sum(op[0] == "record" for op in ops)
         assert sum(e.action == "undo" for e in log) == n_undone
+
+
+# ------------------------------------------------------------------------------------- bulk
+
+def test_a_bulk_is_one_transaction_and_one_undo(db):
+    ann.record(db, "p1", "keep", annotator="alice", note="single")
+    ann.record(db, "p9", "drop", annotator="bob")
+    ids = ann.record_many(db, ["p1", "p2", "p3", "p2"], "drop", annotator="alice", note="bulk", session="s")
+    assert len(ids) == 3 and ids == sorted(ids)                          # each distinct pair once
+    bulk = ann.history(db)[-3:]
+    assert [e.pair_id for e in bulk] == ["p1", "p2", "p3"] and {e.id for e in bulk} == set(ids)
+    assert len({e.batch for e in bulk}) == 1 and bulk[0].batch is not None
+    assert len({e.created_at for e in bulk}) == 1                       # one action, one time
+    assert {p: d.decision for p, d in ann.current(db, annotator="alice").items()} == \
+        {"p1": "drop", "p2": "drop", "p3": "drop"}
+    ann.record(db, "p9", "flag", annotator="bob")                       # someone else acts in between
+    undone = ann.undo(db, annotator="alice")
+    assert sorted(e.id for e in undone) == ids                          # the whole bulk, in one undo
+    assert simple(ann.current(db, annotator="alice")) == {"p1": ("keep", "single", "alice")}
+    assert simple(ann.current(db, annotator="bob")) == {"p9": ("flag", "", "bob")}
+    assert [e.pair_id for e in ann.undo(db, annotator="alice")] == ["p1"]   # then the single decision
+    assert ann.record_many(db, [], "keep", annotator="alice") == []
+
+
+def test_a_bad_pair_id_in_a_bulk_writes_nothing(db):
+    with pytest.raises(ValueError, match="pair_id"):
+        ann.record_many(db, ["p1", "", "p3"], "keep", annotator="alice")
+    with pytest.raises(ValueError, match="decision"):
+        ann.record_many(db, ["p1"], "undo", annotator="alice")
+    assert ann.history(db) == []
+
+
+def test_a_bulk_survives_export_and_import_as_one_action(tmp_path):
+    src, dst, path = tmp_path / "src.db", tmp_path / "dst.db", tmp_path / "e.jsonl"
+    ann.record_many(src, [f"p{i}" for i in range(5)], "keep", annotator="alice")
+    ann.export_jsonl(src, path)
+    assert ann.import_jsonl(dst, path) == (5, 0, [])
+    assert len(ann.undo(dst, annotator="alice")) == 5 and ann.current(dst) == {}
+
+
+V1_SCHEMA = (
+    """CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, pair_id TEXT NOT NULL CHECK (pair_id <> ''),
+        annotator TEXT NOT NULL CHECK (annotator <> ''),
+        action TEXT NOT NULL CHECK (action IN ('keep', 'drop', 'flag', 'clear', 'undo')),
+        note TEXT NOT NULL DEFAULT '', undoes INTEGER NULL, created_at TEXT NOT NULL, session TEXT NULL,
+        CHECK ((action = 'undo') = (undoes IS NOT NULL)))""",
+    "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+    "BEGIN SELECT RAISE(ABORT, 'events is append-only: UPDATE refused'); END",
+    "INSERT INTO events (pair_id, annotator, action, note, created_at) "
+    "VALUES ('p1', 'alice', 'keep', 'from v1', '2024-01-01T00:00:00.000000+00:00')",
+    "PRAGMA user_version = 1",
+)
+
+
+def test_a_v1_database_gains_batches_and_keeps_its_events(db):
+    conn = raw(db)
+    for statement in V1_SCHEMA:
+        conn.execute(statement)
+    conn.close()
+    assert simple(ann.current(db)) == {"p1": ("keep", "from v1", "alice")}
+    assert raw(db).execute("PRAGMA user_version").fetchone() == (ann.SCHEMA_VERSION,)
+    ann.record_many(db, ["p1", "p2"], "drop", annotator="alice")
+    assert len(ann.undo(db, annotator="alice")) == 2
+    assert simple(ann.current(db)) == {"p1": ("keep", "from v1", "alice")}
+    with pytest.raises(sqlite3.IntegrityError):
+        raw(db).execute("UPDATE events SET note = 'edited'")
+
+
+_KILLABLE_BULK_WRITER = """
+import sys
+from ches import annotations as ann
+db = sys.argv[1]
+for j in range(100_000):
+    ids = ann.record_many(db, ["p%d" % ((j * 13 + k) % 997) for k in range(300)], "keep drop flag".split()[j % 3],
+                          annotator="kim")
+    print("B", ids[0], ids[-1], flush=True)            # printed only after record_many() returned
+"""
+
+
+def test_sigkilled_bulk_writer_keeps_every_acknowledged_bulk_whole(db):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    acked: list[tuple[int, int]] = []
+    for stop_after in (3, 7):
+        child = subprocess.Popen([sys.executable, "-c", _KILLABLE_BULK_WRITER, str(db)],
+                                 stdout=subprocess.PIPE, env=env, text=True)
+        lines = [child.stdout.readline() for _ in range(stop_after)]
+        child.send_signal(signal.SIGKILL)
+        lines += child.stdout.readlines()
+        child.stdout.close()
+        assert child.wait(timeout=10) == -signal.SIGKILL
+        acked += [(int(a), int(b)) for kind, a, b in (line.split() for line in lines if line.endswith("\n"))]
+        events = ann.history(db)
+        by_id = {e.id: e for e in events}
+        for first, last in acked:                                     # every acknowledged bulk is all there
+            assert all(i in by_id for i in range(first, last + 1)) and last - first == 299
+        sizes: dict[str, int] = {}
+        for e in events:
+            sizes[e.batch] = sizes.get(e.batch, 0) + 1
+        assert set(sizes.values()) == {300}                          # and no bulk is there in part
+    assert len(acked) >= 10
 
 
 # ------------------------------------------------------------------------------- concurrency
@@ -284,7 +433,7 @@ db, run = sys.argv[1], sys.argv[2]
 for j in range(100_000):
     if j % 7 == 6:
         e = ann.undo(db, annotator="kim")
-        print("U", e.id if e else "-", flush=True)      # printed only after undo() returned
+        print("U", e[0].id if e else "-", flush=True)   # printed only after undo() returned
     else:
         pair, decision = "p%d" % (j % 37), ("keep", "drop", "flag", "clear")[j % 4]
         i = ann.record(db, pair, decision, annotator="kim", note=run + ":" + str(j))

@@ -53,6 +53,11 @@ def elements(at: AppTest):
         yield from walk(root)
 
 
+def plain(text: str) -> str:
+    """An element's Markdown text without its escapes (ui.escape_md backslash-escapes user text)."""
+    return text.replace("\\", "")
+
+
 def ranked_rows(run_dir: Path, metric_name: str = "ln_ches") -> list[int]:
     t = store.read_scores(run_dir)
     return t.sort_values([metric_name, "row"], ascending=[False, True])["row"].tolist()
@@ -68,7 +73,7 @@ def test_app_starts_on_data_and_score_with_empty_states(workspace_env):
     assert metric(at, "Pairs loaded") == "165"          # the bundled sample is preselected
     assert at.text_input(key="score_model").value == "smollm2"
     assert at.number_input(key="score_max_length").value == 2048
-    assert at.text_input(key="annotator").value          # default annotator name
+    assert at.text_input(key="annotator").value == ""     # no made-up name: decisions wait for a real one
     for page in ("pages/browse.py", "pages/pair.py"):
         open_page(at, page)
         assert any("No run yet" in i.value for i in at.info)
@@ -99,7 +104,7 @@ def test_score_page_scores_a_tiny_dataset_end_to_end(workspace_env):
     assert m["pairs"] == 4 and m["key"]["max_length"] == 256
     assert any("Scored 4 pairs" in s.value for s in at.success)
     # the run is listed in the runs table and in the sidebar picker
-    assert "tiny.jsonl" in at.dataframe[-1].value["source"].tolist()
+    assert "tiny.jsonl" in at.dataframe[-1].value["dataset"].tolist()
     assert at.selectbox(key="_run_pick").value == str(run_dir)
 
 
@@ -190,13 +195,75 @@ def test_upload_over_the_limit_gives_a_clear_message(workspace_env, monkeypatch)
     assert not at.exception
     assert at.error and "limited to" in at.error[0].value
     assert not list((workspace_env.workspace / "uploads").iterdir())
-    # a small upload is stored under uploads/<sha12>-<name> and loaded
+    # a small upload is stored under uploads/<sha12>/<name> and loaded
     line = SAMPLE.read_text(encoding="utf-8").splitlines()[0] + "\n"
     at.file_uploader(key="score_upload").set_value(("my data.jsonl", line.encode(), "application/json")).run()
     assert not at.exception and not at.error
     assert metric(at, "Pairs loaded") == "1"
-    saved = list((workspace_env.workspace / "uploads").iterdir())
-    assert len(saved) == 1 and re.fullmatch(r"[0-9a-f]{12}-my_data\.jsonl", saved[0].name)
+    (folder,) = (workspace_env.workspace / "uploads").iterdir()
+    assert re.fullmatch(r"[0-9a-f]{12}", folder.name) and [f.name for f in folder.iterdir()] == ["my_data.jsonl"]
+
+
+def test_a_rejected_upload_replaces_the_previous_message(workspace_env):
+    at = app()
+    at.run()
+    at.radio(key="score_source").set_value("Upload a file").run()
+    at.file_uploader(key="score_upload").set_value(("broken.jsonl", b"{not json\n", "application/json")).run()
+    shown = lambda: [plain(e.value) for e in at.error]                      # noqa: E731
+    assert len(shown()) == 1 and shown()[0].startswith("broken.jsonl: ")     # the file's name first, no hash
+    at.file_uploader(key="score_upload").set_value(("notes.txt", b"hello", "text/plain")).run()
+    assert not at.exception and len(shown()) == 1
+    assert shown()[0].startswith("notes.txt: unsupported file type")
+
+
+def test_a_csv_in_no_known_format_is_loaded_through_a_column_mapping(workspace_env):
+    csv = 'question,better,worse\nWhat is 2+2?,4,5\nSay hi,hi,go away\nBroken row,only\n'
+    at = app()
+    at.run()
+    at.radio(key="score_source").set_value("Upload a file").run()
+    at.file_uploader(key="score_upload").set_value(("mine.csv", csv.encode(), "text/csv")).run()
+    assert not at.exception and not at.error
+    assert any("no known format has the columns" in w.value for w in at.warning)
+    assert at.selectbox(key="score_map_prompt").options == ["question", "better", "worse"]
+    assert at.button(key="score_go").disabled
+    at.selectbox(key="score_map_prompt").set_value("question")
+    at.selectbox(key="score_map_chosen").set_value("better")
+    at.selectbox(key="score_map_rejected").set_value("worse")
+    at.button(key="FormSubmitter:score_mapping-Load with these columns").click().run()
+    assert not at.exception and not at.error
+    assert metric(at, "Pairs loaded") == "2" and metric(at, "Rows skipped") == "1"
+    assert metric(at, "Format") == "trl_standard" and not at.button(key="score_go").disabled
+    assert any("chosen ← better" in c.value for c in at.caption)
+
+
+def test_runs_list_sizes_and_deletes_a_run_after_confirmation_keeping_decisions(workspace_env):
+    from ches.data import load_records
+    from conftest import make_fake_run
+
+    runs = workspace_env.workspace / "runs"
+    ds = load_records([{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(3)], source="uploads/"
+                      "0123456789ab-three.jsonl")
+    doomed, kept = make_fake_run(runs / "doomed", ds), make_fake_run(runs / "kept", ds, seed=2)
+    db = wsp.workspace(workspace_env.workspace).decisions
+    annotations.record(db, ds.pairs[0].pair_id, "drop", annotator="ann")
+    before = annotations.history(db)
+    at = app(doomed)
+    at.run()
+    shown = at.dataframe[-1].value
+    assert shown["dataset"].tolist() == ["three.jsonl", "three.jsonl"]          # the name, not the hash
+    expected_mb = sum(f.stat().st_size for f in doomed.rglob("*") if f.is_file()) / 1e6
+    assert shown.set_index("run").loc[str(doomed), "size MB"] == pytest.approx(expected_mb)
+    at.selectbox(key="score_delete_pick").set_value(str(doomed)).run()
+    at.button(key="score_delete").click().run()
+    assert doomed.is_dir() and any("Delete three.jsonl" in plain(w.value) for w in at.warning)   # asks first
+    at.button(key="score_delete_cancel").click().run()
+    assert doomed.is_dir() and not any("Delete three.jsonl" in plain(w.value) for w in at.warning)
+    at.button(key="score_delete").click().run()
+    at.button(key="score_delete_confirm").click().run()
+    assert not at.exception and not doomed.exists() and kept.is_dir()
+    assert "run_dir" not in at.session_state                                    # it was the active run
+    assert annotations.history(db) == before                                    # decisions untouched
+    assert [p for p, _ in store.list_runs(runs)] == [kept]
 
 
 # ------------------------------------------------------------------------------------------- Browse
@@ -248,7 +315,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
     assert at.session_state["pair_row"] == ranked[0]                   # Pair / tokens follows Browse
     table_id = at.dataframe[0].proto.id
-    at.text_input(key="browse_note").set_value("fine pair")
+    at.text_input(key="note").set_value("fine pair")
     at.button(key="keep").click().run()
     assert not at.exception
     now = annotations.current(db)
@@ -258,7 +325,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")     # the next pair opened
     assert at.session_state["pair_row"] == ranked[1]
     assert at.dataframe[0].proto.id != table_id                       # a fresh table: the old tick is gone
-    assert at.text_input(key="browse_note").value == ""
+    assert at.text_input(key="note").value == ""
     assert metric(at, "Decided") == "1" and metric(at, "Keep") == "1"  # page tile and sidebar tile
     at.button(key="drop").click().run()
     assert annotations.current(db)[pid[ranked[1]]].decision == "drop"
@@ -294,6 +361,57 @@ def test_sidebar_run_picker_switches_runs(workspace_env, flagged_run, tmp_path):
     assert metric(at, "Pairs in run") == "1"
 
 
+def test_decisions_wait_for_a_name(workspace_env, flagged_run):
+    at = open_page(app(flagged_run), "pages/browse.py")
+    assert at.button(key="keep").disabled and at.button(key="drop").disabled
+    assert at.text_input(key="_name_prompt").label.startswith("Your name")
+    at.text_input(key="_name_prompt").set_value("  Ada  ").run()
+    assert at.session_state["annotator"] == "Ada" and at.text_input(key="annotator").value == "Ada"
+    assert not at.button(key="keep").disabled and not [t for t in at.text_input if t.key == "_name_prompt"]
+
+
+def test_review_mode_goes_to_the_next_undecided_pair(workspace_env, flagged_run):
+    ranked = ranked_rows(flagged_run)
+    pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
+    db = wsp.workspace(workspace_env.workspace).decisions
+    annotations.record(db, pid[ranked[1]], "keep", annotator="earlier")
+    at = open_page(app(flagged_run, annotator="rev"), "pages/browse.py")
+    at.segmented_control(key="browse_mode").set_value("review").run()
+    assert not at.dataframe and not at.get("plotly_chart")                   # the pair and its buttons only
+    assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
+    at.button(key="drop").click().run()
+    assert at.subheader[0].value.startswith(f"Row {ranked[2]} ·")           # ranked[1] is decided: skipped
+    assert any(f"Row {ranked[0]}: drop. Next undecided: row {ranked[2]}" in plain(s.value) for s in at.success)
+    at.button(key="skip").click().run()
+    assert at.subheader[0].value.startswith(f"Row {ranked[3]} ·")
+    assert annotations.current(db)[pid[ranked[0]]].decision == "drop" and pid[ranked[2]] not in annotations.current(db)
+
+
+def test_the_url_keeps_run_row_and_annotator_and_a_deep_link_opens_that_pair(workspace_env, flagged_run):
+    import shutil
+
+    run = workspace_env.workspace / "runs" / "0123456789abcdef"
+    shutil.copytree(flagged_run, run)
+    at = app(run, annotator="ann")
+    open_page(at, "pages/browse.py")
+    first = ranked_rows(run)[0]
+    assert at.query_params == {"run": run.name, "row": str(first), "annotator": "ann"}
+    # a fresh session (a reload, a bookmark, a shared link) with those parameters lands on the same pair
+    link = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    link.query_params.update(run=run.name, row="77", annotator="bob")
+    link.run()
+    link.switch_page("pages/browse.py").run()
+    assert not link.exception
+    assert link.subheader[0].value.startswith("Row 77 ·") and link.session_state["annotator"] == "bob"
+    assert link.query_params["row"] == "77" and link.session_state["pair_row"] == 77   # Pair / tokens' row too
+    # a link to a run that is not here says so, and shows no stale pair
+    stray = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    stray.query_params.update(run="../../etc", row="3")
+    stray.run()
+    assert not stray.exception and any("not in this workspace" in w.value for w in stray.warning)
+    assert "run_dir" not in stray.session_state and "run" not in stray.query_params
+
+
 def test_buttons_have_keyboard_shortcuts(workspace_env, flagged_run):
     at = open_page(app(flagged_run), "pages/browse.py")
     shortcuts = {k: at.button(key=k).proto.shortcut for k in ("keep", "drop", "flag", "undo")}
@@ -311,10 +429,22 @@ def test_pair_page_contributions_sum_to_the_score(workspace_env, sample_run):
     assert at.title[0].value == "Pair / tokens"
     assert at.session_state["pair_row"] == ranked[0]
     caption = next(c.value for c in at.caption if "per-token contributions sum to" in c.value)
-    total, score = map(float, re.search(r"sum to (\S+); the score is (\S+) ", caption).groups())
-    assert total == pytest.approx(score, rel=1e-9, abs=1e-9)
+    total, shown, diff = map(float, re.search(r"sum to (\S+); the run stored (\S+) for this pair "
+                                              r"\(difference (\S+),", caption).groups())
     stored = store.read_scores(sample_run).set_index("row").loc[ranked[0], "ln_ches"]
+    assert shown == pytest.approx(stored, rel=1e-9)                 # the page compares with the stored score ...
+    assert diff == pytest.approx(total - stored, rel=1e-3, abs=1e-12)  # ... and shows that difference
     assert total == pytest.approx(stored, rel=1e-3, abs=1e-3)     # batched run vs. this pair alone
+    assert not any("differs from the stored one" in w.value for w in at.warning)
+    # Keep on the token view: recorded, then the next undecided pair (by this page's metric) opens
+    at.switch_page("pages/pair.py")
+    assert at.button(key="keep").disabled                          # no name yet: asked for first
+    at.text_input(key="_name_prompt").set_value("tina").run()
+    assert at.title[0].value == "Pair / tokens" and not at.button(key="keep").disabled
+    at.button(key="keep").click().run()
+    pid = store.read_scores(sample_run).set_index("row")["pair_id"]
+    assert annotations.current(workspace_env.workspace / "decisions.sqlite")[pid[ranked[0]]].annotator == "tina"
+    assert at.session_state["pair_row"] == ranked[1]
     bodies = [h.value for h in at.get("html")]
     assert len(bodies) == 4 and sum(b.count('class="tok ') for b in bodies[1:3]) > 20
     # raw CHES on another row (AppTest keeps re-requesting the last switch_page target: re-target it)
@@ -356,7 +486,7 @@ def _assert_rendered_safely(at: AppTest) -> list[str]:
 def test_hostile_texts_show_literally_on_browse(workspace_env, hostile_run):
     shown = []
     for row in (1, 2):
-        at = open_page(app(hostile_run, browse_row=row), "pages/browse.py")
+        at = open_page(app(hostile_run, pair_row=row), "pages/browse.py")
         assert at.subheader[0].value.startswith(f"Row {row} ·")
         shown += _assert_rendered_safely(at)
     for payload in HOSTILE:

@@ -111,12 +111,21 @@ def test_filter_is_vectorised_on_100k_rows():
     assert out["ln_ches"].is_monotonic_decreasing
 
 
-def test_next_row():
-    assert B.next_row([5, 3, 9], 5) == 3
-    assert B.next_row([5, 3, 9], 9) is None
-    assert B.next_row([5, 3, 9], 42) == 5          # not in the ranking: start at the top
-    assert B.next_row([5, 3, 9], None) == 5
-    assert B.next_row([], 1) is None
+def test_next_undecided_wraps_and_skips_decided_rows():
+    ranked = [5, 3, 9, 7]
+    assert B.next_undecided(ranked, 5, {3, 9, 7}) == 3
+    assert B.next_undecided(ranked, 5, {9, 7}) == 9            # 3 is decided: skipped
+    assert B.next_undecided(ranked, 7, {3, 9}) == 3            # past the end: wraps to the top
+    assert B.next_undecided(ranked, 42, {9}) == 9              # not in the ranking: from the top
+    assert B.next_undecided(ranked, None, {7, 5}) == 5
+    assert B.next_undecided(ranked, 5, {5}) is None            # only itself is left
+    assert B.next_undecided([], 1, {1}) is None
+
+
+def test_decided_counts():
+    decided = {"p1": "keep", "p2": Decision("p2", "drop", "", "a", "t", 1), "p3": "keep"}
+    assert B.decided_counts(["p1", "p2", "p3", "p4"], decided) == {"keep": 2, "drop": 1}
+    assert B.decided_counts(["p4"], decided) == {} and B.decided_counts([], None) == {}
 
 
 def test_paging():
@@ -127,10 +136,23 @@ def test_paging():
 
 
 def test_histogram_ignores_non_finite():
-    counts, edges = B.histogram([1.0, 2.0, float("nan"), float("inf")], bins=2)
-    assert counts.sum() == 2 and len(edges) == 3
-    counts, _ = B.histogram([float("nan")])
+    counts, edges, below, above = B.histogram([1.0, 2.0, float("nan"), float("inf")], bins=2)
+    assert counts.sum() == 2 and len(edges) == 3 and (below, above) == (0, 0)
+    counts, _, _, _ = B.histogram([float("nan")])
     assert counts.sum() == 0
+
+
+def test_robust_axes_count_outliers_at_the_edges():
+    v = np.concatenate([np.linspace(0.0, 1.0, 1000), [-1494.0, 50.0]])     # a 2-token answer, and one more
+    lo, hi = B.robust_range(v)
+    p1, p99 = np.percentile(v, [1, 99])
+    assert lo == pytest.approx(p1 - 0.05 * (p99 - p1)) and hi == pytest.approx(p99 + 0.05 * (p99 - p1))
+    counts, edges, below, above = B.histogram(v, bins=10)
+    assert (below, above) == (1, 1) and counts.sum() == len(v)          # every value counted ...
+    assert edges[0] == pytest.approx(lo) and edges[-1] == pytest.approx(hi)   # ... on the robust axis
+    assert counts[0] == 1 + np.sum(v[(v >= lo) & (v < edges[1])] >= lo)  # the outlier sits in the edge bin
+    assert B.robust_range([0.0, 1.0, 2.0, 3.0]) == (0.0, 3.0)            # nothing far out: the full range
+    assert all(math.isnan(x) for x in B.robust_range([float("nan")]))
 
 
 def _texts_run(tmp_path, rows):

@@ -6,6 +6,7 @@ used. Run with `pytest -m browser -s` to see the step timings. Screenshots go to
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import os
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -91,11 +93,27 @@ def server(tmp_path) -> Iterator[SimpleNamespace]:
         _stop(proc)
 
 
-def test_score_browse_keep_tokens_map_export(server):
+@contextlib.contextmanager
+def chromium(height: int) -> Iterator[tuple[Any, list[str]]]:
+    """A page 1400 px wide in Debian's headless Chromium, and the list its JavaScript errors go to."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found: run `make browser` to install Debian's Chromium "
                     "(Playwright's own browser downloads are not used).")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": height})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page, errors
+        finally:
+            browser.close()
+
+
+def test_score_browse_keep_tokens_map_export(server):
+    from playwright.sync_api import expect
 
     from ches import annotations, store
     from ches.data import load_dataset
@@ -107,143 +125,143 @@ def test_score_browse_keep_tokens_map_export(server):
         timings[name] = time.perf_counter() - t0
         print(f"[browser] {name}: {timings[name]:.1f} s")
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            main = page.get_by_test_id("stMain")
-            sidebar = page.get_by_test_id("stSidebar")
+    with chromium(height=1000) as (page, errors):
+        main = page.get_by_test_id("stMain")
+        sidebar = page.get_by_test_id("stSidebar")
 
-            def idle(timeout_s: float = PAGE_S) -> None:
-                """Wait until the script run is over (Streamlit's "Running…" status widget gone)."""
-                page.wait_for_timeout(300)     # let a just-triggered rerun show its status widget
-                expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_s * 1000)
+        def idle(timeout_s: float = PAGE_S) -> None:
+            """Wait until the script run is over (Streamlit's "Running…" status widget gone)."""
+            page.wait_for_timeout(300)     # let a just-triggered rerun show its status widget
+            expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_s * 1000)
 
-            def no_exception() -> None:
-                exc = page.get_by_test_id("stException")
-                assert exc.count() == 0, exc.first.inner_text()
+        def no_exception() -> None:
+            exc = page.get_by_test_id("stException")
+            assert exc.count() == 0, exc.first.inner_text()
 
-            def shot(name: str) -> None:
-                """Full-page screenshot; Streamlit scrolls inside stMain, so grow the viewport to fit it."""
-                height = page.evaluate("() => Math.max(document.querySelector('[data-testid=stMain]')"
-                                       "?.scrollHeight || 0, document.body.scrollHeight)")
-                page.set_viewport_size({"width": 1400, "height": max(1000, min(int(height) + 40, 12000))})
-                page.mouse.move(1395, 500)          # no hover artefacts (plotly toolbars, sidebar button)
-                page.wait_for_timeout(500)
-                page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-                page.set_viewport_size({"width": 1400, "height": 1000})
+        def shot(name: str) -> None:
+            """Full-page screenshot; Streamlit scrolls inside stMain, so grow the viewport to fit it."""
+            height = page.evaluate("() => Math.max(document.querySelector('[data-testid=stMain]')"
+                                   "?.scrollHeight || 0, document.body.scrollHeight)")
+            page.set_viewport_size({"width": 1400, "height": max(1000, min(int(height) + 40, 12000))})
+            page.mouse.move(1395, 500)          # no hover artefacts (plotly toolbars, sidebar button)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+            page.set_viewport_size({"width": 1400, "height": 1000})
 
-            def metric_value(where, label: str):
-                return where.get_by_test_id("stMetric").filter(has_text=label).get_by_test_id("stMetricValue")
+        def metric_value(where, label: str):
+            return where.get_by_test_id("stMetric").filter(has_text=label).get_by_test_id("stMetricValue")
 
-            def go(title: str) -> None:
-                sidebar.get_by_role("link", name=title, exact=True).click()
+        def go(title: str) -> None:
+            sidebar.get_by_role("link", name=title, exact=True).click()
 
-            # ------------------------------------------------------------------ Data & score
-            t0 = time.perf_counter()
-            page.goto(server.url)
-            expect(main.get_by_role("heading", name="Data & score")).to_be_visible(timeout=PAGE_S * 1000)
-            idle()
-            expect(metric_value(main, "Pairs loaded")).to_have_text(str(SAMPLE_PAIRS))   # sample preselected
-            step("Data & score first render", t0)
+        # ------------------------------------------------------------------ Data & score
+        t0 = time.perf_counter()
+        page.goto(server.url)
+        expect(main.get_by_role("heading", name="Data & score")).to_be_visible(timeout=PAGE_S * 1000)
+        idle()
+        expect(metric_value(main, "Pairs loaded")).to_have_text(str(SAMPLE_PAIRS))   # sample preselected
+        step("Data & score first render", t0)
 
-            max_len = main.get_by_label("Max length", exact=True)
-            max_len.fill(str(MAX_LENGTH))
-            max_len.press("Enter")
-            idle()
-            expect(max_len).to_have_value(str(MAX_LENGTH))
+        max_len = main.get_by_label("Max length", exact=True)
+        max_len.fill(str(MAX_LENGTH))
+        max_len.press("Enter")
+        idle()
+        expect(max_len).to_have_value(str(MAX_LENGTH))
 
-            t0 = time.perf_counter()
-            main.get_by_role("button", name="Score").click()
-            done = main.get_by_text(f"Scored {SAMPLE_PAIRS} pairs in")
-            expect(done).to_be_visible(timeout=SCORE_S * 1000)
-            idle()
-            step("score (click → run stored)", t0)
-            no_exception()
-            expect(main.get_by_text("Select a row to open that run")).to_be_visible()
-            expect(metric_value(sidebar, "Keep")).to_have_text("0")
-            runs = list((server.workspace / "runs").iterdir())
-            assert len(runs) == 1, runs
-            shot("score")
+        t0 = time.perf_counter()
+        main.get_by_role("button", name="Score").click()
+        done = main.get_by_text(f"Scored {SAMPLE_PAIRS} pairs in")
+        expect(done).to_be_visible(timeout=SCORE_S * 1000)
+        idle()
+        step("score (click → run stored)", t0)
+        no_exception()
+        expect(main.get_by_text("Select a row to open that run")).to_be_visible()
+        expect(metric_value(sidebar, "Keep")).to_have_text("0")
+        runs = list((server.workspace / "runs").iterdir())
+        assert len(runs) == 1, runs
+        shot("score")
 
-            # ------------------------------------------------------------------------ Browse
-            t0 = time.perf_counter()
-            go("Browse")
-            expect(main.get_by_role("heading", name="Browse")).to_be_visible(timeout=PAGE_S * 1000)
-            subheader = main.get_by_role("heading", name=re.compile(r"^Row \d+ · rank"))
-            expect(subheader).to_contain_text(f"rank 1 of {SAMPLE_PAIRS}")
-            idle()
-            no_exception()
-            step("Browse render", t0)
+        # ------------------------------------------------------------------------ Browse
+        t0 = time.perf_counter()
+        go("Browse")
+        expect(main.get_by_role("heading", name="Browse")).to_be_visible(timeout=PAGE_S * 1000)
+        subheader = main.get_by_role("heading", name=re.compile(r"^Row \d+ · rank"))
+        expect(subheader).to_contain_text(f"rank 1 of {SAMPLE_PAIRS}")
+        idle()
+        no_exception()
+        step("Browse render", t0)
 
-            # open the pair ranked 2nd: click its row-selection cell in the (canvas) table
-            t0 = time.perf_counter()
-            grid = main.get_by_test_id("stDataFrame")
-            expect(grid).to_be_visible()
-            grid.scroll_into_view_if_needed()
-            box = grid.bounding_box()
-            assert box is not None
-            row_h = 35                                             # header and rows are 35 px high
-            page.mouse.click(box["x"] + 14, box["y"] + row_h + row_h + row_h / 2)
-            expect(subheader).to_contain_text(f"rank 2 of {SAMPLE_PAIRS}", timeout=PAGE_S * 1000)
-            idle()
-            opened = int(subheader.inner_text().split("·")[0].split()[1])
-            step("open a pair (table row click)", t0)
+        # open the pair ranked 2nd: click its row-selection cell in the (canvas) table
+        t0 = time.perf_counter()
+        grid = main.get_by_test_id("stDataFrame")
+        expect(grid).to_be_visible()
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        assert box is not None
+        row_h = 35                                             # header and rows are 35 px high
+        page.mouse.click(box["x"] + 14, box["y"] + row_h + row_h + row_h / 2)
+        expect(subheader).to_contain_text(f"rank 2 of {SAMPLE_PAIRS}", timeout=PAGE_S * 1000)
+        idle()
+        opened = int(subheader.inner_text().split("·")[0].split()[1])
+        step("open a pair (table row click)", t0)
 
-            t0 = time.perf_counter()
-            main.get_by_role("button", name="Keep").click()
-            expect(main.get_by_text(f"Row {opened}: keep")).to_be_visible(timeout=PAGE_S * 1000)
-            idle()
-            expect(metric_value(main, "Decided")).to_have_text("1")
-            expect(metric_value(sidebar, "Keep")).to_have_text("1")
-            no_exception()
-            step("Keep → confirmation", t0)
-            shot("browse")
+        t0 = time.perf_counter()
+        subheader.scroll_into_view_if_needed()          # Streamlit mounts what lies below the fold on scroll
+        expect(main.get_by_role("button", name="Keep")).to_be_disabled()       # asks for a name first
+        name_box = main.get_by_label("Your name, to record decisions")
+        name_box.fill("browser tester")
+        name_box.press("Enter")
+        expect(name_box).to_have_count(0, timeout=PAGE_S * 1000)
+        idle()
+        main.get_by_role("button", name="Keep").click()
+        expect(main.get_by_text(f"Row {opened}: keep")).to_be_visible(timeout=PAGE_S * 1000)
+        idle()
+        expect(metric_value(main, "Decided")).to_have_text("1")
+        expect(metric_value(sidebar, "Keep")).to_have_text("1")
+        no_exception()
+        step("Keep → confirmation", t0)
+        shot("browse")
 
-            # ----------------------------------------------------------------- Pair / tokens
-            t0 = time.perf_counter()
-            go("Pair / tokens")
-            expect(main.get_by_role("heading", name="Pair / tokens")).to_be_visible(timeout=PAGE_S * 1000)
-            expect(main.get_by_role("heading", name="Per-token contributions")).to_be_visible(
-                timeout=3 * PAGE_S * 1000)                       # loads the model, recomputes one pair
-            expect(main.get_by_role("heading", name="Token diff (chosen → rejected)")).to_be_visible()
-            expect(main.get_by_test_id("stPlotlyChart")).to_be_visible(timeout=PAGE_S * 1000)
-            idle(3 * PAGE_S)
-            no_exception()
-            step("Pair / tokens render", t0)
-            shot("pair")
+        # ----------------------------------------------------------------- Pair / tokens
+        t0 = time.perf_counter()
+        go("Pair / tokens")
+        expect(main.get_by_role("heading", name="Pair / tokens")).to_be_visible(timeout=PAGE_S * 1000)
+        expect(main.get_by_role("heading", name="Per-token contributions")).to_be_visible(
+            timeout=3 * PAGE_S * 1000)                       # loads the model, recomputes one pair
+        expect(main.get_by_role("heading", name="Token diff (chosen → rejected)")).to_be_visible()
+        expect(main.get_by_test_id("stPlotlyChart")).to_be_visible(timeout=PAGE_S * 1000)
+        idle(3 * PAGE_S)
+        no_exception()
+        step("Pair / tokens render", t0)
+        shot("pair")
 
-            # --------------------------------------------------------------------------- Map
-            t0 = time.perf_counter()
-            go("Map")
-            expect(main.get_by_role("heading", name="Map")).to_be_visible(timeout=PAGE_S * 1000)
-            expect(main.get_by_test_id("stPlotlyChart")).to_be_visible(timeout=MAP_S * 1000)
-            expect(main.get_by_text("Nothing selected.")).to_be_visible(timeout=PAGE_S * 1000)
-            idle(MAP_S)
-            no_exception()
-            step("Map render (UMAP)", t0)
-            shot("map")
+        # --------------------------------------------------------------------------- Map
+        t0 = time.perf_counter()
+        go("Map")
+        expect(main.get_by_role("heading", name="Map")).to_be_visible(timeout=PAGE_S * 1000)
+        expect(main.get_by_test_id("stPlotlyChart")).to_be_visible(timeout=MAP_S * 1000)
+        expect(main.get_by_text("Nothing selected.")).to_be_visible(timeout=PAGE_S * 1000)
+        idle(MAP_S)
+        no_exception()
+        step("Map render (UMAP)", t0)
+        shot("map")
 
-            # --------------------------------------------------------------- Curate & export
-            t0 = time.perf_counter()
-            go("Curate & export")
-            expect(main.get_by_role("heading", name="Curate & export")).to_be_visible(timeout=PAGE_S * 1000)
-            idle()
-            no_exception()
-            step("Curate & export render", t0)
-            t0 = time.perf_counter()
-            main.get_by_role("button", name="Export", exact=False).last.click()
-            expect(main.get_by_text(f"of {SAMPLE_PAIRS} pairs.")).to_be_visible(timeout=PAGE_S * 1000)
-            expect(main.get_by_text("Exported file:")).to_be_visible()
-            idle()
-            no_exception()
-            step("Export", t0)
-            shot("export")
-            assert not errors, errors
-        finally:
-            browser.close()
+        # --------------------------------------------------------------- Curate & export
+        t0 = time.perf_counter()
+        go("Curate & export")
+        expect(main.get_by_role("heading", name="Curate & export")).to_be_visible(timeout=PAGE_S * 1000)
+        idle()
+        no_exception()
+        step("Curate & export render", t0)
+        t0 = time.perf_counter()
+        main.get_by_role("button", name="Export", exact=False).last.click()
+        expect(main.get_by_text(f"of {SAMPLE_PAIRS} pairs to ")).to_be_visible(timeout=PAGE_S * 1000)
+        expect(main.get_by_text("Exported file:")).to_be_visible()
+        idle()
+        no_exception()
+        step("Export", t0)
+        shot("export")
+        assert not errors, errors
 
     # ---------------------------------------------------------------------------------- on disk
     exports = sorted((server.workspace / "exports").glob("*.jsonl"))
@@ -263,9 +281,87 @@ def test_score_browse_keep_tokens_map_export(server):
     assert len(reloaded.pairs) == len(records) and not reloaded.errors
 
     decided = annotations.current(server.workspace / "decisions.sqlite")
-    assert [d.decision for d in decided.values()] == ["keep"], decided
+    assert [(d.decision, d.annotator) for d in decided.values()] == [("keep", "browser tester")], decided
     kept_id = next(iter(decided))
     table = store.read_scores(runs[0])
     assert table.loc[table["pair_id"] == kept_id, "row"].tolist() == [opened]   # the pair opened in Browse
     assert any(p.pair_id == kept_id for p in reloaded.pairs)       # a kept pair is always exported
     print("[browser] timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+
+
+def _stored_run(workspace: Path) -> Path:
+    """The bundled sample as a stored run (random scores, no model): for tests of the app, not the engine."""
+    from ches.data import load_dataset
+    from conftest import SAMPLE, make_fake_run
+
+    return make_fake_run(workspace / "runs" / "0123456789abcdef", load_dataset(SAMPLE), seed=4)
+
+
+def test_reload_and_deep_links_keep_run_row_and_annotator(server):
+    """A deep link opens its pair; a decision moves on; a reload lands on the same run, row and annotator.
+    Screenshots of Browse at 1400 x 900 (what one screen shows), in both layouts, go to tests/screenshots/."""
+    from playwright.sync_api import expect
+
+    from ches import annotations, store
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    run = _stored_run(server.workspace)
+    table = store.read_scores(run)
+    ranked = table.sort_values(["ln_ches", "row"], ascending=[False, True])["row"].tolist()
+    row = ranked[5]
+    with chromium(height=900) as (page, errors):
+        main = page.get_by_test_id("stMain")
+        sidebar = page.get_by_test_id("stSidebar")
+
+        def idle() -> None:
+            page.wait_for_timeout(300)
+            expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_S * 1000)
+
+        def subheader():
+            return main.get_by_role("heading", name=re.compile(r"^Row \d+ · rank"))
+
+        page.goto(f"{server.url}/browse?run={run.name}&row={row}")           # a shared link
+        expect(subheader()).to_contain_text(f"Row {row} · rank 6 of {SAMPLE_PAIRS}", timeout=PAGE_S * 1000)
+        idle()
+        page.screenshot(path=str(SHOTS / "browse-1400x900-table-top.png"))
+        subheader().scroll_into_view_if_needed()          # Streamlit mounts what lies below the fold on scroll
+        expect(main.get_by_role("button", name="Keep")).to_be_disabled()
+        name_box = main.get_by_label("Your name, to record decisions")
+        name_box.fill("rita")
+        name_box.press("Enter")
+        expect(name_box).to_have_count(0, timeout=PAGE_S * 1000)
+        idle()
+        page.screenshot(path=str(SHOTS / "browse-1400x900-table-pair.png"))
+        main.get_by_role("button", name="Drop").click()
+        following = ranked[6]
+        expect(main.get_by_text(f"Row {row}: drop. Next undecided: row {following}.")).to_be_visible(
+            timeout=PAGE_S * 1000)
+        expect(subheader()).to_contain_text(f"Row {following} ·")
+        idle()
+        assert f"row={following}" in page.url and "annotator=rita" in page.url and f"run={run.name}" in page.url
+
+        page.reload()                                                          # a new session, same address
+        expect(subheader()).to_contain_text(f"Row {following} · rank 7 of", timeout=PAGE_S * 1000)
+        idle()
+        subheader().scroll_into_view_if_needed()
+        expect(sidebar.get_by_role("textbox", name="Annotator")).to_have_value("rita")
+        expect(sidebar.get_by_role("combobox", name="Active run")).to_have_value(re.compile(r"^sample\.jsonl · 165 pairs"))
+        expect(main.get_by_role("button", name="Keep")).to_be_enabled()
+
+        main.get_by_role("heading", name="Browse").scroll_into_view_if_needed()
+        main.get_by_test_id("stButtonGroup").get_by_text("Review", exact=True).click()   # the compact layout
+        idle()
+        expect(main.get_by_test_id("stDataFrame")).to_have_count(0)
+        page.screenshot(path=str(SHOTS / "browse-1400x900-review.png"))
+        keep = main.get_by_role("button", name="Keep")
+        box = keep.bounding_box()
+        assert box is not None and box["y"] + box["height"] < 900, box      # the buttons are on the first screen
+        keep.click()
+        expect(main.get_by_text(f"Row {following}: keep")).to_be_visible(timeout=PAGE_S * 1000)
+        idle()
+        assert not main.get_by_test_id("stException").count()
+        assert not errors, errors
+    decided = annotations.current(server.workspace / "decisions.sqlite")
+    pid = table.set_index("row")["pair_id"]
+    assert {(d.decision, d.annotator) for d in decided.values()} == {("drop", "rita"), ("keep", "rita")}
+    assert set(decided) == {pid[row], pid[following]}

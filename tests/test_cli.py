@@ -30,7 +30,7 @@ def test_help_documents_every_score_option(capsys):
         cli.main(["score", "--help"])
     out = capsys.readouterr().out
     for option in ("--model", "--format", "--max-length", "--dtype", "--batch-tokens", "--out", "--device",
-                   "--trust-remote-code", "--split", "--config"):
+                   "--trust-remote-code", "--split", "--config", "--limit", "--chunk-size"):
         assert option in out
 
 

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ches.data import (FLAGS, FORMATS, DataError, Dataset, load_bytes, load_dataset, load_records, make_pair_id,
-                       to_trl)
+from ches.data import (FLAGS, FORMATS, DataError, Dataset, UnknownFormat, load_bytes, load_dataset, load_records,
+                       make_pair_id, to_trl)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -175,8 +175,9 @@ def test_detection_skips_unusable_rows_and_reports_unknown_keys():
     ds = load_records([{"chosen": 5, "x": 1}, "text", {"prompt": "p", "chosen": "a", "rejected": "b"}])
     assert ds.format == "trl_standard" and len(ds.pairs) == 1
     assert [str(e) for e in ds.errors] == ["row 1: missing keys 'prompt', 'rejected'", "row 2: expected a JSON object, got str"]
-    with pytest.raises(DataError, match=r"keys \{'text', 'label'\}.*accepted key sets: TRL standard: "):
+    with pytest.raises(UnknownFormat, match=r"columns \{'text', 'label'\}\. Map three of them") as e:
         load_records([{"text": "a", "label": 1}])
+    assert e.value.columns == ["text", "label"] and "trl_standard, trl_conversational" in str(e.value)
     with pytest.raises(DataError, match="no rows"):
         load_records([])
 
@@ -264,3 +265,26 @@ def test_fixture_to_trl_round_trip():
     for name in FIXTURES.iterdir():
         ds = load_dataset(name)
         assert [p.pair_id for p in load_records([to_trl(p) for p in ds.pairs]).pairs] == [p.pair_id for p in ds.pairs]
+
+
+def test_a_column_mapping_turns_unknown_columns_into_pairs(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text('question,good,bad,id\nWhat is 2+2?,4,5,a\nSay hi,hi,"[{""role"": ""assistant"", ""content"": ""go away""}]",b\n'
+                    'Only two,x\n')
+    with pytest.raises(UnknownFormat) as e:
+        load_dataset(path)
+    assert e.value.columns == ["question", "good", "bad", "id"]
+    ds = load_dataset(path, columns={"prompt": "question", "chosen": "good", "rejected": "bad"})
+    assert ds.format == "trl_standard" and [str(e) for e in ds.errors] == ["row 3: expected 4 fields, got 2"]
+    assert [(p.prompt[0]["content"], p.chosen, p.rejected) for p in ds.pairs] == \
+        [("What is 2+2?", "4", "5"), ("Say hi", "hi", "go away")]
+    assert ds.pairs[0].record == {"id": "a", "prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}
+    same = load_records([{"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}])   # the pair's identity
+    assert ds.pairs[0].pair_id == same.pairs[0].pair_id
+    rows = load_records([{"q": "p", "a": "x", "b": "y"}, {"q": "p", "a": "x"}],
+                        columns={"prompt": "q", "chosen": "a", "rejected": "b"})
+    assert len(rows.pairs) == 1 and [str(e) for e in rows.errors] == ["row 2: no column 'b'"]
+    for bad in ({"prompt": "q", "chosen": "a"}, {"prompt": "q", "chosen": "a", "rejected": "a"},
+                {"prompt": "q", "chosen": "a", "reject": "b"}):
+        with pytest.raises(DataError, match="three different columns"):
+            load_records([{"q": "p", "a": "x", "b": "y"}], columns=bad)

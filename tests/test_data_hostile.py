@@ -73,7 +73,7 @@ MANIFEST: dict[str, tuple[int, dict[int, str]] | str] = {
     "role_missing.jsonl": (1, {1: "'prompt' message 1 has no 'role'", 2: "'chosen' message 1 has no 'content'"}),
     "trailing_user_turn.jsonl": (1, {1: "'chosen' must end with an assistant message, ends with 'user'"}),
     "truncated.json": "invalid JSON",
-    "unknown_keys.jsonl": "cannot detect the format from the keys {'text', 'label'}; accepted key sets",
+    "unknown_keys.jsonl": "no known format has the columns {'text', 'label'}. Map three of them",
     "utf16.jsonl": "row 1: invalid UTF-8",
     "whitespace_only.jsonl": "the file is empty",
     "wrong_container.json": "expected a JSON array of rows or an object with a list under 'data'",
@@ -177,11 +177,13 @@ def test_ten_thousand_levels_of_nesting(tmp_path, kind):
         load_dataset(tmp_path / "deep.json")
     (tmp_path / "deep.csv").write_text('prompt,chosen,rejected\np,"' + "[" * 10_000 + '",b\n')
     assert load_dataset(tmp_path / "deep.csv").pairs[0].chosen == "[" * 10_000  # not JSON: stays text
-    # already-parsed structures that deep (no JSON parser in the way): still one RowError each
+    # already-parsed structures that deep (no JSON parser in the way): still one RowError each; a record
+    # too deep to be stored in a run is refused when loading, not after the GPU work
     records = [GOOD, {"prompt": deep, "chosen": "a", "rejected": "b"}, {"prompt": [deep], "chosen": "a", "rejected": "b"},
                {"prompt": "p", "chosen": [deep], "rejected": "b"}, {**GOOD, "meta": deep}]
     ds = check(load_records(records))
-    assert len(ds.pairs) == 2 and [e.row for e in ds.errors] == [2, 3, 4]
+    assert len(ds.pairs) == 1 and [e.row for e in ds.errors] == [2, 3, 4, 5]
+    assert ds.errors[3].reason == "the record is nested too deeply to be stored"
 
 
 def test_extremely_long_line_and_many_rows(tmp_path):
@@ -202,8 +204,9 @@ def test_broken_containers(tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(DataError, match=message):
             load_dataset(tmp_path / name)
-    with pytest.raises(DataError, match="not a file"):
-        load_dataset(tmp_path)
+    (tmp_path / "empty_folder").mkdir()
+    with pytest.raises(DataError, match="no data files"):
+        load_dataset(tmp_path / "empty_folder")
     with pytest.raises(DataError, match="expected an iterable"):
         load_records(42)
     with pytest.raises(DataError, match="expected bytes"):

@@ -1,14 +1,17 @@
-"""`torchrun -m ches score` shards pairs across ranks and writes the same numbers as one process."""
+"""`torchrun -m ches score` (gloo, CPU): ranks score their own chunks and give the table one process gives;
+a run whose ranks died part-way resumes under another number of ranks.
+
+Run as a script, this file is a torchrun worker that dies like a preempted node (no clean-up, no
+message) right after committing its N-th chunk:  python tests/test_distributed.py N score DATA ...
+"""
 import json
+import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-from ches.store import read_arrays, read_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,24 +22,70 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.real_model
-def test_torchrun_two_ranks_match_one_process(tmp_path):
+def torchrun(args: list[str], script: list[str] | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
+           *(script or ["-m", "ches"]), *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def assert_same_table(mine, theirs):
+    """Equal up to float rounding, relative to the size of the terms that cancel (as in test_engine.py)."""
+    from ches.store import read_arrays, read_scores
+
+    a, b = read_scores(mine), read_scores(theirs)
+    exact = ["row", "pair_id", "len_chosen", "len_rejected", "truncated", "flags", "edit_sim"]
+    assert a[exact].equals(b[exact])
+    S = read_arrays(theirs)["S_plus"].astype(np.float64)                       # (n, d)
+    m = S / b["len_chosen"].to_numpy()[:, None]
+    for metric, size in (("ches", (S ** 2).sum(1)), ("ln_ches", (m ** 2).sum(1)),
+                         ("last_hidden_ip", np.abs(b["last_hidden_ip"]).max())):
+        err = np.abs(a[metric] - b[metric]) / np.maximum(np.abs(b[metric]), size)
+        assert err.max() <= 1e-5, (metric, err.max())
+
+
+def test_two_ranks_equal_one_process_and_a_killed_run_resumes_on_one(tiny_model_dir, tmp_path):
+    from ches.data import load_dataset
+    from ches.models import load_model
+    from ches.pipeline import score_dataset
+    from ches.store import done_chunks, is_complete, read_arrays, run_progress
+
     data = tmp_path / "d.jsonl"
-    rows = [{"prompt": f"Question {i}: what is {i} + {i}?", "chosen": f"It is {2 * i}.", "rejected": f"{2 * i + 1}"}
-            for i in range(5)]
-    data.write_text("\n".join(map(json.dumps, rows)))
-    args = ["score", str(data), "--max-length", "64", "--top", "1"]
-    env_cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-               "-m", "ches", *args, "--out", str(tmp_path / "multi")]
-    done = subprocess.run(env_cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("pairs scored: 5") == 1            # only rank 0 reports
-    single = subprocess.run([sys.executable, "-m", "ches", *args, "--out", str(tmp_path / "single")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-2000:]
-    (multi,), (one,) = (list((tmp_path / d).iterdir()) for d in ("multi", "single"))
-    assert multi.name == one.name                                # same key
-    a, b = read_scores(multi), read_scores(one)
-    assert a["pair_id"].tolist() == b["pair_id"].tolist()
-    np.testing.assert_allclose(a["ln_ches"], b["ln_ches"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(read_arrays(multi)["S_plus"], read_arrays(one)["S_plus"], rtol=1e-5, atol=1e-4)
+    data.write_text("\n".join(json.dumps({"prompt": f"Question {i}: what is {i} + {i}?", "chosen": f"It is {2 * i}.",
+                                          "rejected": f"{2 * i + 1}" * (i % 4)}) for i in range(40)))
+    args = ["score", str(data), "--model", str(tiny_model_dir), "--max-length", "64", "--chunk-size", "4", "--top", "1"]
+    lm = load_model(str(tiny_model_dir))
+    one = score_dataset(load_dataset(data), lm, runs_root=tmp_path / "one", max_length=64, chunk_size=4)
+
+    both = torchrun([*args, "--out", str(tmp_path / "two")])
+    assert both.returncode == 0, both.stderr[-3000:]
+    assert both.stdout.count("pairs scored: 40") == 1                # only rank 0 reports
+    two = tmp_path / "two" / one.name                                 # the same key
+    assert is_complete(two)
+    assert_same_table(two, one)
+    np.testing.assert_allclose(read_arrays(two)["S_plus"], read_arrays(one)["S_plus"], rtol=1e-5, atol=1e-4)
+
+    killed = torchrun([*args, "--out", str(tmp_path / "killed")], script=[__file__, "2"])
+    assert killed.returncode != 0
+    run = tmp_path / "killed" / one.name
+    kept = run_progress(run)
+    assert not kept.complete and 0 < kept.done < 40 and done_chunks(run)
+    resumed = score_dataset(load_dataset(data), lm, runs_root=tmp_path / "killed", max_length=64, chunk_size=4)
+    assert resumed == run and is_complete(run)
+    assert_same_table(run, one)
+
+
+if __name__ == "__main__":
+    import ches.cli
+    import ches.store
+
+    die_after, commit, committed = int(sys.argv[1]), ches.store.commit_chunk, []
+
+    def commit_then_die(*args, **kwargs):
+        done = commit(*args, **kwargs)
+        committed.append(done)
+        if len(committed) >= die_after:
+            os._exit(1)
+        return done
+
+    ches.store.commit_chunk = commit_then_die
+    sys.exit(ches.cli.main(sys.argv[2:]))

@@ -9,6 +9,7 @@ import argparse
 import gzip
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -240,8 +241,8 @@ def test_prompt_mismatch_pair_exports_as_trl(tmp_path):
     assert ds.pairs[0].flags == ("prompt_mismatch",)
     run = make_run(tmp_path / "run", ds)
     for fmt in ("trl", "input"):
-        E.export(run, E.Rule(keep_lowest_percent=100), {}, tmp_path / "o.jsonl", fmt=fmt)
-        assert reload_ids(tmp_path / "o.jsonl") == [p.pair_id for p in ds.pairs]
+        E.export(run, E.Rule(keep_lowest_percent=100), {}, tmp_path / f"{fmt}.jsonl", fmt=fmt)
+        assert reload_ids(tmp_path / f"{fmt}.jsonl") == [p.pair_id for p in ds.pairs]
 
 
 def test_failed_export_leaves_previous_files_intact(sample_run, tmp_path, monkeypatch):
@@ -260,7 +261,7 @@ def test_failed_export_leaves_previous_files_intact(sample_run, tmp_path, monkey
 
     monkeypatch.setattr(E, "to_trl", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        E.export(sample_run, E.Rule(keep_lowest_percent=10), {}, out, fmt="trl")
+        E.export(sample_run, E.Rule(keep_lowest_percent=10), {}, out, fmt="trl", overwrite=True)
     assert out.read_bytes() == before_jsonl
     assert E.manifest_path(out).read_bytes() == before_manifest
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
@@ -290,14 +291,21 @@ def test_export_path_is_confined(tmp_path):
     for bad in ("", "   ", ".jsonl"):
         with pytest.raises(ValueError):
             E.export_path(tmp_path, bad)
-    name = E.default_export_name("0123456789abcdef", E.Rule(threshold=0.25))
-    assert name == "0123456789ab-ln_ches-le0.25"
-    assert E.default_export_name("r", E.Rule()) == "r-ln_ches-keep95"
+    when = datetime(2026, 1, 27, 14, 15, 2)
+    assert E.default_export_name("orca validation", E.Rule(threshold=0.25), when) == \
+        "orca_validation-ln_ches-le0.25-20260127-141502"
+    assert E.default_export_name("r", E.Rule(), when) == "r-ln_ches-keep95-20260127-141502"
 
 
-def test_before_after_histogram_has_two_traces():
-    fig = E.before_after_histogram(np.arange(10.0), np.arange(5.0), title="t", xlabel="x")
+def test_before_after_histogram_counts_every_value_on_a_robust_axis():
+    from ches.charts import before_after_histogram
+
+    before = np.concatenate([np.linspace(0, 1, 199), [-1494.0]])          # one far outlier
+    fig = before_after_histogram(before, before[:50], title="t", xlabel="x")
     assert [t.name for t in fig.data] == ["before", "after"]
+    assert sum(fig.data[0].y) == 200 and sum(fig.data[1].y) == 50         # the outlier is counted, at the edge
+    assert min(fig.data[0].x) > -0.2                                      # ... and does not set the axis
+    assert any("1 beyond" in a.text for a in fig.layout.annotations)
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -344,6 +352,11 @@ def test_cli_export_defaults_use_workspace_decisions_if_present(ws, sample_ds, t
     args.func(args)  # no workspace db yet: no decisions
     assert json.loads(E.manifest_path(out).read_text())["decisions"] == {"keep": 0, "drop": 0, "flag": 0}
     annotations.record(ws / "decisions.sqlite", sample_ds.pairs[0].pair_id, "keep", annotator="a")
+    before = out.read_bytes(), E.manifest_path(out).read_bytes()
+    with pytest.raises(E.ExportExists, match="--force"):             # an existing file is never replaced silently
+        args.func(args)
+    assert (out.read_bytes(), E.manifest_path(out).read_bytes()) == before
+    args.force = True
     args.func(args)
     assert json.loads(E.manifest_path(out).read_text())["decisions"]["keep"] == 1
 
@@ -399,3 +412,14 @@ def test_cli_main_runs_export(ws, sample_ds, tmp_path):
     assert cli.main(["export", "r9", "--out", str(out), "--keep-lowest-percent", "10"]) == 0
     assert len(reload_ids(out)) == int(len(sample_ds.pairs) * 0.1)
     assert cli.main(["export", "nope", "--out", str(out)]) == 2
+    assert cli.main(["export", "r9", "--out", str(out)]) == 2                    # exists: refused
+    assert len(reload_ids(out)) == int(len(sample_ds.pairs) * 0.1)
+    assert cli.main(["export", "r9", "--out", str(out), "--force"]) == 0
+    assert len(reload_ids(out)) == int(len(sample_ds.pairs) * 0.95)
+
+
+def test_cli_export_help_has_no_literal_percent_escapes(capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(["export", "--help"])
+    text = capsys.readouterr().out
+    assert "5% lowest" in text and "X% of pairs" in text and "%%" not in text

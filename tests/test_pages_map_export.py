@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,35 +79,33 @@ def no_errors(at: AppTest) -> None:
 
 # ------------------------------------------------------------------------------------ mapview units
 
-def test_selection_rows_from_lasso_customdata():
-    rows = [3, 5, 7, 9]
-    lasso = {"points": [{"curve_number": 1, "point_index": 0, "customdata": [9]},
-                        {"curve_number": 1, "point_index": 1, "customdata": 3},
-                        {"curve_number": 1, "point_index": 3, "customdata": {"0": 5}},  # as plotly.js sends 2-D
-                        {"curve_number": 2, "point_index": 0, "customdata": [9]},      # same pair, other side
-                        {"curve_number": 1, "point_index": 2, "customdata": [42]}],   # not in this run
-             "point_indices": [0, 1, 0, 2], "box": [], "lasso": [{"x": [0, 1, 1], "y": [0, 0, 1]}]}
-    assert mapview.selection_rows(lasso, rows, "responses") == [3, 5, 9]
-    assert mapview.selection_rows({"selection": lasso}, rows, "pairs") == [3, 5, 9]   # the whole event works too
-    assert mapview.selection_rows(None, rows, "pairs") == []
-    assert mapview.selection_rows({"points": [], "box": [], "lasso": []}, rows, "pairs") == []
-    # no customdata: point_index into the plotted order (responses: chosen rows, then rejected rows)
-    assert mapview.selection_rows({"points": [{"point_index": 1}, {"point_index": 6}]}, rows, "responses") == [5, 7]
-    assert mapview.selection_rows({"points": [{"point_index": 1}, {"point_index": 6}]}, rows, "pairs") == [5]
-    with pytest.raises(ValueError):
-        mapview.selection_rows(lasso, rows, "tokens")
+def test_selection_rows_from_clicks_boxes_and_lassos():
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0, 0.5, 1.5, 2.5, 3.5], "y": [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
+                          "row": [3, 5, 7, 9, 3, 5, 7, 9]})                       # responses view: 2 points per pair
+    clicks = {"points": [{"curve_number": 1, "point_index": 0, "customdata": [9]},
+                         {"curve_number": 1, "point_index": 1, "customdata": 3},
+                         {"curve_number": 1, "point_index": 3, "customdata": {"0": 5}},  # as plotly.js sends 2-D
+                         {"curve_number": 2, "point_index": 0, "customdata": [9]},      # same pair, other side
+                         {"curve_number": 1, "point_index": 2, "customdata": [42]},     # not in this run
+                         {"curve_number": 0, "point_index": 6}],                       # no customdata: ignored
+              "point_indices": [0, 1, 0, 2], "box": [], "lasso": []}
+    assert mapview.selection_rows(clicks, frame) == [3, 5, 9]
+    assert mapview.selection_rows({"selection": clicks}, frame) == [3, 5, 9]   # the whole event works too
+    assert mapview.selection_rows(None, frame) == []
+    assert mapview.selection_rows({"points": [], "box": [], "lasso": []}, frame) == []
+    # a box or a lasso selects every point inside it, drawn or not (no points listed at all)
+    box = {"points": [], "box": [{"xref": "x", "yref": "y", "x": [2.2, 0.8], "y": [-0.5, 0.5]}], "lasso": []}
+    assert mapview.selection_rows(box, frame) == [5, 7]
+    lasso = {"points": [], "box": [], "lasso": [{"x": [2.8, 4.0, 4.0, 3.2], "y": [-0.5, -0.5, 1.5, 1.5]}]}
+    assert mapview.selection_rows(lasso, frame) == [9]                 # (3, 0) and (3.5, 1) inside; (2.5, 1) not
+    assert mapview.selection_rows({**lasso, "points": clicks["points"][1:2]}, frame) == [3, 9]
 
 
 def test_map_frame_and_figure():
     table = pd.DataFrame({"row": [1, 2, 3], "pair_id": ["a", "b", "c"], "ln_ches": [0.5, -1.0, 2.0],
                           "flags": ["", "identical,duplicate", ""]})
-    prompts = {1: json.dumps([{"role": "user", "content": "<script>alert(1)</script> " + "x" * 200}]),
-               2: json.dumps([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}])}
-    pairs = mapview.map_frame(table, np.arange(6.0).reshape(3, 2), "pairs", prompts=prompts)
+    pairs = mapview.map_frame(table, np.arange(6.0).reshape(3, 2), "pairs")
     assert pairs[["x", "y", "row", "side"]].values.tolist() == [[0, 1, 1, "pair"], [2, 3, 2, "pair"], [4, 5, 3, "pair"]]
-    assert "<script>" not in pairs["hover"][0] and "&lt;script&gt;" in pairs["hover"][0]
-    assert pairs["hover"][0].startswith("row 1 · ln_ches 0.5<br>") and pairs["hover"][0].endswith("…")
-    assert pairs["hover"][1].endswith("<br>hi") and pairs["hover"][2] == "row 3 · ln_ches 2"
     resp = mapview.map_frame(table, np.arange(12.0).reshape(6, 2), "responses", color_by="decision",
                              decisions={"b": "drop"})
     assert resp["side"].tolist() == ["chosen"] * 3 + ["rejected"] * 3
@@ -120,8 +119,12 @@ def test_map_frame_and_figure():
     assert sorted(c for t in markers for c in t.customdata) == [1, 1, 2, 2, 3, 3]
     flags = mapview.map_frame(table, np.zeros((3, 2)), "pairs", color_by="flag")
     assert flags["color"].tolist() == [mapview.NO_FLAG, "identical", mapview.NO_FLAG]
-    fig = mapview.map_figure(mapview.map_frame(table, np.zeros((3, 2)), "pairs"))
-    assert len(fig.data) == 1 and fig.data[0].type == "scattergl" and list(fig.data[0].marker.color) == [0.5, -1, 2]
+    fig = mapview.map_figure(mapview.map_frame(table, np.zeros((3, 2)), "pairs"), riskiest=[3], current=2)
+    points, ring, star = fig.data
+    assert points.type == "scattergl" and list(points.marker.color) == [0.5, -1, 2]
+    assert list(ring.customdata) == [3] and ring.marker.symbol == "circle-open"    # the riskiest, on top
+    assert list(star.customdata) == [2] and star.marker.symbol == "star"           # the open pair, on top of all
+    assert "%{marker.color" in points.hovertemplate                                # hover text built in the browser
     assert fig.layout.coloraxis.colorbar.title.text == "LN-CHES"             # the human label, not the column
     # the colour range is clipped to the 2nd-98th percentile, so one outlier does not wash out the rest
     wide = pd.DataFrame({"row": range(1, 101), "pair_id": [str(i) for i in range(100)],
@@ -135,11 +138,28 @@ def test_map_frame_and_figure():
         mapview.map_frame(table, np.zeros((3, 2)), "responses")
 
 
-def test_bulk_decide_records_each_pair_once(tmp_path):
-    db = tmp_path / "d.sqlite"
-    assert mapview.bulk_decide(db, ["a", "b", "a"], "flag", annotator="ann", session="s1") == 2
-    assert {k: (v.decision, v.annotator) for k, v in annotations.current(db).items()} == \
-        {"a": ("flag", "ann"), "b": ("flag", "ann")}
+def test_a_large_map_is_layered_small_and_readable():
+    """100k points: a density layer under small translucent points; typed arrays; far under 3 MB."""
+    import plotly.io as pio
+
+    n = 100_000
+    r = np.random.default_rng(0)
+    table = pd.DataFrame({"row": np.arange(1, n + 1), "pair_id": [f"p{i}" for i in range(n)],
+                          "ln_ches": r.normal(size=n), "flags": ""})
+    frame = mapview.map_frame(table, r.normal(size=(n, 2)), "pairs")
+    riskiest = mapview.riskiest_rows(table, "ln_ches")
+    assert len(riskiest) == 200 and set(riskiest) == set(table.nlargest(200, "ln_ches")["row"])
+    fig = mapview.map_figure(frame, riskiest=riskiest)
+    density, points, ring = fig.data
+    assert density.type == "heatmap" and density.hoverinfo == "skip"
+    assert np.nansum(10 ** np.asarray(density.z, dtype=np.float64)) == pytest.approx(n)   # every point counted
+    assert points.marker.size < 6 and points.marker.opacity < 0.8 and len(points.x) == n
+    spec = pio.to_json(fig, validate=False)
+    assert len(spec) < 3e6 and '"bdata"' in spec and "row 1<" not in spec        # no string per point
+    big = mapview.map_frame(pd.concat([table] * 3, ignore_index=True).assign(row=np.arange(1, 3 * n + 1)),
+                            r.normal(size=(3 * n, 2)), "pairs")
+    drawn = [t for t in mapview.map_figure(big).data if t.type == "scattergl"]
+    assert sum(len(t.x) for t in drawn) == mapview.MAX_POINTS                 # a sample drawn above the cap
 
 
 # ------------------------------------------------------------------------------------ Map page
@@ -160,12 +180,11 @@ def plotly_chart_id(at: AppTest) -> str:
 
 
 def run_with_selection(at: AppTest, rows: list[int]) -> AppTest:
-    """Rerun with the map reporting a lasso over `rows` (plus whatever the test clicked/set)."""
+    """Rerun with the map reporting `rows` clicked (plus whatever the test clicked/set)."""
     states = at._tree.get_widget_states()
     selection = {"selection": {"points": [{"curve_number": 0, "point_index": i, "customdata": r}
                                           for i, r in enumerate(rows)],
-                               "point_indices": list(range(len(rows))), "box": [],
-                               "lasso": [{"x": [0.0, 1.0, 1.0], "y": [0.0, 0.0, 1.0]}]}}
+                               "point_indices": list(range(len(rows))), "box": [], "lasso": []}}
     states.widgets.append(WidgetState(id=plotly_chart_id(at), string_value=json.dumps(selection)))
     return at._run(states)
 
@@ -183,11 +202,13 @@ def test_map_page_renders_both_views(env, view):
     no_errors(at)
     traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
     n = len(env["table"])
-    markers = [t for t in traces if t.get("mode") == "markers"]
+    markers = [t for t in traces if t.get("mode") == "markers" and not t["name"].startswith(("riskiest", "row "))]
     assert sum(len(array(t["x"])) for t in markers) == (n if view == "pairs" else 2 * n)
-    assert {int(c) for t in markers for c in t["customdata"]} == set(env["table"]["row"])  # a plain list
+    assert {int(c) for t in markers for c in array(t["customdata"])} == set(env["table"]["row"])
+    ring = next(t for t in traces if t["name"].startswith("riskiest"))
+    assert set(array(ring["customdata"])) == set(mapview.riskiest_rows(env["table"], "ln_ches"))
     assert any(t.get("mode") == "lines" for t in traces) == (view == "responses")
-    assert (env["run"] / "projections").is_dir()  # cached on disk
+    assert list((env["run"] / "projection").glob("layout-*.npy"))  # cached on disk
     at.radio(key="map_color").set_value("decision").run()
     no_errors(at)
 
@@ -209,6 +230,42 @@ def test_map_selection_bulk_decision_lands_in_the_db(env):
     expected = set(table.set_index("row").loc[picked, "pair_id"])
     assert {pid for pid, d in current.items() if d.decision == "drop" and d.annotator == "mapper"} == expected
     assert any("Recorded 'drop' for 3 pair" in s.value for s in at.success)
+
+
+def test_a_bulk_over_decided_pairs_asks_before_overwriting(env):
+    table = env["table"].set_index("row")
+    a, b, c = picked = env["table"]["row"].iloc[[2, 5, 9]].tolist()
+    db = env["ws"] / "decisions.sqlite"
+    annotations.record(db, table.loc[a, "pair_id"], "keep", annotator="earlier")
+    annotations.record(db, table.loc[b, "pair_id"], "drop", annotator="mapper", note="toxic")
+    before = annotations.history(db)
+    at = app("map.py", env["run"], annotator="mapper").run()
+    run_with_selection(at, picked)
+    assert any("already decided: 1 keep, 1 drop" in m.value for m in at.markdown)
+    at.button(key="map_keep").click()
+    run_with_selection(at, picked)
+    no_errors(at)
+    assert annotations.history(db) == before                                   # nothing written yet: it asks
+    assert any("2 of the 3 pairs to mark 'keep' already have a decision (1 keep, 1 drop)" in w.value
+               for w in at.warning)
+    at.button(key="map_only_undecided").click()
+    run_with_selection(at, picked)
+    now = annotations.current(db)
+    assert (now[table.loc[a, "pair_id"]].annotator, now[table.loc[b, "pair_id"]].note) == ("earlier", "toxic")
+    assert now[table.loc[c, "pair_id"]].decision == "keep"
+    at.button(key="map_drop").click()                                          # all three decided now
+    run_with_selection(at, picked)
+    at.button(key="map_cancel").click()
+    run_with_selection(at, picked)
+    assert not any("to mark 'drop'" in w.value for w in at.warning) and len(annotations.history(db)) == len(before) + 1
+    at.button(key="map_drop").click()
+    run_with_selection(at, picked)
+    at.button(key="map_overwrite").click()
+    run_with_selection(at, picked)
+    no_errors(at)
+    assert {annotations.current(db)[table.loc[r, "pair_id"]].decision for r in picked} == {"drop"}
+    assert len(annotations.undo(db, annotator="mapper")) == 3                  # one action, one undo
+    assert annotations.current(db)[table.loc[b, "pair_id"]].note == "toxic"
 
 
 def test_map_open_in_browse_sets_focus_rows(env):
@@ -240,10 +297,11 @@ def test_export_page_previews_and_exports(env, sample_ds):
     at.radio(key="export_format").set_value("trl").run()
     no_errors(at)
     kept = int(tiles(at)["Pairs kept"])
-    assert name_input(at).value == "0123456789ab-ln_ches-keep50-trl"
+    assert name_input(at).value == "" and re.fullmatch(r"sample-ln_ches-keep50-\d{8}-\d{6}-trl",
+                                                       name_input(at).placeholder)   # the dataset's name, the time
     at.button(key="export_go").click().run()
     no_errors(at)
-    out = env["ws"] / "exports" / "0123456789ab-ln_ches-keep50-trl.jsonl"
+    (out,) = (env["ws"] / "exports").glob("sample-ln_ches-keep50-*-trl.jsonl")
     assert out.is_file() and manifest_path(out).is_file()
     ids = [p.pair_id for p in load_dataset(out).pairs]
     assert len(ids) == kept and pid not in ids
@@ -269,3 +327,22 @@ def test_export_page_threshold_mode(env):
     t = env["table"]
     flagged = t["flags"].str.contains("identical|empty_chosen|empty_rejected")
     assert int(tiles(at)["Pairs kept"]) == int(((t["ln_ches"] <= 0) & ~flagged).sum())
+
+
+def test_export_page_asks_before_overwriting_a_file(env):
+    at = app("export.py", env["run"]).run()
+    name_input(at).input("mine").run()
+    at.button(key="export_go").click().run()
+    out = env["ws"] / "exports" / "mine.jsonl"
+    first = out.read_bytes()
+    at.slider(key="export_percent").set_value(10.0).run()
+    at.button(key="export_go").click().run()
+    no_errors(at)
+    assert any("mine.jsonl already exists" in w.value.replace("\\", "") for w in at.warning)
+    assert out.read_bytes() == first                                          # not yet
+    at.button(key="export_cancel").click().run()
+    assert out.read_bytes() == first and not at.warning
+    at.button(key="export_go").click().run()
+    at.button(key="export_overwrite").click().run()
+    no_errors(at)
+    assert out.read_bytes() != first and len(load_dataset(out).pairs) == int(len(env["table"]) * 0.10)

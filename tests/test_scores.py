@@ -62,6 +62,31 @@ def test_levenshtein_random():
 
 def test_edit_sim():
     np.testing.assert_allclose(scores.edit_sim([[1, 2, 3, 4], [], [7]], [[1, 2, 3], [], [7]]), [-0.25, 0.0, 0.0])
+    assert scores.edit_sim([], []).shape == (0,)
+
+
+def numpy_levenshtein(a, b) -> int:
+    """The row-by-row numpy edit distance the project used before rapidfuzz (an independent reference)."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = np.arange(len(b) + 1)
+    bb = np.asarray(b)
+    for i, x in enumerate(a, 1):
+        cur = np.concatenate([[i], np.minimum(prev[:-1] + (bb != x), prev[1:] + 1)])
+        prev = np.minimum.accumulate(cur - np.arange(len(b) + 1)) + np.arange(len(b) + 1)
+    return int(prev[-1])
+
+
+def test_edit_sim_equals_the_numpy_levenshtein_on_token_ids():
+    rng = np.random.default_rng(4)
+    plus, minus = [], []
+    for _ in range(200):                        # real vocabulary sizes, long responses, shared stretches
+        a = rng.integers(0, 50_000 if rng.random() < 0.5 else 8, rng.integers(0, 400)).tolist()
+        b = [t if rng.random() < 0.8 else int(rng.integers(0, 50_000)) for t in a[: rng.integers(0, len(a) + 1)]]
+        plus.append(tuple(a))
+        minus.append(b + rng.integers(0, 50_000, rng.integers(0, 30)).tolist())
+    expected = [-numpy_levenshtein(a, b) / max(len(a), len(b), 1) for a, b in zip(plus, minus)]
+    np.testing.assert_array_equal(scores.edit_sim(plus, minus), expected)
 
 
 def test_token_contributions_sum_to_scores():

@@ -69,3 +69,21 @@ def test_tokens_html_shading_and_validation():
 def test_tokens_html_makes_whitespace_visible():
     out = T.tokens_html(["a\nb", "", "\t"])
     assert "↵" in out and "∅" in out and "⇥" in out
+
+
+def test_mark_cuts_replaces_eos_only_on_a_cut_side():
+    res = {"chosen_ids": [1, 2], "rejected_ids": [1, 3, 4], "chosen_tokens": ["a", "b", T.EOS_LABEL],
+           "rejected_tokens": ["a", "c", "d", T.EOS_LABEL], "score": 1.0}
+    cut = T.mark_cuts(res, full_chosen=9, full_rejected=3)          # the chosen side had 9 tokens, 2 kept
+    assert cut["chosen_tokens"] == ["a", "b", T.CUT_LABEL]
+    assert cut["rejected_tokens"] == ["a", "c", "d", T.EOS_LABEL]    # complete: its last position predicts EOS
+    assert res["chosen_tokens"][-1] == T.EOS_LABEL and cut["score"] == 1.0   # the input is not modified
+
+
+def test_one_colour_per_meaning():
+    """Red and blue mean the score; the diff marks use the side colours, never red."""
+    diff = T.tokens_html(["a", "b"], None, ["deleted", "inserted"])
+    assert T.CHOSEN_COLOR in diff and T.REJECTED_COLOR in diff
+    assert "220, 38, 38" not in diff and "185, 28, 28" not in diff and "b91c1c" not in diff
+    shaded = T.tokens_html(["a", "b"], [1.0, -1.0], ["deleted", "inserted"])
+    assert "rgba(220, 38, 38" in shaded and T.CHOSEN_COLOR in shaded
