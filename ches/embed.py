@@ -103,13 +103,15 @@ def engine_path(lm: LoadedModel) -> str:
 
 
 def default_batch_tokens(device: torch.device) -> int:
-    """CPU: one row of 1024 tokens per forward (bigger buys nothing); GPU: fill the device."""
+    """CPU: 1024 tokens per forward (bigger buys nothing); GPU: fill the device."""
     return 65536 if device.type == "cuda" else 1024
 
 
 def default_row_tokens(device: torch.device) -> int:
-    """Longest packed row (a longer segment gets a row of its own). Attention cost grows with it."""
-    return 4096 if device.type == "cuda" else 1024
+    """Longest packed row (a longer segment gets a row of its own). A row's attention is dense over it,
+    so short rows waste less; on the CPU 256-token rows (four per forward) measured 1.2x 1024-token
+    rows on short HH-RLHF pairs and the same on long UltraFeedback pairs (bench/NOTES.md)."""
+    return 4096 if device.type == "cuda" else 256
 
 
 def embed_pairs(lm: LoadedModel, pairs: Sequence[EncodedPair], *, batch_tokens: int | None = None,
