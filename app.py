@@ -18,5 +18,5 @@ pg = st.navigation([
     st.Page("pages/export.py", title="Curate & export", icon=":material/download:"),
 ])
 ui.sync_url()
-ui.sidebar()
+ui.sidebar(jobs_here=pg.title != "Data & score")     # that page shows them beside its Score button
 pg.run()

@@ -113,6 +113,19 @@ def start(jobs_dir: str | Path, run_dir: str | Path, args: list[str], *, label: 
     return read(path) or _job(path, record), True
 
 
+def score_args(data: str | Path, *, runs: str | Path, model: str, max_length: int, dtype: str = "auto",
+               format: str | None = None, split: str | None = None, config: str | None = None,
+               columns: dict[str, str] | None = None, limit: int | None = None) -> list[str]:
+    """The `ches score` arguments that score `data` with these settings into the runs folder `runs`."""
+    argv = [str(data), "--model", model, "--max-length", str(int(max_length)), "--dtype", dtype, "--out", str(runs)]
+    for flag, value in (("--format", format), ("--split", split), ("--config", config), ("--limit", limit)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for ours, theirs in (columns or {}).items():
+        argv += ["--column", f"{ours}={theirs}"]
+    return argv
+
+
 def read(path: str | Path) -> Job | None:
     """The job recorded in `path`; None when the file is gone or not yet written (a start in progress)."""
     try:

@@ -21,36 +21,17 @@ from ches import jobs, store
 from ches.data import load_dataset
 from ches.models import load_model
 from ches.pipeline import run_key, score_dataset
+from conftest import write_pairs
 
 MAX_LENGTH = 128
 CHUNK = 8
 PAIRS = 64
-PAUSE_S = 0.5                # per chunk, in the job that is cancelled: it cannot finish before the cancel lands
 WAIT_S = 300                 # a process imports torch and loads the model first: slow on a shared CPU
-# Loaded by the job's interpreter at start-up (PYTHONPATH): each chunk's embedding first sleeps PAUSE_S.
-SLOW_SITE = f"""
-import time
-import ches.pipeline as pipeline
-_embed = pipeline.embed_pairs
-def embed_pairs(*args, **kwargs):
-    time.sleep({PAUSE_S})
-    return _embed(*args, **kwargs)
-pipeline.embed_pairs = embed_pairs
-"""
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    """PAIRS distinct pairs of about 100 tokens each."""
-    path = tmp_path_factory.mktemp("jobdata") / "pairs.jsonl"
-    words = "the a model answer question because then however river stone light quickly".split()
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(PAIRS):
-        text = lambda n: " ".join(rng.choice(words, n))  # noqa: E731
-        lines.append(json.dumps({"prompt": f"question {i}: {text(20)}", "chosen": text(40), "rejected": text(40)}))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_pairs(tmp_path_factory.mktemp("jobdata") / "pairs.jsonl", PAIRS)
 
 
 @pytest.fixture(scope="module")
@@ -68,51 +49,16 @@ def jobs_dir(tmp_path):
             os.killpg(job.pid, 9)
 
 
-def slow_env(tmp_path: Path) -> dict[str, str]:
-    site = tmp_path / "slow-site"
-    site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(SLOW_SITE)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
-
-
-def args(data: Path, model: Path, runs: Path, *extra: str) -> list[str]:
-    return [str(data), "--model", str(model), "--max-length", str(MAX_LENGTH), "--chunk-size", str(CHUNK),
-            "--batch-tokens", "256", "--out", str(runs), *extra]
-
-
-def wait(job: jobs.Job, until, timeout: float = WAIT_S) -> jobs.JobStatus:
-    started = time.monotonic()
-    while True:
-        state = jobs.status(job)
-        if until(state):
-            return state
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"job still {state} after {timeout} s; log:\n{job.log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.05)
-
-
-def group_gone(pid: int, timeout: float = 10) -> bool:
-    """No process is left in the job's group (its exited leader is reaped by start's waiter thread)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_start_attach_cancel_keeps_chunks_and_a_second_start_resumes(tmp_path, jobs_dir, data, tiny_model_dir,
-                                                                    tiny_lm):
+                                                                    tiny_lm, slow_jobs):
     runs = tmp_path / "runs"
     dataset = load_dataset(data)
     run_dir = store.run_path(runs, run_key(dataset, tiny_lm, MAX_LENGTH))   # what the page computes
     argv = args(data, tiny_model_dir, runs)
 
     with ThreadPoolExecutor(2) as pool:            # two users press Score at the same moment
-        (a, started_a), (b, started_b) = pool.map(lambda _: jobs.start(jobs_dir, run_dir, argv, label="pairs",
-                                                                          env=slow_env(tmp_path)), range(2))
+        (a, started_a), (b, started_b) = pool.map(lambda _: jobs.start(jobs_dir, run_dir, argv, label="pairs"),
+                          range(2))
     assert sorted([started_a, started_b]) == [False, True]
     job = a if started_a else b
     assert job.pid is not None and jobs.find(jobs_dir, run_dir).pid == job.pid    # the second start found this one
@@ -132,6 +78,7 @@ def test_start_attach_cancel_keeps_chunks_and_a_second_start_resumes(tmp_path, j
     assert store.list_runs(runs) == []                       # an incomplete run is never listed as a run
     assert not jobs.cancel(job)                              # over: nothing to cancel
 
+    slow_jobs.fast()
     resumed, started = jobs.start(jobs_dir, run_dir, argv)                  # at full speed
     assert started and resumed.pid != job.pid
     final = wait(resumed, lambda s: not s.running)
