@@ -113,12 +113,21 @@ def start(jobs_dir: str | Path, run_dir: str | Path, args: list[str], *, label: 
     return read(path) or _job(path, record), True
 
 
+def chunk_pairs(pairs: int) -> int:
+    """Chunk size for a job over `pairs` pairs: about 20 chunks (a cancel loses at most ~5% of the work),
+    at least 16 pairs, at most store.DEFAULT_CHUNK_PAIRS (bounded memory)."""
+    return max(16, min(store.DEFAULT_CHUNK_PAIRS, -(-int(pairs) // 20)))
+
+
 def score_args(data: str | Path, *, runs: str | Path, model: str, max_length: int, dtype: str = "auto",
                format: str | None = None, split: str | None = None, config: str | None = None,
-               columns: dict[str, str] | None = None, limit: int | None = None) -> list[str]:
-    """The `ches score` arguments that score `data` with these settings into the runs folder `runs`."""
+               columns: dict[str, str] | None = None, limit: int | None = None,
+               chunk_size: int | None = None) -> list[str]:
+    """The `ches score` arguments that score `data` with these settings into the runs folder `runs`
+    (the chunk size does not change the run: a resumed run keeps the size it started with)."""
     argv = [str(data), "--model", model, "--max-length", str(int(max_length)), "--dtype", dtype, "--out", str(runs)]
-    for flag, value in (("--format", format), ("--split", split), ("--config", config), ("--limit", limit)):
+    for flag, value in (("--format", format), ("--split", split), ("--config", config), ("--limit", limit),
+                        ("--chunk-size", chunk_size)):
         if value is not None:
             argv += [flag, str(value)]
     for ours, theirs in (columns or {}).items():

@@ -160,7 +160,8 @@ def _score(ds: Dataset) -> None:
     hub = st.session_state.get("_hub_spec") if path is None else None
     argv = jobs.score_args(path if hub is None else hub[0], runs=ui.ws().runs, model=model_spec,
                            max_length=max_length, dtype=dtype, format=fmt, columns=mapping, limit=limit,
-                           config=hub[1] if hub else None, split=hub[2] if hub else None)
+                           config=hub[1] if hub else None, split=hub[2] if hub else None,
+                           chunk_size=jobs.chunk_pairs(len(todo.pairs)))
     job, started = jobs.start(ui.ws().jobs, run_dir, argv,
                               label=ui.job_label(ds.source, len(todo.pairs), model_spec, max_length))
     ui.follow_job(run_dir)

@@ -119,7 +119,8 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     """Through the page, with real `ches score` processes (tiny model): estimate, first N pairs, Score, a
     second session (another tab, another page) sees the job and cannot start it twice, Cancel, resume."""
     write_pairs(workspace_env.data_root / "pairs.jsonl", 60)
-    first = 40
+    first = 40                                   # in chunks of 16 (jobs.chunk_pairs)
+    slow_jobs.slow(2.0)                          # per chunk: the Cancel lands before the third chunk is done
     at = app()
     at.run()
     at.radio(key="score_source").set_value("Path under the data root").run()
@@ -141,7 +142,8 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     assert not at.exception and not at.error
     (job,) = jobs.list_jobs(workspace_env.workspace / "jobs")
     assert "--limit" in job.args and job.args[job.args.index("--limit") + 1] == str(first)
-    _until(at, lambda at: jobs.status(job).kept >= 8 and _progress(at), "progress after a chunk")
+    assert job.args[job.args.index("--chunk-size") + 1] == "16"
+    _until(at, lambda at: jobs.status(job).kept >= 16 and _progress(at), "progress after a chunk")
     assert re.match(r"\d+ / 40 pairs", _progress(at)[0])
     assert "run_dir" not in at.session_state                    # nothing opened before it is complete
 
@@ -161,7 +163,7 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     at.button(key=f"main_cancel_{job.run_dir.name}").click().run()
     _until(at, lambda at: any("Score again to resume" in w.value for w in at.warning), "cancelled message")
     kept = store.run_progress(job.run_dir)
-    assert kept is not None and not kept.complete and 8 <= kept.done < first
+    assert kept is not None and not kept.complete and kept.done in (16, 32)
     assert any(plain(w.value).endswith(f"Scoring cancelled: {kept.done} of {first} pairs kept; Score again to resume.")
                for w in at.warning)
     assert not any("nothing was stored" in w.value for w in at.warning)
