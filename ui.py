@@ -488,7 +488,7 @@ def sidebar(jobs_here: bool = True) -> None:
 
 # ---------------------------------------------------------------------------------- scoring jobs
 
-MY_JOBS = "_my_jobs"     # run folders this session started or joined scoring: opened when they finish
+MY_JOBS = "_my_jobs"     # run folders whose job this session started or watched on Data & score: opened when done
 POLL_S = 1.0             # how often a page with a running job reads its progress
 
 
@@ -530,6 +530,8 @@ def _scoring_jobs(place: str, was_running: bool) -> None:
                 jobs.forget(job)
         elif place == "main" or s.running:
             shown.append((job, s))
+            if place == "main" and s.running:
+                follow_job(job.run_dir)           # watched here (after a reload too): open its run when done
     if finished:
         for r in finished:
             mine.remove(r)

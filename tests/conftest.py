@@ -170,13 +170,15 @@ def workspace_env(monkeypatch, tmp_path) -> SimpleNamespace:
 # Loaded by a scoring job's interpreter at start-up (through PYTHONPATH): each chunk's embedding first
 # sleeps, so that a test's Cancel always lands while the job is still scoring, however fast the machine.
 SLOW_SITE = """
-import time
-import ches.pipeline as pipeline
-_embed = pipeline.embed_pairs
-def embed_pairs(*args, **kwargs):
-    time.sleep({pause})
-    return _embed(*args, **kwargs)
-pipeline.embed_pairs = embed_pairs
+import sys
+if sys.orig_argv[1:4] == ["-m", "ches", "score"]:          # the job only, not a server that starts it
+    import time
+    import ches.pipeline as pipeline
+    _embed = pipeline.embed_pairs
+    def embed_pairs(*args, **kwargs):
+        time.sleep({pause})
+        return _embed(*args, **kwargs)
+    pipeline.embed_pairs = embed_pairs
 """
 
 
