@@ -177,8 +177,9 @@ def cancel(job: Job) -> bool:
 
 
 def forget(job: Job) -> None:
-    """Remove the record and log of a job that is over (the run folder is untouched)."""
-    if _running(job):
+    """Remove the record and log of a job that is over, or whose run is complete (its process may still be
+    printing the summary). The run folder is untouched."""
+    if _running(job) and not store.is_complete(job.run_dir):
         raise ValueError(f"the job for {job.run_dir.name} is still running: cancel it first")
     job.file.unlink(missing_ok=True)
     job.log.unlink(missing_ok=True)
