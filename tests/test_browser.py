@@ -162,12 +162,14 @@ def test_score_browse_keep_tokens_map_export(server):
         def go(title: str) -> None:
             sidebar.get_by_role("link", name=title, exact=True).click()
 
-        def first_pairs(n: int) -> None:
-            box = main.get_by_label("First N pairs", exact=True)
-            box.fill(str(n))
-            box.press("Enter")
-            idle()
-            expect(box).to_have_value(str(n))
+        def settings(first: int) -> None:
+            """Max length and "First N pairs" (a reload starts a new session: widgets back to defaults)."""
+            for label, value in (("Max length", MAX_LENGTH), ("First N pairs", first)):
+                box = main.get_by_label(label, exact=True)
+                box.fill(str(value))
+                box.press("Enter")
+                idle()
+                expect(box).to_have_value(str(value))
 
         # ------------------------------------------------------------------ Data & score
         t0 = time.perf_counter()
@@ -177,12 +179,7 @@ def test_score_browse_keep_tokens_map_export(server):
         expect(metric_value(main, "Pairs loaded")).to_have_text(str(SAMPLE_PAIRS))   # sample preselected
         step("Data & score first render", t0)
 
-        max_len = main.get_by_label("Max length", exact=True)
-        max_len.fill(str(MAX_LENGTH))
-        max_len.press("Enter")
-        idle()
-        expect(max_len).to_have_value(str(MAX_LENGTH))
-        first_pairs(CANCELLED)
+        settings(CANCELLED)
 
         # start, reload mid-scoring and find the job again, cancel it through the page
         t0 = time.perf_counter()
@@ -212,7 +209,7 @@ def test_score_browse_keep_tokens_map_export(server):
         expect(stopped).to_have_count(0, timeout=PAGE_S * 1000)
         idle()
 
-        first_pairs(SCORED)
+        settings(SCORED)
         t0 = time.perf_counter()
         score.click()
         done = main.get_by_text(f"Scored {SCORED} pairs (")
