@@ -14,6 +14,7 @@ the chunks kept for a resume (starting the same job again resumes it).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -87,8 +88,7 @@ def start(jobs_dir: str | Path, run_dir: str | Path, args: list[str], *, label: 
             job = read(path)
             if job is not None and _running(job):
                 return job, False
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)                 # over: make way for a new job (a racing start may win)
+            _remove_if_over(path, job)          # make way for a new job (a racing start may win)
             continue
         with os.fdopen(fd, "w") as f:           # "starting": others attach and wait for the pid
             json.dump(record, f)
@@ -111,6 +111,21 @@ def start(jobs_dir: str | Path, run_dir: str | Path, args: list[str], *, label: 
     record.update(pid=proc.pid, pid_started=_process_start(proc.pid))
     atomic_write_text(path, json.dumps(record, indent=2))
     return read(path) or _job(path, record), True
+
+
+def _remove_if_over(path: Path, seen: Job | None) -> None:
+    """Remove the job file that was read as over (`seen`), unless another start has replaced it since;
+    a file still unreadable after STARTING_S was left by a start that died while writing it."""
+    with open(path.parent / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)       # released when the file is closed
+        now = read(path)
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if (now is not None and seen is not None and (now.pid, now.started_at) == (seen.pid, seen.started_at)) \
+                or (now is None and age > STARTING_S):
+            path.unlink(missing_ok=True)
 
 
 def chunk_pairs(pairs: int) -> int:

@@ -49,6 +49,34 @@ def jobs_dir(tmp_path):
             os.killpg(job.pid, 9)
 
 
+def args(data: Path, model: Path, runs: Path, *extra: str) -> list[str]:
+    return [str(data), "--model", str(model), "--max-length", str(MAX_LENGTH), "--chunk-size", str(CHUNK),
+            "--batch-tokens", "256", "--out", str(runs), *extra]
+
+
+def wait(job: jobs.Job, until, timeout: float = WAIT_S) -> jobs.JobStatus:
+    started = time.monotonic()
+    while True:
+        state = jobs.status(job)
+        if until(state):
+            return state
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"job still {state} after {timeout} s; log:\n{job.log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.05)
+
+
+def group_gone(pid: int, timeout: float = 10) -> bool:
+    """No process is left in the job's group (its exited leader is reaped by start's waiter thread)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_start_attach_cancel_keeps_chunks_and_a_second_start_resumes(tmp_path, jobs_dir, data, tiny_model_dir,
                                                                     tiny_lm, slow_jobs):
     runs = tmp_path / "runs"
