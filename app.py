@@ -19,5 +19,5 @@ pg = st.navigation([
     st.Page("pages/probe.py", title="Probe", icon=":material/science:"),
 ])
 ui.sync_url()
-ui.sidebar()
+ui.sidebar(jobs_here=pg.title != "Data & score")     # that page shows them beside its Score button
 pg.run()

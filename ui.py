@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ches import annotations, store
+from ches import annotations, jobs, store
 from ches.browse import METRIC_LABELS, decision_status, search_rows
-from ches.data import DataError, Dataset, load_dataset
+from ches.data import MAX_INPUT_BYTES, DataError, Dataset, load_dataset
 from ches.models import LoadedModel, ModelError, load_model
 from ches.pipeline import pair_tokens
 from ches.report import dataset_name
@@ -150,19 +150,21 @@ def run_label(run_dir: str | Path, m: dict | None = None) -> str:
 # ------------------------------------------------------------------------------- datasets and model
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the dataset …")
-def _dataset_file(path: str, mtime: int, size: int, format: str | None, columns: tuple) -> Dataset:
-    return load_dataset(path, format=format, columns=dict(columns) or None)
+def _dataset_file(path: str, mtime: int, size: int, format: str | None, columns: tuple, max_bytes: int | None) -> Dataset:
+    return load_dataset(path, format=format, columns=dict(columns) or None, max_bytes=max_bytes)
 
 
-def dataset_file(path: str | Path, format: str | None = None, columns: dict[str, str] | None = None) -> Dataset:
-    """A local dataset file, loaded once per (path, mtime, size, format, column mapping). Treat it as read-only."""
+def dataset_file(path: str | Path, format: str | None = None, columns: dict[str, str] | None = None, *,
+                 max_bytes: int | None = MAX_INPUT_BYTES) -> Dataset:
+    """A local dataset file, loaded once per (path, mtime, size, format, column mapping), refused once it
+    passes `max_bytes` decompressed (uploads: workspace.MAX_UPLOAD_BYTES). Treat it as read-only."""
     p = Path(path)
     try:
         st_ = p.stat()
         mtime, size = st_.st_mtime_ns, st_.st_size
     except OSError:
         mtime = size = 0
-    return _dataset_file(str(p), mtime, size, format, tuple(sorted((columns or {}).items())))
+    return _dataset_file(str(p), mtime, size, format, tuple(sorted((columns or {}).items())), max_bytes)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Downloading the dataset from the Hugging Face Hub …")
@@ -452,10 +454,13 @@ def _pick_run() -> None:
         set_run(picked)
 
 
-def sidebar() -> None:
-    """Active run picker, annotator name, and this run's decision counts."""
+def sidebar(jobs_here: bool = True) -> None:
+    """Scoring jobs running now (unless the page shows them itself), active run picker, annotator name,
+    and this run's decision counts."""
     st.session_state.setdefault(ANNOTATOR, "")
     with st.sidebar:
+        if jobs_here:
+            scoring_jobs("sidebar")
         runs = store.list_runs(ws().runs)
         options = {str(p): m for p, m in runs}
         current = active_run()
@@ -479,6 +484,97 @@ def sidebar() -> None:
             c2.metric("Drop", int(status.get("drop", 0)))
             c3.metric("Flag", int(status.get("flag", 0)))
             st.caption("Decisions on this run's pairs (latest across annotators).")
+
+
+# ---------------------------------------------------------------------------------- scoring jobs
+
+MY_JOBS = "_my_jobs"     # run folders whose job this session started or watched on Data & score: opened when done
+POLL_S = 1.0             # how often a page with a running job reads its progress
+
+
+def job_label(source: object, pairs: int, model_spec: str, max_length: int) -> str:
+    return f"{dataset_name(source)} · {pairs:,} pairs · {model_spec} · max {max_length}"
+
+
+def follow_job(run_dir: str | Path) -> None:
+    """Open `run_dir` in this session once its scoring job has finished."""
+    mine = st.session_state.setdefault(MY_JOBS, [])
+    if str(run_dir) not in mine:
+        mine.append(str(run_dir))
+
+
+def job_outcome(s: jobs.JobStatus) -> str:
+    """What a job that is over left behind, in the words the user acts on."""
+    kept = (f"{s.kept:,} of {s.total:,} pairs kept; Score again to resume." if s.total
+            else "It stopped before any pair was scored.")
+    if s.state == "failed":
+        return f"Scoring failed: {s.error}" + (f" ({kept})" if s.kept else "")
+    return ("Scoring cancelled: " if s.state == "cancelled" else "Scoring interrupted: ") + kept
+
+
+def scoring_jobs(place: str) -> None:
+    """Every scoring job of the workspace, from any tab or session: a running one with its progress bar and
+    Cancel; on the page itself ("main") also how a stopped one ended. Polls while a job runs."""
+    running = any(jobs.status(j).running for j in jobs.list_jobs(ws().jobs))
+    st.fragment(_scoring_jobs, run_every=POLL_S if running else None)(place, running)
+
+
+def _scoring_jobs(place: str, was_running: bool) -> None:
+    mine = st.session_state.setdefault(MY_JOBS, [])
+    finished = [r for r in mine if store.is_complete(Path(r))]
+    shown = []
+    for job in jobs.list_jobs(ws().jobs):
+        s = jobs.status(job)
+        if s.state == "complete":                 # the run is listed everywhere now; the record has done its work
+            with contextlib.suppress(OSError, ValueError):
+                jobs.forget(job)
+        elif place == "main" or s.running:
+            shown.append((job, s))
+            if place == "main" and s.running:
+                follow_job(job.run_dir)           # watched here (after a reload too): open its run when done
+    if finished:
+        for r in finished:
+            mine.remove(r)
+        set_run(finished[-1])
+        m = manifest(finished[-1])
+        flash("success", f"Scored {m['pairs']} pairs ({m.get('seconds', 0):.1f} s of scoring). The run is active: "
+                         "open Browse, Map or Pair / tokens.")
+        st.rerun()
+    if any(s.running for _, s in shown) != was_running:
+        st.rerun()                                # a job started or ended elsewhere: poll, or stop polling
+    for job, s in shown:
+        name = job.run_dir.name
+        if s.running:
+            if place == "sidebar":
+                st.caption(f"Scoring {escape_md(job.label)}")
+                st.progress(s.done / s.total if s.total else 0.0, text=_job_line(s))
+                st.button("Cancel scoring", key=f"sidebar_cancel_{name}", on_click=jobs.cancel, args=(job,),
+                          icon=":material/stop:", help="Stops after the current batch; finished chunks are kept.")
+                continue
+            bar, stop = st.columns([5, 1], vertical_alignment="bottom")
+            bar.progress(s.done / s.total if s.total else 0.0, text=_job_line(s))
+            stop.button("Cancel", key=f"main_cancel_{name}", on_click=jobs.cancel, args=(job,), icon=":material/stop:",
+                        width="stretch", help="Stops after the current batch; the finished chunks are kept, and "
+                        "scoring the same data with the same settings again resumes there.")
+            st.caption(f"Scoring {escape_md(job.label)}" + (f" · {escape_md(s.estimate)}" if s.estimate else ""))
+        else:
+            note, dismiss = st.columns([5, 1], vertical_alignment="center")
+            (note.error if s.state == "failed" else note.warning)(
+                f"{escape_md(job.label)}: {escape_md(job_outcome(s))}",
+                icon=":material/error:" if s.state == "failed" else ":material/cancel:")
+            dismiss.button("Dismiss", key=f"main_dismiss_{name}", on_click=_dismiss, args=(job,), width="stretch")
+
+
+def _dismiss(job: jobs.Job) -> None:
+    with contextlib.suppress(ValueError):        # restarted meanwhile: it shows its progress instead
+        jobs.forget(job)
+
+
+def _job_line(s: jobs.JobStatus) -> str:
+    if not s.total:
+        return "Starting: reading the data, loading the model, measuring the speed …"
+    return (f"{s.done:,} / {s.total:,} pairs" + (f" · {s.rate}" if s.rate else "")
+            + (f" · {s.seconds_left} left" if s.seconds_left else ""))
 
 
 # ---------------------------------------------------------------------------------- deep links

@@ -1,6 +1,6 @@
 """`python -m ches` / `ches`: everything the app does, from a terminal.
 
-    ches score DATA [--split S] [--limit N] [--model M] [--format F] [--max-length N] [--dtype D]
+    ches score DATA [--split S] [--column OURS=THEIRS ...] [--limit N] [--model M] [--format F] [--max-length N] [--dtype D]
                [--batch-tokens N] [--chunk-size N] [--out DIR]
     ches runs [--out DIR]
     ches export RUN --out FILE [--keep-lowest-percent X | --threshold T] [--format input|trl]
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", help="split of a dataset folder or Hugging Face dataset (default: train, or the "
                    "only split); an error with a single file")
     s.add_argument("--config", help="config of a dataset folder (README configs) or Hugging Face dataset")
+    s.add_argument("--column", action="append", metavar="OURS=THEIRS", help="for rows in no known format: "
+                   "which column holds the prompt, the chosen and the rejected response, given three times, e.g. "
+                   "--column prompt=question --column chosen=better --column rejected=worse")
     s.add_argument("--limit", type=int, metavar="N", help="score only the first N usable pairs (reading stops there)")
     s.add_argument("--max-length", type=int, default=2048, metavar="N",
                    help="max tokens per prompt+response sequence; longer pairs are cut and flagged "
@@ -115,7 +118,8 @@ def cmd_score(args) -> int:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     say = (lambda text: print(text, file=sys.stderr)) if rank == 0 else (lambda text: None)  # noqa: E731
     runs_root = Path(args.out) if args.out else workspace().runs
-    ds = load_dataset(args.data, format=args.format, split=args.split, config=args.config, limit=args.limit)
+    ds = load_dataset(args.data, format=args.format, split=args.split, config=args.config, limit=args.limit,
+                      columns=column_mapping(args.column))
     say(f"loaded {len(ds.pairs)} pairs from {ds.source}" + (f" (split {ds.split})" if ds.split else "")
         + f" (format: {ds.format})" + (f", the first {args.limit} asked for" if args.limit else ""))
     for note in ds.notes:
@@ -154,6 +158,16 @@ def cmd_score(args) -> int:
     fresh = time.perf_counter() - started
     print(summary(table, manifest, read_texts, run_dir, args.top, fresh))
     return 0
+
+
+def column_mapping(given: list[str] | None) -> dict[str, str] | None:
+    """--column prompt=question ... as {"prompt": "question", ...}; the column name may itself hold '='."""
+    if not given:
+        return None
+    pairs = [g.partition("=") for g in given]
+    if any(not sep for _, sep, _ in pairs):
+        raise UserError(f"--column takes OURS=THEIRS (e.g. prompt=question), got {given}")
+    return {ours.strip(): theirs for ours, _, theirs in pairs}
 
 
 def _interrupt(signum, frame) -> None:

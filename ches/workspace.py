@@ -1,6 +1,7 @@
 """Where things live: the workspace (runs, decisions, exports, uploads) and the data root.
 
     $CHES_WORKSPACE  (default ./workspace)  runs/  decisions.sqlite  exports/  uploads/<sha12>/<name>
+                                            jobs/<run id>.json|.log  (scoring jobs, see ches/jobs.py)
     $CHES_DATA_ROOT  (default ./data)       the only folder the app reads datasets from by path
 
 `confine(root, path)` is the one gate for paths typed by a user: the resolved path (symlinks
@@ -42,10 +43,14 @@ class Workspace:
     def uploads(self) -> Path:
         return self.root / "uploads"
 
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
 
 def workspace(root: str | Path | None = None) -> Workspace:
     ws = Workspace(Path(root or os.environ.get("CHES_WORKSPACE", "workspace")).resolve())
-    for d in (ws.runs, ws.exports, ws.uploads):
+    for d in (ws.runs, ws.exports, ws.uploads, ws.jobs):
         d.mkdir(parents=True, exist_ok=True)
     return ws
 

@@ -1,27 +1,28 @@
 """Data & score: load a dataset (sample, upload, path, Hub), check the load report, score it, open runs.
 
-Cancelling: scoring runs inside this script. Clicking "Cancel" (or Streamlit's own Stop) makes
-Streamlit rerun the page, which interrupts the running script at its next progress update; the
-Cancel button's callback also sets a session flag that `should_stop` reads between batches. Nothing
-is stored for a cancelled run (a run folder appears only when complete).
+Scoring is a job (ches/jobs.py): Score starts `ches score ...` as its own process, named by the run it
+writes, and this page only polls it. A reload, another tab or another page (sidebar) shows its progress
+and can cancel it; Score pressed twice, or by two people, attaches to the job already running; a
+cancelled job keeps its finished chunks, and Score again resumes there. The session that started a job
+opens its run when it is complete.
 """
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
 
 import ui
-from ches import store
+from ches import jobs, store
 from ches import workspace as wsp
-from ches.data import FORMATS, MAPPED, UnknownFormat
-from ches.embed import Cancelled
+from ches.cli import duration
+from ches.data import FORMATS, MAPPED, Dataset, UnknownFormat
 from ches.models import DEFAULT_MODEL
-from ches.pipeline import DEFAULT_MAX_LENGTH, run_key, score_dataset
+from ches.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
 from ches.report import load_report, runs_table
 
-CANCEL = "_cancel_scoring"
 MAPPING = "_score_columns"   # {file path: {prompt / chosen / rejected: its column}} chosen on this page
 DELETE = "_score_delete"     # the run folder waiting for the user to confirm its deletion
+ESTIMATE = "_score_estimate"  # (settings, sentence): the last estimate, shown while the settings stay the same
 SOURCES = ("Bundled sample", "Upload a file", "Path under the data root", "Hugging Face dataset")
 
 st.title("Data & score")
@@ -29,12 +30,6 @@ st.caption("Load preference pairs, check what was read, then embed every pair wi
            "score it with CHES (Razin et al., ICLR 2025). Higher scores mean the chosen and rejected "
            "responses look alike to the model: the pairs most likely to cause likelihood displacement.")
 ui.show_flash()
-if st.session_state.pop(CANCEL, False):
-    st.warning("Scoring cancelled; nothing was stored.", icon=":material/cancel:")
-
-
-def _cancel() -> None:
-    st.session_state[CANCEL] = True
 
 
 def _open_selected() -> None:
@@ -54,6 +49,8 @@ fmt = st.selectbox("Format", [None, *FORMATS], format_func=lambda f: "auto-detec
 
 dataset = None
 path = None                   # the file to load (sample, upload, data root); None for the Hub
+uploaded = False              # an upload is capped at the upload limit once decompressed (a .gz bomb stops there)
+mapping = None
 with ui.user_errors():
     if source == SOURCES[0]:
         st.caption(f"165 hand-written pairs in TRL conversational format: `{wsp.SAMPLE.name}`")
@@ -66,6 +63,7 @@ with ui.user_errors():
         if up is not None:
             wsp.check_upload_size(up.size)
             path = wsp.save_upload(ui.ws().uploads, up.getvalue(), up.name)
+            uploaded = True
     elif source == SOURCES[2]:
         root = wsp.data_root()
         typed = st.text_input("Path (relative to the data root)", key="score_path",
@@ -86,7 +84,7 @@ with ui.user_errors():
     if path is not None:
         mapping = st.session_state.get(MAPPING, {}).get(str(path))
         try:
-            dataset = ui.dataset_file(path, fmt, mapping)
+            dataset = ui.dataset_file(path, fmt, mapping, **({"max_bytes": wsp.MAX_UPLOAD_BYTES} if uploaded else {}))
         except UnknownFormat as e:
             st.warning(ui.escape_md(e), icon=":material/help:")
             with st.form("score_mapping", border=True):
@@ -112,56 +110,96 @@ if dataset is not None:
                          icon=":material/warning:"):
             st.dataframe(report["errors"], hide_index=True, width="stretch",
                          column_config={"row": st.column_config.NumberColumn("row", format="%d")})
+    if dataset.notes:
+        st.caption("Converted while reading (the records keep every value): "
+                   + "; ".join(ui.escape_md(n) for n in dataset.notes))
     if len(report["flags"]):
         with st.expander("Flags (pairs are kept; review them on Browse)", icon=":material/flag:"):
             st.dataframe(report["flags"], hide_index=True, width="stretch")
 
 # -------------------------------------------------------------------------------------- 2. score
 st.subheader("2 · Score")
-c1, c2, c3 = st.columns([3, 1, 1])
+c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
 model_spec = c1.text_input("Model", value=DEFAULT_MODEL, key="score_model",
                            help=f"'{DEFAULT_MODEL}' = SmolLM2-135M-Instruct (offline, the default); or a "
-                           "Hugging Face model id, or a local model folder.")
-max_length = c2.number_input("Max length", min_value=16, max_value=131072, value=DEFAULT_MAX_LENGTH,
-                             step=256, key="score_max_length",
-                             help="Max tokens per prompt + response; longer pairs are cut and flagged 'truncated'.")
+                           "Hugging Face model id, or a local model folder.").strip() or DEFAULT_MODEL
+max_length = int(c2.number_input("Max length", min_value=16, max_value=131072, value=DEFAULT_MAX_LENGTH,
+                                 step=256, key="score_max_length",
+                                 help="Max tokens per prompt + response; longer pairs are cut and flagged 'truncated'."))
 dtype = c3.selectbox("dtype", ["auto", "float32", "bfloat16"], key="score_dtype",
                      help="auto = bf16 on a GPU, fp32 on CPU. Sums are always accumulated in float64.")
+n_pairs = len(dataset.pairs) if dataset is not None else 0
+limit = c4.number_input("First N pairs", min_value=1, value=None, step=100,
+                        key="score_limit", placeholder=f"all {n_pairs:,}",
+                        help="Score only the first N pairs (a quick look at a large dataset); empty = all.")
+limit = int(limit) if limit is not None and limit < n_pairs else None
 
-go, where = st.columns([1, 5], vertical_alignment="center")   # the progress sits beside the button, in view
-if go.button("Score", type="primary", icon=":material/play_arrow:", disabled=dataset is None or not dataset.pairs,
-             key="score_go", width="stretch"):
-    st.session_state[CANCEL] = False
-    go.button("Cancel", on_click=_cancel, icon=":material/stop:", key="score_cancel", width="stretch",
-              help="Stops after the current batch; nothing is stored.")
-    bar = where.progress(0.0, text="Loading the model …")
+
+def _todo(ds: Dataset) -> Dataset:
+    """The pairs to score: the first N (as `ches score --limit N` reads them), or all."""
+    return ds if limit is None else replace(ds, pairs=ds.pairs[:limit])
+
+
+def _target(ds: Dataset):
+    """(model, the pairs to score, their run folder): the run key names the job."""
+    with st.spinner(f"Loading {model_spec} …"):
+        lm = ui.model(model_spec, dtype)
+    todo = _todo(ds)
+    return lm, todo, store.run_path(ui.ws().runs, run_key(todo, lm, max_length))
+
+
+def _score(ds: Dataset) -> None:
+    lm, todo, run_dir = _target(ds)
+    if store.is_complete(run_dir):
+        ui.set_run(run_dir)
+        notice = store.version_notice(run_dir)
+        ui.flash("warning" if notice else "success",
+                 "Reopened the stored run for these pairs (same data, model and settings): nothing recomputed. "
+                 "The run is active: open Browse, Map or Pair / tokens." + (f" {notice}" if notice else ""))
+        return
+    hub = st.session_state.get("_hub_spec") if path is None else None
+    argv = jobs.score_args(path if hub is None else hub[0], runs=ui.ws().runs, model=model_spec,
+                           max_length=max_length, dtype=dtype, format=fmt, columns=mapping, limit=limit,
+                           config=hub[1] if hub else None, split=hub[2] if hub else None,
+                           chunk_size=jobs.chunk_pairs(len(todo.pairs)))
+    job, started = jobs.start(ui.ws().jobs, run_dir, argv,
+                              label=ui.job_label(ds.source, len(todo.pairs), model_spec, max_length))
+    ui.follow_job(run_dir)
+    if not started:
+        ui.flash("info", f"These pairs are already being scored with these settings (since "
+                         f"{job.started_at[11:19]} UTC): this page follows that job.")
+
+
+def _estimate(ds: Dataset) -> str:
+    lm, todo, run_dir = _target(ds)
+    if store.is_complete(run_dir):
+        return "Already scored with these settings: Score reopens the stored run."
+    with st.spinner("Counting tokens and measuring the speed on a few batches …"):
+        pending = pending_pairs(todo, run_dir)
+        e = estimate(pending, lm, max_length=max_length)
+    kept = len(todo.pairs) - len(pending)
+    return (f"{e.pairs:,} pairs to score" + (f" ({kept:,} already scored are kept)" if kept else "")
+            + f", {'' if e.exact else 'about '}{e.tokens:,} tokens: estimated {duration(e.seconds)} at "
+            f"{e.tokens_per_second:,.0f} tokens/s on {lm.device} (measured on a short warm-up).")
+
+
+settings = (dataset.source, n_pairs, limit, model_spec, max_length, dtype) if dataset is not None else None
+ready = dataset is not None and bool(dataset.pairs)
+go, est, where = st.columns([1, 1, 4])          # the progress sits beside the buttons, in view
+with where:
+    ui.scoring_jobs("main")
+if go.button("Score", type="primary", icon=":material/play_arrow:", disabled=not ready, key="score_go", width="stretch",
+             help="Scores in the background: you can leave this page, reload it or cancel; the run opens when done."):
     with ui.user_errors():
-        with st.spinner(f"Loading {model_spec} …"):
-            lm = ui.model(model_spec.strip() or DEFAULT_MODEL, dtype)
-        started = time.perf_counter()
-
-        def progress(done: int, total: int) -> None:
-            elapsed = time.perf_counter() - started
-            rate = done / 2 / elapsed if elapsed > 0 else 0.0
-            eta = (total - done) / 2 / rate if rate > 0 else float("nan")
-            bar.progress(min(1.0, done / max(total, 1)),
-                         text=f"{done // 2} / {total // 2} pairs · {rate:.1f} pairs/s · ETA {eta:.0f} s")
-
-        reused = store.is_complete(store.run_path(ui.ws().runs, run_key(dataset, lm, int(max_length))))
-        try:
-            run_dir = score_dataset(dataset, lm, runs_root=ui.ws().runs, max_length=int(max_length),
-                                    progress=progress, should_stop=lambda: bool(st.session_state.get(CANCEL)))
-        except Cancelled:
-            st.session_state.pop(CANCEL, None)
-            st.warning("Scoring cancelled; nothing was stored.")
-        else:
-            st.session_state.pop(CANCEL, None)
-            m = store.read_manifest(run_dir)
-            ui.set_run(run_dir)
-            done = ("Reopened the stored run for these pairs (same data, model and settings): nothing recomputed."
-                    if reused else f"Scored {m['pairs']} pairs in {m.get('seconds', 0):.1f} s.")
-            ui.flash("success", done + " The run is active: open Browse, Map or Pair / tokens.")
-            st.rerun()
+        _score(dataset)
+        st.rerun()
+if est.button("Estimate", icon=":material/timer:", disabled=not ready, key="score_estimate", width="stretch",
+              help="Token count and time for these settings, from a short measured warm-up (loads the model)."):
+    with ui.user_errors():
+        st.session_state[ESTIMATE] = (settings, _estimate(dataset))
+guess = st.session_state.get(ESTIMATE)
+if guess and guess[0] == settings:
+    st.caption(ui.escape_md(guess[1]))
 
 # ----------------------------------------------------------------------------------- 3. runs
 def _delete(run_dir: str) -> None:

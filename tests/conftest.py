@@ -165,3 +165,50 @@ def workspace_env(monkeypatch, tmp_path) -> SimpleNamespace:
     monkeypatch.setenv("CHES_WORKSPACE", str(ws))
     monkeypatch.setenv("CHES_DATA_ROOT", str(data))
     return SimpleNamespace(workspace=ws, data_root=data)
+
+
+# Loaded by a scoring job's interpreter at start-up (through PYTHONPATH): each chunk's embedding first
+# sleeps, so that a test's Cancel always lands while the job is still scoring, however fast the machine.
+SLOW_SITE = """
+import sys
+if sys.orig_argv[1:4] == ["-m", "ches", "score"]:          # the job only, not a server that starts it
+    import time
+    import ches.pipeline as pipeline
+    _embed = pipeline.embed_pairs
+    def embed_pairs(*args, **kwargs):
+        time.sleep({pause})
+        return _embed(*args, **kwargs)
+    pipeline.embed_pairs = embed_pairs
+"""
+
+
+@pytest.fixture
+def slow_jobs(monkeypatch, tmp_path):
+    """Scoring jobs started while this fixture is active pause `pause` seconds per chunk (set via the
+    returned function, 0.5 s by default); `fast()` undoes it for jobs started afterwards."""
+    import os
+
+    site = tmp_path / "slow-site"
+    site.mkdir()
+
+    def slow(pause: float = 0.5) -> None:
+        (site / "sitecustomize.py").write_text(SLOW_SITE.format(pause=pause))
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+
+    def fast() -> None:
+        (site / "sitecustomize.py").unlink(missing_ok=True)
+
+    slow()
+    return SimpleNamespace(slow=slow, fast=fast)
+
+
+def write_pairs(path: Path, n: int) -> Path:
+    """n distinct pairs of about 100 tokens each (random words) as JSON Lines at `path`."""
+    import numpy as np
+
+    words = "the a model answer question because then however river stone light quickly".split()
+    rng = np.random.default_rng(0)
+    text = lambda k: " ".join(rng.choice(words, k))  # noqa: E731
+    path.write_text("".join(json.dumps({"prompt": f"question {i}: {text(20)}", "chosen": text(40),
+                                        "rejected": text(40)}) + "\n" for i in range(n)), encoding="utf-8")
+    return path

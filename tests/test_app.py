@@ -1,7 +1,13 @@
 """AppTest over app.py: Data & score, Browse, Pair / tokens, the sidebar, and safe rendering of dataset text."""
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,10 +15,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import ui
-from ches import annotations, store
+from ches import annotations, jobs, store
 from ches import workspace as wsp
-from ches.embed import Cancelled
-from conftest import HOSTILE, ROOT, SAMPLE
+from conftest import HOSTILE, ROOT, SAMPLE, write_pairs
 
 TIMEOUT = 300
 pytestmark = pytest.mark.usefixtures("navigation_pages")
@@ -81,80 +86,167 @@ def test_app_starts_on_data_and_score_with_empty_states(workspace_env):
 
 # ---------------------------------------------------------------------------------- Data & score
 
-def _write_tiny(data_root: Path, n: int = 4) -> Path:
-    path = data_root / "tiny.jsonl"
-    path.write_text("".join(SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)[:n]), encoding="utf-8")
-    return path
+def _until(at: AppTest, done, what: str, timeout: float = 300) -> AppTest:
+    """Rerun the page (as its polling fragment would) until `done(at)`; a scoring job runs meanwhile."""
+    started = time.monotonic()
+    while True:
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        if done(at):
+            return at
+        if time.monotonic() - started > timeout:
+            logs = [j.log.read_text(errors="replace")[-2000:] for j in jobs.list_jobs(ui.ws().jobs)]
+            pytest.fail(f"no {what} after {timeout} s; job logs: {logs}")
+        time.sleep(0.3)
 
 
-@pytest.mark.real_model
-def test_score_page_scores_a_tiny_dataset_end_to_end(workspace_env):
-    _write_tiny(workspace_env.data_root)
+def _progress(at: AppTest) -> list[str]:
+    """Texts of the progress bars on the page (AppTest has no typed accessor for them)."""
+    return [e.proto.text for e in at.get("progress")]
+
+
+@pytest.fixture
+def kill_jobs(workspace_env):
+    """Any scoring job a failed test leaves running is killed at the end."""
+    yield
+    for job in jobs.list_jobs(workspace_env.workspace / "jobs"):
+        if job.pid is not None and jobs.status(job).running:
+            os.killpg(job.pid, 9)
+
+
+def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_again_resumes(
+        workspace_env, tiny_model_dir, slow_jobs, kill_jobs):
+    """Through the page, with real `ches score` processes (tiny model): estimate, first N pairs, Score, a
+    second session (another tab, another page) sees the job and cannot start it twice, Cancel, resume."""
+    write_pairs(workspace_env.data_root / "pairs.jsonl", 60)
+    first = 40                                   # in chunks of 16 (jobs.chunk_pairs)
+    slow_jobs.slow(2.0)                          # per chunk: the Cancel lands before the third chunk is done
     at = app()
     at.run()
     at.radio(key="score_source").set_value("Path under the data root").run()
-    at.text_input(key="score_path").set_value("tiny.jsonl").run()
-    assert not at.error and metric(at, "Pairs loaded") == "4"
-    at.number_input(key="score_max_length").set_value(256)
+    at.text_input(key="score_path").set_value("pairs.jsonl").run()
+    at.text_input(key="score_model").set_value(str(tiny_model_dir))
+    at.number_input(key="score_max_length").set_value(128)
+    at.number_input(key="score_limit").set_value(first).run()
+    assert metric(at, "Pairs loaded") == "60" and not at.error
+
+    at.button(key="score_estimate").click().run()
+    guess = [c.value for c in at.caption if "pairs to score" in c.value]
+    assert guess and plain(guess[0]).startswith(f"{first} pairs to score, ")
+    words = sum(len(json.loads(line)[k].split()) for line in
+                (workspace_env.data_root / "pairs.jsonl").read_text().splitlines()[:first] for k in ("chosen", "rejected"))
+    tokens = int(re.search(r"([\d,]+) tokens:", plain(guess[0])).group(1).replace(",", ""))
+    assert tokens > words                       # every word of both responses is a token at least, prompts on top
+
     at.button(key="score_go").click().run()
     assert not at.exception and not at.error
-    run_dir = Path(at.session_state["run_dir"])
-    assert run_dir.parent == workspace_env.workspace.resolve() / "runs"
-    m = store.read_manifest(run_dir)
-    assert m["pairs"] == 4 and m["key"]["max_length"] == 256
-    assert any("Scored 4 pairs" in s.value for s in at.success)
-    # the run is listed in the runs table and in the sidebar picker
-    assert "tiny.jsonl" in at.dataframe[-1].value["dataset"].tolist()
-    assert at.selectbox(key="_run_pick").value == str(run_dir)
+    (job,) = jobs.list_jobs(workspace_env.workspace / "jobs")
+    assert "--limit" in job.args and job.args[job.args.index("--limit") + 1] == str(first)
+    assert job.args[job.args.index("--chunk-size") + 1] == "16"
+    _until(at, lambda at: jobs.status(job).kept >= 16 and _progress(at), "progress after a chunk")
+    assert re.match(r"\d+ / 40 pairs", _progress(at)[0])
+    assert "run_dir" not in at.session_state                    # nothing opened before it is complete
+
+    other = app()                                                # a second tab, same settings
+    other.run()
+    other.radio(key="score_source").set_value("Path under the data root").run()
+    other.text_input(key="score_path").set_value("pairs.jsonl").run()
+    other.text_input(key="score_model").set_value(str(tiny_model_dir))
+    other.number_input(key="score_max_length").set_value(128)
+    other.number_input(key="score_limit").set_value(first).run()
+    other.button(key="score_go").click().run()
+    assert any("already being scored" in plain(i.value) for i in other.info)
+    assert [j.pid for j in jobs.list_jobs(workspace_env.workspace / "jobs")] == [job.pid]   # no second process
+    open_page(other, "pages/browse.py")                          # another page: the sidebar shows the job
+    assert other.sidebar.button(key=f"sidebar_cancel_{job.run_dir.name}") is not None
+
+    at.button(key=f"main_cancel_{job.run_dir.name}").click().run()
+    _until(at, lambda at: any("Score again to resume" in w.value for w in at.warning), "cancelled message")
+    kept = store.run_progress(job.run_dir)
+    assert kept is not None and not kept.complete and kept.done in (16, 32)
+    assert any(plain(w.value).endswith(f"Scoring cancelled: {kept.done} of {first} pairs kept; Score again to resume.")
+               for w in at.warning)
+    assert not any("nothing was stored" in w.value for w in at.warning)
+    assert "run_dir" not in at.session_state and store.list_runs(workspace_env.workspace / "runs") == []
+
+    slow_jobs.fast()
+    at.button(key="score_go").click().run()                      # Score again: resumes
+    _until(at, lambda at: "run_dir" in at.session_state, "finished run")
+    assert Path(at.session_state["run_dir"]) == job.run_dir
+    assert any(f"Scored {first} pairs" in s.value for s in at.success)
+    assert store.read_scores(job.run_dir)["row"].tolist() == list(range(1, first + 1))
+    assert jobs.list_jobs(workspace_env.workspace / "jobs") == []   # a finished job leaves no record behind
+    assert at.selectbox(key="_run_pick").value == str(job.run_dir)
 
 
-def test_score_page_cancel_stores_nothing(workspace_env, monkeypatch):
-    """should_stop is wired to the Cancel flag; a Cancelled run shows a warning, not a traceback."""
-    seen = {}
-
-    def fake_score(dataset, lm, *, runs_root, max_length, progress, should_stop):
-        progress(2, 8)
-        seen["should_stop"] = should_stop()
-        raise Cancelled()
-
-    monkeypatch.setattr(ui, "model", lambda spec, dtype="auto": object())
-    monkeypatch.setattr("ches.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="none"))
-    monkeypatch.setattr("ches.pipeline.score_dataset", fake_score)
+def test_a_failed_job_shows_its_error_on_the_page(workspace_env):
+    """A job that is over with an error line in its log: the page shows that text, and Dismiss clears it."""
+    folder = workspace_env.workspace / "jobs"
+    folder.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_dir = workspace_env.workspace / "runs" / "0123456789abcdef"
+    (folder / "0123456789abcdef.log").write_text("loaded 3 pairs\nches: error: model 'nope': no such model\n")
+    (folder / "0123456789abcdef.json").write_text(json.dumps({
+        "run_dir": str(run_dir), "log": str(folder / "0123456789abcdef.log"), "pid": dead.pid, "args": [],
+        "label": "three.jsonl · 3 pairs · nope · max 256", "started_at": "2025-01-01T00:00:00+00:00"}))
     at = app()
     at.run()
-    at.button(key="score_go").click().run()
     assert not at.exception
-    assert seen == {"should_stop": False}
-    assert any("cancelled" in w.value for w in at.warning)
-    assert "run_dir" not in at.session_state
-    assert store.list_runs(workspace_env.workspace / "runs") == []
-    # the Cancel button's callback sets the flag that should_stop reads
-    at.session_state["_cancel_scoring"] = True
-    at.run()
-    assert any("cancelled" in w.value for w in at.warning)
+    assert any(plain(e.value) == "three.jsonl · 3 pairs · nope · max 256: Scoring failed: model 'nope': no such model"
+               for e in at.error), [e.value for e in at.error]
+    at.button(key="main_dismiss_0123456789abcdef").click().run()
+    assert not at.error and not list(folder.iterdir())
 
 
-def test_score_page_says_when_it_reopens_a_stored_run(workspace_env, monkeypatch):
-    """score_dataset returns an existing run for the same key: the page says so instead of the old run's time."""
+def test_score_page_reopens_a_stored_run_and_says_when_it_was_made_with_other_versions(workspace_env, monkeypatch):
+    """The run for these settings exists: Score opens it (no job) and says that it was made by other library
+    versions (store.version_notice)."""
     from ches.data import load_records
     from conftest import make_fake_run
 
     runs = workspace_env.workspace / "runs"
     stored = make_fake_run(runs / "stored", load_records([{"prompt": "p", "chosen": "a", "rejected": "b"}],
                                                         source="one.jsonl"))
-    digest = {"value": "stored"}
+    manifest = json.loads((stored / "manifest.json").read_text())
+    manifest["versions"] = {**store.library_versions(), "torch": "1.0.0"}       # made under an older torch
+    (stored / "manifest.json").write_text(json.dumps(manifest))
+    assert "torch 1.0.0 (now " in store.version_notice(stored)
     monkeypatch.setattr(ui, "model", lambda spec, dtype="auto": object())
-    monkeypatch.setattr("ches.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest=digest["value"]))
-    monkeypatch.setattr("ches.pipeline.score_dataset", lambda *a, **k: stored)
+    monkeypatch.setattr("ches.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="stored"))
     at = app()
     at.run()
     at.button(key="score_go").click().run()
     assert not at.exception
-    assert any("Reopened the stored run" in s.value and "nothing recomputed" in s.value for s in at.success)
-    assert not any("Scored" in s.value for s in at.success)
-    digest["value"] = "not-there-yet"                             # a fresh key: the usual message
-    at.button(key="score_go").click().run()
-    assert any("Scored 1 pairs in" in s.value for s in at.success)
+    said = [plain(w.value) for w in at.warning]
+    assert any("Reopened the stored run" in w and "nothing recomputed" in w and store.version_notice(stored) in w
+               for w in said), said
+    assert at.session_state["run_dir"] == str(stored) and jobs.list_jobs(workspace_env.workspace / "jobs") == []
+
+
+def test_an_upload_is_capped_once_decompressed_and_conversion_notes_are_shown(workspace_env, monkeypatch):
+    import gzip
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(wsp, "MAX_UPLOAD_BYTES", 4000)
+    line = SAMPLE.read_text(encoding="utf-8").splitlines()[0] + "\n"
+    bomb = gzip.compress((line * 40).encode())                  # small on the wire, over the cap once expanded
+    assert len(bomb) < 4000 < len(line * 40)
+    at = app()
+    at.run()
+    at.radio(key="score_source").set_value("Upload a file").run()
+    at.file_uploader(key="score_upload").set_value(("many.jsonl.gz", bomb, "application/gzip")).run()
+    assert not at.exception
+    assert at.error and "once decompressed" in at.error[0].value
+    when = pa.array([datetime(2024, 5, 1, 12, 30)], pa.timestamp("us"))
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"prompt": ["p"], "chosen": ["a"], "rejected": ["b"], "when": when}), buf)
+    at.file_uploader(key="score_upload").set_value(("dated.parquet", buf.getvalue(), "application/octet-stream")).run()
+    assert not at.exception and not at.error and metric(at, "Pairs loaded") == "1"
+    assert any("column 'when'" in plain(c.value) and "ISO 8601" in plain(c.value) for c in at.caption)
 
 
 def test_path_outside_the_data_root_is_an_error_not_an_exception(workspace_env, tmp_path):

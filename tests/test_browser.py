@@ -1,5 +1,6 @@
-"""End to end in a real headless Chromium: score the bundled sample, browse and keep a pair, open the token
-view and the map, export; then check the files on disk and the decisions database.
+"""End to end in a real headless Chromium: start scoring the bundled sample, reload mid-scoring and find the
+progress again, cancel it; score its first pairs, browse and keep a pair, open the token view and the map,
+export; then check the files on disk and the decisions database.
 
 Needs Debian's Chromium at /usr/bin/chromium (`make browser`); Playwright's own browser downloads are not
 used. Run with `pytest -m browser -s` to see the step timings. Screenshots go to tests/screenshots/.
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, SLOW_SITE
 
 pytestmark = pytest.mark.browser
 
@@ -32,9 +33,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = ROOT / "tests" / "screenshots"
 SAMPLE_PAIRS = 165
+SCORED = 12                   # "First N pairs": the real model scores these in seconds on 2 cores
+CANCELLED = 40                # the first pairs of the job that is cancelled through the page
 MAX_LENGTH = 256
+JOB_PAUSE_S = 3               # scoring jobs pause this long per chunk: the Cancel lands while the job runs
 SERVER_START_S = 90
-SCORE_S = 15 * 60             # 165 pairs at 256 tokens: ~6 min on an idle 2-core CPU, far more when it is shared
+SCORE_S = 5 * 60              # 12 pairs at 256 tokens, the model loaded twice (page and job), on a shared CPU
 MAP_S = 3 * 60                # the first UMAP in a process compiles numba
 PAGE_S = 60
 
@@ -65,7 +69,11 @@ def server(tmp_path) -> Iterator[SimpleNamespace]:
     port = _free_port()
     ws = tmp_path / "ws"
     log_path = tmp_path / "streamlit.log"
-    env = {**os.environ, "CHES_WORKSPACE": str(ws), "CHES_DATA_ROOT": str(ROOT / "data"), "PYTHONUNBUFFERED": "1"}
+    site = tmp_path / "slow-site"                        # conftest.SLOW_SITE: scoring jobs pause per chunk
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_SITE.format(pause=JOB_PAUSE_S))
+    env = {**os.environ, "CHES_WORKSPACE": str(ws), "CHES_DATA_ROOT": str(ROOT / "data"), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
            "--server.port", str(port), "--browser.gatherUsageStats", "false"]
     with open(log_path, "wb") as log:
@@ -125,7 +133,7 @@ def test_score_browse_keep_tokens_map_export(server):
         timings[name] = time.perf_counter() - t0
         print(f"[browser] {name}: {timings[name]:.1f} s")
 
-    with chromium(height=1000) as (page, errors):
+    with chromium(height=900) as (page, errors):
         main = page.get_by_test_id("stMain")
         sidebar = page.get_by_test_id("stSidebar")
 
@@ -142,17 +150,26 @@ def test_score_browse_keep_tokens_map_export(server):
             """Full-page screenshot; Streamlit scrolls inside stMain, so grow the viewport to fit it."""
             height = page.evaluate("() => Math.max(document.querySelector('[data-testid=stMain]')"
                                    "?.scrollHeight || 0, document.body.scrollHeight)")
-            page.set_viewport_size({"width": 1400, "height": max(1000, min(int(height) + 40, 12000))})
+            page.set_viewport_size({"width": 1400, "height": max(900, min(int(height) + 40, 12000))})
             page.mouse.move(1395, 500)          # no hover artefacts (plotly toolbars, sidebar button)
             page.wait_for_timeout(500)
             page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-            page.set_viewport_size({"width": 1400, "height": 1000})
+            page.set_viewport_size({"width": 1400, "height": 900})
 
         def metric_value(where, label: str):
             return where.get_by_test_id("stMetric").filter(has_text=label).get_by_test_id("stMetricValue")
 
         def go(title: str) -> None:
             sidebar.get_by_role("link", name=title, exact=True).click()
+
+        def settings(first: int) -> None:
+            """Max length and "First N pairs" (a reload starts a new session: widgets back to defaults)."""
+            for label, value in (("Max length", MAX_LENGTH), ("First N pairs", first)):
+                box = main.get_by_label(label, exact=True)
+                box.fill(str(value))
+                box.press("Enter")
+                idle()
+                expect(box).to_have_value(str(value))
 
         # ------------------------------------------------------------------ Data & score
         t0 = time.perf_counter()
@@ -162,22 +179,47 @@ def test_score_browse_keep_tokens_map_export(server):
         expect(metric_value(main, "Pairs loaded")).to_have_text(str(SAMPLE_PAIRS))   # sample preselected
         step("Data & score first render", t0)
 
-        max_len = main.get_by_label("Max length", exact=True)
-        max_len.fill(str(MAX_LENGTH))
-        max_len.press("Enter")
-        idle()
-        expect(max_len).to_have_value(str(MAX_LENGTH))
+        settings(CANCELLED)
 
+        # start, reload mid-scoring and find the job again, cancel it through the page
         t0 = time.perf_counter()
-        main.get_by_role("button", name="Score").click()
-        done = main.get_by_text(f"Scored {SAMPLE_PAIRS} pairs in")
+        score = main.get_by_role("button", name="Score", exact=True)
+        score.click()
+        bar = main.get_by_test_id("stProgress")
+        expect(bar).to_be_visible(timeout=SCORE_S * 1000)          # the page loads the model, then starts the job
+        page.screenshot(path=str(SHOTS / "score-1400x900-progress.png"))
+        box, button = bar.bounding_box(), score.bounding_box()
+        assert box is not None and button is not None
+        assert box["y"] + box["height"] <= 900, box                # on the first screen at 1400 x 900 ...
+        assert abs(box["y"] - button["y"]) < 120, (box, button)    # ... beside the Score button
+        step("Score → progress bar shown", t0)
+        page.reload()                                              # a new session: the job is still there
+        expect(main.get_by_role("heading", name="Data & score")).to_be_visible(timeout=PAGE_S * 1000)
+        expect(bar).to_contain_text(f"/ {CANCELLED} pairs", timeout=SCORE_S * 1000)
+        step("reload → progress of the running job", t0)
+        t0 = time.perf_counter()
+        main.get_by_role("button", name="Cancel", exact=True).click()
+        stopped = main.get_by_text(re.compile(rf"Scoring cancelled: \d+ of {CANCELLED} pairs kept; Score again to resume"))
+        expect(stopped).to_be_visible(timeout=PAGE_S * 1000)
+        expect(bar).to_have_count(0)
+        no_exception()
+        assert store.list_runs(server.workspace / "runs") == []     # an incomplete run is never offered
+        step("Cancel → stopped, chunks kept", t0)
+        main.get_by_role("button", name="Dismiss", exact=True).click()
+        expect(stopped).to_have_count(0, timeout=PAGE_S * 1000)
+        idle()
+
+        settings(SCORED)
+        t0 = time.perf_counter()
+        score.click()
+        done = main.get_by_text(f"Scored {SCORED} pairs (")
         expect(done).to_be_visible(timeout=SCORE_S * 1000)
         idle()
         step("score (click → run stored)", t0)
         no_exception()
         expect(main.get_by_text("Select a row to open that run")).to_be_visible()
         expect(metric_value(sidebar, "Keep")).to_have_text("0")
-        runs = list((server.workspace / "runs").iterdir())
+        runs = [path for path, _ in store.list_runs(server.workspace / "runs")]
         assert len(runs) == 1, runs
         shot("score")
 
@@ -186,7 +228,7 @@ def test_score_browse_keep_tokens_map_export(server):
         go("Browse")
         expect(main.get_by_role("heading", name="Browse")).to_be_visible(timeout=PAGE_S * 1000)
         subheader = main.get_by_role("heading", name=re.compile(r"^Row \d+ · rank"))
-        expect(subheader).to_contain_text(f"rank 1 of {SAMPLE_PAIRS}")
+        expect(subheader).to_contain_text(f"rank 1 of {SCORED}")
         idle()
         no_exception()
         step("Browse render", t0)
@@ -200,7 +242,7 @@ def test_score_browse_keep_tokens_map_export(server):
         assert box is not None
         row_h = 35                                             # header and rows are 35 px high
         page.mouse.click(box["x"] + 14, box["y"] + row_h + row_h + row_h / 2)
-        expect(subheader).to_contain_text(f"rank 2 of {SAMPLE_PAIRS}", timeout=PAGE_S * 1000)
+        expect(subheader).to_contain_text(f"rank 2 of {SCORED}", timeout=PAGE_S * 1000)
         idle()
         opened = int(subheader.inner_text().split("·")[0].split()[1])
         step("open a pair (table row click)", t0)
@@ -255,7 +297,7 @@ def test_score_browse_keep_tokens_map_export(server):
         step("Curate & export render", t0)
         t0 = time.perf_counter()
         main.get_by_role("button", name="Export", exact=False).last.click()
-        expect(main.get_by_text(f"of {SAMPLE_PAIRS} pairs to ")).to_be_visible(timeout=PAGE_S * 1000)
+        expect(main.get_by_text(f"of {SCORED} pairs to ")).to_be_visible(timeout=PAGE_S * 1000)
         expect(main.get_by_text("Exported file:")).to_be_visible()
         idle()
         no_exception()
@@ -273,9 +315,9 @@ def test_score_browse_keep_tokens_map_export(server):
     assert manifest_file.is_file()
     m = json.loads(manifest_file.read_text(encoding="utf-8"))
     counts = m["counts"]
-    assert counts["pairs"] == SAMPLE_PAIRS
+    assert counts["pairs"] == SCORED
     assert counts["kept"] == len(records) > 0
-    assert counts["kept"] + counts["dropped"] == SAMPLE_PAIRS
+    assert counts["kept"] + counts["dropped"] == SCORED
     assert m["file"] == out.name and m["max_length"] == MAX_LENGTH and m["decisions"].get("keep") == 1
     reloaded = load_dataset(out, format=m["reload_format"])
     assert len(reloaded.pairs) == len(records) and not reloaded.errors

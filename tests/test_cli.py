@@ -30,7 +30,7 @@ def test_help_documents_every_score_option(capsys):
         cli.main(["score", "--help"])
     out = capsys.readouterr().out
     for option in ("--model", "--format", "--max-length", "--dtype", "--batch-tokens", "--out", "--device",
-                   "--trust-remote-code", "--split", "--config", "--limit", "--chunk-size"):
+                   "--trust-remote-code", "--split", "--config", "--limit", "--chunk-size", "--column"):
         assert option in out
 
 
@@ -86,3 +86,21 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_score_reads_columns_in_no_known_format_through_column(tmp_path, capsys, tiny_model_dir):
+    """--column maps three columns (the app's column mapping, passed to its scoring job); a bad one is a
+    one-line error."""
+    from ches.store import list_runs, read_texts
+
+    data = tmp_path / "mine.csv"
+    data.write_text("question,better,worse\nWhat is 2+2?,4,5\nSay hi,hi,go away\n", encoding="utf-8")
+    out = tmp_path / "runs"
+    mapped = ["--column", "prompt=question", "--column", "chosen=better", "--column", "rejected=worse"]
+    assert cli.main(["score", str(data), "--model", str(tiny_model_dir), "--max-length", "64", "--out", str(out),
+                     *mapped]) == 0
+    ((run, manifest),) = list_runs(out)
+    assert manifest["pairs"] == 2
+    assert read_texts(run)["chosen"].tolist() == ["4", "hi"]
+    assert cli.main(["score", str(data), "--out", str(out), "--column", "prompt"]) == 2
+    assert "--column takes OURS=THEIRS" in capsys.readouterr().err
