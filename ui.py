@@ -547,12 +547,12 @@ def _scoring_jobs(place: str, was_running: bool) -> None:
         if s.running:
             if place == "sidebar":
                 st.caption(f"Scoring {escape_md(job.label)}")
-                st.progress(s.done / s.total if s.total else 0.0, text=_job_line(s))
+                _job_bar(st, s)
                 st.button("Cancel scoring", key=f"sidebar_cancel_{name}", on_click=jobs.cancel, args=(job,),
                           icon=":material/stop:", help="Stops after the current batch; finished chunks are kept.")
                 continue
             bar, stop = st.columns([5, 1], vertical_alignment="bottom")
-            bar.progress(s.done / s.total if s.total else 0.0, text=_job_line(s))
+            _job_bar(bar, s)
             stop.button("Cancel", key=f"main_cancel_{name}", on_click=jobs.cancel, args=(job,), icon=":material/stop:",
                         width="stretch", help="Stops after the current batch; the finished chunks are kept, and "
                         "scoring the same data with the same settings again resumes there.")
@@ -570,11 +570,13 @@ def _dismiss(job: jobs.Job) -> None:
         jobs.forget(job)
 
 
-def _job_line(s: jobs.JobStatus) -> str:
+def _job_bar(where, s: jobs.JobStatus) -> None:
+    """A running job's progress bar: pairs done, speed and time left, as the job itself reports them."""
     if not s.total:
-        return "Starting: reading the data, loading the model, measuring the speed …"
-    return (f"{s.done:,} / {s.total:,} pairs" + (f" · {s.rate}" if s.rate else "")
-            + (f" · {s.seconds_left} left" if s.seconds_left else ""))
+        where.progress(0.0, text="Starting: reading the data, loading the model, measuring the speed …")
+        return
+    where.progress(s.done / s.total, text=f"{s.done:,} / {s.total:,} pairs" + (f" · {s.rate}" if s.rate else "")
+                   + (f" · {s.seconds_left} left" if s.seconds_left else ""))
 
 
 # ---------------------------------------------------------------------------------- deep links

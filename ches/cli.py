@@ -135,9 +135,7 @@ def cmd_score(args) -> int:
             else f"scoring into {run_dir}")
         est = estimate(pending_pairs(ds, run_dir), lm, max_length=args.max_length, batch_tokens=args.batch_tokens,
                        ranks=world)
-        say(f"{est.pairs:,} pairs to score, {'' if est.exact else 'about '}{est.tokens:,} tokens; estimated "
-            f"{duration(est.seconds)} at {est.tokens_per_second:,.0f} tokens/s (measured in a warm-up"
-            + (f", x {world} ranks)" if world > 1 else ")"))
+        say(f"{est} (measured in a warm-up" + (f", x {world} ranks)" if world > 1 else ")"))
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -173,15 +171,6 @@ def column_mapping(given: list[str] | None) -> dict[str, str] | None:
 def _interrupt(signum, frame) -> None:
     """SIGTERM (a scheduler, torchrun, the app's Stop) ends scoring like Ctrl-C: finished chunks are kept."""
     raise KeyboardInterrupt
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def report_errors(errors, limit: int = 20) -> None:

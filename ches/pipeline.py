@@ -215,6 +215,21 @@ class Estimate:
     tokens_per_second: float         # the engine alone, measured on a short warm-up
     seconds: float                   # tokens / tokens_per_second / ranks
 
+    def __str__(self) -> str:
+        """'1,234 pairs to score, about 456,789 tokens; estimated 3 min 05 s at 2,345 tokens/s'."""
+        return (f"{self.pairs:,} pairs to score, {'' if self.exact else 'about '}{self.tokens:,} tokens; "
+                f"estimated {duration(self.seconds)} at {self.tokens_per_second:,.0f} tokens/s")
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '2 h 07 min'."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
 
 def estimate(pairs: Sequence[Pair], lm: LoadedModel, *, max_length: int = DEFAULT_MAX_LENGTH,
              batch_tokens: int | None = None, ranks: int = 1, sample: int = 256) -> Estimate:

@@ -1,8 +1,9 @@
 """Probe: check CHES's prediction on the run's own model (a few DPO steps on a subset, log-probs before/after).
 
-Cancelling works as on Data & score: Cancel reruns the page, which interrupts the probe at its next
-progress update, and its callback sets a flag that `should_stop` reads between micro-batches. A probe
-folder appears only when complete, so a cancelled probe stores nothing.
+The probe runs inside this page's script (unlike scoring, it is not a job). Cancel reruns the page, which
+interrupts the probe at its next progress update, and its callback sets a flag that `should_stop` reads
+between micro-batches. A probe folder appears only when complete, so a cancelled probe (or a reload)
+stores nothing.
 """
 import math
 from pathlib import Path

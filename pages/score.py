@@ -14,7 +14,6 @@ import streamlit as st
 import ui
 from ches import jobs, store
 from ches import workspace as wsp
-from ches.cli import duration
 from ches.data import FORMATS, MAPPED, Dataset, UnknownFormat
 from ches.models import DEFAULT_MODEL
 from ches.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
@@ -178,9 +177,8 @@ def _estimate(ds: Dataset) -> str:
         pending = pending_pairs(todo, run_dir)
         e = estimate(pending, lm, max_length=max_length)
     kept = len(todo.pairs) - len(pending)
-    return (f"{e.pairs:,} pairs to score" + (f" ({kept:,} already scored are kept)" if kept else "")
-            + f", {'' if e.exact else 'about '}{e.tokens:,} tokens: estimated {duration(e.seconds)} at "
-            f"{e.tokens_per_second:,.0f} tokens/s on {lm.device} (measured on a short warm-up).")
+    return (f"{e} on {lm.device} (measured on a short warm-up)."
+            + (f" The {kept:,} pairs already scored are kept." if kept else ""))
 
 
 settings = (dataset.source, n_pairs, limit, model_spec, max_length, dtype) if dataset is not None else None

@@ -114,6 +114,18 @@ def kill_jobs(workspace_env):
             os.killpg(job.pid, 9)
 
 
+def _score_form(model_dir, first: int) -> AppTest:
+    """Data & score filled in: pairs.jsonl from the data root, the given model, max length 128, first N pairs."""
+    at = app()
+    at.run()
+    at.radio(key="score_source").set_value("Path under the data root").run()
+    at.text_input(key="score_path").set_value("pairs.jsonl").run()
+    at.text_input(key="score_model").set_value(str(model_dir))
+    at.number_input(key="score_max_length").set_value(128)
+    at.number_input(key="score_limit").set_value(first).run()
+    return at
+
+
 def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_again_resumes(
         workspace_env, tiny_model_dir, slow_jobs, kill_jobs):
     """Through the page, with real `ches score` processes (tiny model): estimate, first N pairs, Score, a
@@ -121,13 +133,7 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     write_pairs(workspace_env.data_root / "pairs.jsonl", 60)
     first = 40                                   # in chunks of 16 (jobs.chunk_pairs)
     slow_jobs.slow(2.0)                          # per chunk: the Cancel lands before the third chunk is done
-    at = app()
-    at.run()
-    at.radio(key="score_source").set_value("Path under the data root").run()
-    at.text_input(key="score_path").set_value("pairs.jsonl").run()
-    at.text_input(key="score_model").set_value(str(tiny_model_dir))
-    at.number_input(key="score_max_length").set_value(128)
-    at.number_input(key="score_limit").set_value(first).run()
+    at = _score_form(tiny_model_dir, first)
     assert metric(at, "Pairs loaded") == "60" and not at.error
 
     at.button(key="score_estimate").click().run()
@@ -135,7 +141,7 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     assert guess and plain(guess[0]).startswith(f"{first} pairs to score, ")
     words = sum(len(json.loads(line)[k].split()) for line in
                 (workspace_env.data_root / "pairs.jsonl").read_text().splitlines()[:first] for k in ("chosen", "rejected"))
-    tokens = int(re.search(r"([\d,]+) tokens:", plain(guess[0])).group(1).replace(",", ""))
+    tokens = int(re.search(r"([\d,]+) tokens;", plain(guess[0])).group(1).replace(",", ""))
     assert tokens > words                       # every word of both responses is a token at least, prompts on top
 
     at.button(key="score_go").click().run()
@@ -147,13 +153,7 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     assert re.match(r"\d+ / 40 pairs", _progress(at)[0])
     assert "run_dir" not in at.session_state                    # nothing opened before it is complete
 
-    other = app()                                                # a second tab, same settings
-    other.run()
-    other.radio(key="score_source").set_value("Path under the data root").run()
-    other.text_input(key="score_path").set_value("pairs.jsonl").run()
-    other.text_input(key="score_model").set_value(str(tiny_model_dir))
-    other.number_input(key="score_max_length").set_value(128)
-    other.number_input(key="score_limit").set_value(first).run()
+    other = _score_form(tiny_model_dir, first)                  # a second tab, same settings
     other.button(key="score_go").click().run()
     assert any("already being scored" in plain(i.value) for i in other.info)
     assert [j.pid for j in jobs.list_jobs(workspace_env.workspace / "jobs")] == [job.pid]   # no second process
