@@ -17,7 +17,7 @@ Each page runs in a fresh Python process (so "peak RSS" is that page's, imports 
 - Map is then opened again in another fresh process: "cached" = a new server process whose run
   already has its map on disk.
 Bulk: 2,000 pairs kept through the Map page (a lasso selection injected as the browser sends it), and
-the same through annotations.record_many, against the reference of one record() call per pair.
+the same through decisions.record_many, against the reference of one record() call per pair.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from ches import __version__  # noqa: E402
-from ches.data import load_dataset, load_records  # noqa: E402
-from ches.store import write_run  # noqa: E402
+from ches.engine.data import load_dataset, load_records  # noqa: E402
+from ches.engine.store import write_run  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 PAGES = ["score", "browse", "map", "pair", "export"]
@@ -153,14 +153,14 @@ def page_in_child(run: Path, page: str, env: dict, bulk: int = 0) -> dict:
 
 def bulk_api(db: Path, pair_ids: list[str]) -> tuple[float, float]:
     """Seconds per pair: record_many over all of them, and one record() per pair (the reference, on 200)."""
-    from ches import annotations
+    from ches.review import decisions
 
     t = time.perf_counter()
-    annotations.record_many(db, pair_ids, "drop", annotator="bench-bulk")
+    decisions.record_many(db, pair_ids, "drop", annotator="bench-bulk")
     many = (time.perf_counter() - t) / len(pair_ids)
     t = time.perf_counter()
     for pid in pair_ids[:200]:
-        annotations.record(db, pid, "flag", annotator="bench-single")
+        decisions.record(db, pid, "flag", annotator="bench-single")
     return many, (time.perf_counter() - t) / 200
 
 

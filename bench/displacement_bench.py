@@ -6,7 +6,7 @@
 1. Score the first --pool pairs of --data with the model (default: the bundled SmolLM2-135M-Instruct).
 2. For each metric (CHES, then the paper's baselines edit similarity and last-hidden inner product) and
    each percentile q in 0, 25, 50, 75, 100: take the --n pairs centred on q (the authors' quantile slice),
-   train a fresh copy of the model on them with DPO (`ches.probe`, RMSprop, one epoch unless --steps),
+   train a fresh copy of the model on them with DPO (`ches.review.probe`, RMSprop, one epoch unless --steps),
    and measure the mean change of log pi(y+|x) and log pi(y-|x) over those pairs.
 3. Print, per metric, the Spearman correlation between q and the drop of log pi(y+|x) (-mean change),
    over the 5 subsets, and over all pairs (metric value vs. the pair's own drop).
@@ -25,11 +25,11 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ches import probe  # noqa: E402
-from ches.data import Dataset, load_dataset  # noqa: E402
-from ches.models import load_model  # noqa: E402
-from ches.pipeline import score_dataset  # noqa: E402
-from ches.store import read_scores  # noqa: E402
+from ches.review import probe  # noqa: E402
+from ches.engine.data import Dataset, load_dataset  # noqa: E402
+from ches.engine.models import load_model  # noqa: E402
+from ches.engine.pipeline import score_dataset  # noqa: E402
+from ches.engine.store import read_scores  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 QUANTILES = (0, 25, 50, 75, 100)

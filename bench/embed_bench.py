@@ -3,7 +3,7 @@
     python bench/embed_bench.py [--pairs 24] [--data ../shared/data/ultrafeedback-binarized-train-500.jsonl]
 
 Authors' recipe: one sequence (prompt + response) at a time, the full model with output_hidden_states,
-float64 sums over positions P-1 .. P+R-1. Engine: ches.embed.embed_pairs with its defaults. Both are
+float64 sums over positions P-1 .. P+R-1. Engine: ches.engine.forward.embed_pairs with its defaults. Both are
 timed twice, interleaved (ref, engine, ref, engine), and the better time of each is used. Tokens =
 the prompt+response tokens of both sides (the same count for both recipes).
 """
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ches import scores  # noqa: E402
-from ches.data import load_dataset  # noqa: E402
-from ches.embed import embed_pairs  # noqa: E402
-from ches.models import load_model  # noqa: E402
-from ches.tokens import encode_pair  # noqa: E402
+from ches.engine import metrics  # noqa: E402
+from ches.engine.data import load_dataset  # noqa: E402
+from ches.engine.forward import embed_pairs  # noqa: E402
+from ches.engine.models import load_model  # noqa: E402
+from ches.engine.tokens import encode_pair  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ultrafeedback-binarized-train-500.jsonl"
 
@@ -60,7 +60,7 @@ def main() -> None:
         t = time.perf_counter(); emb = embed_pairs(lm, encoded, batch_tokens=args.batch_tokens)
         t_eng.append(time.perf_counter() - t)
     ref, eng = tokens / min(t_ref), tokens / min(t_eng)
-    c_ref, c_eng = scores.ches(Sp, Sm), scores.ches(emb.S_plus, emb.S_minus)
+    c_ref, c_eng = metrics.ches(Sp, Sm), metrics.ches(emb.S_plus, emb.S_minus)
     size = (Sp ** 2).sum(1)
     same_rank = bool((np.argsort(-c_ref, kind="stable") == np.argsort(-c_eng, kind="stable")).all())
     print(f"authors' recipe  {ref:8.0f} tokens/s   (runs: {', '.join(f'{x:.1f}s' for x in t_ref)})")

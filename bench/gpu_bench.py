@@ -7,7 +7,7 @@ Timed in the same process, same model, same pairs (best of --repeats, after a wa
 - lean: whole sequences x+y sorted by length, right-padded batches under a 64k-token budget (no mask:
   a causal model never looks at padding to its right), the body without the LM head, sums on the
   device, one copy at the end;
-- engine: `ches.embed.embed_pairs` with its defaults (the code path `ches score` takes);
+- engine: `ches.engine.forward.embed_pairs` with its defaults (the code path `ches score` takes);
 - authors: one sequence at a time, float32, full model with output_hidden_states, on --authors-pairs.
 Workloads: synthetic pairs (fixed seed; prompt ~120 and responses ~300 tokens) and the UltraFeedback
 sample in ../shared/data tokenised by the default model's tokenizer. Tokens count prompt + response of
@@ -31,11 +31,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ches import scores  # noqa: E402
-from ches.data import load_dataset  # noqa: E402
-from ches.embed import embed_pairs, engine_path  # noqa: E402
-from ches.models import LoadedModel, default_model_dir, pick_device  # noqa: E402
-from ches.tokens import EncodedPair, encode_pair  # noqa: E402
+from ches.engine import metrics  # noqa: E402
+from ches.engine.data import load_dataset  # noqa: E402
+from ches.engine.forward import embed_pairs, engine_path  # noqa: E402
+from ches.engine.models import LoadedModel, default_model_dir, pick_device  # noqa: E402
+from ches.engine.tokens import EncodedPair, encode_pair  # noqa: E402
 
 UF = ROOT.parent / "shared" / "data" / "ultrafeedback-binarized-train-500.jsonl"
 SHAPES = {  # Llama-3.2-1B and Llama-3-8B; tiny for the CPU dry run
@@ -160,7 +160,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def scaled_error(S_plus, S_minus, ref_plus, ref_minus) -> float:
     """max |CHES - CHES_ref| / max(|CHES_ref|, ||S+_ref||^2): the tolerance measure of tests/test_engine.py."""
-    mine, ref = scores.ches(S_plus, S_minus), scores.ches(ref_plus, ref_minus)
+    mine, ref = metrics.ches(S_plus, S_minus), metrics.ches(ref_plus, ref_minus)
     return float((np.abs(mine - ref) / np.maximum(np.abs(ref), (ref_plus ** 2).sum(1))).max())
 
 
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     model.to(dtype)
     lm = loaded(model, device, dtype)
     low = embed_pairs(lm, agree)
-    result["agreement"] = {"pairs": len(agree), "spearman_ches": spearman(scores.ches(low.S_plus, low.S_minus),
-                                                                          scores.ches(fp32.S_plus, fp32.S_minus)),
+    result["agreement"] = {"pairs": len(agree), "spearman_ches": spearman(metrics.ches(low.S_plus, low.S_minus),
+                                                                          metrics.ches(fp32.S_plus, fp32.S_minus)),
                            "scaled_error": scaled_error(low.S_plus, low.S_minus, fp32.S_plus, fp32.S_minus)}
     peak_rate = matmul_rate(device, dtype)
     body_params = sum(p.numel() for n, p in model.model.named_parameters() if "embed" not in n)

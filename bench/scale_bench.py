@@ -50,7 +50,7 @@ def tiny_model(folder: Path, hidden: int) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ches.models import default_model_dir
+    from ches.engine.models import default_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
     torch.manual_seed(0)
@@ -83,8 +83,8 @@ def run_cli(argv: list[str], kill_at_chunks: int | None = None, runs: Path | Non
 
 
 def kill_and_resume(args, tiny: Path, work: Path) -> None:
-    from ches.data import load_dataset
-    from ches.store import read_manifest
+    from ches.engine.data import load_dataset
+    from ches.engine.store import read_manifest
 
     data, runs = work / "synthetic.jsonl", work / "runs"
     with open(data, "w") as f:
@@ -126,10 +126,10 @@ def kill_and_resume(args, tiny: Path, work: Path) -> None:
 def overlap(args, tiny: Path, work: Path) -> None:
     import torch
 
-    from ches import pipeline, store
-    from ches.data import load_records
-    from ches.embed import embed_pairs
-    from ches.models import load_model
+    from ches.engine import pipeline, store
+    from ches.engine.data import load_records
+    from ches.engine.forward import embed_pairs
+    from ches.engine.models import load_model
 
     torch.set_num_threads(1)
     lm = load_model(str(tiny))

@@ -8,16 +8,20 @@ Contract
    leave a `.<name>.<random>.tmp` file behind, but never a half-written target.
 4. A replaced file keeps the previous file's permission bits; a new one gets 0o666 minus the umask,
    like `open(path, "w")` would give it.
+5. A folder (`atomic_folder`) is filled under a temp name beside its target and renamed into place as a
+   whole; a target that already exists is left as it is (the first writer wins: same key, same content).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_folder", "atomic_open", "atomic_write_bytes", "atomic_write_text"]
 
 
 @contextlib.contextmanager
@@ -60,6 +64,31 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> None:
     """Write `text` to `path` atomically, encoded as `encoding` (no newline translation)."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temp folder beside `path`; when the block exits cleanly it becomes `path`.
+
+    If `path` exists by then (another process finished the same folder first), the temp folder is
+    dropped and `path` is kept. If the block raises, nothing is left behind. A killed process can leave
+    a `.<name>.<random>.tmp` folder, never a half-filled `path`.
+    """
+    target = Path(os.path.abspath(os.fspath(path)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if not target.exists():
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not target.exists():       # a real failure, not a concurrent writer that won
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_dir(str(target.parent))
 
 
 def _create_temp(folder: str, name: str) -> tuple[int, str]:

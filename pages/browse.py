@@ -6,11 +6,11 @@ Two layouts: "Review" shows one pair with its buttons at the top of the page, on
 import streamlit as st
 
 import ui
-from ches.browse import (METRIC_LABELS, PAGE_SIZE, STATUSES, filter_pairs, has_any_flag, next_undecided, page_count,
+from ches.review.browse import (METRIC_LABELS, PAGE_SIZE, STATUSES, filter_pairs, has_any_flag, next_undecided, page_count,
                          page_of, percentile_of)
-from ches.charts import score_histogram, score_vs_length
-from ches.data import FLAGS
-from ches.scores import METRICS
+from ches.review.charts import score_histogram, score_vs_length
+from ches.engine.data import FLAGS
+from ches.engine.metrics import METRICS
 
 TABLE = "browse_table"
 MODES = {"review": "Review", "table": "Table"}

@@ -8,13 +8,13 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from ches import annotations
-from ches.browse import METRIC_LABELS
-from ches.charts import before_after_histogram
-from ches.data import FLAGS
-from ches.export import DEFAULT_DROP_FLAGS, Rule, default_export_name, export, export_path, manifest_path, preview, select
-from ches.report import dataset_stem
-from ches.scores import METRICS
+from ches.review import decisions as decision_log
+from ches.review.browse import METRIC_LABELS
+from ches.review.charts import before_after_histogram
+from ches.engine.data import FLAGS
+from ches.review.export import DEFAULT_DROP_FLAGS, Rule, default_export_name, export, export_path, manifest_path, preview, select
+from ches.engine.report import dataset_stem
+from ches.engine.metrics import METRICS
 
 LAST = "export_last"          # (run folder, written file) of this session's latest export
 CONFIRM = "_export_confirm"   # the file an export would overwrite, waiting for the user's word
@@ -50,7 +50,7 @@ drop_flags = st.multiselect("Drop pairs with these flags", list(FLAGS), default=
 only_mine = st.toggle(f"Apply only my decisions ({ui.annotator() or 'no name given'})", key="export_only_mine",
                       disabled=not ui.annotator(), help="Off: the latest decision of any annotator applies.")
 only_mine = only_mine and bool(ui.annotator())
-decisions = (annotations.current(ui.ws().decisions, annotator=ui.annotator()) if only_mine else ui.decisions())
+decisions = (decision_log.current(ui.ws().decisions, annotator=ui.annotator()) if only_mine else ui.decisions())
 
 rule = None
 with ui.user_errors():

@@ -2,9 +2,9 @@
 import streamlit as st
 
 import ui
-from ches import mapview
-from ches.browse import METRIC_LABELS, decided_counts
-from ches.projection import cached_layout, map_coordinates
+from ches.review import map as mapview
+from ches.review.browse import METRIC_LABELS, decided_counts
+from ches.review.projection import cached_layout, map_coordinates
 
 VIEWS = {"pairs": "One point per pair (m⁻ − m⁺, centred)",
          "responses": "Chosen and rejected means (centred), joined by a line"}

@@ -6,9 +6,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from ches.browse import METRIC_LABELS, next_undecided
-from ches.tokendiff import CUT_LABEL, legend_html, mark_cuts, merged_diff, pair_ops, tokens_html
-from ches.tokens import encode_response
+from ches.review.browse import METRIC_LABELS, next_undecided
+from ches.review.tokendiff import CUT_LABEL, legend_html, mark_cuts, merged_diff, pair_ops, tokens_html
+from ches.engine.tokens import encode_response
 
 INPUT = "_pair_row_input"
 AGREE = 1e-3      # relative difference from the stored score expected from batching and padding alone

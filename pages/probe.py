@@ -12,9 +12,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from ches import probe
-from ches.browse import METRIC_LABELS
-from ches.embed import Cancelled
+from ches.review import probe
+from ches.review.browse import METRIC_LABELS
+from ches.engine.forward import Cancelled
 
 CANCEL = "_cancel_probe"
 OPEN = "probe_open"                 # the probe folder shown below (this page's own state)

@@ -12,12 +12,12 @@ from pathlib import Path
 import streamlit as st
 
 import ui
-from ches import jobs, store
+from ches.engine import jobs, store
 from ches import workspace as wsp
-from ches.data import FORMATS, MAPPED, Dataset, UnknownFormat
-from ches.models import DEFAULT_MODEL
-from ches.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
-from ches.report import load_report, runs_table
+from ches.engine.data import FORMATS, MAPPED, Dataset, UnknownFormat
+from ches.engine.models import DEFAULT_MODEL
+from ches.engine.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
+from ches.engine.report import load_report, runs_table
 
 MAPPING = "_score_columns"   # {file path: {prompt / chosen / rejected: its column}} chosen on this page
 DELETE = "_score_delete"     # the run folder waiting for the user to confirm its deletion

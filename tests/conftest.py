@@ -41,7 +41,7 @@ def _hostile_rows() -> list[dict]:
 @pytest.fixture(scope="session")
 def real_lm():
     """The default model (SmolLM2-135M-Instruct), loaded once per session."""
-    from ches.models import load_model
+    from ches.engine.models import load_model
 
     return load_model()
 
@@ -56,7 +56,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ches.models import default_model_dir
+    from ches.engine.models import default_model_dir
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
@@ -78,8 +78,8 @@ def runs_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory, runs_root, real_lm) -> Path:
     """Run folder of the first 24 sample pairs, scored at max_length=512."""
-    from ches.data import load_dataset
-    from ches.pipeline import score_dataset
+    from ches.engine.data import load_dataset
+    from ches.engine.pipeline import score_dataset
 
     src = tmp_path_factory.mktemp("sample24") / "sample24.jsonl"
     src.write_text("".join(SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)[:24]), encoding="utf-8")
@@ -89,8 +89,8 @@ def sample_run(tmp_path_factory, runs_root, real_lm) -> Path:
 @pytest.fixture(scope="session")
 def hostile_run(tmp_path_factory, runs_root, real_lm) -> Path:
     """Run folder of 6 pairs whose prompts and responses hold HTML / Markdown payloads (see HOSTILE)."""
-    from ches.data import load_dataset
-    from ches.pipeline import score_dataset
+    from ches.engine.data import load_dataset
+    from ches.engine.pipeline import score_dataset
 
     src = tmp_path_factory.mktemp("hostile") / "hostile.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in _hostile_rows()), encoding="utf-8")
@@ -102,7 +102,7 @@ def make_fake_run(run_dir: Path, dataset, *, seed: int = 0, d: int = 8) -> Path:
     import numpy as np
     import pandas as pd
 
-    from ches.store import write_run
+    from ches.engine.store import write_run
 
     pairs = dataset.pairs
     n = len(pairs)
@@ -127,7 +127,7 @@ def make_fake_run(run_dir: Path, dataset, *, seed: int = 0, d: int = 8) -> Path:
 def flagged_run(tmp_path_factory) -> Path:
     """A fake-scored run (no model) of 130 pairs, some flagged: identical (row 3), duplicate (row 5),
     empty_rejected (row 8). Enough rows for three table pages."""
-    from ches.data import load_records
+    from ches.engine.data import load_records
 
     records = [{"prompt": f"question {i}", "chosen": f"answer {i}", "rejected": f"other {i}"} for i in range(130)]
     records[2]["rejected"] = records[2]["chosen"]
@@ -173,7 +173,7 @@ SLOW_SITE = """
 import sys
 if sys.orig_argv[1:4] == ["-m", "ches", "score"]:          # the job only, not a server that starts it
     import time
-    import ches.pipeline as pipeline
+    import ches.engine.pipeline as pipeline
     _embed = pipeline.embed_pairs
     def embed_pairs(*args, **kwargs):
         time.sleep({pause})

@@ -1,4 +1,4 @@
-"""ches.annotations: an acknowledged decision is never lost, and the log only grows."""
+"""ches.review.decisions: an acknowledged decision is never lost, and the log only grows."""
 from __future__ import annotations
 
 import json
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ches import annotations as ann
-from ches.annotations import Decision, Event, LineError
+from ches.review import decisions as ann
+from ches.review.decisions import Decision, Event, LineError
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None   # logic-only tests: skip the disk's fsync cost
@@ -344,7 +344,7 @@ def test_a_v1_database_gains_batches_and_keeps_its_events(db):
 
 _KILLABLE_BULK_WRITER = """
 import sys
-from ches import annotations as ann
+from ches.review import decisions as ann
 db = sys.argv[1]
 for j in range(100_000):
     ids = ann.record_many(db, ["p%d" % ((j * 13 + k) % 997) for k in range(300)], "keep drop flag".split()[j % 3],
@@ -428,7 +428,7 @@ def test_eight_processes_writing_at_once_lose_nothing(tmp_path):
 
 _KILLABLE_WRITER = """
 import sys
-from ches import annotations as ann
+from ches.review import decisions as ann
 db, run = sys.argv[1], sys.argv[2]
 for j in range(100_000):
     if j % 7 == 6:

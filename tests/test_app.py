@@ -15,7 +15,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import ui
-from ches import annotations, jobs, store
+from ches.engine import jobs, store
+from ches.review import decisions
 from ches import workspace as wsp
 from conftest import HOSTILE, ROOT, SAMPLE, write_pairs
 
@@ -202,7 +203,7 @@ def test_a_failed_job_shows_its_error_on_the_page(workspace_env):
 def test_score_page_reopens_a_stored_run_and_says_when_it_was_made_with_other_versions(workspace_env, monkeypatch):
     """The run for these settings exists: Score opens it (no job) and says that it was made by other library
     versions (store.version_notice)."""
-    from ches.data import load_records
+    from ches.engine.data import load_records
     from conftest import make_fake_run
 
     runs = workspace_env.workspace / "runs"
@@ -213,7 +214,7 @@ def test_score_page_reopens_a_stored_run_and_says_when_it_was_made_with_other_ve
     (stored / "manifest.json").write_text(json.dumps(manifest))
     assert "torch 1.0.0 (now " in store.version_notice(stored)
     monkeypatch.setattr(ui, "model", lambda spec, dtype="auto": object())
-    monkeypatch.setattr("ches.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="stored"))
+    monkeypatch.setattr("ches.engine.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="stored"))
     at = app()
     at.run()
     at.button(key="score_go").click().run()
@@ -329,7 +330,7 @@ def test_a_csv_in_no_known_format_is_loaded_through_a_column_mapping(workspace_e
 
 
 def test_runs_list_sizes_and_deletes_a_run_after_confirmation_keeping_decisions(workspace_env):
-    from ches.data import load_records
+    from ches.engine.data import load_records
     from conftest import make_fake_run
 
     runs = workspace_env.workspace / "runs"
@@ -337,8 +338,8 @@ def test_runs_list_sizes_and_deletes_a_run_after_confirmation_keeping_decisions(
                       "0123456789ab-three.jsonl")
     doomed, kept = make_fake_run(runs / "doomed", ds), make_fake_run(runs / "kept", ds, seed=2)
     db = wsp.workspace(workspace_env.workspace).decisions
-    annotations.record(db, ds.pairs[0].pair_id, "drop", annotator="ann")
-    before = annotations.history(db)
+    decisions.record(db, ds.pairs[0].pair_id, "drop", annotator="ann")
+    before = decisions.history(db)
     at = app(doomed)
     at.run()
     shown = at.dataframe[-1].value
@@ -354,7 +355,7 @@ def test_runs_list_sizes_and_deletes_a_run_after_confirmation_keeping_decisions(
     at.button(key="score_delete_confirm").click().run()
     assert not at.exception and not doomed.exists() and kept.is_dir()
     assert "run_dir" not in at.session_state                                    # it was the active run
-    assert annotations.history(db) == before                                    # decisions untouched
+    assert decisions.history(db) == before                                    # decisions untouched
     assert [p for p, _ in store.list_runs(runs)] == [kept]
 
 
@@ -410,7 +411,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     at.text_input(key="note").set_value("fine pair")
     at.button(key="keep").click().run()
     assert not at.exception
-    now = annotations.current(db)
+    now = decisions.current(db)
     assert set(now) == {pid[ranked[0]]}
     assert (now[pid[ranked[0]]].decision, now[pid[ranked[0]]].annotator, now[pid[ranked[0]]].note) == \
         ("keep", "alice", "fine pair")
@@ -420,7 +421,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert at.text_input(key="note").value == ""
     assert metric(at, "Decided") == "1" and metric(at, "Keep") == "1"  # page tile and sidebar tile
     at.button(key="drop").click().run()
-    assert annotations.current(db)[pid[ranked[1]]].decision == "drop"
+    assert decisions.current(db)[pid[ranked[1]]].decision == "drop"
     assert at.subheader[0].value.startswith(f"Row {ranked[2]} ·")
     # decision filter
     at.multiselect(key="browse_status").set_value(["undecided"]).run()
@@ -430,17 +431,17 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     table_id = at.dataframe[0].proto.id
     at.button(key="undo").click().run()
     assert at.dataframe[0].proto.id != table_id
-    assert set(annotations.current(db)) == {pid[ranked[0]]}
+    assert set(decisions.current(db)) == {pid[ranked[0]]}
     assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")
     at.button(key="undo").click().run()
-    assert annotations.current(db) == {}
+    assert decisions.current(db) == {}
     assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
     at.button(key="undo").click().run()
     assert any("Nothing to undo" in i.value for i in at.info)
 
 
 def test_sidebar_run_picker_switches_runs(workspace_env, flagged_run, tmp_path):
-    from ches.data import load_records
+    from ches.engine.data import load_records
     from conftest import make_fake_run
 
     runs = workspace_env.workspace / "runs"
@@ -466,7 +467,7 @@ def test_review_mode_goes_to_the_next_undecided_pair(workspace_env, flagged_run)
     ranked = ranked_rows(flagged_run)
     pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
     db = wsp.workspace(workspace_env.workspace).decisions
-    annotations.record(db, pid[ranked[1]], "keep", annotator="earlier")
+    decisions.record(db, pid[ranked[1]], "keep", annotator="earlier")
     at = open_page(app(flagged_run, annotator="rev"), "pages/browse.py")
     at.segmented_control(key="browse_mode").set_value("review").run()
     assert not at.dataframe and not at.get("plotly_chart")                   # the pair and its buttons only
@@ -476,7 +477,7 @@ def test_review_mode_goes_to_the_next_undecided_pair(workspace_env, flagged_run)
     assert any(f"Row {ranked[0]}: drop. Next undecided: row {ranked[2]}" in plain(s.value) for s in at.success)
     at.button(key="skip").click().run()
     assert at.subheader[0].value.startswith(f"Row {ranked[3]} ·")
-    assert annotations.current(db)[pid[ranked[0]]].decision == "drop" and pid[ranked[2]] not in annotations.current(db)
+    assert decisions.current(db)[pid[ranked[0]]].decision == "drop" and pid[ranked[2]] not in decisions.current(db)
 
 
 def test_the_url_keeps_run_row_and_annotator_and_a_deep_link_opens_that_pair(workspace_env, flagged_run):
@@ -536,7 +537,7 @@ def test_pair_page_contributions_sum_to_the_score(workspace_env, sample_run):
     assert at.title[0].value == "Pair / tokens" and not at.button(key="keep").disabled
     at.button(key="keep").click().run()
     pid = store.read_scores(sample_run).set_index("row")["pair_id"]
-    assert annotations.current(workspace_env.workspace / "decisions.sqlite")[pid[ranked[0]]].annotator == "tina"
+    assert decisions.current(workspace_env.workspace / "decisions.sqlite")[pid[ranked[0]]].annotator == "tina"
     assert at.session_state["pair_row"] == ranked[1]
     bodies = [h.value for h in at.get("html")]
     assert len(bodies) == 4 and sum(b.count('class="tok ') for b in bodies[1:3]) > 20

@@ -1,4 +1,4 @@
-"""ches.browse: percentiles, filters, ranking, paging, text search (pure pandas; no model)."""
+"""ches.review.browse: percentiles, filters, ranking, paging, text search (pure pandas; no model)."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ches import browse as B
-from ches.annotations import Decision
+from ches.review import browse as B
+from ches.review.decisions import Decision
 
 
 def table(n: int = 10) -> pd.DataFrame:
@@ -156,8 +156,8 @@ def test_robust_axes_count_outliers_at_the_edges():
 
 
 def _texts_run(tmp_path, rows):
-    from ches.store import texts_frame
-    from ches.data import Pair
+    from ches.engine.store import texts_frame
+    from ches.engine.data import Pair
 
     pairs = [Pair(i + 1, tuple(p), c, r, None if rp is None else tuple(rp), (), {}, f"id{i}")
              for i, (p, c, r, rp) in enumerate(rows)]

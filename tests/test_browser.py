@@ -123,8 +123,9 @@ def chromium(height: int) -> Iterator[tuple[Any, list[str]]]:
 def test_score_browse_keep_tokens_map_export(server):
     from playwright.sync_api import expect
 
-    from ches import annotations, store
-    from ches.data import load_dataset
+    from ches.engine import store
+    from ches.review import decisions
+    from ches.engine.data import load_dataset
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -322,7 +323,7 @@ def test_score_browse_keep_tokens_map_export(server):
     reloaded = load_dataset(out, format=m["reload_format"])
     assert len(reloaded.pairs) == len(records) and not reloaded.errors
 
-    decided = annotations.current(server.workspace / "decisions.sqlite")
+    decided = decisions.current(server.workspace / "decisions.sqlite")
     assert [(d.decision, d.annotator) for d in decided.values()] == [("keep", "browser tester")], decided
     kept_id = next(iter(decided))
     table = store.read_scores(runs[0])
@@ -333,7 +334,7 @@ def test_score_browse_keep_tokens_map_export(server):
 
 def _stored_run(workspace: Path) -> Path:
     """The bundled sample as a stored run (random scores, no model): for tests of the app, not the engine."""
-    from ches.data import load_dataset
+    from ches.engine.data import load_dataset
     from conftest import SAMPLE, make_fake_run
 
     return make_fake_run(workspace / "runs" / "0123456789abcdef", load_dataset(SAMPLE), seed=4)
@@ -344,7 +345,8 @@ def test_reload_and_deep_links_keep_run_row_and_annotator(server):
     Screenshots of Browse at 1400 x 900 (what one screen shows), in both layouts, go to tests/screenshots/."""
     from playwright.sync_api import expect
 
-    from ches import annotations, store
+    from ches.engine import store
+    from ches.review import decisions
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     run = _stored_run(server.workspace)
@@ -403,7 +405,7 @@ def test_reload_and_deep_links_keep_run_row_and_annotator(server):
         idle()
         assert not main.get_by_test_id("stException").count()
         assert not errors, errors
-    decided = annotations.current(server.workspace / "decisions.sqlite")
+    decided = decisions.current(server.workspace / "decisions.sqlite")
     pid = table.set_index("row")["pair_id"]
     assert {(d.decision, d.annotator) for d in decided.values()} == {("drop", "rita"), ("keep", "rita")}
     assert set(decided) == {pid[row], pid[following]}

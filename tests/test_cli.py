@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import ches.cli as cli
-import ches.models as models
+import ches.engine.models as models
 from test_data_hostile import CORPUS, MANIFEST
 
 # rows the loader accepts but SmolLM2's chat template refuses: skipped at scoring time, with the reason
@@ -91,7 +91,7 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
 def test_score_reads_columns_in_no_known_format_through_column(tmp_path, capsys, tiny_model_dir):
     """--column maps three columns (the app's column mapping, passed to its scoring job); a bad one is a
     one-line error."""
-    from ches.store import list_runs, read_texts
+    from ches.engine.store import list_runs, read_texts
 
     data = tmp_path / "mine.csv"
     data.write_text("question,better,worse\nWhat is 2+2?,4,5\nSay hi,hi,go away\n", encoding="utf-8")

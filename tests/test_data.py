@@ -1,4 +1,4 @@
-"""ches.data: every format from a fixture, detection, the real files' quirks, stable ids, round trips."""
+"""ches.engine.data: every format from a fixture, detection, the real files' quirks, stable ids, round trips."""
 from __future__ import annotations
 
 import gzip
@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ches.data import (FLAGS, FORMATS, DataError, Dataset, UnknownFormat, load_bytes, load_dataset, load_records,
+from ches.engine.data import (FLAGS, FORMATS, DataError, Dataset, UnknownFormat, load_bytes, load_dataset, load_records,
                        make_pair_id, to_trl)
 
 FIXTURES = Path(__file__).parent / "fixtures"

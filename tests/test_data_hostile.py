@@ -1,4 +1,4 @@
-"""ches.data against malformed and hostile input: a committed corpus, generated monsters, and fuzzing.
+"""ches.engine.data against malformed and hostile input: a committed corpus, generated monsters, and fuzzing.
 
 The loader's promise: a Dataset (good rows kept, one clear RowError per bad row) or, for a file that
 cannot be read as a whole, a DataError. Never any other exception.
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ches.data import FORMATS, DataError, Dataset, load_bytes, load_dataset, load_records, make_pair_id, to_trl
+from ches.engine.data import FORMATS, DataError, Dataset, load_bytes, load_dataset, load_records, make_pair_id, to_trl
 
 CORPUS = Path(__file__).parent / "malformed"
 

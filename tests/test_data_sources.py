@@ -1,4 +1,4 @@
-"""ches.data at scale: Hugging Face dataset folders and --split, --limit, bounded decompression."""
+"""ches.engine.data at scale: Hugging Face dataset folders and --split, --limit, bounded decompression."""
 from __future__ import annotations
 
 import gzip
@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import ches.cli as cli
-from ches.data import DataError, load_bytes, load_dataset, snapshot_files
+from ches.engine.data import DataError, load_bytes, load_dataset, snapshot_files
 
 
 def records(start: int, n: int) -> list[dict]:

@@ -30,7 +30,7 @@ def torchrun(args: list[str], script: list[str] | None = None) -> subprocess.Com
 
 def assert_same_table(mine, theirs):
     """Equal up to float rounding, relative to the size of the terms that cancel (as in test_engine.py)."""
-    from ches.store import read_arrays, read_scores
+    from ches.engine.store import read_arrays, read_scores
 
     a, b = read_scores(mine), read_scores(theirs)
     exact = ["row", "pair_id", "len_chosen", "len_rejected", "truncated", "flags", "edit_sim"]
@@ -44,10 +44,10 @@ def assert_same_table(mine, theirs):
 
 
 def test_two_ranks_equal_one_process_and_a_killed_run_resumes_on_one(tiny_model_dir, tmp_path):
-    from ches.data import load_dataset
-    from ches.models import load_model
-    from ches.pipeline import score_dataset
-    from ches.store import done_chunks, is_complete, read_arrays, run_progress
+    from ches.engine.data import load_dataset
+    from ches.engine.models import load_model
+    from ches.engine.pipeline import score_dataset
+    from ches.engine.store import done_chunks, is_complete, read_arrays, run_progress
 
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": f"Question {i}: what is {i} + {i}?", "chosen": f"It is {2 * i}.",
@@ -76,9 +76,9 @@ def test_two_ranks_equal_one_process_and_a_killed_run_resumes_on_one(tiny_model_
 
 if __name__ == "__main__":
     import ches.cli
-    import ches.store
+    import ches.engine.store
 
-    die_after, commit, committed = int(sys.argv[1]), ches.store.commit_chunk, []
+    die_after, commit, committed = int(sys.argv[1]), ches.engine.store.commit_chunk, []
 
     def commit_then_die(*args, **kwargs):
         done = commit(*args, **kwargs)
@@ -87,5 +87,5 @@ if __name__ == "__main__":
             os._exit(1)
         return done
 
-    ches.store.commit_chunk = commit_then_die
+    ches.engine.store.commit_chunk = commit_then_die
     sys.exit(ches.cli.main(sys.argv[2:]))

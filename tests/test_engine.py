@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from ches import scores
-from ches.data import load_records
-from ches.embed import embed_pairs
-from ches.models import LoadedModel, load_model
-from ches.pipeline import pair_tokens, score_dataset
-from ches.store import read_pairs, read_scores
-from ches.tokens import encode_pair, truncate
+from ches.engine import metrics
+from ches.engine.data import load_records
+from ches.engine.forward import embed_pairs
+from ches.engine.models import LoadedModel, load_model
+from ches.engine.pipeline import pair_tokens, score_dataset
+from ches.engine.store import read_pairs, read_scores
+from ches.engine.tokens import encode_pair, truncate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -73,14 +73,14 @@ def test_engine_matches_authors_recipe(lm):
     # recomputes the shared prompt state once per side, the engine once per pair: float32 rounding of
     # ~1e-7 there, amplified by the cancellation, is all that differs.)
     m_plus = Sp / lp[:, None]
-    for mine, theirs, size in ((scores.ches(emb.S_plus, emb.S_minus), scores.ches(Sp, Sm), (Sp ** 2).sum(1)),
-                               (scores.ln_ches(emb.S_plus, emb.S_minus, emb.len_plus, emb.len_minus),
-                                scores.ln_ches(Sp, Sm, lp, lm_), (m_plus ** 2).sum(1))):
+    for mine, theirs, size in ((metrics.ches(emb.S_plus, emb.S_minus), metrics.ches(Sp, Sm), (Sp ** 2).sum(1)),
+                               (metrics.ln_ches(emb.S_plus, emb.S_minus, emb.len_plus, emb.len_minus),
+                                metrics.ln_ches(Sp, Sm, lp, lm_), (m_plus ** 2).sum(1))):
         rel = np.abs(mine - theirs) / np.maximum(np.abs(theirs), size)
         assert rel.max() <= 1e-5, rel.max()
         np.testing.assert_array_equal(np.argsort(-mine, kind="stable"), np.argsort(-theirs, kind="stable"))
-    last = scores.last_hidden_ip(np.stack([r[4] for r in ref]), np.stack([r[5] for r in ref]))
-    np.testing.assert_allclose(scores.last_hidden_ip(emb.last_plus, emb.last_minus), last, rtol=1e-4)
+    last = metrics.last_hidden_ip(np.stack([r[4] for r in ref]), np.stack([r[5] for r in ref]))
+    np.testing.assert_allclose(metrics.last_hidden_ip(emb.last_plus, emb.last_minus), last, rtol=1e-4)
 
 
 @pytest.mark.real_model
@@ -90,11 +90,11 @@ def test_scores_do_not_depend_on_batching_or_order(lm):
     runs = [embed_pairs(lm, enc, batch_tokens=b) for b in (64, 1024, 1 << 20)]
     order = np.random.default_rng(0).permutation(len(enc))
     shuffled = embed_pairs(lm, [enc[i] for i in order], batch_tokens=1024)
-    base = scores.ln_ches(runs[0].S_plus, runs[0].S_minus, runs[0].len_plus, runs[0].len_minus)
+    base = metrics.ln_ches(runs[0].S_plus, runs[0].S_minus, runs[0].len_plus, runs[0].len_minus)
     for emb in runs[1:]:
-        other = scores.ln_ches(emb.S_plus, emb.S_minus, emb.len_plus, emb.len_minus)
+        other = metrics.ln_ches(emb.S_plus, emb.S_minus, emb.len_plus, emb.len_minus)
         np.testing.assert_allclose(other, base, rtol=1e-5, atol=1e-6 * np.abs(base).max())
-    other = scores.ln_ches(shuffled.S_plus, shuffled.S_minus, shuffled.len_plus, shuffled.len_minus)
+    other = metrics.ln_ches(shuffled.S_plus, shuffled.S_minus, shuffled.len_plus, shuffled.len_minus)
     np.testing.assert_allclose(other[np.argsort(order)], base, rtol=1e-5, atol=1e-6 * np.abs(base).max())
 
 
@@ -116,7 +116,7 @@ def test_same_key_reuses_the_run_and_other_keys_do_not(lm, tmp_path, monkeypatch
     ds = load_records([{"prompt": "hi", "chosen": "Hello! How can I help?", "rejected": "hey"},
                        {"prompt": "2+2?", "chosen": "4", "rejected": "5"}])
     first = score_dataset(ds, lm, runs_root=tmp_path, max_length=64)
-    import ches.pipeline as pipeline
+    import ches.engine.pipeline as pipeline
     monkeypatch.setattr(pipeline, "embed_pairs", lambda *a, **k: pytest.fail("recomputed a stored run"))
     assert score_dataset(ds, lm, runs_root=tmp_path, max_length=64) == first
     with pytest.raises(pytest.fail.Exception):

@@ -14,9 +14,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from ches.embed import TREE_FAMILIES, embed_pairs, engine_path, token_states
-from ches.models import LoadedModel
-from ches.tokens import EncodedPair
+from ches.engine.forward import TREE_FAMILIES, embed_pairs, engine_path, token_states
+from ches.engine.models import LoadedModel
+from ches.engine.tokens import EncodedPair
 
 VOCAB = 96
 IDS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
@@ -192,7 +192,7 @@ def test_a_prompt_shared_by_many_pairs_is_split_across_rows():
 
 
 def test_out_of_memory_halves_the_budget_and_keeps_every_number(monkeypatch, caplog):
-    import ches.embed as engine
+    import ches.engine.forward as engine
 
     lm, pairs = tiny_lm(FAMILIES[0][1]()), mixed_pairs(3)
     real, sizes = engine._forward, []
@@ -205,7 +205,7 @@ def test_out_of_memory_halves_the_budget_and_keeps_every_number(monkeypatch, cap
         return real(lm_, rows, tree)
 
     monkeypatch.setattr(engine, "_forward", small_device)
-    with caplog.at_level("WARNING", logger="ches.embed"):
+    with caplog.at_level("WARNING", logger="ches.engine.forward"):
         emb = embed_pairs(lm, pairs, batch_tokens=1 << 12)
     Sp, Sm = one_at_a_time(lm, pairs)
     assert _rel(emb.S_plus, Sp) <= 1e-5 and _rel(emb.S_minus, Sm) <= 1e-5
@@ -213,7 +213,7 @@ def test_out_of_memory_halves_the_budget_and_keeps_every_number(monkeypatch, cap
 
 
 def test_a_sequence_too_long_for_the_device_is_a_clear_error(monkeypatch):
-    import ches.embed as engine
+    import ches.engine.forward as engine
 
     def no_memory(*args):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")

@@ -1,7 +1,7 @@
-"""Tests for ches.export (select / preview / export) and ches.export_cli (the export and decisions commands).
+"""Tests for ches.review.export (select / preview / export) and ches.cli.export (the export and decisions commands).
 
-Runs are synthetic (ches.store.write_run with random vectors and scores over real loaded pairs), so no
-model is needed; the exported files are re-loaded with ches.data.load_dataset to check the round trip.
+Runs are synthetic (ches.engine.store.write_run with random vectors and scores over real loaded pairs), so no
+model is needed; the exported files are re-loaded with ches.engine.data.load_dataset to check the round trip.
 """
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ches import __version__, annotations
-from ches import export as E
-from ches import export_cli as C
-from ches.annotations import Decision
-from ches.data import load_dataset, load_records
+from ches import __version__
+from ches.review import decisions
+from ches.review import export as E
+from ches.cli import export as C
+from ches.review.decisions import Decision
+from ches.engine.data import load_dataset, load_records
 from conftest import make_fake_run as make_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +162,7 @@ def reload_ids(path: Path, fmt: str | None = None) -> list[str]:
 
 
 def kept_ids(run_dir: Path, rule, decisions) -> list[str]:
-    from ches.store import read_scores
+    from ches.engine.store import read_scores
     sel = E.select(read_scores(run_dir), rule, decisions)
     return sel.loc[sel.kept].sort_values("row")["pair_id"].tolist()
 
@@ -298,7 +299,7 @@ def test_export_path_is_confined(tmp_path):
 
 
 def test_before_after_histogram_counts_every_value_on_a_robust_axis():
-    from ches.charts import before_after_histogram
+    from ches.review.charts import before_after_histogram
 
     before = np.concatenate([np.linspace(0, 1, 199), [-1494.0]])          # one far outlier
     fig = before_after_histogram(before, before[:50], title="t", xlabel="x")
@@ -328,7 +329,7 @@ def test_cli_export_by_run_id_with_decisions(ws, sample_ds, tmp_path, capsys):
     run = make_run(ws / "runs" / "abcdef0123456789", sample_ds)
     db = tmp_path / "d.sqlite"
     pid = sample_ds.pairs[3].pair_id
-    annotations.record(db, pid, "drop", annotator="bob")
+    decisions.record(db, pid, "drop", annotator="bob")
     out = tmp_path / "cli.jsonl"
     args = parser().parse_args(["export", "abcdef", "--out", str(out), "--metric", "ches", "--threshold", "0",
                                 "--format", "trl", "--decisions", str(db), "--drop-flags", ""])
@@ -351,7 +352,7 @@ def test_cli_export_defaults_use_workspace_decisions_if_present(ws, sample_ds, t
     assert args.drop_flags == ("identical", "empty_chosen", "empty_rejected")
     args.func(args)  # no workspace db yet: no decisions
     assert json.loads(E.manifest_path(out).read_text())["decisions"] == {"keep": 0, "drop": 0, "flag": 0}
-    annotations.record(ws / "decisions.sqlite", sample_ds.pairs[0].pair_id, "keep", annotator="a")
+    decisions.record(ws / "decisions.sqlite", sample_ds.pairs[0].pair_id, "keep", annotator="a")
     before = out.read_bytes(), E.manifest_path(out).read_bytes()
     with pytest.raises(E.ExportExists, match="--force"):             # an existing file is never replaced silently
         args.func(args)
@@ -379,8 +380,8 @@ def test_cli_export_user_errors(ws, sample_ds, tmp_path):
 
 def test_cli_decisions_export_and_import(ws, tmp_path, capsys):
     db = tmp_path / "a.sqlite"
-    annotations.record(db, "p1", "keep", annotator="a")
-    annotations.record(db, "p2", "drop", annotator="a", note="bad")
+    decisions.record(db, "p1", "keep", annotator="a")
+    decisions.record(db, "p2", "drop", annotator="a", note="bad")
     dump = tmp_path / "dec.jsonl"
     args = parser().parse_args(["decisions", "export", str(dump), "--db", str(db)])
     assert args.func(args) == 0
@@ -394,7 +395,7 @@ def test_cli_decisions_export_and_import(ws, tmp_path, capsys):
     assert "imported 2, skipped 0 duplicate(s), 1 error(s)" in out and "line 3:" in err
     assert args.func(args) == 1
     assert "imported 0, skipped 2" in capsys.readouterr().out
-    assert {k: v.decision for k, v in annotations.current(other).items()} == {"p1": "keep", "p2": "drop"}
+    assert {k: v.decision for k, v in decisions.current(other).items()} == {"p1": "keep", "p2": "drop"}
     # default db is the workspace's; exporting a missing db is a one-line user error
     args = parser().parse_args(["decisions", "export", str(tmp_path / "x.jsonl")])
     with pytest.raises(ValueError, match="no decisions database"):

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ches import jobs, store
-from ches.data import load_dataset
-from ches.models import load_model
-from ches.pipeline import run_key, score_dataset
+from ches.engine import jobs, store
+from ches.engine.data import load_dataset
+from ches.engine.models import load_model
+from ches.engine.pipeline import run_key, score_dataset
 from conftest import write_pairs
 
 MAX_LENGTH = 128

@@ -1,4 +1,4 @@
-"""AppTest for the Map and Curate & export pages, plus ches.mapview.
+"""AppTest for the Map and Curate & export pages, plus ches.review.map.
 
 A synthetic run (random sums and scores over data/sample.jsonl) stands in for a scored one, and a fake
 UMAP (first two input columns) keeps the map fast. AppTest cannot lasso, so a selection is injected
@@ -18,10 +18,12 @@ import umap
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from ches import __version__, annotations, mapview
-from ches.data import load_dataset
-from ches.export import manifest_path
-from ches.store import read_scores
+from ches import __version__
+from ches.review import decisions
+from ches.review import map as mapview
+from ches.engine.data import load_dataset
+from ches.review.export import manifest_path
+from ches.engine.store import read_scores
 from conftest import make_fake_run as make_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,7 +228,7 @@ def test_map_selection_bulk_decision_lands_in_the_db(env):
     run_with_selection(at, picked)
     no_errors(at)
     db = env["ws"] / "decisions.sqlite"
-    current = annotations.current(db)
+    current = decisions.current(db)
     expected = set(table.set_index("row").loc[picked, "pair_id"])
     assert {pid for pid, d in current.items() if d.decision == "drop" and d.annotator == "mapper"} == expected
     assert any("Recorded 'drop' for 3 pair" in s.value for s in at.success)
@@ -236,36 +238,36 @@ def test_a_bulk_over_decided_pairs_asks_before_overwriting(env):
     table = env["table"].set_index("row")
     a, b, c = picked = env["table"]["row"].iloc[[2, 5, 9]].tolist()
     db = env["ws"] / "decisions.sqlite"
-    annotations.record(db, table.loc[a, "pair_id"], "keep", annotator="earlier")
-    annotations.record(db, table.loc[b, "pair_id"], "drop", annotator="mapper", note="toxic")
-    before = annotations.history(db)
+    decisions.record(db, table.loc[a, "pair_id"], "keep", annotator="earlier")
+    decisions.record(db, table.loc[b, "pair_id"], "drop", annotator="mapper", note="toxic")
+    before = decisions.history(db)
     at = app("map.py", env["run"], annotator="mapper").run()
     run_with_selection(at, picked)
     assert any("already decided: 1 keep, 1 drop" in m.value for m in at.markdown)
     at.button(key="map_keep").click()
     run_with_selection(at, picked)
     no_errors(at)
-    assert annotations.history(db) == before                                   # nothing written yet: it asks
+    assert decisions.history(db) == before                                   # nothing written yet: it asks
     assert any("2 of the 3 pairs to mark 'keep' already have a decision (1 keep, 1 drop)" in w.value
                for w in at.warning)
     at.button(key="map_only_undecided").click()
     run_with_selection(at, picked)
-    now = annotations.current(db)
+    now = decisions.current(db)
     assert (now[table.loc[a, "pair_id"]].annotator, now[table.loc[b, "pair_id"]].note) == ("earlier", "toxic")
     assert now[table.loc[c, "pair_id"]].decision == "keep"
     at.button(key="map_drop").click()                                          # all three decided now
     run_with_selection(at, picked)
     at.button(key="map_cancel").click()
     run_with_selection(at, picked)
-    assert not any("to mark 'drop'" in w.value for w in at.warning) and len(annotations.history(db)) == len(before) + 1
+    assert not any("to mark 'drop'" in w.value for w in at.warning) and len(decisions.history(db)) == len(before) + 1
     at.button(key="map_drop").click()
     run_with_selection(at, picked)
     at.button(key="map_overwrite").click()
     run_with_selection(at, picked)
     no_errors(at)
-    assert {annotations.current(db)[table.loc[r, "pair_id"]].decision for r in picked} == {"drop"}
-    assert len(annotations.undo(db, annotator="mapper")) == 3                  # one action, one undo
-    assert annotations.current(db)[table.loc[b, "pair_id"]].note == "toxic"
+    assert {decisions.current(db)[table.loc[r, "pair_id"]].decision for r in picked} == {"drop"}
+    assert len(decisions.undo(db, annotator="mapper")) == 3                  # one action, one undo
+    assert decisions.current(db)[table.loc[b, "pair_id"]].note == "toxic"
 
 
 def test_map_open_in_browse_sets_focus_rows(env):
@@ -284,7 +286,7 @@ def test_map_open_in_browse_sets_focus_rows(env):
 
 def test_export_page_previews_and_exports(env, sample_ds):
     pid = env["table"]["pair_id"].iloc[0]
-    annotations.record(env["ws"] / "decisions.sqlite", pid, "drop", annotator="someone")
+    decisions.record(env["ws"] / "decisions.sqlite", pid, "drop", annotator="someone")
     at = app("export.py", env["run"]).run()
     no_errors(at)
     n = len(env["table"])

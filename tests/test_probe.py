@@ -14,11 +14,11 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import ches.cli as cli
-from ches import probe
-from ches.data import load_records
-from ches.embed import Cancelled
-from ches.store import read_manifest, read_pairs, read_scores
-from ches.tokens import encode_pair
+from ches.review import probe
+from ches.engine.data import load_records
+from ches.engine.forward import Cancelled
+from ches.engine.store import read_manifest, read_pairs, read_scores
+from ches.engine.tokens import encode_pair
 from conftest import ROOT, make_fake_run
 
 # Short pairs so that a tiny model trains in well under a second; row 4 has an empty rejected reply (R = 0).
@@ -37,7 +37,7 @@ def tiny_dir(tmp_path_factory) -> Path:
     """A random-weight 2-layer Llama (hidden 32) with the default model's tokenizer, saved to a folder."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ches.models import default_model_dir
+    from ches.engine.models import default_model_dir
 
     tok = AutoTokenizer.from_pretrained(default_model_dir())
     torch.manual_seed(0)
@@ -54,8 +54,8 @@ def tiny_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_dir) -> Path:
     """The six RECORDS scored with the tiny model (max length 64)."""
-    from ches.models import load_model
-    from ches.pipeline import score_dataset
+    from ches.engine.models import load_model
+    from ches.engine.pipeline import score_dataset
 
     ds = load_records(RECORDS, source="tiny.jsonl")
     return score_dataset(ds, load_model(str(tiny_dir)), runs_root=tmp_path_factory.mktemp("runs"), max_length=64)
@@ -239,7 +239,7 @@ def test_a_run_scored_with_other_weights_is_refused(tmp_path, tiny_dir):
     (run / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(probe.ProbeError, match="weights of .* changed since the run was scored"):
         probe.load_policy(run)
-    from ches.models import load_model
+    from ches.engine.models import load_model
     with pytest.raises(probe.ProbeError, match="weights of .* changed since the run was scored"):
         probe.run_probe(run, probe.ProbeSettings(subset="top", n=1, lr=1e-3), load_model(str(tiny_dir)))
 

@@ -1,4 +1,4 @@
-"""Tests for ches.projection: centring, the streamed PCA, UMAP projection, and the per-run disk cache.
+"""Tests for ches.review.projection: centring, the streamed PCA, UMAP projection, and the per-run disk cache.
 
 Only two tests run the real UMAP (numba compiles on first use); the rest swap in `FakeUMAP`.
 """
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import umap
 
-from ches import projection as P
-from ches import store
-from ches.data import Pair
+from ches.review import projection as P
+from ches.engine import store
+from ches.engine.data import Pair
 
 
 def _inputs(n: int = 12, d: int = 6, seed: int = 0):

@@ -1,4 +1,4 @@
-"""Chunked, resumable scoring (ches.pipeline + ches.store) on a tiny random-weight model.
+"""Chunked, resumable scoring (ches.engine.pipeline + ches.engine.store) on a tiny random-weight model.
 
 The numbers are checked against one pass of the engine over all pairs (the engine itself is checked
 against the authors' recipe in test_engine.py) and against an uninterrupted run of the same data.
@@ -21,13 +21,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import ches.cli as cli
-import ches.models as models
-from ches import pipeline, scores, store
-from ches.data import load_bytes, load_dataset, load_records
-from ches.embed import embed_pairs
-from ches.pipeline import Interrupted, estimate, run_key, score_dataset
-from ches.store import read_arrays, read_manifest, read_pairs, read_scores, run_progress
-from ches.tokens import encode_pair
+import ches.engine.models as models
+from ches.engine import pipeline, metrics
+from ches.engine import store
+from ches.engine.data import load_bytes, load_dataset, load_records
+from ches.engine.forward import embed_pairs
+from ches.engine.pipeline import Interrupted, estimate, run_key, score_dataset
+from ches.engine.store import read_arrays, read_manifest, read_pairs, read_scores, run_progress
+from ches.engine.tokens import encode_pair
 from test_scores import dp_levenshtein
 
 
@@ -60,8 +61,8 @@ def test_chunked_run_equals_one_pass_of_the_engine(tiny_lm, tmp_path):
     np.testing.assert_array_equal(table["len_chosen"], emb.len_plus)
     np.testing.assert_array_equal(table["len_rejected"], emb.len_minus)
     m_plus = emb.S_plus / emb.len_plus[:, None]
-    scaled_close(table["ches"], scores.ches(emb.S_plus, emb.S_minus), (emb.S_plus ** 2).sum(1))
-    scaled_close(table["ln_ches"], scores.ln_ches(emb.S_plus, emb.S_minus, emb.len_plus, emb.len_minus),
+    scaled_close(table["ches"], metrics.ches(emb.S_plus, emb.S_minus), (emb.S_plus ** 2).sum(1))
+    scaled_close(table["ln_ches"], metrics.ln_ches(emb.S_plus, emb.S_minus, emb.len_plus, emb.len_minus),
                  (m_plus ** 2).sum(1))
     last = np.einsum("nd,nd->n", emb.last_plus.astype(np.float64), emb.last_minus)
     scaled_close(table["last_hidden_ip"], last, np.linalg.norm(emb.last_plus, axis=1) * np.linalg.norm(emb.last_minus, axis=1))
@@ -245,7 +246,7 @@ def test_pairs_the_chat_template_rejects_are_reported_and_none_left_is_an_error(
 @pytest.mark.real_data
 def test_batched_tokenising_equals_one_text_at_a_time(tiny_lm):
     """encode_pairs (one tokenizer call per kind of text, per chunk) against each text tokenised alone."""
-    from ches.tokens import encode_pairs, render_prompt, truncate
+    from ches.engine.tokens import encode_pairs, render_prompt, truncate
 
     tok = tiny_lm.tokenizer
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from ches import models, store
+from ches.engine import models, store
 from ches.workspace import PathError, check_upload_size, confine, safe_filename
 
 

@@ -1,11 +1,11 @@
-"""ches.tokendiff: alignment, per-token ops, and that the token HTML escapes every dataset string."""
+"""ches.review.tokendiff: alignment, per-token ops, and that the token HTML escapes every dataset string."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from ches import tokendiff as T
+from ches.review import tokendiff as T
 
 
 def test_align_covers_both_sequences_in_order():

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import store
-from .atomic import atomic_write_text
+from ches.engine import store
+from ches.atomic import atomic_write_text
 
 STARTING_S = 60          # a job file without a pid this old belongs to a start that died before spawning
 _LOG_HEAD = _LOG_TAIL = 32 * 1024

@@ -1,6 +1,6 @@
 """The Map view's data: the figure frame, the plotly figure, and a selection turned into source rows.
 
-Views (ches.projection): 'pairs' = one point per pair, at its centred preference direction m- - m+;
+Views (ches.review.projection): 'pairs' = one point per pair, at its centred preference direction m- - m+;
 'responses' = the centred chosen and rejected means, 2n points.
 
 Readable from 100 to 1M pairs, in layers from the bottom up:
@@ -24,8 +24,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .browse import METRIC_LABELS, decision_status
-from .projection import VIEWS
+from ches.review.browse import METRIC_LABELS, decision_status
+from ches.review.projection import VIEWS
 
 COLOR_BY = ("metric", "decision", "flag")
 DECISION_COLORS = {"keep": "#2ca02c", "drop": "#d62728", "flag": "#ff7f0e", "undecided": "#9e9e9e"}

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .data import FORMATS, DataError, load_dataset
-from .models import DEFAULT_MODEL, ModelError
-from .store import DEFAULT_CHUNK_PAIRS
-from .workspace import workspace
+from ches import __version__
+from ches.engine.data import FORMATS, DataError, load_dataset
+from ches.engine.models import DEFAULT_MODEL, ModelError
+from ches.engine.store import DEFAULT_CHUNK_PAIRS
+from ches.workspace import workspace
 
 
 class UserError(Exception):
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a model's own Python code to run (off by default: only for models you trust)")
     s.set_defaults(func=cmd_score)
 
-    from .export_cli import add_decisions_parser, add_export_parser
+    from ches.cli.export import add_decisions_parser, add_export_parser
     add_export_parser(sub)
     add_decisions_parser(sub)
 
@@ -105,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_score(args) -> int:
-    from .models import load_model
-    from .pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
-    from .store import is_complete, read_manifest, read_scores, read_texts, run_path, run_progress
+    from ches.engine.models import load_model
+    from ches.engine.pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
+    from ches.engine.store import is_complete, read_manifest, read_scores, read_texts, run_path, run_progress
 
     if args.max_length < 2:
         raise UserError("--max-length must be at least 2")
@@ -226,7 +226,7 @@ class ProgressBar:
 
 
 def cmd_runs(args) -> int:
-    from .store import list_runs, list_unfinished, run_size
+    from ches.engine.store import list_runs, list_unfinished, run_size
 
     root = Path(args.out) if args.out else workspace().runs
     runs, unfinished = list_runs(root), list_unfinished(root)
@@ -249,7 +249,7 @@ def cmd_app(args) -> int:
 
 
 def add_probe_parser(sub) -> None:
-    from .probe import BUNDLED, OPTIMIZERS, PAPER
+    from ches.review.probe import BUNDLED, OPTIMIZERS, PAPER
 
     p = sub.add_parser("probe", help="check CHES's prediction: a few DPO steps on a subset, log-probs before/after",
                        description="Train a fresh copy of RUN's model (same weights, template and dtype) with DPO "
@@ -284,7 +284,7 @@ def add_probe_parser(sub) -> None:
 
 def probe_settings(args, model_id: str):
     """ProbeSettings from `ches probe` arguments (model-dependent defaults filled in)."""
-    from .probe import ProbeError, ProbeSettings, defaults, read_ids
+    from ches.review.probe import ProbeError, ProbeSettings, defaults, read_ids
 
     kind, extra = args.subset[0], args.subset[1:]
     wants = {"top": 0, "bottom": 0, "band": 2, "ids": 1}
@@ -311,9 +311,9 @@ def probe_settings(args, model_id: str):
 def cmd_probe(args) -> int:
     from tqdm import tqdm
 
-    from . import probe
-    from .export_cli import resolve_run
-    from .store import read_manifest
+    from ches.review import probe
+    from ches.cli.export import resolve_run
+    from ches.engine.store import read_manifest
 
     run_dir = resolve_run(args.run, Path(args.runs) if args.runs else workspace().runs)
     s = probe_settings(args, read_manifest(run_dir)["key"]["model_id"])
@@ -333,7 +333,7 @@ def cmd_probe(args) -> int:
 
 
 def probe_summary(run_dir: Path, probe_dir: Path, metric: str, top: int) -> str:
-    from . import probe
+    from ches.review import probe
 
     m, results = probe.read_probe(probe_dir)
     t = probe.probe_table(run_dir, results)

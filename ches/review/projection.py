@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from ches.engine import store
 
 __all__ = ["VIEWS", "preference_directions", "response_means", "view_matrix", "pca_scores", "project",
            "map_coordinates", "cached_layout"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import FLAGS, Dataset
-from .store import run_size
+from ches.engine.data import FLAGS, Dataset
+from ches.engine.store import run_size
 
 _UPLOAD_HASH = re.compile(r"^[0-9a-f]{12}-")     # uploads stored before names were kept: <sha12>-<name>
 

@@ -39,8 +39,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_open, atomic_write_text
-from .data import Message, Pair
+from ches.atomic import atomic_open, atomic_write_text
+from ches.engine.data import Message, Pair
 
 ENGINE_VERSION = 2           # bump when the same inputs would give different numbers (2: exact sliding windows)
 DEFAULT_CHUNK_PAIRS = 1024   # pairs per chunk: the unit committed to disk and resumed
@@ -88,7 +88,7 @@ def is_complete(run_dir: Path) -> bool:
 
 def library_versions() -> dict[str, str]:
     """Versions of Python, CHES Studio and the libraries that compute the numbers."""
-    from . import __version__
+    from ches import __version__
 
     versions = {"python": platform.python_version(), "ches": __version__}
     for name in VERSIONED:

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from transformers import masking_utils as mu
 
-from .models import LoadedModel
-from .tokens import EncodedPair
+from ches.engine.models import LoadedModel
+from ches.engine.tokens import EncodedPair
 
 Progress = Callable[[int, int], None]   # (responses done, responses total)
 log = logging.getLogger(__name__)

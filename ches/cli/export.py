@@ -15,12 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import annotations
-from .data import FLAGS
-from .export import DEFAULT_DROP_FLAGS, EXPORT_FORMATS, ExportError, Rule, export
-from .scores import METRICS
-from .store import is_complete
-from .workspace import workspace
+from ches.review import decisions
+from ches.engine.data import FLAGS
+from ches.review.export import DEFAULT_DROP_FLAGS, EXPORT_FORMATS, ExportError, Rule, export
+from ches.engine.metrics import METRICS
+from ches.engine.store import is_complete
+from ches.workspace import workspace
 
 
 class RunNotFound(ValueError):
@@ -93,7 +93,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.decisions and not db.is_file():
         raise ExportError(f"{db}: no such decisions database")
     if db.is_file():
-        decisions = annotations.current(db, annotator=args.annotator)
+        decisions = decisions.current(db, annotator=args.annotator)
     m = export(run_dir, rule, decisions, args.out, fmt=args.fmt, annotator=args.annotator, overwrite=args.force)
     c = m["counts"]
     lines = [f"wrote {c['kept']} of {c['pairs']} pairs to {args.out} ({args.fmt} format)",
@@ -130,14 +130,14 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     if args.action == "export":
         if not db.is_file():
             raise ExportError(f"{db}: no decisions database yet (record a decision first)")
-        n = annotations.export_jsonl(db, args.file)
+        n = decisions.export_jsonl(db, args.file)
         print(f"exported {n} decision event(s) from {db} to {args.file}")
         return 0
     if args.action == "import":
         if not Path(args.file).is_file():
             raise FileNotFoundError(f"{args.file}: no such file")
         db.parent.mkdir(parents=True, exist_ok=True)
-        imported, skipped, errors = annotations.import_jsonl(db, args.file)
+        imported, skipped, errors = decisions.import_jsonl(db, args.file)
         print(f"imported {imported}, skipped {skipped} duplicate(s), {len(errors)} error(s)")
         for e in errors:
             print(f"  line {e.line}: {e.reason}", file=sys.stderr)

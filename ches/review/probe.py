@@ -7,7 +7,7 @@ model on a subset of its pairs and measures, per pair, before and after training
                 = log-probabilities read at positions P-1 .. P+R-1 of x+y (P prompt, R response tokens)
 
 These are the |y| = R + 1 positions CHES sums hidden states over (CHES_SPEC.md). The ids are exactly the
-ones CHES used (`ches.tokens.encode_pair` at the run's max length). The EOS token is
+ones CHES used (`ches.engine.tokens.encode_pair` at the run's max length). The EOS token is
 `tokenizer.eos_token_id`: for ChatML models (SmolLM2, Qwen) that is `<|im_end|>`, the token the chat
 template closes an assistant turn with; a model whose template closes turns with another token is still
 scored with eos_token_id, as TRL's DPO trainer does.
@@ -49,13 +49,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .browse import percentiles
-from .embed import Cancelled, Progress
-from .models import DEFAULT_MODEL, LoadedModel, load_model
-from .scores import METRICS
-from .store import read_manifest, read_pairs, read_scores
-from .tokens import encode_pair, template_id
+from ches import __version__
+from ches.review.browse import percentiles
+from ches.engine.forward import Cancelled, Progress
+from ches.engine.models import DEFAULT_MODEL, LoadedModel, load_model
+from ches.engine.metrics import METRICS
+from ches.engine.store import read_manifest, read_pairs, read_scores
+from ches.engine.tokens import encode_pair, template_id
 
 PROBE_VERSION = 1                 # bump when the same settings would give different numbers
 SUBSETS = ("top", "bottom", "band", "ids")

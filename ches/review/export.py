@@ -22,8 +22,8 @@ Export formats
 - "input": each kept pair's source record exactly as read (Pair.record), one JSON object per line.
   CSV and Parquet sources are written as JSON Lines too (CSV cells holding message lists were already
   parsed into lists when loading; every other CSV cell stays a string).
-- "trl": `ches.data.to_trl(pair)`, TRL's conversational form.
-Either file re-loads with `ches.data.load_dataset` to exactly the kept pairs' pair_ids, in dataset order
+- "trl": `ches.engine.data.to_trl(pair)`, TRL's conversational form.
+Either file re-loads with `ches.engine.data.load_dataset` to exactly the kept pairs' pair_ids, in dataset order
 (for an "input" export of a source loaded with an explicit `format=`, pass the same format again; the
 manifest records it as `reload_format`).
 """
@@ -41,12 +41,12 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .atomic import atomic_open, atomic_write_text
-from .data import FLAGS, Pair, to_trl
-from .scores import METRICS
-from .store import read_manifest, read_scores, read_texts
-from .workspace import confine
+from ches import __version__
+from ches.atomic import atomic_open, atomic_write_text
+from ches.engine.data import FLAGS, Pair, to_trl
+from ches.engine.metrics import METRICS
+from ches.engine.store import read_manifest, read_scores, read_texts
+from ches.workspace import confine
 
 DEFAULT_DROP_FLAGS = ("identical", "empty_chosen", "empty_rejected")
 EXPORT_FORMATS = ("input", "trl")
@@ -65,7 +65,7 @@ class ExportExists(ExportError):
 @dataclass(frozen=True)
 class Rule:
     """Which pairs the score rule keeps (see the module docstring for the precedence and the paper's choice)."""
-    metric: str = "ln_ches"                        # a column of the scores table (ches.scores.METRICS)
+    metric: str = "ln_ches"                        # a column of the scores table (ches.engine.metrics.METRICS)
     keep_lowest_percent: float = 95.0              # keep this % of all pairs, lowest scores first
     threshold: float | None = None                 # when set: keep metric <= threshold (replaces the %)
     drop_flags: tuple[str, ...] = field(default=DEFAULT_DROP_FLAGS)  # pairs carrying any of these go
@@ -101,7 +101,7 @@ class Rule:
 # ------------------------------------------------------------------------------------ selection
 
 def _decision_of(d: Any) -> str:
-    value = getattr(d, "decision", d)           # an annotations.Decision or a plain string
+    value = getattr(d, "decision", d)           # a decisions.Decision or a plain string
     if value not in DECISION_VALUES:
         raise ExportError(f"decision must be one of {', '.join(DECISION_VALUES)}; got {value!r}")
     return value

@@ -1,8 +1,8 @@
 """Score a dataset end to end in resumable chunks: tokenise, embed, score, commit; then finalise the run.
 
-    from ches.data import load_dataset
-    from ches.models import load_model
-    from ches.pipeline import score_dataset
+    from ches.engine.data import load_dataset
+    from ches.engine.models import load_model
+    from ches.engine.pipeline import score_dataset
     run_dir = score_dataset(load_dataset("data/sample.jsonl"), load_model(), runs_root="workspace/runs")
 
 1. The pairs are cut, in dataset order, into chunks of `chunk_size` pairs. Each chunk is committed to
@@ -31,13 +31,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import __version__, scores, store
-from .data import Dataset, Pair, RowError
-from .embed import (Cancelled, Embeddings, Progress, default_batch_tokens, embed_pairs, engine_path,
+from ches import __version__
+from ches.engine import metrics, store
+from ches.engine.data import Dataset, Pair, RowError
+from ches.engine.forward import (Cancelled, Embeddings, Progress, default_batch_tokens, embed_pairs, engine_path,
                     token_states)
-from .models import LoadedModel
-from .store import RunKey, is_complete, run_path
-from .tokens import EncodedPair, encode_pair, encode_pairs, template_id
+from ches.engine.models import LoadedModel
+from ches.engine.store import RunKey, is_complete, run_path
+from ches.engine.tokens import EncodedPair, encode_pair, encode_pairs, template_id
 
 DEFAULT_MAX_LENGTH = 2048
 DEFAULT_CHUNK_PAIRS = store.DEFAULT_CHUNK_PAIRS
@@ -181,9 +182,9 @@ def _commit(run_dir: Path, chunk: _Chunk, emb: Embeddings | None, d: int, lm: Lo
     if emb is None:                                  # every pair of the chunk was rejected
         S, n, last = np.zeros((0, d)), np.zeros(0, np.int64), np.zeros((0, d), np.float32)
         emb = Embeddings(S, S, n, n, last, last)
-    metrics = scores.score_table(emb, [e.chosen for e in chunk.encoded], [e.rejected for e in chunk.encoded])
+    values = metrics.score_table(emb, [e.chosen for e in chunk.encoded], [e.rejected for e in chunk.encoded])
     table = {
-        "row": [p.row for p in chunk.pairs], "pair_id": [p.pair_id for p in chunk.pairs], **metrics,
+        "row": [p.row for p in chunk.pairs], "pair_id": [p.pair_id for p in chunk.pairs], **values,
         "len_chosen": emb.len_plus, "len_rejected": emb.len_minus,
         "truncated": [e.truncated for e in chunk.encoded], "flags": [",".join(p.flags) for p in chunk.pairs],
     }
@@ -265,14 +266,14 @@ def pair_tokens(lm: LoadedModel, pair: Pair, max_length: int, metric: str = "ln_
     """One pair's token view: tokens, per-token contributions (they sum to the score), alignments."""
     enc = encode_pair(lm.tokenizer, pair, max_length)
     H_plus, H_minus = token_states(lm, enc)
-    contrib = scores.token_contributions(H_plus, H_minus, metric)
+    contrib = metrics.token_contributions(H_plus, H_minus, metric)
     # position k predicts token k of the response; the last position predicts EOS
     label = lambda ids: [lm.tokenizer.decode([t]) for t in ids] + ["⟨eos⟩"]  # noqa: E731
     return {
         "chosen_ids": list(enc.chosen), "rejected_ids": list(enc.rejected),
         "chosen_tokens": label(enc.chosen), "rejected_tokens": label(enc.rejected),
         "contributions": contrib, "score": float(contrib.sum()),
-        "rejected_alignment": scores.rejected_alignment(H_plus, H_minus),
+        "rejected_alignment": metrics.rejected_alignment(H_plus, H_minus),
         "truncated": enc.truncated,
     }
 

@@ -25,12 +25,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ches import annotations, jobs, store
-from ches.browse import METRIC_LABELS, decision_status, search_rows
-from ches.data import MAX_INPUT_BYTES, DataError, Dataset, load_dataset
-from ches.models import LoadedModel, ModelError, load_model
-from ches.pipeline import pair_tokens
-from ches.report import dataset_name
+from ches.engine import jobs, store
+from ches.review import decisions as decision_log
+from ches.review.browse import METRIC_LABELS, decision_status, search_rows
+from ches.engine.data import MAX_INPUT_BYTES, DataError, Dataset, load_dataset
+from ches.engine.models import LoadedModel, ModelError, load_model
+from ches.engine.pipeline import pair_tokens
+from ches.engine.report import dataset_name
 from ches.workspace import PathError, Workspace, confine, workspace
 
 RUN_DIR, ANNOTATOR, FOCUS_ROWS, PAIR_ROW = "run_dir", "annotator", "focus_rows", "pair_row"
@@ -229,7 +230,7 @@ def session_id() -> str:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _decisions(db_path: str, file_version: tuple, session_version: int) -> dict:
-    return annotations.current(db_path)
+    return decision_log.current(db_path)
 
 
 def _db_version(db_path: str) -> tuple:
@@ -244,7 +245,7 @@ def _db_version(db_path: str) -> tuple:
     return tuple(out)
 
 
-def decisions(db_path: str | Path | None = None) -> dict[str, annotations.Decision]:
+def decisions(db_path: str | Path | None = None) -> dict[str, decision_log.Decision]:
     """{pair_id: Decision} in force (latest across annotators); re-read after every write."""
     db = str(db_path or ws().decisions)
     return _decisions(db, _db_version(db), st.session_state.get(DECISIONS_VERSION, 0))
@@ -256,7 +257,7 @@ def _bump() -> None:
 
 def record_decision(pair_id: str, decision: str, note: str = "") -> int:
     """Record this annotator's decision (committed before returning); the event id."""
-    event = annotations.record(ws().decisions, pair_id, decision, annotator=annotator(), note=note,
+    event = decision_log.record(ws().decisions, pair_id, decision, annotator=annotator(), note=note,
                                session=session_id())
     _bump()
     return event
@@ -264,14 +265,14 @@ def record_decision(pair_id: str, decision: str, note: str = "") -> int:
 
 def record_bulk(pair_ids: Sequence[str], decision: str) -> int:
     """Record one decision on many pairs as one action (one transaction, one undo); how many pairs."""
-    events = annotations.record_many(ws().decisions, pair_ids, decision, annotator=annotator(), session=session_id())
+    events = decision_log.record_many(ws().decisions, pair_ids, decision, annotator=annotator(), session=session_id())
     _bump()
     return len(events)
 
 
-def undo_decision() -> list[annotations.Event]:
+def undo_decision() -> list[decision_log.Event]:
     """Undo this annotator's latest action (one decision or one bulk); the undone events ([] if none)."""
-    events = annotations.undo(ws().decisions, annotator=annotator(), session=session_id())
+    events = decision_log.undo(ws().decisions, annotator=annotator(), session=session_id())
     _bump()
     return events
 

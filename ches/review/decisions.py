@@ -18,7 +18,7 @@ Contract
    `record_many` batch) by appending one 'undo' event per cancelled event (`undoes` names it).
    Repeated undos walk further back, so n undos restore the state from n actions ago. An undo is
    never itself undone: to redo, record the decision again.
-7. Decisions are keyed by `pair_id` (the content hash from ches.data), so they carry over to every
+7. Decisions are keyed by `pair_id` (the content hash from ches.engine.data), so they carry over to every
    scoring run over the same pairs.
 8. `export_jsonl` writes the whole log atomically. `import_jsonl` appends the events of such a file,
    skips events already present (same pair_id, annotator, action, note, created_at), and reports

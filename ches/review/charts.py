@@ -1,6 +1,6 @@
 """Plotly figures of a run's scores (the Browse and Curate & export charts; no Streamlit here).
 
-Every score axis is robust (`ches.browse.robust_range`): a handful of outliers (a 2-token answer with
+Every score axis is robust (`ches.review.browse.robust_range`): a handful of outliers (a 2-token answer with
 LN-CHES -1494) no longer squash the other pairs into one bar; they are counted at the edges, and the
 figure says how many. Everything is binned here, so a figure costs the same at 100 and at 1M pairs.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .browse import METRIC_LABELS, histogram, robust_range
+from ches.review.browse import METRIC_LABELS, histogram, robust_range
 
 SCATTER_MAX = 5000           # score vs length: points up to this many pairs, a 2-D histogram above
 CURRENT = "#dc2626"

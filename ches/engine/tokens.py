@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
-from .data import Message, Pair
+from ches.engine.data import Message, Pair
 
 # Used only for tokenizers without a chat template.
 PLAIN_TEMPLATE = "{turns}Assistant:"
