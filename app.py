@@ -2,11 +2,11 @@
 
     streamlit run app.py        (or: python -m ches app)
 
-This file only routes: the pages live in pages/, the logic in ches/, shared helpers in ui.py.
+This file only routes: the pages live in pages/, the logic in ches/, what the pages share in ui/.
 """
 import streamlit as st
 
-import ui
+from ui import sidebar, state
 
 st.set_page_config(page_title="CHES Studio", page_icon=":material/science:", layout="wide")
 
@@ -18,6 +18,6 @@ pg = st.navigation([
     st.Page("pages/export.py", title="Curate & export", icon=":material/download:"),
     st.Page("pages/probe.py", title="Probe", icon=":material/science:"),
 ])
-ui.sync_url()
-ui.sidebar(jobs_here=pg.title != "Data & score")     # that page shows them beside its Score button
+state.sync_url()
+sidebar.show(jobs_here=pg.title != "Data & score")     # that page shows them beside its Score button
 pg.run()

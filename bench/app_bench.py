@@ -36,7 +36,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from ches import __version__  # noqa: E402
-from ches.engine.data import load_dataset, load_records  # noqa: E402
+from ches.engine.files import load_dataset  # noqa: E402
+from ches.engine.formats import load_records  # noqa: E402
 from ches.engine.store import write_run  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"

@@ -25,8 +25,13 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ches.review import probe  # noqa: E402
-from ches.engine.data import Dataset, load_dataset  # noqa: E402
+from ches.review.probe import run_probe  # noqa: E402
+from ches.review.probe.analysis import probe_table, spearman  # noqa: E402
+from ches.review.probe.dpo import load_policy  # noqa: E402
+from ches.review.probe.settings import BUNDLED, ProbeSettings, quantile_slice  # noqa: E402
+from ches.review.probe.storage import read_probe  # noqa: E402
+from ches.engine.files import load_dataset  # noqa: E402
+from ches.engine.pairs import Dataset  # noqa: E402
 from ches.engine.models import load_model  # noqa: E402
 from ches.engine.pipeline import score_dataset  # noqa: E402
 from ches.engine.store import read_scores  # noqa: E402
@@ -40,11 +45,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--pool", type=int, default=256, help="pairs scored (the first ones of --data)")
-    ap.add_argument("--n", type=int, default=probe.BUNDLED["n"], help="pairs per subset")
-    ap.add_argument("--batch-size", type=int, default=probe.BUNDLED["batch_size"])
+    ap.add_argument("--n", type=int, default=BUNDLED["n"], help="pairs per subset")
+    ap.add_argument("--batch-size", type=int, default=BUNDLED["batch_size"])
     ap.add_argument("--steps", type=int, default=None, help="default: one epoch")
-    ap.add_argument("--lr", type=float, default=probe.BUNDLED["lr"])
-    ap.add_argument("--beta", type=float, default=probe.BUNDLED["beta"])
+    ap.add_argument("--lr", type=float, default=BUNDLED["lr"])
+    ap.add_argument("--beta", type=float, default=BUNDLED["beta"])
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--metrics", default=",".join(METRICS))
@@ -71,23 +76,23 @@ def main() -> None:
         drops, values, pair_drops = [], [], []
         for q in QUANTILES:
             t, cpu = time.perf_counter(), time.process_time()
-            rows = probe.quantile_slice(table, metric, q, args.n)
-            s = probe.ProbeSettings(subset="ids", ids=tuple(rows), steps=args.steps, batch_size=args.batch_size,
-                                    lr=args.lr, beta=args.beta)
+            rows = quantile_slice(table, metric, q, args.n)
+            s = ProbeSettings(subset="ids", ids=tuple(rows), steps=args.steps, batch_size=args.batch_size,
+                              lr=args.lr, beta=args.beta)
             with tqdm(desc=f"{metric} q{q}", unit="pass", file=sys.stderr, leave=False) as bar:
                 def tick(done, total, bar=bar):
                     bar.total = total
                     bar.update(done - bar.n)
-                found = probe.run_probe(run, s, probe.load_policy(run), progress=tick)
-            _, results = probe.read_probe(found)
-            t_ = probe.probe_table(run, results)
+                found = run_probe(run, s, load_policy(run), progress=tick)
+            _, results = read_probe(found)
+            t_ = probe_table(run, results)
             d_c, d_r = t_["delta_chosen"], t_["delta_rejected"]
             print(f"{metric:<15}{q:>4}{t_[metric].mean():>14.4g}{d_c.mean():>12.4f}{d_r.mean():>12.4f}"
                   f"{int((d_c < 0).sum()):>4}/{len(t_):<3}{time.perf_counter() - t:>7.0f}{time.process_time() - cpu:>7.0f}", flush=True)
             drops.append(-d_c.mean())
             values += t_[metric].tolist()
             pair_drops += (-d_c).tolist()
-        summary[metric] = (probe.spearman(QUANTILES, drops), probe.spearman(values, pair_drops), drops)
+        summary[metric] = (spearman(QUANTILES, drops), spearman(values, pair_drops), drops)
     print("\nSpearman correlation with the drop of log pi(y+|x) (positive = higher score, larger drop):")
     print(f"{'metric':<15}{'percentile vs. mean drop (5 subsets)':>38}{'value vs. drop (all pairs)':>30}")
     for metric, (by_q, by_pair, drops) in summary.items():

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ches.engine import metrics  # noqa: E402
-from ches.engine.data import load_dataset  # noqa: E402
+from ches.engine.files import load_dataset  # noqa: E402
 from ches.engine.forward import embed_pairs  # noqa: E402
 from ches.engine.models import load_model  # noqa: E402
 from ches.engine.tokens import encode_pair  # noqa: E402

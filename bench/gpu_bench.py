@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from ches.engine import metrics  # noqa: E402
-from ches.engine.data import load_dataset  # noqa: E402
+from ches.engine.files import load_dataset  # noqa: E402
 from ches.engine.forward import embed_pairs, engine_path  # noqa: E402
 from ches.engine.models import LoadedModel, default_model_dir, pick_device  # noqa: E402
 from ches.engine.tokens import EncodedPair, encode_pair  # noqa: E402

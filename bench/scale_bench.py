@@ -83,7 +83,7 @@ def run_cli(argv: list[str], kill_at_chunks: int | None = None, runs: Path | Non
 
 
 def kill_and_resume(args, tiny: Path, work: Path) -> None:
-    from ches.engine.data import load_dataset
+    from ches.engine.files import load_dataset
     from ches.engine.store import read_manifest
 
     data, runs = work / "synthetic.jsonl", work / "runs"
@@ -127,7 +127,7 @@ def overlap(args, tiny: Path, work: Path) -> None:
     import torch
 
     from ches.engine import pipeline, store
-    from ches.engine.data import load_records
+    from ches.engine.formats import load_records
     from ches.engine.forward import embed_pairs
     from ches.engine.models import load_model
 

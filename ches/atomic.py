@@ -66,29 +66,39 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
     atomic_write_bytes(path, text.encode(encoding))
 
 
-@contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty temp folder beside `path`; when the block exits cleanly it becomes `path`.
+class atomic_folder:
+    """`with atomic_folder(path) as tmp:` fills the empty temp folder `tmp` beside `path`; when the block
+    exits cleanly it becomes `path`, and `.created` tells whether it did.
 
     If `path` exists by then (another process finished the same folder first), the temp folder is
-    dropped and `path` is kept. If the block raises, nothing is left behind. A killed process can leave
-    a `.<name>.<random>.tmp` folder, never a half-filled `path`.
+    dropped, `path` is kept and `.created` stays False. If the block raises, nothing is left behind. A
+    killed process can leave a `.<name>.<random>.tmp` folder, never a half-filled `path`.
     """
-    target = Path(os.path.abspath(os.fspath(path)))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    tmp.mkdir()
-    try:
-        yield tmp
-        if not target.exists():
-            try:
-                os.replace(tmp, target)
-            except OSError:
-                if not target.exists():       # a real failure, not a concurrent writer that won
-                    raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    _fsync_dir(str(target.parent))
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.target = Path(os.path.abspath(os.fspath(path)))
+        self.tmp = self.target.with_name(f".{self.target.name}.{secrets.token_hex(6)}.tmp")
+        self.created = False
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir()
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None and not self.target.exists():
+                try:
+                    os.replace(self.tmp, self.target)
+                    self.created = True
+                except OSError:
+                    if not self.target.exists():       # a real failure, not a concurrent writer that won
+                        raise
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        if exc_type is None:
+            _fsync_dir(str(self.target.parent))
+        return False
 
 
 def _create_temp(folder: str, name: str) -> tuple[int, str]:

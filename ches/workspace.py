@@ -1,22 +1,58 @@
 """Where things live: the workspace (runs, decisions, exports, uploads) and the data root.
 
     $CHES_WORKSPACE  (default ./workspace)  runs/  decisions.sqlite  exports/  uploads/<sha12>/<name>
-                                            jobs/<run id>.json|.log  (scoring jobs, see ches/jobs.py)
+                                            jobs/<run id>.json|.log|.status.jsonl  (scoring jobs, ches/engine/jobs.py)
     $CHES_DATA_ROOT  (default ./data)       the only folder the app reads datasets from by path
 
 `confine(root, path)` is the one gate for paths typed by a user: the resolved path (symlinks
 followed) must lie inside the resolved root, else PathError.
+
+`bundled(name)` finds what the project ships beside the package (app.py, pages/, .streamlit/config.toml,
+data/sample.jsonl): in the checkout, else where `pip install .` put it (<prefix>/share/ches-studio/).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import sysconfig
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024      # largest dataset file the app accepts as an upload
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample.jsonl"   # the bundled sample
+from ches.atomic import atomic_write_bytes
+
+MB = 10**6                                # the one size unit: decimal megabytes, everywhere sizes are shown
+MAX_UPLOAD_BYTES = 200 * MB              # largest dataset file the app accepts as an upload
+CHECKOUT = Path(__file__).resolve().parent.parent    # the repository root, when ches runs from a checkout
+INSTALLED = Path("share") / "ches-studio"             # under an install prefix: pyproject's [tool.setuptools.data-files]
+
+
+def bundled(name: str | Path) -> Path:
+    """`name` (relative to the repository root, e.g. "app.py") from the checkout if ches runs from one, else
+    from the installed copy (<prefix>/share/ches-studio/, then the per-user prefix). The first place that
+    holds it; when none does, the first place looked in (so an error names it)."""
+    places = [CHECKOUT / name] if (CHECKOUT / "pyproject.toml").is_file() else []
+    for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user")):
+        places.append(Path(sysconfig.get_path("data", scheme)) / INSTALLED / name)
+    return next((p for p in places if p.exists()), places[0])
+
+
+def streamlit_flags(config: str | Path) -> list[str]:
+    """A Streamlit config.toml as `streamlit run` flags: [section] key = value -> --section.key value (nested
+    tables join with dots). `ches app` passes the project's settings so, as the user's folder has no .streamlit/."""
+    def flat(table: dict, prefix: str) -> list[str]:
+        out = []
+        for key, value in table.items():
+            if isinstance(value, dict):
+                out += flat(value, f"{prefix}{key}.")
+            else:
+                out += [f"--{prefix}{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+        return out
+    return flat(tomllib.loads(Path(config).read_text(encoding="utf-8")), "")
+
+
+SAMPLE = bundled("data/sample.jsonl")                 # the bundled sample
 
 
 class PathError(ValueError):
@@ -71,11 +107,16 @@ def confine(root: str | Path, path: str | Path) -> Path:
     return target
 
 
+def megabytes(n_bytes: float) -> float:
+    """`n_bytes` in MB (1 MB = 10^6 bytes), the unit every size is shown in."""
+    return n_bytes / MB
+
+
 def check_upload_size(n_bytes: int, limit: int | None = None) -> None:
     """ValueError with a readable message when an upload is over the limit (default MAX_UPLOAD_BYTES)."""
     limit = MAX_UPLOAD_BYTES if limit is None else limit
     if n_bytes > limit:
-        raise ValueError(f"the file is {n_bytes / 2**20:.1f} MB; uploads are limited to {limit / 2**20:.1f} MB "
+        raise ValueError(f"the file is {megabytes(n_bytes):.1f} MB; uploads are limited to {megabytes(limit):.1f} MB "
                          f"(put larger files under the data root and load them by path)")
 
 
@@ -93,7 +134,5 @@ def save_upload(uploads: str | Path, data: bytes, filename: str) -> Path:
     target = Path(uploads) / hashlib.sha256(data).hexdigest()[:12] / safe_filename(filename)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        atomic_write_bytes(target, data)
     return target

@@ -5,39 +5,40 @@ Two layouts: "Review" shows one pair with its buttons at the top of the page, on
 """
 import streamlit as st
 
-import ui
-from ches.review.browse import (METRIC_LABELS, PAGE_SIZE, STATUSES, filter_pairs, has_any_flag, next_undecided, page_count,
+from ui import decisionbar, loaders, render, state
+from ches.review.browse import (PAGE_SIZE, filter_pairs, has_any_flag, next_undecided, page_count,
                          page_of, percentile_of)
 from ches.review.charts import score_histogram, score_vs_length
-from ches.engine.data import FLAGS
+from ches.review.decisions import STATUSES, UNDECIDED
+from ches.engine.pairs import FLAGS
 from ches.engine.metrics import METRICS
 
 TABLE = "browse_table"
 MODES = {"review": "Review", "table": "Table"}
 
-run = ui.require_run()
-table = ui.scores(run)
-decided = ui.decisions()
+run = state.require_run()
+table = loaders.scores(run)
+decided = loaders.decisions()
 
 st.title("Browse")
 
 # ------------------------------------------------------------------------------ metric + filters
 c_metric, c_mode, c_help = st.columns([1, 1, 3])
-metric = c_metric.selectbox("Rank by", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="browse_metric")
+metric = c_metric.selectbox("Rank by", list(METRICS), format_func=lambda m: METRICS[m].label, key="browse_metric")
 mode = c_mode.segmented_control("Layout", list(MODES), format_func=MODES.get, key="browse_mode",
                                 default="table", required=True,
                                 help="Review: one pair with its buttons, next undecided after each decision. "
                                 "Table: the distribution, score vs length and the ranked table above the pair.")
-c_help.caption(METRICS[metric] + "  \nHighest scores first: the pairs most likely to cause likelihood "
+c_help.caption(METRICS[metric].help + "  \nHighest scores first: the pairs most likely to cause likelihood "
                "displacement. The paper filters by keeping the lowest LN-CHES pairs.")
 
-focus = st.session_state.get(ui.FOCUS_ROWS)
+focus = st.session_state.get(state.FOCUS_ROWS)
 if focus:
     c1, c2 = st.columns([4, 1])
     c1.info(f"Showing only the {len(focus)} pairs selected elsewhere (e.g. a lasso on the Map).",
             icon=":material/filter_alt:")
     if c2.button("Clear selection", key="browse_clear_focus", icon=":material/filter_alt_off:"):
-        st.session_state.pop(ui.FOCUS_ROWS, None)
+        st.session_state.pop(state.FOCUS_ROWS, None)
         st.rerun()
 
 values = table[metric]
@@ -48,7 +49,7 @@ with st.expander("Filters", expanded=mode == "table", icon=":material/tune:"):
     lo, hi = float(values.min()), float(values.max())
     score_range = None
     if hi > lo:
-        picked = f2.slider(f"{METRIC_LABELS[metric]} range", lo, hi, (lo, hi), key=f"browse_range_{metric}",
+        picked = f2.slider(f"{METRICS[metric].label} range", lo, hi, (lo, hi), key=f"browse_range_{metric}",
                            format="%.4g")
         score_range = None if picked == (lo, hi) else picked
     lengths = table[["len_chosen", "len_rejected"]]
@@ -70,13 +71,13 @@ rows_filter = None
 if focus:
     rows_filter = {int(r) for r in focus}
 if query.strip():
-    hits = ui.search(run, query)
+    hits = loaders.search(run, query)
     rows_filter = hits if rows_filter is None else rows_filter & hits
 
 ranked = filter_pairs(table, metric=metric, percentile=band, score_range=score_range, flags=flags, status=status,
                       decisions=decided, rows=rows_filter, length_range=length_range)
 ranked_rows = ranked["row"].tolist()
-undecided = ranked.loc[ranked["decision"] == "undecided", "row"]
+undecided = ranked.loc[ranked["decision"] == UNDECIDED, "row"]
 
 n_flagged = int((table["flags"] != "").sum())
 n_decided = int(table["pair_id"].isin(decided.keys()).sum())
@@ -91,17 +92,17 @@ else:
                f"them undecided · {n_decided:,} decided in the run · {n_flagged:,} with data flags")
 
 # -------------------------------------------------------------------------------- current pair
-current = st.session_state.get(ui.PAIR_ROW)
+current = st.session_state.get(state.PAIR_ROW)
 if current not in set(ranked_rows):
     current = ranked_rows[0] if ranked_rows else None
 if current is not None:
-    ui.open_row(current)            # the same pair on Pair / tokens, on the Map, and in the address
+    state.open_row(current)            # the same pair on Pair / tokens, on the Map, and in the address
 
 if mode == "table":
     h1, h2 = st.columns(2)
     marker = float(table.loc[table["row"] == current, metric].iloc[0]) if current is not None else None
     h1.plotly_chart(score_histogram(values, metric=metric, marker=marker), width="stretch", key="browse_hist")
-    h1.caption(f"{METRIC_LABELS[metric]} over all {len(table):,} pairs (1st-99th percentile axis; pairs beyond "
+    h1.caption(f"{METRICS[metric].label} over all {len(table):,} pairs (1st-99th percentile axis; pairs beyond "
                "it are counted in the edge bars)." + (f" Red: row {current}." if current is not None else ""))
     h2.plotly_chart(score_vs_length(table, metric, current=current), width="stretch", key="browse_length")
     h2.caption("Score against the chosen response's length: very short responses dominate LN-CHES.")
@@ -118,14 +119,14 @@ if mode == "table":
     p2.caption(f"{PAGE_SIZE} pairs per page; select a row to open it below. Only this page's texts are read.")
     view = page_of(ranked, page).copy()
     view.insert(0, "rank", range((int(page) - 1) * PAGE_SIZE + 1, (int(page) - 1) * PAGE_SIZE + 1 + len(view)))
-    txt = ui.texts(run, view["row"].tolist()).set_index("row")
+    txt = loaders.texts(run, view["row"].tolist()).set_index("row")
 
     def _preview(cell, limit: int = 90) -> str:
         text = " ".join(str(cell or "").split())
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
     def _prompt_preview(cell) -> str:
-        msgs = ui.parse_messages(cell)
+        msgs = render.parse_messages(cell)
         return _preview(msgs[-1].get("content", "") if msgs else "")
 
     view["prompt"] = view["row"].map(txt["prompt"]).map(_prompt_preview)
@@ -134,20 +135,20 @@ if mode == "table":
     view = view.reset_index(drop=True)
     st.session_state["_browse_page_rows"] = view["row"].tolist()
     # a decision or an undo gives the table a new key: the old row tick must not reopen its pair
-    table_key = f"{TABLE}_{st.session_state.get(ui.DECISIONS_VERSION, 0)}"
+    table_key = f"{TABLE}_{st.session_state.get(loaders.DECISIONS_VERSION, 0)}"
 
     def _open_selected() -> None:
         sel = st.session_state[table_key].selection.rows
         rows = st.session_state.get("_browse_page_rows", [])
         if sel and sel[0] < len(rows):
-            st.session_state[ui.PAIR_ROW] = int(rows[sel[0]])
+            st.session_state[state.PAIR_ROW] = int(rows[sel[0]])
 
     shown = ["rank", "row", metric, "percentile", "decision", "flags", "prompt", "chosen", "rejected",
              "len_chosen", "len_rejected"]
     st.dataframe(view, key=table_key, on_select=_open_selected, selection_mode="single-row", hide_index=True,
                  width="stretch", height=min(38 + 35 * len(view), 420), column_order=shown,
                  column_config={
-                     metric: st.column_config.NumberColumn(METRIC_LABELS[metric], format="%.4g"),
+                     metric: st.column_config.NumberColumn(METRICS[metric].label, format="%.4g"),
                      "percentile": st.column_config.ProgressColumn("pctl", min_value=0, max_value=100, format="%.0f"),
                      "rank": st.column_config.NumberColumn("#", width="small"),
                      "row": st.column_config.NumberColumn("row", width="small", format="%d"),
@@ -159,37 +160,37 @@ if mode == "table":
 # ---------------------------------------------------------------------------------- the pair
 row = int(current)
 rec = table.loc[table["row"] == row].iloc[0]
-pair_text = ui.texts(run, [row]).iloc[0]
+pair_text = loaders.texts(run, [row]).iloc[0]
 position = ranked_rows.index(row) + 1
 following = next_undecided(ranked_rows, row, undecided)
 
 head, nav = st.columns([3, 2])
 head.subheader(f"Row {row} · rank {position:,} of {len(ranked_rows):,}")
 head.caption(f"LN-CHES {rec['ln_ches']:.4g} · CHES {rec['ches']:.4g} · edit similarity {rec['edit_sim']:.3f} · "
-             f"last-hidden IP {rec['last_hidden_ip']:.4g} · percentile of {METRIC_LABELS[metric]} "
+             f"last-hidden IP {rec['last_hidden_ip']:.4g} · percentile of {METRICS[metric].label} "
              f"{percentile_of(values, rec[metric]):.1f}")
 n1, n2 = nav.columns(2)
 n1.button("Skip", key="skip", icon=":material/skip_next:", width="stretch", disabled=following is None,
-          on_click=ui.open_row, args=(following if following is not None else row,),
+          on_click=state.open_row, args=(following if following is not None else row,),
           help="Open the next undecided pair without deciding (S)", shortcut="s")
 if n2.button("Tokens", key="tokens", icon=":material/compare_arrows:", width="stretch",
              help="Open this pair in the token view"):
     st.switch_page("pages/pair.py")
-ui.show_flash()
-ui.decision_bar(rec["pair_id"], row, following)
+state.show_flash()
+decisionbar.show(rec["pair_id"], row, following)
 row_flags = [f for f in str(rec["flags"]).split(",") if f]
 if row_flags:
-    st.warning("  \n".join(f"**{ui.escape_md(f)}**: {ui.escape_md(FLAGS.get(f, ''))}" for f in row_flags),
+    st.warning("  \n".join(f"**{render.escape_md(f)}**: {render.escape_md(FLAGS.get(f, ''))}" for f in row_flags),
                icon=":material/flag:")
 
-prompt = ui.parse_messages(pair_text["prompt"])
+prompt = render.parse_messages(pair_text["prompt"])
 if len(prompt) > 1:
     with st.expander(f"Earlier turns ({len(prompt) - 1})", icon=":material/forum:"):
-        ui.render_conversation(prompt[:-1])
-ui.render_conversation(prompt[-1:])
-rejected_prompt = ui.parse_messages(pair_text["rejected_prompt"])
+        render.conversation(prompt[:-1])
+render.conversation(prompt[-1:])
+rejected_prompt = render.parse_messages(pair_text["rejected_prompt"])
 if rejected_prompt:
     with st.expander("The rejected side's prompt differs (prompt_mismatch)"):
-        ui.render_conversation(rejected_prompt)
-ui.render_responses(pair_text["chosen"], pair_text["rejected"],
+        render.conversation(rejected_prompt)
+render.responses(pair_text["chosen"], pair_text["rejected"],
                     (f" · {int(rec['len_chosen'])} positions", f" · {int(rec['len_rejected'])} positions"))

@@ -7,11 +7,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ui
-from ches.review import decisions as decision_log
-from ches.review.browse import METRIC_LABELS
+from ui import loaders, render, state
 from ches.review.charts import before_after_histogram
-from ches.engine.data import FLAGS
+from ches.engine.pairs import FLAGS
 from ches.review.export import DEFAULT_DROP_FLAGS, Rule, default_export_name, export, export_path, manifest_path, preview, select
 from ches.engine.report import dataset_stem
 from ches.engine.metrics import METRICS
@@ -21,8 +19,8 @@ CONFIRM = "_export_confirm"   # the file an export would overwrite, waiting for 
 FORMATS = {"input": "As in the source (each pair's original record; CSV / Parquet sources become JSON Lines)",
            "trl": "TRL conversational (prompt / chosen / rejected as messages)"}
 
-run = ui.require_run()
-table = ui.scores(run)
+run = state.require_run()
+table = loaders.scores(run)
 st.title("Curate & export")
 st.caption("Higher scores = more similar responses = more likely likelihood displacement, so curation keeps the "
            "LOWEST scores. The paper (Razin et al. 2025, Sec. 6) trains on the 5% lowest LN-CHES; dropping "
@@ -31,9 +29,9 @@ st.caption("Higher scores = more similar responses = more likely likelihood disp
 
 # ------------------------------------------------------------------------------------ the rule
 c1, c2 = st.columns(2)
-metric = c1.selectbox("Metric", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="export_metric",
+metric = c1.selectbox("Metric", list(METRICS), format_func=lambda m: METRICS[m].label, key="export_metric",
                       help="Rank with one metric only; never mix CHES and LN-CHES.")
-c1.caption(METRICS[metric])
+c1.caption(METRICS[metric].help)
 mode = c2.radio("Rule", ["percent", "threshold"], key="export_mode", horizontal=True,
                 format_func={"percent": "Keep the lowest %", "threshold": "Keep scores ≤ threshold"}.get)
 if mode == "percent":
@@ -42,18 +40,18 @@ if mode == "percent":
     threshold = None
 else:
     default = float(np.nanquantile(table[metric], 0.95)) if table[metric].notna().any() else 0.0
-    threshold = c2.number_input(f"Keep pairs with {METRIC_LABELS[metric]} ≤", value=default, format="%.6g",
+    threshold = c2.number_input(f"Keep pairs with {METRICS[metric].label} ≤", value=default, format="%.6g",
                                 key=f"export_threshold_{metric}")
     percent = 95.0
 drop_flags = st.multiselect("Drop pairs with these flags", list(FLAGS), default=list(DEFAULT_DROP_FLAGS),
                             key="export_flags", format_func=lambda f: f"{f} — {FLAGS[f]}")
-only_mine = st.toggle(f"Apply only my decisions ({ui.annotator() or 'no name given'})", key="export_only_mine",
-                      disabled=not ui.annotator(), help="Off: the latest decision of any annotator applies.")
-only_mine = only_mine and bool(ui.annotator())
-decisions = (decision_log.current(ui.ws().decisions, annotator=ui.annotator()) if only_mine else ui.decisions())
+only_mine = st.toggle(f"Apply only my decisions ({state.annotator() or 'no name given'})", key="export_only_mine",
+                      disabled=not state.annotator(), help="Off: the latest decision of any annotator applies.")
+only_mine = only_mine and bool(state.annotator())
+decisions = loaders.decisions(annotator=state.annotator() if only_mine else None)
 
 rule = None
-with ui.user_errors():
+with render.user_errors():
     rule = Rule(metric=metric, keep_lowest_percent=percent, threshold=threshold, drop_flags=tuple(drop_flags))
 if rule is None:
     st.stop()
@@ -69,8 +67,8 @@ m2.metric("Pairs dropped", summary["dropped"])
 m3.metric("Overridden by decisions", summary["overridden"],
           help="Pairs whose keep / drop decision changed what the rule and flags alone would do.")
 h1, h2 = st.columns(2)
-h1.plotly_chart(before_after_histogram(table[metric], kept[metric], title=f"{METRIC_LABELS[metric]}: before vs after",
-                                       xlabel=METRIC_LABELS[metric]), key="export_hist_metric")
+h1.plotly_chart(before_after_histogram(table[metric], kept[metric], title=f"{METRICS[metric].label}: before vs after",
+                                       xlabel=METRICS[metric].label), key="export_hist_metric")
 lengths = lambda t: np.concatenate([t["len_chosen"].to_numpy(), t["len_rejected"].to_numpy()])  # noqa: E731
 h2.plotly_chart(before_after_histogram(lengths(table), lengths(kept), title="Response length: before vs after",
                                        xlabel="tokens (chosen and rejected)", ylabel="responses"),
@@ -92,7 +90,7 @@ with r2:
 # ------------------------------------------------------------------------------------ export
 st.subheader("Export")
 fmt = st.radio("Format", list(FORMATS), format_func=FORMATS.get, key="export_format")
-suggested = default_export_name(dataset_stem(ui.manifest(run).get("source")), rule, datetime.now()) + \
+suggested = default_export_name(dataset_stem(loaders.manifest(run).get("source")), rule, datetime.now()) + \
     ("" if fmt == "input" else "-trl")
 name = st.text_input("File name (saved in the workspace's exports folder)", key="export_name", placeholder=suggested,
                      help="Leave it empty for the suggested name: the dataset, the rule and the time.")
@@ -100,15 +98,15 @@ name = st.text_input("File name (saved in the workspace's exports folder)", key=
 
 def _export(path: Path, overwrite: bool) -> None:
     st.session_state.pop(CONFIRM, None)
-    written = export(run, rule, decisions, path, fmt=fmt, annotator=ui.annotator() if only_mine else None,
+    written = export(run, rule, decisions, path, fmt=fmt, annotator=state.annotator() if only_mine else None,
                      overwrite=overwrite)
     st.session_state[LAST] = (str(run), str(path))
-    ui.flash("success", f"Wrote {written['counts']['kept']} of {written['counts']['pairs']} pairs to {path.name}.")
+    state.flash("success", f"Wrote {written['counts']['kept']} of {written['counts']['pairs']} pairs to {path.name}.")
 
 
-with ui.user_errors():
+with render.user_errors():
     if st.button("Export", type="primary", key="export_go", icon=":material/download:"):
-        path = export_path(ui.ws().exports, name.strip() or suggested)
+        path = export_path(state.ws().exports, name.strip() or suggested)
         if path.exists():
             st.session_state[CONFIRM] = str(path)
         else:
@@ -126,7 +124,7 @@ with ui.user_errors():
             st.session_state.pop(CONFIRM, None)
             st.rerun()
 
-ui.show_flash()
+state.show_flash()
 last = st.session_state.get(LAST)
 if last and last[0] == str(run) and Path(last[1]).is_file():
     path = Path(last[1])

@@ -1,9 +1,12 @@
 """Map: a 2-D UMAP of the active run; select points to decide on them in bulk or open them in Browse."""
 import streamlit as st
 
-import ui
+from ui import decisionbar, loaders, render, state
+from ches.engine.metrics import METRICS
+from ches.review import charts
 from ches.review import map as mapview
-from ches.review.browse import METRIC_LABELS, decided_counts
+from ches.review.browse import decided_counts
+from ches.review.decisions import DROP, FLAG, KEEP
 from ches.review.projection import cached_layout, map_coordinates
 
 VIEWS = {"pairs": "One point per pair (m⁻ − m⁺, centred)",
@@ -11,10 +14,10 @@ VIEWS = {"pairs": "One point per pair (m⁻ − m⁺, centred)",
 COLOR_BY = {"metric": "Score", "decision": "Decision", "flag": "Flag"}
 PENDING = "_map_pending"      # (decision, pair ids) waiting for the annotator to confirm an overwrite
 
-run = ui.require_run()
-table = ui.scores(run)
+run = state.require_run()
+table = loaders.scores(run)
 st.title("Map")
-ui.show_flash()
+state.show_flash()
 st.caption("Each pair's hidden-state means m = S / |y| from the scoring run, centred and laid out with UMAP "
            "(above 2,000 points, a randomized PCA to 50 dimensions first). LN-CHES = ⟨m⁺, m⁻ − m⁺⟩ is "
            "measured along the preference direction m⁻ − m⁺. Grey shading: how many points lie there; "
@@ -23,7 +26,7 @@ st.caption("Each pair's hidden-state means m = S / |y| from the scoring run, cen
 c_view, c_color, c_metric = st.columns([2, 1, 1])
 view = c_view.radio("View", list(VIEWS), format_func=VIEWS.get, key="map_view")
 color_by = c_color.radio("Colour by", list(COLOR_BY), format_func=COLOR_BY.get, key="map_color", horizontal=True)
-metric = c_metric.selectbox("Score", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="map_metric")
+metric = c_metric.selectbox("Score", list(METRICS), format_func=lambda m: METRICS[m].label, key="map_metric")
 with st.expander("UMAP parameters", icon=":material/tune:"):
     u1, u2 = st.columns(2)
     params = {"n_neighbors": u1.slider("n_neighbors", 2, 100, 15, key="map_n_neighbors",
@@ -32,7 +35,7 @@ with st.expander("UMAP parameters", icon=":material/tune:"):
                                     help="Smaller values pack similar points more tightly.")}
 
 coords = None
-with ui.user_errors():
+with render.user_errors():
     coords = cached_layout(run, view, **params)
     if coords is None:
         points = len(table) * (1 if view == "pairs" else 2)
@@ -44,27 +47,27 @@ with ui.user_errors():
 if coords is None:
     st.stop()
 
-frame = mapview.map_frame(table, coords, view, metric=metric, color_by=color_by, decisions=ui.decisions())
+frame = mapview.map_frame(table, coords, view, metric=metric, color_by=color_by, decisions=loaders.decisions())
 riskiest = mapview.riskiest_rows(table, metric)
-fig = mapview.map_figure(frame, color_by=color_by, metric=metric, riskiest=riskiest,
-                         current=st.session_state.get(ui.PAIR_ROW))
+fig = charts.map_figure(frame, color_by=color_by, metric=metric, riskiest=riskiest,
+                        current=st.session_state.get(state.PAIR_ROW))
 event = st.plotly_chart(fig, key="map", on_select="rerun", selection_mode=("points", "box", "lasso"))
-if len(frame) > mapview.MAX_POINTS:
-    st.caption(f"Drawn: a fixed random {mapview.MAX_POINTS:,} of {len(frame):,} points. The grey density counts "
+if len(frame) > charts.MAX_POINTS:
+    st.caption(f"Drawn: a fixed random {charts.MAX_POINTS:,} of {len(frame):,} points. The grey density counts "
                "all of them, and a box or lasso selects every pair inside it, drawn or not.")
 selected = mapview.selection_rows(event.selection if event else None, frame)
 
 
 def _record(decision: str, pair_ids: list[str]) -> None:
     st.session_state.pop(PENDING, None)
-    n = ui.record_bulk(pair_ids, decision)
-    ui.flash("success", f"Recorded '{decision}' for {n:,} pair(s) as {ui.annotator()}, as one action: "
+    n = decisionbar.record_bulk(pair_ids, decision)
+    state.flash("success", f"Recorded '{decision}' for {n:,} pair(s) as {state.annotator()}, as one action: "
                         "Undo on Browse reverts all of them.")
 
 
 def _ask_or_record(decision: str, pair_ids: list[str]) -> None:
     """Record at once when none of the pairs has a decision; else ask first (see below)."""
-    if decided_counts(pair_ids, ui.decisions()):
+    if decided_counts(pair_ids, loaders.decisions()):
         st.session_state[PENDING] = (decision, list(pair_ids))
     else:
         _record(decision, pair_ids)
@@ -73,7 +76,7 @@ def _ask_or_record(decision: str, pair_ids: list[str]) -> None:
 pending = st.session_state.get(PENDING)
 if pending:
     decision, pair_ids = pending
-    decided = ui.decisions()
+    decided = loaders.decisions()
     counts = decided_counts(pair_ids, decided)
     undecided = [p for p in pair_ids if p not in decided]
     already = sum(counts.values())
@@ -93,23 +96,23 @@ if not selected:
     st.stop()
 indexed = table.set_index("row")
 pair_ids = indexed.loc[selected, "pair_id"].tolist()
-counts = decided_counts(pair_ids, ui.decisions())
+counts = decided_counts(pair_ids, loaders.decisions())
 st.markdown(f"**{len(selected):,} pair(s) selected**" + (
     " · already decided: " + ", ".join(f"{n:,} {d}" for d, n in counts.items()) if counts else ""))
-ui.require_annotator()
+decisionbar.require_annotator()
 b1, b2, b3, b4 = st.columns(4)
-for col, decision, label, icon in ((b1, "keep", "Keep all", ":material/check:"),
-                                   (b2, "drop", "Drop all", ":material/delete:"),
-                                   (b3, "flag", "Flag all", ":material/flag:")):
+for col, decision, label, icon in ((b1, KEEP, "Keep all", ":material/check:"),
+                                   (b2, DROP, "Drop all", ":material/delete:"),
+                                   (b3, FLAG, "Flag all", ":material/flag:")):
     col.button(label, key=f"map_{decision}", icon=icon, width="stretch", on_click=_ask_or_record,
-               args=(decision, pair_ids), disabled=not ui.annotator())
+               args=(decision, pair_ids), disabled=not state.annotator())
 if b4.button("Open in Browse", key="map_browse", icon=":material/table_rows:", width="stretch"):
-    st.session_state[ui.FOCUS_ROWS] = selected
+    st.session_state[state.FOCUS_ROWS] = selected
     st.switch_page("pages/browse.py")
 if len(selected) == 1:
     row = selected[0]
-    text = ui.texts(run, [row]).iloc[0]
-    prompt = ui.parse_messages(text["prompt"])
-    st.caption(f"Row {row} · {METRIC_LABELS[metric]} {indexed.loc[row, metric]:.4g}")
-    ui.render_conversation(prompt[-1:])
-    ui.render_responses(text["chosen"], text["rejected"])
+    text = loaders.texts(run, [row]).iloc[0]
+    prompt = render.parse_messages(text["prompt"])
+    st.caption(f"Row {row} · {METRICS[metric].label} {indexed.loc[row, metric]:.4g}")
+    render.conversation(prompt[-1:])
+    render.responses(text["chosen"], text["rejected"])

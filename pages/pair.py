@@ -1,21 +1,19 @@
 """Pair / tokens: one pair's per-token CHES contributions, the rejected side's alignment, and the token diff."""
-import html
-
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
-import ui
-from ches.review.browse import METRIC_LABELS, next_undecided
+from ui import decisionbar, loaders, render, state
+from ches.engine.metrics import METRICS
+from ches.review import charts
+from ches.review.browse import next_undecided
 from ches.review.tokendiff import CUT_LABEL, legend_html, mark_cuts, merged_diff, pair_ops, tokens_html
-from ches.engine.tokens import encode_response
 
 INPUT = "_pair_row_input"
 AGREE = 1e-3      # relative difference from the stored score expected from batching and padding alone
 
-run = ui.require_run()
-table = ui.scores(run)
-key = ui.manifest(run)["key"]
+run = state.require_run()
+table = loaders.scores(run)
+key = loaders.manifest(run)["key"]
 known = set(table["row"].tolist())
 
 st.title("Pair / tokens")
@@ -28,22 +26,23 @@ def _typed() -> None:
     """The Row box changed: open that row if the run has it, else keep the current one and say why."""
     value = int(st.session_state[INPUT])
     if value in known:
-        st.session_state[ui.PAIR_ROW] = value
+        st.session_state[state.PAIR_ROW] = value
     else:
         st.session_state["_pair_row_missing"] = value
 
 
-row = st.session_state.get(ui.PAIR_ROW)
+row = st.session_state.get(state.PAIR_ROW)
 if row not in known:
     row = int(table.sort_values(["ln_ches", "row"], ascending=[False, True])["row"].iloc[0])
-ui.open_row(row)
+state.open_row(row)
 if st.session_state.get(INPUT) != row:          # pair_row was set elsewhere (Browse, Map): show it in the box
     st.session_state[INPUT] = row
 
 c1, c2, c3 = st.columns([1, 2, 3])
 c1.number_input("Row", min_value=int(min(known)), max_value=int(max(known)), step=1, key=INPUT, on_change=_typed,
                 help="Source row (1-based line / record number in the dataset).")
-metric = c2.radio("Metric", ["ln_ches", "ches"], format_func=METRIC_LABELS.get, horizontal=True, key="pair_metric")
+metric = c2.radio("Metric", ["ln_ches", "ches"], format_func=lambda m: METRICS[m].label, horizontal=True,
+                  key="pair_metric")
 missing = st.session_state.pop("_pair_row_missing", None)
 if missing is not None:
     st.warning(f"Row {missing} is not in this run (it may have been skipped when loading). Showing row {row}.")
@@ -51,22 +50,19 @@ rec = table.loc[table["row"] == row].iloc[0]
 c3.page_link("pages/browse.py", label="Back to Browse", icon=":material/table_rows:")
 
 ranked = table.sort_values([metric, "row"], ascending=[False, True])
-undecided = ranked.loc[~ranked["pair_id"].isin(ui.decisions().keys()), "row"]
-ui.show_flash()
-ui.decision_bar(rec["pair_id"], row, next_undecided(ranked["row"].tolist(), row, undecided))
+undecided = ranked.loc[~ranked["pair_id"].isin(loaders.decisions().keys()), "row"]
+state.show_flash()
+decisionbar.show(rec["pair_id"], row, next_undecided(ranked["row"].tolist(), row, undecided))
 
-with ui.user_errors():
+with render.user_errors():
     with st.spinner(f"Loading the model {key['model_id']} …"):
-        lm = ui.model(key["model_id"], key["dtype"])
+        lm = loaders.model(key["model_id"], key["dtype"])
     if lm.fingerprint != key["fingerprint"]:
         st.warning("The model's weights differ from the ones this run was scored with; token values may not "
                    "match the stored scores.")
     with st.spinner("Computing this pair's token states …"):
-        res = ui.token_view(run, row, metric, lm)
-    pair = ui.pair(run, row)
-    if res["truncated"]:
-        res = mark_cuts(res, len(encode_response(lm.tokenizer, pair.chosen)),
-                        len(encode_response(lm.tokenizer, pair.rejected)))
+        res = mark_cuts(loaders.token_view(run, row, metric, lm))
+    pair = loaders.pair(run, row)
 
     contrib = np.asarray(res["contributions"], dtype=np.float64)
     total, stored = float(contrib.sum()), float(rec[metric])
@@ -74,7 +70,7 @@ with ui.user_errors():
     rel = abs(diff) / max(abs(stored), 1e-30)
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Sum of token contributions", f"{total:.6g}", help="Recomputed now, for this pair alone.")
-    m2.metric(f"{METRIC_LABELS[metric]} stored in the run", f"{stored:.6g}",
+    m2.metric(f"{METRICS[metric].label} stored in the run", f"{stored:.6g}",
               help="From the batched scoring run.")
     m3.metric("Difference", f"{diff:+.2e}", help=f"Relative: {rel:.1e}. Batching and padding change the float "
               f"rounding; more than {AGREE:g} relative would mean a different computation.")
@@ -92,22 +88,16 @@ with ui.user_errors():
     st.html(legend_html())
     left, right = st.columns(2)
     with left:
-        st.markdown(f"##### {ui.CHOSEN} · shaded by contribution")
+        st.markdown(f"##### {render.CHOSEN} · shaded by contribution")
         st.html(tokens_html(res["chosen_tokens"], contrib.tolist(), chosen_ops, value_name="contribution"))
     with right:
-        st.markdown(f"##### {ui.REJECTED} · shaded by alignment ⟨h⁻ₖ, m⁺⟩")
+        st.markdown(f"##### {render.REJECTED} · shaded by alignment ⟨h⁻ₖ, m⁺⟩")
         st.html(tokens_html(res["rejected_tokens"], list(res["rejected_alignment"]), rejected_ops,
                             value_name="alignment", center=True))
         st.caption("Shading is relative to the mean alignment; the tooltip shows the value.")
 
     st.markdown("##### Per-token contributions")
-    labels = [html.escape(repr(t), quote=True) for t in res["chosen_tokens"]]
-    fig = go.Figure(go.Bar(x=list(range(len(contrib))), y=contrib, customdata=labels,
-                           marker_color=np.where(contrib >= 0, "#dc2626", "#2563eb"),
-                           hovertemplate="#%{x} %{customdata}<br>%{y:.4g}<extra></extra>"))
-    fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="chosen position k",
-                      yaxis_title="contribution")
-    st.plotly_chart(fig, width="stretch", key="pair_bars")
+    st.plotly_chart(charts.token_contributions(contrib, res["chosen_tokens"]), width="stretch", key="pair_bars")
 
     st.markdown("##### Token diff (chosen → rejected)")
     diff_tokens = merged_diff(res["chosen_tokens"], res["rejected_tokens"], res["chosen_ids"], res["rejected_ids"])
@@ -117,4 +107,4 @@ with ui.user_errors():
     st.html(tokens_html([t for t, _ in diff_tokens], None, [op for _, op in diff_tokens]))
 
     with st.expander("Prompt", icon=":material/chat:"):
-        ui.render_conversation([dict(m) for m in pair.prompt])
+        render.conversation([dict(m) for m in pair.prompt])

@@ -8,23 +8,26 @@ stores nothing.
 import math
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
-import ui
-from ches.review import probe
-from ches.review.browse import METRIC_LABELS
-from ches.engine.forward import Cancelled
+from ui import loaders, render, state
+from ches.engine.metrics import METRICS
+from ches.review import charts
+from ches.review.probe import run_probe
+from ches.review.probe.analysis import band_means, probe_table, spearman
+from ches.review.probe.dpo import ProbeCancelled, load_policy
+from ches.review.probe.settings import ProbeSettings, defaults
+from ches.review.probe.storage import find_probe, list_probes, read_probe
 
 CANCEL = "_cancel_probe"
 OPEN = "probe_open"                 # the probe folder shown below (this page's own state)
 SOURCES = ("Percentile band", "Map / Browse selection")
 
-run = ui.require_run()
-table = ui.scores(run)
-key = ui.manifest(run)["key"]
+run = state.require_run()
+table = loaders.scores(run)
+key = loaders.manifest(run)["key"]
 st.title("Probe")
-ui.show_flash()
+state.show_flash()
 st.caption("Does CHES predict likelihood displacement on *your* model? The probe trains a fresh copy of the run's "
            "model with DPO (TRL's sigmoid loss, RMSprop) on a subset of the pairs and measures log π(y⁺|x) and "
            "log π(y⁻|x) before and after, summed over the response tokens and EOS: the positions CHES uses. "
@@ -40,14 +43,14 @@ def _cancel() -> None:
 
 # ------------------------------------------------------------------------------------ 1. the pairs
 st.subheader("1 · Pairs")
-defaults = probe.defaults(key["model_id"])
+preset = defaults(key["model_id"])
 source = st.radio("Pairs", SOURCES, horizontal=True, key="probe_source", label_visibility="collapsed")
-focus = [int(r) for r in st.session_state.get(ui.FOCUS_ROWS) or []]
+focus = [int(r) for r in st.session_state.get(state.FOCUS_ROWS) or []]
 c1, c2, c3 = st.columns([1, 2, 1])
-metric = c1.selectbox("Rank by", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key="probe_metric",
+metric = c1.selectbox("Rank by", list(METRICS), format_func=lambda m: METRICS[m].label, key="probe_metric",
                       help="The paper's percentile study (Sec. 5) ranks by raw CHES.")
 if source == SOURCES[0]:
-    n_default = min(defaults["n"], len(table))
+    n_default = min(preset["n"], len(table))
     top_band = (max(0, 100 - math.ceil(100 * n_default / len(table))), 100)    # the highest band holding n pairs
     band = c2.slider("Percentile band", 0, 100, top_band, key="probe_band",
                      help="Percentile of the metric over the whole run (100 = highest score = riskiest).")
@@ -66,46 +69,47 @@ else:
 st.subheader("2 · Training")
 s1, s2, s3, s4, s5 = st.columns(5)
 steps = s1.number_input("Steps", min_value=0, value=0, key="probe_steps", help="Optimizer steps; 0 = one epoch.")
-batch = s2.number_input("Batch (pairs)", min_value=1, value=defaults["batch_size"], key="probe_batch")
-lr = s3.number_input("Learning rate", min_value=0.0, value=defaults["lr"], format="%.1e", step=1e-7, key="probe_lr",
+batch = s2.number_input("Batch (pairs)", min_value=1, value=preset["batch_size"], key="probe_batch")
+lr = s3.number_input("Learning rate", min_value=0.0, value=preset["lr"], format="%.1e", step=1e-7, key="probe_lr",
                      help="RMSprop. The paper: 1e-7 for 1B-8B models; the bundled 135M model needs more to move.")
-beta = s4.number_input("β", min_value=0.0, value=defaults["beta"], format="%.2f", step=0.05, key="probe_beta",
+beta = s4.number_input("β", min_value=0.0, value=preset["beta"], format="%.2f", step=0.05, key="probe_beta",
                        help="DPO's KL coefficient (the paper: 0.1).")
 seed = s5.number_input("Seed", min_value=0, value=0, key="probe_seed", help="Order of the pairs across steps.")
 
 settings = stored = None
-with ui.user_errors():
+with render.user_errors():
     if subset is not None:
-        settings = probe.ProbeSettings(metric=metric, steps=int(steps) or None, batch_size=int(batch), lr=float(lr),
-                                       beta=float(beta), seed=int(seed), **subset)
-        stored = probe.find_probe(run, settings)
-        st.caption(ui.escape_md(settings.describe()) + (" · **stored**: running reopens it." if stored else ""))
+        settings = ProbeSettings(metric=metric, steps=int(steps) or None, batch_size=int(batch), lr=float(lr),
+                                 beta=float(beta), seed=int(seed), **subset)
+        stored = find_probe(run, settings)
+        st.caption(render.escape_md(settings.describe()) + (" · **stored**: running reopens it." if stored else ""))
 
 if st.button("Run probe", type="primary", icon=":material/play_arrow:", disabled=settings is None, key="probe_go"):
     st.session_state[CANCEL] = False
     st.button("Cancel", on_click=_cancel, icon=":material/stop:", key="probe_cancel",
               help="Stops after the current micro-batch; nothing is stored.")
     bar = st.progress(0.0, text="Loading a fresh copy of the model …")
-    with ui.user_errors():
+    with render.user_errors():
         def progress(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"{done} / {total} pair passes (before, training, after)")
 
         try:
-            lm = None if stored else probe.load_policy(run)
-            found = probe.run_probe(run, settings, lm, progress=progress,
-                                    should_stop=lambda: bool(st.session_state.get(CANCEL)))
-        except Cancelled:
+            lm = None if stored else load_policy(run)
+            found = run_probe(run, settings, lm, progress=progress,
+                              should_stop=lambda: bool(st.session_state.get(CANCEL)))
+        except ProbeCancelled:
             st.session_state.pop(CANCEL, None)
             st.warning("Probe cancelled; nothing was stored.")
         else:
             st.session_state.pop(CANCEL, None)
             st.session_state[OPEN] = str(found)
-            ui.flash("success", "Reopened the stored probe." if stored else "Probe finished and stored with the run.")
+            state.flash("success", "Reopened the stored probe." if stored
+                        else "Probe finished and stored with the run.")
             st.rerun()
 
 # ------------------------------------------------------------------------------ 3. stored probes
 st.subheader("3 · Probes of this run")
-probes = probe.list_probes(run)
+probes = list_probes(run)
 if not probes:
     st.caption("No probe yet.")
     st.stop()
@@ -133,46 +137,38 @@ st.dataframe([{"open": p == st.session_state[OPEN], "created": m["created_at"][:
 st.caption("Select a row to open that probe. Probes of different bands side by side give the paper's Figure 2.")
 
 # ------------------------------------------------------------------------------------ 4. results
-manifest, results = probe.read_probe(Path(st.session_state[OPEN]))
-t = probe.probe_table(run, results)
+manifest, results = read_probe(Path(st.session_state[OPEN]))
+t = probe_table(run, results)
 summary = manifest["summary"]
 st.subheader("4 · Results")
-st.caption(ui.escape_md(manifest["describe"]) + f" · {manifest['steps']} step(s) · {manifest['device']} · "
+st.caption(render.escape_md(manifest["describe"]) + f" · {manifest['steps']} step(s) · {manifest['device']} · "
            f"{manifest['seconds']:.0f} s")
-shown = st.radio("Score axis", ["ches", "ln_ches"], format_func=METRIC_LABELS.get, horizontal=True,
+shown = st.radio("Score axis", ["ches", "ln_ches"], format_func=lambda m: METRICS[m].label, horizontal=True,
                  key="probe_axis")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Mean Δ log π(y⁺|x)", f"{summary['mean_delta_chosen']:+.4f}")
 m2.metric("Mean Δ log π(y⁻|x)", f"{summary['mean_delta_rejected']:+.4f}")
 m3.metric("Lost chosen likelihood", f"{summary['lost_chosen']} of {summary['pairs']}")
-m4.metric(f"Spearman({METRIC_LABELS[shown]}, Δ log π(y⁺|x))", f"{probe.spearman(t[shown], t['delta_chosen']):.3f}",
+m4.metric(f"Spearman({METRICS[shown].label}, Δ log π(y⁺|x))", f"{spearman(t[shown], t['delta_chosen']):.3f}",
           help="Negative = the higher the score, the larger the drop, as CHES predicts.")
 
-fig = go.Figure(go.Scatter(x=t[shown], y=t["delta_chosen"], mode="markers", customdata=t[["row", "delta_rejected"]],
-                           marker=dict(color=t["delta_rejected"], colorscale="RdBu", colorbar=dict(title="Δ y⁻"),
-                                       size=9, line=dict(width=0.5, color="#334155")),
-                           hovertemplate="row %{customdata[0]}<br>score %{x:.4g}<br>Δ log π(y+) %{y:.4f}"
-                                         "<br>Δ log π(y-) %{customdata[1]:.4f}<extra></extra>"))
-fig.add_hline(y=0, line_color="#94a3b8", line_dash="dot")
-fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), xaxis_title=METRIC_LABELS[shown],
-                  yaxis_title="Δ log π(y⁺|x)")
-st.plotly_chart(fig, width="stretch", key="probe_scatter")
+st.plotly_chart(charts.probe_scatter(t, shown), width="stretch", key="probe_scatter")
 
-st.markdown(f"##### Mean change per {METRIC_LABELS[shown]} percentile band (over the whole run)")
-st.dataframe(probe.band_means(t, shown), hide_index=True, width="stretch",
+st.markdown(f"##### Mean change per {METRICS[shown].label} percentile band (over the whole run)")
+st.dataframe(band_means(t, shown), hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.4f")
                             for c in ("mean_delta_chosen", "mean_delta_rejected")})
 
 st.markdown("##### Pairs that lost the most chosen likelihood")
 worst = t.nsmallest(10, "delta_chosen")
-chosen_text = ui.texts(run, worst["row"].tolist()).set_index("row")["chosen"]
+chosen_text = loaders.texts(run, worst["row"].tolist()).set_index("row")["chosen"]
 for r in worst.itertuples():
     c1, c2, c3 = st.columns([1, 5, 1])
     c1.metric(f"row {r.row}", f"{r.delta_chosen:+.3f}", help=f"Δ log π(y-|x) {r.delta_rejected:+.3f}; "
-              f"{METRIC_LABELS[shown]} {getattr(r, shown):.4g}", label_visibility="visible")
+              f"{METRICS[shown].label} {getattr(r, shown):.4g}", label_visibility="visible")
     with c2:
-        ui.show_text(" ".join(str(chosen_text.get(r.row, "")).split())[:300])
+        render.text(" ".join(str(chosen_text.get(r.row, "")).split())[:300])
     if c3.button("Tokens", key=f"probe_tokens_{r.row}", icon=":material/compare_arrows:",
                  help="Open this pair in Pair / tokens"):
-        st.session_state[ui.PAIR_ROW] = int(r.row)
+        st.session_state[state.PAIR_ROW] = int(r.row)
         st.switch_page("pages/pair.py")

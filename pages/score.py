@@ -11,10 +11,11 @@ from pathlib import Path
 
 import streamlit as st
 
-import ui
+from ui import jobspanel, loaders, render, state
 from ches.engine import jobs, store
 from ches import workspace as wsp
-from ches.engine.data import FORMATS, MAPPED, Dataset, UnknownFormat
+from ches.engine.formats import FORMATS, MAPPED
+from ches.engine.pairs import Dataset, UnknownFormat
 from ches.engine.models import DEFAULT_MODEL
 from ches.engine.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
 from ches.engine.report import load_report, runs_table
@@ -28,7 +29,7 @@ st.title("Data & score")
 st.caption("Load preference pairs, check what was read, then embed every pair with a causal LM and "
            "score it with CHES (Razin et al., ICLR 2025). Higher scores mean the chosen and rejected "
            "responses look alike to the model: the pairs most likely to cause likelihood displacement.")
-ui.show_flash()
+state.show_flash()
 
 
 def _open_selected() -> None:
@@ -36,8 +37,8 @@ def _open_selected() -> None:
     rows = st.session_state["score_runs"].selection.rows
     order = st.session_state.get("_runs_order", [])
     if rows and rows[0] < len(order):
-        ui.set_run(order[rows[0]])
-        ui.flash("success", f"Opened {ui.run_label(order[rows[0]])}.")
+        state.set_run(order[rows[0]])
+        state.flash("success", f"Opened {loaders.run_label(order[rows[0]])}.")
 
 
 # ------------------------------------------------------------------------------------ 1. dataset
@@ -50,24 +51,24 @@ dataset = None
 path = None                   # the file to load (sample, upload, data root); None for the Hub
 uploaded = False              # an upload is capped at the upload limit once decompressed (a .gz bomb stops there)
 mapping = None
-with ui.user_errors():
+with render.user_errors():
     if source == SOURCES[0]:
         st.caption(f"165 hand-written pairs in TRL conversational format: `{wsp.SAMPLE.name}`")
         path = wsp.SAMPLE
     elif source == SOURCES[1]:
-        limit_mb = wsp.MAX_UPLOAD_BYTES / 2**20
+        limit_mb = wsp.megabytes(wsp.MAX_UPLOAD_BYTES)
         # no `type=` filter: a file of another kind then gets our message, which replaces the last one
         up = st.file_uploader(f"Dataset file: .jsonl, .json, .csv, .parquet, optionally .gz (up to {limit_mb:.0f} MB)",
                               key="score_upload")
         if up is not None:
             wsp.check_upload_size(up.size)
-            path = wsp.save_upload(ui.ws().uploads, up.getvalue(), up.name)
+            path = wsp.save_upload(state.ws().uploads, up.getvalue(), up.name)
             uploaded = True
     elif source == SOURCES[2]:
         root = wsp.data_root()
         typed = st.text_input("Path (relative to the data root)", key="score_path",
                               placeholder="e.g. sample.jsonl or my/prefs.parquet")
-        st.caption(f"Data root: `{ui.escape_md(root)}` (set `CHES_DATA_ROOT` to change it).")
+        st.caption(f"Data root: `{render.escape_md(root)}` (set `CHES_DATA_ROOT` to change it).")
         if typed.strip():
             path = wsp.confine(root, typed)
     else:
@@ -79,13 +80,14 @@ with ui.user_errors():
             st.session_state["_hub_spec"] = (name.strip(), config.strip() or None, split.strip() or "train")
         spec = st.session_state.get("_hub_spec")
         if spec:
-            dataset = ui.dataset_hub(*spec, fmt)
+            dataset = loaders.dataset_hub(*spec, fmt)
     if path is not None:
         mapping = st.session_state.get(MAPPING, {}).get(str(path))
         try:
-            dataset = ui.dataset_file(path, fmt, mapping, **({"max_bytes": wsp.MAX_UPLOAD_BYTES} if uploaded else {}))
+            dataset = loaders.dataset_file(path, fmt, mapping,
+                                           **({"max_bytes": wsp.MAX_UPLOAD_BYTES} if uploaded else {}))
         except UnknownFormat as e:
-            st.warning(ui.escape_md(e), icon=":material/help:")
+            st.warning(render.escape_md(e), icon=":material/help:")
             with st.form("score_mapping", border=True):
                 st.markdown("**Which columns hold the pair?**")
                 cols = st.columns(3)
@@ -96,7 +98,8 @@ with ui.user_errors():
                     st.session_state.setdefault(MAPPING, {})[str(path)] = picked
                     st.rerun()
         if mapping:
-            st.caption("Columns: " + ", ".join(f"{ours} ← {ui.escape_md(theirs)}" for ours, theirs in mapping.items()))
+            st.caption("Columns: " + ", ".join(f"{ours} ← {render.escape_md(theirs)}"
+                                               for ours, theirs in mapping.items()))
 
 if dataset is not None:
     report = load_report(dataset)
@@ -111,7 +114,7 @@ if dataset is not None:
                          column_config={"row": st.column_config.NumberColumn("row", format="%d")})
     if dataset.notes:
         st.caption("Converted while reading (the records keep every value): "
-                   + "; ".join(ui.escape_md(n) for n in dataset.notes))
+                   + "; ".join(render.escape_md(n) for n in dataset.notes))
     if len(report["flags"]):
         with st.expander("Flags (pairs are kept; review them on Browse)", icon=":material/flag:"):
             st.dataframe(report["flags"], hide_index=True, width="stretch")
@@ -142,30 +145,30 @@ def _todo(ds: Dataset) -> Dataset:
 def _target(ds: Dataset):
     """(model, the pairs to score, their run folder): the run key names the job."""
     with st.spinner(f"Loading {model_spec} …"):
-        lm = ui.model(model_spec, dtype)
+        lm = loaders.model(model_spec, dtype)
     todo = _todo(ds)
-    return lm, todo, store.run_path(ui.ws().runs, run_key(todo, lm, max_length))
+    return lm, todo, store.run_path(state.ws().runs, run_key(todo, lm, max_length))
 
 
 def _score(ds: Dataset) -> None:
     lm, todo, run_dir = _target(ds)
     if store.is_complete(run_dir):
-        ui.set_run(run_dir)
+        state.set_run(run_dir)
         notice = store.version_notice(run_dir)
-        ui.flash("warning" if notice else "success",
+        state.flash("warning" if notice else "success",
                  "Reopened the stored run for these pairs (same data, model and settings): nothing recomputed. "
                  "The run is active: open Browse, Map or Pair / tokens." + (f" {notice}" if notice else ""))
         return
     hub = st.session_state.get("_hub_spec") if path is None else None
-    argv = jobs.score_args(path if hub is None else hub[0], runs=ui.ws().runs, model=model_spec,
+    argv = jobs.score_args(path if hub is None else hub[0], runs=state.ws().runs, model=model_spec,
                            max_length=max_length, dtype=dtype, format=fmt, columns=mapping, limit=limit,
                            config=hub[1] if hub else None, split=hub[2] if hub else None,
                            chunk_size=jobs.chunk_pairs(len(todo.pairs)))
-    job, started = jobs.start(ui.ws().jobs, run_dir, argv,
-                              label=ui.job_label(ds.source, len(todo.pairs), model_spec, max_length))
-    ui.follow_job(run_dir)
+    job, started = jobs.start(state.ws().jobs, run_dir, argv,
+                              label=jobspanel.job_label(ds.source, len(todo.pairs), model_spec, max_length))
+    jobspanel.follow_job(run_dir)
     if not started:
-        ui.flash("info", f"These pairs are already being scored with these settings (since "
+        state.flash("info", f"These pairs are already being scored with these settings (since "
                          f"{job.started_at[11:19]} UTC): this page follows that job.")
 
 
@@ -185,37 +188,37 @@ settings = (dataset.source, n_pairs, limit, model_spec, max_length, dtype) if da
 ready = dataset is not None and bool(dataset.pairs)
 go, est, where = st.columns([1, 1, 4])          # the progress sits beside the buttons, in view
 with where:
-    ui.scoring_jobs("main")
+    jobspanel.show("main")
 if go.button("Score", type="primary", icon=":material/play_arrow:", disabled=not ready, key="score_go", width="stretch",
              help="Scores in the background: you can leave this page, reload it or cancel; the run opens when done."):
-    with ui.user_errors():
+    with render.user_errors():
         _score(dataset)
         st.rerun()
 if est.button("Estimate", icon=":material/timer:", disabled=not ready, key="score_estimate", width="stretch",
               help="Token count and time for these settings, from a short measured warm-up (loads the model)."):
-    with ui.user_errors():
+    with render.user_errors():
         st.session_state[ESTIMATE] = (settings, _estimate(dataset))
 guess = st.session_state.get(ESTIMATE)
 if guess and guess[0] == settings:
-    st.caption(ui.escape_md(guess[1]))
+    st.caption(render.escape_md(guess[1]))
 
 # ----------------------------------------------------------------------------------- 3. runs
 def _delete(run_dir: str) -> None:
     st.session_state.pop(DELETE, None)
-    label = ui.run_label(run_dir)
+    label = loaders.run_label(run_dir)
     store.delete_run(Path(run_dir))
-    if st.session_state.get(ui.RUN_DIR) == run_dir:
-        ui.clear_run()
-    ui.flash("success", f"Deleted the run {label}. Decisions on its pairs are kept: they follow the pairs' content.")
+    if st.session_state.get(state.RUN_DIR) == run_dir:
+        state.clear_run()
+    state.flash("success", f"Deleted the run {label}. Decisions on its pairs are kept: they follow the pairs' content.")
 
 
 st.subheader("3 · Stored runs")
-runs = store.list_runs(ui.ws().runs)
+runs = store.list_runs(state.ws().runs)
 if not runs:
     st.caption("No stored runs yet. Scoring the same data with the same model and settings again reuses its run.")
 else:
     table = runs_table(runs)
-    active = str(ui.active_run() or "")
+    active = str(state.active_run() or "")
     table.insert(0, "active", table["run"] == active)
     st.session_state["_runs_order"] = list(table["run"])
     st.caption(f"{len(table)} run(s), {table['size MB'].sum():,.1f} MB on disk. Select a row to open that run (it "
@@ -228,7 +231,7 @@ else:
                                 "size MB": st.column_config.NumberColumn("size MB", format="%.1f")})
     if active:
         st.page_link("pages/browse.py", label="Browse the active run", icon=":material/table_rows:")
-    labels = {r: f"{ui.run_label(r)} · {mb:,.1f} MB" for r, mb in zip(table["run"], table["size MB"])}
+    labels = {r: f"{loaders.run_label(r)} · {mb:,.1f} MB" for r, mb in zip(table["run"], table["size MB"])}
     with st.expander("Delete a run", icon=":material/delete:", expanded=bool(st.session_state.get(DELETE))):
         d1, d2 = st.columns([4, 1], vertical_alignment="bottom")
         doomed = d1.selectbox("Run", list(labels), format_func=labels.get, key="score_delete_pick", index=None,
@@ -237,7 +240,7 @@ else:
             st.session_state[DELETE] = doomed
         pending = st.session_state.get(DELETE)
         if pending in labels:
-            st.warning(f"Delete {ui.escape_md(labels[pending])}? Its scores, sums, texts and map go; decisions "
+            st.warning(f"Delete {render.escape_md(labels[pending])}? Its scores, sums, texts and map go; decisions "
                        "stay (they are keyed by the pairs' content and apply again if you score the data again).",
                        icon=":material/warning:")
             c1, c2, _ = st.columns([1, 1, 3])

@@ -78,7 +78,7 @@ def runs_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory, runs_root, real_lm) -> Path:
     """Run folder of the first 24 sample pairs, scored at max_length=512."""
-    from ches.engine.data import load_dataset
+    from ches.engine.files import load_dataset
     from ches.engine.pipeline import score_dataset
 
     src = tmp_path_factory.mktemp("sample24") / "sample24.jsonl"
@@ -89,7 +89,7 @@ def sample_run(tmp_path_factory, runs_root, real_lm) -> Path:
 @pytest.fixture(scope="session")
 def hostile_run(tmp_path_factory, runs_root, real_lm) -> Path:
     """Run folder of 6 pairs whose prompts and responses hold HTML / Markdown payloads (see HOSTILE)."""
-    from ches.engine.data import load_dataset
+    from ches.engine.files import load_dataset
     from ches.engine.pipeline import score_dataset
 
     src = tmp_path_factory.mktemp("hostile") / "hostile.jsonl"
@@ -127,7 +127,7 @@ def make_fake_run(run_dir: Path, dataset, *, seed: int = 0, d: int = 8) -> Path:
 def flagged_run(tmp_path_factory) -> Path:
     """A fake-scored run (no model) of 130 pairs, some flagged: identical (row 3), duplicate (row 5),
     empty_rejected (row 8). Enough rows for three table pages."""
-    from ches.engine.data import load_records
+    from ches.engine.formats import load_records
 
     records = [{"prompt": f"question {i}", "chosen": f"answer {i}", "rejected": f"other {i}"} for i in range(130)]
     records[2]["rejected"] = records[2]["chosen"]

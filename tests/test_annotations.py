@@ -598,3 +598,32 @@ def test_interrupted_export_leaves_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert ann.export_jsonl(db, path) == 26
     assert len(path.read_text().splitlines()) == 26
+
+
+# ------------------------------------------------------------------------------ the one vocabulary
+
+def test_the_decision_vocabulary_is_spelled_only_in_the_decisions_module(db):
+    """keep / drop / clear / undecided as string literals appear in ches/review/decisions.py only; the
+    other modules (browse, export, charts, cli, ui, pages) import the names."""
+    assert ann.DECISION_VALUES == (ann.KEEP, ann.DROP, ann.FLAG) == ("keep", "drop", "flag")
+    assert ann.DECISIONS == (*ann.DECISION_VALUES, ann.CLEAR)
+    assert ann.STATUSES == (ann.UNDECIDED, *ann.DECISION_VALUES) and ann.UNDECIDED not in ann.ACTIONS
+    # the stored schema accepts every action and nothing else
+    for action in ann.DECISIONS:
+        ann.record(db, "p1", action, annotator="a")
+    with sqlite3.connect(db) as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO events (pair_id, annotator, action, created_at) "
+                     "VALUES ('p1', 'a', ?, '2025-01-01T00:00:00+00:00')", (ann.UNDECIDED,))
+    import ast
+    spelled = []
+    for folder in ("ches", "ui", "pages"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if path == REPO / "ches" / "review" / "decisions.py":
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            in_fstrings = {id(c) for f in ast.walk(tree) if isinstance(f, ast.JoinedStr) for c in f.values}
+            for node in ast.walk(tree):            # (a piece of an f-string such as f"keep{pct}" is not a value)
+                if (isinstance(node, ast.Constant) and node.value in ("keep", "drop", "clear", "undecided")
+                        and id(node) not in in_fstrings):
+                    spelled.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
+    assert not spelled, spelled

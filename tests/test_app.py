@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import ui
+from ui import loaders, state
 from ches.engine import jobs, store
 from ches.review import decisions
 from ches import workspace as wsp
@@ -60,7 +60,7 @@ def elements(at: AppTest):
 
 
 def plain(text: str) -> str:
-    """An element's Markdown text without its escapes (ui.escape_md backslash-escapes user text)."""
+    """An element's Markdown text without its escapes (ui.render.escape_md backslash-escapes user text)."""
     return text.replace("\\", "")
 
 
@@ -96,7 +96,7 @@ def _until(at: AppTest, done, what: str, timeout: float = 300) -> AppTest:
         if done(at):
             return at
         if time.monotonic() - started > timeout:
-            logs = [j.log.read_text(errors="replace")[-2000:] for j in jobs.list_jobs(ui.ws().jobs)]
+            logs = [j.log.read_text(errors="replace")[-2000:] for j in jobs.list_jobs(state.ws().jobs)]
             pytest.fail(f"no {what} after {timeout} s; job logs: {logs}")
         time.sleep(0.3)
 
@@ -181,13 +181,15 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
 
 
 def test_a_failed_job_shows_its_error_on_the_page(workspace_env):
-    """A job that is over with an error line in its log: the page shows that text, and Dismiss clears it."""
+    """A job that is over with an error event (its status file): the page shows that text, and Dismiss clears it."""
     folder = workspace_env.workspace / "jobs"
     folder.mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     run_dir = workspace_env.workspace / "runs" / "0123456789abcdef"
     (folder / "0123456789abcdef.log").write_text("loaded 3 pairs\nches: error: model 'nope': no such model\n")
+    (folder / "0123456789abcdef.status.jsonl").write_text(
+        json.dumps({"event": "error", "message": "model 'nope': no such model"}) + "\n")
     (folder / "0123456789abcdef.json").write_text(json.dumps({
         "run_dir": str(run_dir), "log": str(folder / "0123456789abcdef.log"), "pid": dead.pid, "args": [],
         "label": "three.jsonl · 3 pairs · nope · max 256", "started_at": "2025-01-01T00:00:00+00:00"}))
@@ -203,7 +205,7 @@ def test_a_failed_job_shows_its_error_on_the_page(workspace_env):
 def test_score_page_reopens_a_stored_run_and_says_when_it_was_made_with_other_versions(workspace_env, monkeypatch):
     """The run for these settings exists: Score opens it (no job) and says that it was made by other library
     versions (store.version_notice)."""
-    from ches.engine.data import load_records
+    from ches.engine.formats import load_records
     from conftest import make_fake_run
 
     runs = workspace_env.workspace / "runs"
@@ -213,7 +215,7 @@ def test_score_page_reopens_a_stored_run_and_says_when_it_was_made_with_other_ve
     manifest["versions"] = {**store.library_versions(), "torch": "1.0.0"}       # made under an older torch
     (stored / "manifest.json").write_text(json.dumps(manifest))
     assert "torch 1.0.0 (now " in store.version_notice(stored)
-    monkeypatch.setattr(ui, "model", lambda spec, dtype="auto": object())
+    monkeypatch.setattr(loaders, "model", lambda spec, dtype="auto": object())
     monkeypatch.setattr("ches.engine.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="stored"))
     at = app()
     at.run()
@@ -330,7 +332,7 @@ def test_a_csv_in_no_known_format_is_loaded_through_a_column_mapping(workspace_e
 
 
 def test_runs_list_sizes_and_deletes_a_run_after_confirmation_keeping_decisions(workspace_env):
-    from ches.engine.data import load_records
+    from ches.engine.formats import load_records
     from conftest import make_fake_run
 
     runs = workspace_env.workspace / "runs"
@@ -441,7 +443,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
 
 
 def test_sidebar_run_picker_switches_runs(workspace_env, flagged_run, tmp_path):
-    from ches.engine.data import load_records
+    from ches.engine.formats import load_records
     from conftest import make_fake_run
 
     runs = workspace_env.workspace / "runs"
@@ -503,6 +505,25 @@ def test_the_url_keeps_run_row_and_annotator_and_a_deep_link_opens_that_pair(wor
     stray.run()
     assert not stray.exception and any("not in this workspace" in w.value for w in stray.warning)
     assert "run_dir" not in stray.session_state and "run" not in stray.query_params
+
+
+def test_export_with_only_my_decisions_ignores_the_other_annotators(workspace_env, flagged_run):
+    """Curate & export's "only mine" reads the decisions loader for this annotator: another annotator's drop,
+    the latest on its pair, no longer applies, and an earlier keep of mine under it counts again."""
+    t = store.read_scores(flagged_run)
+    low = t.loc[t["flags"] == ""].sort_values("ln_ches")["pair_id"].tolist()   # kept by the default rule
+    db = wsp.workspace(workspace_env.workspace).decisions
+    decisions.record(db, low[0], "drop", annotator="alice")
+    decisions.record(db, low[1], "drop", annotator="bob")
+    decisions.record(db, low[2], "flag", annotator="alice")
+    decisions.record(db, low[2], "drop", annotator="bob")                      # bob's is the latest on low[2]
+    at = open_page(app(flagged_run, annotator="alice"), "pages/export.py")
+    everyone = int(metric(at, "Pairs dropped")), int(metric(at, "Overridden by decisions"))
+    at.toggle(key="export_only_mine").set_value(True).run()
+    assert not at.exception
+    mine = int(metric(at, "Pairs dropped")), int(metric(at, "Overridden by decisions"))
+    assert everyone[1] == 3 and mine[1] == 1                                   # low[0..2] vs low[0] only
+    assert mine[0] == everyone[0] - 2
 
 
 def test_buttons_have_keyboard_shortcuts(workspace_env, flagged_run):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ches import atomic
-from ches.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from ches.atomic import atomic_folder, atomic_open, atomic_write_bytes, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,3 +115,26 @@ def test_killed_writer_leaves_previous_file(tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=10)
     assert target.read_text() == "previous\n"
+
+
+def test_a_folder_appears_whole_and_the_first_writer_wins(tmp_path):
+    target = tmp_path / "sub" / "chunk"
+    first = atomic_folder(target)
+    with first as tmp:
+        (tmp / "a.txt").write_text("first")
+        assert not target.exists()                       # nothing visible while it is filled
+        second = atomic_folder(target)
+        with second as other:                            # a concurrent writer of the same folder finishes first
+            (other / "a.txt").write_text("second")
+    assert second.created and not first.created
+    assert (target / "a.txt").read_text() == "second" and leftovers(target.parent, keep="chunk") == []
+
+
+def test_a_folder_whose_block_raises_leaves_nothing(tmp_path):
+    target = tmp_path / "chunk"
+    folder = atomic_folder(target)
+    with pytest.raises(RuntimeError):
+        with folder as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("killed halfway")
+    assert not folder.created and list(tmp_path.iterdir()) == []

@@ -157,7 +157,7 @@ def test_robust_axes_count_outliers_at_the_edges():
 
 def _texts_run(tmp_path, rows):
     from ches.engine.store import texts_frame
-    from ches.engine.data import Pair
+    from ches.engine.pairs import Pair
 
     pairs = [Pair(i + 1, tuple(p), c, r, None if rp is None else tuple(rp), (), {}, f"id{i}")
              for i, (p, c, r, rp) in enumerate(rows)]

@@ -125,7 +125,7 @@ def test_score_browse_keep_tokens_map_export(server):
 
     from ches.engine import store
     from ches.review import decisions
-    from ches.engine.data import load_dataset
+    from ches.engine.files import load_dataset
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -334,7 +334,7 @@ def test_score_browse_keep_tokens_map_export(server):
 
 def _stored_run(workspace: Path) -> Path:
     """The bundled sample as a stored run (random scores, no model): for tests of the app, not the engine."""
-    from ches.engine.data import load_dataset
+    from ches.engine.files import load_dataset
     from conftest import SAMPLE, make_fake_run
 
     return make_fake_run(workspace / "runs" / "0123456789abcdef", load_dataset(SAMPLE), seed=4)

@@ -1,4 +1,4 @@
-"""ches.engine.data: every format from a fixture, detection, the real files' quirks, stable ids, round trips."""
+"""The dataset reader (pairs, formats, files): every format, detection, real files' quirks, stable ids, round trips."""
 from __future__ import annotations
 
 import gzip
@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ches.engine.data import (FLAGS, FORMATS, DataError, Dataset, UnknownFormat, load_bytes, load_dataset, load_records,
-                       make_pair_id, to_trl)
+from ches.engine.files import load_bytes, load_dataset
+from ches.engine.formats import FORMATS, load_records
+from ches.engine.pairs import FLAGS, DataError, Dataset, UnknownFormat, make_pair_id, to_trl
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"

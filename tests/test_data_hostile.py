@@ -1,4 +1,4 @@
-"""ches.engine.data against malformed and hostile input: a committed corpus, generated monsters, and fuzzing.
+"""ches.engine.files and formats against malformed and hostile input: a committed corpus, monsters, and fuzzing.
 
 The loader's promise: a Dataset (good rows kept, one clear RowError per bad row) or, for a file that
 cannot be read as a whole, a DataError. Never any other exception.
@@ -17,7 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ches.engine.data import FORMATS, DataError, Dataset, load_bytes, load_dataset, load_records, make_pair_id, to_trl
+from ches.engine.files import load_bytes, load_dataset
+from ches.engine.formats import FORMATS, load_records
+from ches.engine.pairs import DataError, Dataset, make_pair_id, to_trl
 
 CORPUS = Path(__file__).parent / "malformed"
 

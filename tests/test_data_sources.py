@@ -1,4 +1,4 @@
-"""ches.engine.data at scale: Hugging Face dataset folders and --split, --limit, bounded decompression."""
+"""ches.engine.files and ches.engine.hub at scale: Hugging Face dataset folders and --split, --limit, bounded decompression."""
 from __future__ import annotations
 
 import gzip
@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import ches.cli as cli
-from ches.engine.data import DataError, load_bytes, load_dataset, snapshot_files
+from ches.engine.files import load_bytes, load_dataset
+from ches.engine.hub import snapshot_files
+from ches.engine.pairs import DataError
 
 
 def records(start: int, n: int) -> list[dict]:
@@ -111,7 +113,7 @@ def test_a_decompression_bomb_is_refused_while_streaming(tmp_path):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     with pytest.raises(DataError, match=r"bomb.jsonl.gz: more than 64 MB of data once decompressed"):
-        load_dataset(tmp_path / "bomb.jsonl.gz", max_bytes=64 << 20)
+        load_dataset(tmp_path / "bomb.jsonl.gz", max_bytes=64 * 10**6)    # MB: 10^6 bytes (ches.workspace.MB)
     assert time.perf_counter() - started < 30
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 300 << 10    # KiB: never held whole
     with pytest.raises(DataError, match="more than 1 MB"):

@@ -44,7 +44,7 @@ def assert_same_table(mine, theirs):
 
 
 def test_two_ranks_equal_one_process_and_a_killed_run_resumes_on_one(tiny_model_dir, tmp_path):
-    from ches.engine.data import load_dataset
+    from ches.engine.files import load_dataset
     from ches.engine.models import load_model
     from ches.engine.pipeline import score_dataset
     from ches.engine.store import done_chunks, is_complete, read_arrays, run_progress

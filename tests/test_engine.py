@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ches.engine import metrics
-from ches.engine.data import load_records
+from ches.engine.formats import load_records
 from ches.engine.forward import embed_pairs
 from ches.engine.models import LoadedModel, load_model
 from ches.engine.pipeline import pair_tokens, score_dataset
@@ -109,6 +109,16 @@ def test_token_contributions_sum_to_the_stored_score(lm, tmp_path, metric):
     stored = read_scores(run)[metric].iloc[0]
     assert len(view["contributions"]) == len(view["chosen_tokens"]) == read_scores(run)["len_chosen"].iloc[0]
     assert view["contributions"].sum() == pytest.approx(stored, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.real_model
+def test_pair_tokens_says_which_response_was_cut(lm):
+    (pair,) = load_records([{"prompt": "Count to ten.", "chosen": "one two three four five six seven eight nine ten",
+                             "rejected": "No."}]).pairs
+    cut = pair_tokens(lm, pair, 8)                            # room for 4 response tokens: the chosen side loses some
+    assert cut["truncated"] and cut["chosen_cut"] and not cut["rejected_cut"]
+    whole = pair_tokens(lm, pair, 256)
+    assert not whole["truncated"] and not whole["chosen_cut"] and not whole["rejected_cut"]
 
 
 @pytest.mark.real_model

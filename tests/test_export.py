@@ -1,7 +1,7 @@
 """Tests for ches.review.export (select / preview / export) and ches.cli.export (the export and decisions commands).
 
 Runs are synthetic (ches.engine.store.write_run with random vectors and scores over real loaded pairs), so no
-model is needed; the exported files are re-loaded with ches.engine.data.load_dataset to check the round trip.
+model is needed; the exported files are re-loaded with ches.engine.files.load_dataset to check the round trip.
 """
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import pytest
 from ches import __version__
 from ches.review import decisions
 from ches.review import export as E
-from ches.cli import export as C
+from ches.cli import UserError, decisions as CD, export as C
 from ches.review.decisions import Decision
-from ches.engine.data import load_dataset, load_records
+from ches.engine.files import load_dataset
+from ches.engine.formats import load_records
 from conftest import make_fake_run as make_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,8 +315,8 @@ def test_before_after_histogram_counts_every_value_on_a_robust_axis():
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ches")
     sub = p.add_subparsers(dest="command", required=True)
-    C.add_export_parser(sub)
-    C.add_decisions_parser(sub)
+    C.add_parsers(sub)
+    CD.add_parsers(sub)
     return p
 
 
@@ -398,7 +399,7 @@ def test_cli_decisions_export_and_import(ws, tmp_path, capsys):
     assert {k: v.decision for k, v in decisions.current(other).items()} == {"p1": "keep", "p2": "drop"}
     # default db is the workspace's; exporting a missing db is a one-line user error
     args = parser().parse_args(["decisions", "export", str(tmp_path / "x.jsonl")])
-    with pytest.raises(ValueError, match="no decisions database"):
+    with pytest.raises(UserError, match="no decisions database"):
         args.func(args)
     with pytest.raises(OSError):
         args = parser().parse_args(["decisions", "import", str(tmp_path / "missing.jsonl")])

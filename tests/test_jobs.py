@@ -1,11 +1,14 @@
-"""Scoring jobs (ches/jobs.py): real `python -m ches score` processes on a tiny random model.
+"""Scoring jobs (ches/engine/jobs.py): real `python -m ches score` processes on a tiny random model.
 
 Start twice at once: one job, the other start attaches. Cancel: the process group gets SIGTERM between
 batches, the finished chunks stay, the run is not complete; starting again resumes and completes with the
-same table as an uninterrupted run. A failing job's error reaches the caller as text.
+same table as an uninterrupted run. A failing job's error reaches the caller as text. The status comes
+from the job's events, never from what it prints for people: with every printed word reworded (rot13)
+the status is the same.
 """
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import subprocess
@@ -18,7 +21,7 @@ import numpy as np
 import pytest
 
 from ches.engine import jobs, store
-from ches.engine.data import load_dataset
+from ches.engine.files import load_dataset
 from ches.engine.models import load_model
 from ches.engine.pipeline import run_key, score_dataset
 from conftest import write_pairs
@@ -47,6 +50,29 @@ def jobs_dir(tmp_path):
     for job in jobs.list_jobs(folder):
         if job.pid is not None and jobs.status(job).running:
             os.killpg(job.pid, 9)
+
+
+REWORD_SITE = """
+import codecs, sys
+if sys.orig_argv[1:4] == ["-m", "ches", "score"]:          # the job's process: every word it prints reworded
+    class Reworded:
+        def __init__(self, inner):
+            self.inner = inner
+        def write(self, text):
+            return self.inner.write(codecs.encode(text, "rot13"))
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+    sys.stdout, sys.stderr = Reworded(sys.stdout), Reworded(sys.stderr)
+"""
+
+
+@pytest.fixture
+def reworded(tmp_path) -> dict[str, str]:
+    """An environment for jobs.start under which the job prints everything in rot13."""
+    site = tmp_path / "reword-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(REWORD_SITE)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
 
 
 def args(data: Path, model: Path, runs: Path, *extra: str) -> list[str]:
@@ -122,7 +148,7 @@ def test_start_attach_cancel_keeps_chunks_and_a_second_start_resumes(tmp_path, j
     assert jobs.list_jobs(jobs_dir) == [] and store.is_complete(run_dir)
 
 
-def test_a_failing_job_says_why_and_a_stale_job_file_does_not_block_a_start(tmp_path, jobs_dir, data):
+def test_a_failing_job_says_why_and_a_stale_job_file_does_not_block_a_start(tmp_path, jobs_dir, data, reworded):
     run_dir = tmp_path / "runs" / "0123456789abcdef"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -131,42 +157,105 @@ def test_a_failing_job_says_why_and_a_stale_job_file_does_not_block_a_start(tmp_
         "run_dir": str(run_dir), "log": str(jobs_dir / "old.log"), "pid": dead.pid, "args": [],
         "started_at": "2025-01-01T00:00:00+00:00"}))
     missing = tmp_path / "no-such-model"
-    job, started = jobs.start(jobs_dir, run_dir, [str(data), "--model", str(missing), "--out", str(tmp_path / "runs")])
+    job, started = jobs.start(jobs_dir, run_dir, [str(data), "--model", str(missing), "--out", str(tmp_path / "runs")],
+                              env=reworded)
     assert started and job.pid != dead.pid
     over = wait(job, lambda s: not s.running)
     assert over.state == "failed" and str(missing) in over.error, over
     assert "Traceback" not in over.error and over.kept == 0
+    log = job.log.read_text()
+    assert str(missing) not in log and codecs.encode(str(missing), "rot13") in log    # people read other words
     with pytest.raises(ValueError, match="still running"):
         jobs.forget(jobs.Job(run_dir, jobs_dir / "live.json", jobs_dir / "live.log", os.getpid(), (), "",
                              job.started_at, False))        # a live pid (this process): not forgotten
     jobs.forget(job)
-    assert not job.log.exists() and jobs.list_jobs(jobs_dir) == []
+    assert not job.log.exists() and not job.events.exists() and jobs.list_jobs(jobs_dir) == []
 
 
-def test_status_reads_the_live_bar_and_a_crash(tmp_path):
-    """The bar as tqdm itself writes it (not a hand-made string); a process that died without a word."""
-    from tqdm import tqdm
+def test_a_job_whose_printed_words_all_change_reports_the_same_status(tmp_path, jobs_dir, data, tiny_model_dir,
+                                                                       tiny_lm, reworded):
+    runs = tmp_path / "runs"
+    run_dir = store.run_path(runs, run_key(load_dataset(data, limit=16), tiny_lm, MAX_LENGTH))
+    job, started = jobs.start(jobs_dir, run_dir, args(data, tiny_model_dir, runs, "--limit", "16"), env=reworded)
+    over = wait(job, lambda s: not s.running)
+    assert over.state == "complete", (over, job.log.read_text()[-2000:])
+    assert (over.done, over.kept, over.total) == (16, 16, 16)
+    assert over.estimate.startswith("16 pairs to score, ") and over.estimate.endswith(" tokens/s")
+    assert over.error == ""
+    log = job.log.read_text()
+    assert "pairs to score" not in log and codecs.encode("16 pairs to score", "rot13") in log
+    assert group_gone(job.pid)                   # complete on disk; the process ends after its summary
+    kinds = [e["event"] for e in jobs.read_events(job.events)]
+    assert kinds[:2] == ["planned", "estimate"] and kinds[-1] == "complete" and "progress" in kinds
 
+
+def status_of(tmp_path, events: list[dict], log: str = "", *, alive: bool, cancelled: bool = False) -> jobs.JobStatus:
+    """The status of a job with these events in its status file and `log` as its output, whose process is
+    alive (this test's own pid) or over (a process that has exited)."""
     jobs_dir, run_dir = tmp_path / "jobs", tmp_path / "runs" / "feedfacefeedface"
-    jobs_dir.mkdir()
-    log = jobs_dir / "x.log"
-    with open(log, "w") as f:
-        f.write("loaded 500 pairs from x.jsonl\n500 pairs to score, 41,000 tokens; estimated 12 s at 3,400 tokens/s "
-                "(measured in a warm-up)\n")
-        bar = tqdm(total=500, initial=64, unit="pair", desc="scoring", file=f, mininterval=0)
-        bar.n = 76
-        bar.refresh()
-        f.write("\nTraceback (most recent call last):\nRuntimeError: CUDA out of memory\n")
-    crashed = subprocess.Popen([sys.executable, "-c", "pass"])
-    crashed.wait()
-    job = jobs.Job(run_dir, jobs.job_file(jobs_dir, run_dir), log, crashed.pid, (), "", "2025-01-01T00:00:00+00:00",
-                   False)
-    state = jobs.status(job)
-    assert state.state == "failed" and "CUDA out of memory" in state.error
-    assert state.total == 500 and state.kept == 0 and state.estimate.startswith("500 pairs to score, 41,000 tokens")
-    running = jobs.Job(run_dir, job.file, log, os.getpid(), (), "", job.started_at, False)   # a live pid
-    live = jobs.status(running)
-    assert (live.state, live.done, live.total) == ("running", 76, 500)
+    jobs_dir.mkdir(exist_ok=True)
+    file = jobs.job_file(jobs_dir, run_dir)
+    (jobs_dir / "x.log").write_text(log)
+    file.with_suffix(".status.jsonl").unlink(missing_ok=True)
+    writer = jobs.Events(file.with_suffix(".status.jsonl"))
+    for e in events:
+        writer(**e)
+    writer.close()
+    if alive:
+        pid = os.getpid()
+    else:
+        over = subprocess.Popen([sys.executable, "-c", "pass"])
+        over.wait()
+        pid = over.pid
+    job = jobs.Job(run_dir, file, jobs_dir / "x.log", pid, (), "", "2025-01-01T00:00:00+00:00", cancelled)
+    return jobs.status(job)
+
+
+PLANNED = {"event": "planned", "run": "/somewhere/runs/feedfacefeedface", "total": 500, "done": 64}
+ESTIMATE = {"event": "estimate", "pairs": 436, "tokens": 41_000, "exact": True, "tokens_per_second": 3400.0,
+            "seconds": 12.06}
+LIES = ("ches: error: this line is for people\n500 pairs to score, 1 tokens; estimated 1 s at 1 tokens/s\n"
+        "scoring:  90%|#########| 450/500 [00:10<00:01, 45.00pair/s]\nches: interrupted\n")
+
+
+def test_status_reads_the_events_and_never_the_log(tmp_path):
+    progress = {"event": "progress", "done": 76, "total": 500, "rate": 4.0, "seconds_left": 106.0}
+    live = status_of(tmp_path, [PLANNED, ESTIMATE, progress], LIES, alive=True)
+    assert (live.state, live.done, live.kept, live.total) == ("running", 76, 0, 500)
+    assert (live.rate, live.seconds_left, live.error) == ("4.0 pairs/s", "1 min 46 s", "")
+    assert live.estimate == "436 pairs to score, 41,000 tokens; estimated 12 s at 3,400 tokens/s"
+    slow = status_of(tmp_path, [PLANNED, {**progress, "rate": 0.25}], alive=True)
+    assert slow.rate == "4.00 s/pair" and slow.estimate == ""
+    # over: the outcome is the last event's, whatever the log says
+    crashed = status_of(tmp_path, [PLANNED, ESTIMATE, progress], LIES, alive=False)
+    assert crashed.state == "failed" and "ended without finishing" in crashed.error and "people" not in crashed.error
+    assert (crashed.done, crashed.total, crashed.rate) == (0, 500, "")        # the live count died with it
+    failed = status_of(tmp_path, [PLANNED, {"event": "error", "message": "RuntimeError: CUDA out of memory"}],
+                       alive=False)
+    assert (failed.state, failed.error) == ("failed", "RuntimeError: CUDA out of memory")
+    stopped = status_of(tmp_path, [PLANNED, {"event": "interrupted", "done": 64, "total": 500}], LIES, alive=False)
+    assert (stopped.state, stopped.error) == ("interrupted", "")
+    assert status_of(tmp_path, [PLANNED, {"event": "interrupted"}], alive=False, cancelled=True).state == "cancelled"
+    elsewhere = status_of(tmp_path, [{**PLANNED, "run": "/r/0123456789abcdef"}], alive=True)
+    assert elsewhere.state == "failed" and "scores into 0123456789abcdef, not into feedfacefeedface" in elsewhere.error
+    assert status_of(tmp_path, [], LIES, alive=True).total == 0                # nothing planned yet: "starting" bar
+
+
+def test_the_status_file_is_read_at_both_ends_and_a_cut_line_is_skipped(tmp_path):
+    """A long job: its plan and estimate at the head, the latest progress at the tail, read in 32 KiB."""
+    many = [{"event": "progress", "done": i, "total": 500, "rate": 1.0, "seconds_left": 500.0 - i}
+            for i in range(64, 501)]
+    s = status_of(tmp_path, [PLANNED, ESTIMATE, *many], alive=True)
+    assert (s.done, s.total, s.seconds_left) == (500, 500, "0 s") and s.estimate.startswith("436 pairs to score")
+    events = tmp_path / "jobs" / "feedfacefeedface.status.jsonl"
+    assert events.stat().st_size > 32 * 1024
+    with open(events, "a") as f:
+        f.write('{"event": "progress", "done": 2500, "tot')          # being written right now
+    assert [e["done"] for e in jobs.read_events(events) if e["event"] == "progress"][-1] == 500
+    assert jobs.read_events(tmp_path / "none.jsonl") == []
+    silent = jobs.Events(None)                  # not run as a job: writes nothing, anywhere
+    silent("progress", done=1)
+    silent.close()
 
 
 def test_an_app_job_is_cut_into_about_twenty_chunks_within_bounds():

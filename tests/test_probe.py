@@ -14,11 +14,11 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import ches.cli as cli
-from ches.review import probe
-from ches.engine.data import load_records
-from ches.engine.forward import Cancelled
+import ches.review.probe
+from ches.engine.formats import load_records
 from ches.engine.store import read_manifest, read_pairs, read_scores
 from ches.engine.tokens import encode_pair
+from ches.review.probe import analysis, dpo, run_probe, settings, storage
 from conftest import ROOT, make_fake_run
 
 # Short pairs so that a tiny model trains in well under a second; row 4 has an empty rejected reply (R = 0).
@@ -81,22 +81,22 @@ def test_dpo_loss_matches_hand_computed_values():
     # beta * ((pi_c - ref_c) - (pi_r - ref_r)) = 0.1 * ((-10 + 12) - (-20 + 15)) = 0.7
     # and 0.5 * ((-13 + 12) - (-14 + 15)) = -1.0;  -log sigmoid(z) = log(1 + exp(-z))
     t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-    got = probe.dpo_loss(t(-10.0, -13.0), t(-20.0, -14.0), t(-12.0, -12.0), t(-15.0, -15.0), beta=0.1)
+    got = dpo.dpo_loss(t(-10.0, -13.0), t(-20.0, -14.0), t(-12.0, -12.0), t(-15.0, -15.0), beta=0.1)
     assert got[0].item() == pytest.approx(math.log(1 + math.exp(-0.7)), rel=1e-12)
-    got = probe.dpo_loss(t(-13.0), t(-14.0), t(-12.0), t(-15.0), beta=0.5)
+    got = dpo.dpo_loss(t(-13.0), t(-14.0), t(-12.0), t(-15.0), beta=0.5)
     assert got[0].item() == pytest.approx(math.log(1 + math.exp(1.0)), rel=1e-12)
     # policy == reference: the loss is log 2 whatever beta is
-    assert probe.dpo_loss(t(-3.0), t(-7.0), t(-3.0), t(-7.0), beta=3.0).item() == pytest.approx(math.log(2))
+    assert dpo.dpo_loss(t(-3.0), t(-7.0), t(-3.0), t(-7.0), beta=3.0).item() == pytest.approx(math.log(2))
 
 
 def test_sequence_logps_match_one_sequence_at_a_time(tiny_run):
-    lm = probe.load_policy(tiny_run)
+    lm = dpo.load_policy(tiny_run)
     eos = lm.tokenizer.eos_token_id
     encoded = [encode_pair(lm.tokenizer, p, 64) for p in read_pairs(tiny_run)]
     seqs = [(e.prompt_plus, e.chosen) for e in encoded] + [(e.prompt_minus, e.rejected) for e in encoded]
     assert min(len(y) for _, y in seqs) == 0 and len({len(x) + len(y) for x, y in seqs}) > 3  # R = 0, ragged
     with torch.no_grad():
-        got = probe.sequence_logps(lm.model, seqs, eos_id=eos, pad_id=eos, device=lm.device)
+        got = dpo.sequence_logps(lm.model, seqs, eos_id=eos, pad_id=eos, device=lm.device)
     want = [one_at_a_time(lm.model, x, y, eos) for x, y in seqs]
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-3)
 
@@ -106,33 +106,33 @@ def test_sequence_logps_match_one_sequence_at_a_time(tiny_run):
 def test_quantile_slice_and_band_follow_their_definitions():
     table = pd.DataFrame({"row": [1, 2, 3, 4, 5], "ches": [5.0, 1.0, 4.0, 2.0, 3.0]})
     # ascending by value: rows 2, 4, 5, 3, 1 (values 1..5, percentiles 20, 40, 60, 80, 100)
-    assert probe.quantile_slice(table, "ches", 0, 2) == [2, 4]
-    assert probe.quantile_slice(table, "ches", 100, 2) == [3, 1]
-    assert probe.quantile_slice(table, "ches", 50, 3) == [4, 5, 3]       # centre index round(0.5 * 4) = 2
-    assert probe.quantile_slice(table, "ches", 25, 2) == [2, 4]          # centre round(0.25 * 4) = 1, start 1 - 1
-    band = probe.ProbeSettings(subset="band", band=(30, 70), n=2)
-    assert probe.select_rows(table, band) == [4, 5]                       # values 2 and 3 lie in 30-70
-    assert probe.select_rows(table, probe.ProbeSettings(subset="top", n=1)) == [1]
-    assert probe.select_rows(table, probe.ProbeSettings(subset="bottom", n=2)) == [2, 4]
-    assert probe.select_rows(table, probe.ProbeSettings(subset="ids", ids=(3, 1, 3))) == [3, 1]
+    assert settings.quantile_slice(table, "ches", 0, 2) == [2, 4]
+    assert settings.quantile_slice(table, "ches", 100, 2) == [3, 1]
+    assert settings.quantile_slice(table, "ches", 50, 3) == [4, 5, 3]       # centre index round(0.5 * 4) = 2
+    assert settings.quantile_slice(table, "ches", 25, 2) == [2, 4]          # centre round(0.25 * 4) = 1, start 1 - 1
+    band = settings.ProbeSettings(subset="band", band=(30, 70), n=2)
+    assert settings.select_rows(table, band) == [4, 5]                       # values 2 and 3 lie in 30-70
+    assert settings.select_rows(table, settings.ProbeSettings(subset="top", n=1)) == [1]
+    assert settings.select_rows(table, settings.ProbeSettings(subset="bottom", n=2)) == [2, 4]
+    assert settings.select_rows(table, settings.ProbeSettings(subset="ids", ids=(3, 1, 3))) == [3, 1]
 
 
 def test_steps_walk_epochs_of_a_seeded_shuffle():
-    batches = probe._shuffled_batches(5, 2, 4, seed=3)
+    batches = dpo.shuffled_batches(5, 2, 4, seed=3)
     assert [len(b) for b in batches] == [2, 2, 1, 2]                    # one epoch = ceil(5 / 2) = 3 steps
     assert sorted(sum(batches[:3], [])) == [0, 1, 2, 3, 4]              # each pair once per epoch
-    assert batches == probe._shuffled_batches(5, 2, 4, seed=3)
-    assert probe.resolved_steps(5, probe.ProbeSettings(batch_size=2)) == 3
+    assert batches == dpo.shuffled_batches(5, 2, 4, seed=3)
+    assert settings.resolved_steps(5, settings.ProbeSettings(batch_size=2)) == 3
 
 
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path):
     table = pd.DataFrame({"row": [1, 2, 3], "ches": [1.0, 2.0, 3.0]})
-    with pytest.raises(probe.ProbeError, match=r"n = 4 is larger than the run \(3 pairs\)"):
-        probe.select_rows(table, probe.ProbeSettings(subset="top", n=4))
-    with pytest.raises(probe.ProbeError, match="larger than the percentile band 0-50"):
-        probe.select_rows(table, probe.ProbeSettings(subset="band", band=(0, 50), n=2))
-    with pytest.raises(probe.ProbeError, match="not in this run: 7, 9"):
-        probe.select_rows(table, probe.ProbeSettings(subset="ids", ids=(1, 7, 9)))
+    with pytest.raises(settings.ProbeError, match=r"n = 4 is larger than the run \(3 pairs\)"):
+        settings.select_rows(table, settings.ProbeSettings(subset="top", n=4))
+    with pytest.raises(settings.ProbeError, match="larger than the percentile band 0-50"):
+        settings.select_rows(table, settings.ProbeSettings(subset="band", band=(0, 50), n=2))
+    with pytest.raises(settings.ProbeError, match="not in this run: 7, 9"):
+        settings.select_rows(table, settings.ProbeSettings(subset="ids", ids=(1, 7, 9)))
     for kwargs, message in [({"lr": 0.0}, "learning rate must be a positive"),
                             ({"lr": -1e-6}, "learning rate must be a positive"),
                             ({"lr": float("nan")}, "learning rate must be a positive"),
@@ -141,26 +141,26 @@ def test_bad_settings_are_refused_with_a_clear_message(tmp_path):
                             ({"steps": 0}, "steps must be at least 1"),
                             ({"subset": "band", "band": (60, 40)}, "0 <= LO <= HI <= 100"),
                             ({"metric": "length"}, "unknown metric 'length'")]:
-        with pytest.raises(probe.ProbeError, match=message):
-            probe.ProbeSettings(**kwargs)
+        with pytest.raises(settings.ProbeError, match=message):
+            settings.ProbeSettings(**kwargs)
     ids = tmp_path / "ids.txt"
     ids.write_text("3, 1\n# a comment\nfive\n")
-    with pytest.raises(probe.ProbeError, match="line 3: 'five' is not a row number"):
-        probe.read_ids(ids)
+    with pytest.raises(settings.ProbeError, match="line 3: 'five' is not a row number"):
+        settings.read_ids(ids)
 
 
 # ----------------------------------------------------------------------------------------- the probe
 
 def test_two_step_probe_on_four_pairs_changes_the_logps_and_stores_its_folder(tiny_run, monkeypatch):
     before_files = run_files(tiny_run)
-    s = probe.ProbeSettings(subset="top", n=4, steps=2, batch_size=2, lr=1e-3)
-    lm = probe.load_policy(tiny_run)
+    s = settings.ProbeSettings(subset="top", n=4, steps=2, batch_size=2, lr=1e-3)
+    lm = dpo.load_policy(tiny_run)
     original = {k: v.clone() for k, v in lm.model.state_dict().items()}
     seen = []
-    path = probe.run_probe(tiny_run, s, lm, progress=lambda done, total: seen.append((done, total)))
+    path = run_probe(tiny_run, s, lm, progress=lambda done, total: seen.append((done, total)))
 
     assert path.parent == tiny_run / "probes" and (path / "manifest.json").is_file()
-    m, results = probe.read_probe(path)
+    m, results = storage.read_probe(path)
     top4 = read_scores(tiny_run).sort_values("ches")["row"].tolist()[-4:]
     assert results["row"].tolist() == top4
     assert m["settings"]["lr"] == 1e-3 and m["settings"]["subset"] == "top" and m["steps"] == 2
@@ -170,7 +170,7 @@ def test_two_step_probe_on_four_pairs_changes_the_logps_and_stores_its_folder(ti
 
     # "before" is the untrained model's log pi, computed independently; "after" moved
     pairs = {p.row: p for p in read_pairs(tiny_run, top4)}
-    fresh = probe.load_policy(tiny_run).model
+    fresh = dpo.load_policy(tiny_run).model
     eos = lm.tokenizer.eos_token_id
     for r in results.itertuples():
         e = encode_pair(lm.tokenizer, pairs[r.row], 64)
@@ -189,17 +189,17 @@ def test_two_step_probe_on_four_pairs_changes_the_logps_and_stores_its_folder(ti
     assert run_files(tiny_run) == before_files                                   # the run itself is untouched
 
     # same settings: the stored probe comes back, nothing is trained
-    monkeypatch.setattr(probe, "load_policy", lambda *a, **k: pytest.fail("a stored probe was retrained"))
-    assert probe.run_probe(tiny_run, s) == path
-    assert probe.find_probe(tiny_run, s) == path
-    assert path in [p for p, _ in probe.list_probes(tiny_run)]
+    monkeypatch.setattr(ches.review.probe, "load_policy", lambda *a, **k: pytest.fail("a stored probe was retrained"))
+    assert run_probe(tiny_run, s) == path
+    assert storage.find_probe(tiny_run, s) == path
+    assert path in [p for p, _ in storage.list_probes(tiny_run)]
 
 
 def test_probe_table_and_band_means(tiny_run):
     results = pd.DataFrame({"row": [1, 2, 3], "pair_id": ["a", "b", "c"],
                             "logp_chosen_before": [-10.0, -20.0, -30.0], "logp_chosen_after": [-11.0, -19.0, -33.0],
                             "logp_rejected_before": [-5.0, -5.0, -5.0], "logp_rejected_after": [-6.0, -7.0, -8.0]})
-    t = probe.probe_table(tiny_run, results)
+    t = analysis.probe_table(tiny_run, results)
     assert t["delta_chosen"].tolist() == [-1.0, 1.0, -3.0] and t["delta_rejected"].tolist() == [-1.0, -2.0, -3.0]
     scores = read_scores(tiny_run).set_index("row")
     pct = {r: 100.0 * (scores["ches"] <= scores.loc[r, "ches"]).sum() / len(scores) for r in (1, 2, 3)}
@@ -208,7 +208,7 @@ def test_probe_table_and_band_means(tiny_run):
     want = {}
     for r in (1, 2, 3):
         want.setdefault("0-50" if pct[r] <= 50 else "50-100", []).append(delta[r])
-    bands = probe.band_means(t, "ches", edges=(0, 50, 100)).set_index("band")
+    bands = analysis.band_means(t, "ches", edges=(0, 50, 100)).set_index("band")
     assert sorted(bands.index) == sorted(want)
     for band, values in want.items():
         assert bands.loc[band, "pairs"] == len(values)
@@ -216,19 +216,37 @@ def test_probe_table_and_band_means(tiny_run):
 
 
 def test_cancel_and_interrupt_leave_no_probe(tiny_run, monkeypatch):
-    s = probe.ProbeSettings(subset="bottom", n=3, steps=1, batch_size=3, lr=1e-4, seed=7)
+    s = settings.ProbeSettings(subset="bottom", n=3, steps=1, batch_size=3, lr=1e-4, seed=7)
     calls = {"n": 0}
 
     def stop_in_training() -> bool:
         calls["n"] += 1
         return calls["n"] > 1                      # let the "before" pass finish, stop in the first step
-    with pytest.raises(Cancelled):
-        probe.run_probe(tiny_run, s, probe.load_policy(tiny_run), should_stop=stop_in_training)
+    with pytest.raises(dpo.ProbeCancelled):
+        run_probe(tiny_run, s, dpo.load_policy(tiny_run), should_stop=stop_in_training)
     monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        probe.run_probe(tiny_run, s, probe.load_policy(tiny_run))
-    assert probe.find_probe(tiny_run, s) is None
+        run_probe(tiny_run, s, dpo.load_policy(tiny_run))
+    assert storage.find_probe(tiny_run, s) is None
     assert not [d for d in (tiny_run / "probes").iterdir() if d.name.startswith(".")]   # no temp folder left
+
+
+def test_a_probe_folder_is_written_whole_and_the_first_one_wins(tmp_path):
+    results = pd.DataFrame({"row": [1], "pair_id": ["a"], "logp_chosen_before": [-1.0], "logp_chosen_after": [-2.0],
+                            "logp_rejected_before": [-3.0], "logp_rejected_after": [-4.0]})
+    target = tmp_path / "probes" / "k1"
+    assert storage.write_probe(target, {"n": 1}, results) == target
+    assert storage.write_probe(target, {"n": 2}, results.assign(row=[7])) == target     # same key, later writer
+    m, back = storage.read_probe(target)
+    assert m == {"n": 1} and back["row"].tolist() == [1]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["k1"]                  # no temp folder left
+
+
+def test_the_probe_page_cancels_through_the_probe_not_the_forward_pass():
+    import ast
+    tree = ast.parse((ROOT / "pages" / "probe.py").read_text(encoding="utf-8"))
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "ches.engine.forward" not in modules and "ches.review.probe.dpo" in modules
 
 
 def test_a_run_scored_with_other_weights_is_refused(tmp_path, tiny_dir):
@@ -237,11 +255,11 @@ def test_a_run_scored_with_other_weights_is_refused(tmp_path, tiny_dir):
     manifest = read_manifest(run)
     manifest["key"]["model_id"] = str(tiny_dir)                    # fingerprint stays "fp123"
     (run / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(probe.ProbeError, match="weights of .* changed since the run was scored"):
-        probe.load_policy(run)
+    with pytest.raises(settings.ProbeError, match="weights of .* changed since the run was scored"):
+        dpo.load_policy(run)
     from ches.engine.models import load_model
-    with pytest.raises(probe.ProbeError, match="weights of .* changed since the run was scored"):
-        probe.run_probe(run, probe.ProbeSettings(subset="top", n=1, lr=1e-3), load_model(str(tiny_dir)))
+    with pytest.raises(settings.ProbeError, match="weights of .* changed since the run was scored"):
+        run_probe(run, settings.ProbeSettings(subset="top", n=1, lr=1e-3), load_model(str(tiny_dir)))
 
 
 # -------------------------------------------------------------------------------------------- the CLI
@@ -252,9 +270,9 @@ def test_cli_probe_prints_the_summary_then_reuses_the_probe(tiny_run, tmp_path, 
     argv = ["probe", str(tiny_run), "--subset", "ids", str(ids), "--steps", "1", "--batch-size", "3", "--lr", "1e-3"]
     assert cli.main(argv) == 0
     out, err = capsys.readouterr()
-    found = [p for p, m in probe.list_probes(tiny_run) if m["settings"]["ids"] == [2, 5, 6]]
+    found = [p for p, m in storage.list_probes(tiny_run) if m["settings"]["ids"] == [2, 5, 6]]
     assert len(found) == 1
-    _, results = probe.read_probe(found[0])
+    _, results = storage.read_probe(found[0])
     lost = int((results["logp_chosen_after"] < results["logp_chosen_before"]).sum())
     assert f"pairs that lost chosen likelihood: {lost} of 3" in out
     assert "3 listed rows; 1 step(s) of batch 3, rmsprop lr 0.001, beta 0.1, seed 0" in out
@@ -293,7 +311,7 @@ def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
     at.button(key="probe_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     opened = Path(at.session_state["probe_open"])
-    m, results = probe.read_probe(opened)
+    m, results = storage.read_probe(opened)
     assert m["pairs"] == 2 and m["settings"]["band"] == [0.0, 100.0]
     mean = (results["logp_chosen_after"] - results["logp_chosen_before"]).mean()
     assert any(x.label == "Mean Δ log π(y⁺|x)" and x.value == f"{mean:+.4f}" for x in at.metric)

@@ -13,7 +13,7 @@ import umap
 
 from ches.review import projection as P
 from ches.engine import store
-from ches.engine.data import Pair
+from ches.engine.pairs import Pair
 
 
 def _inputs(n: int = 12, d: int = 6, seed: int = 0):

@@ -24,7 +24,8 @@ import ches.cli as cli
 import ches.engine.models as models
 from ches.engine import pipeline, metrics
 from ches.engine import store
-from ches.engine.data import load_bytes, load_dataset, load_records
+from ches.engine.files import load_bytes, load_dataset
+from ches.engine.formats import load_records
 from ches.engine.forward import embed_pairs
 from ches.engine.pipeline import Interrupted, estimate, run_key, score_dataset
 from ches.engine.store import read_arrays, read_manifest, read_pairs, read_scores, run_progress
@@ -94,6 +95,29 @@ def counting_embed(monkeypatch, fail_on: int | None = None) -> list[int]:
 
     monkeypatch.setattr(pipeline, "embed_pairs", embed)
     return calls
+
+
+def test_a_chunk_another_process_commits_meanwhile_is_kept_and_counted_once(tiny_lm, tmp_path, monkeypatch):
+    """commit_chunk is True for the writer whose folder lands, False for one that finds it there, also when
+    the other writer finishes while this one is still writing."""
+    ds = load_records(rows(16))
+    commit, texts_table, results = store.commit_chunk, store.texts_table, []
+
+    def racing(run_dir, index, **kwargs):
+        if index == 1:
+            def other_writer_first(pairs):              # mid-write: the same chunk lands from elsewhere
+                monkeypatch.setattr(store, "texts_table", texts_table)
+                results.append(("other", commit(run_dir, index, **kwargs)))
+                return texts_table(pairs)
+            monkeypatch.setattr(store, "texts_table", other_writer_first)
+        results.append((index, commit(run_dir, index, **kwargs)))
+        assert not [p.name for p in (run_dir / "chunks").iterdir() if p.name.startswith(".")]   # no temp left
+        return results[-1][1]
+
+    monkeypatch.setattr(store, "commit_chunk", racing)
+    run = score_dataset(ds, tiny_lm, runs_root=tmp_path, max_length=64, chunk_size=8)
+    assert results == [(0, True), ("other", True), (1, False)]
+    assert read_scores(run)["row"].tolist() == list(range(1, 17))
 
 
 @pytest.mark.parametrize("how", ["should_stop", "ctrl_c"])

@@ -73,8 +73,9 @@ def test_tokens_html_makes_whitespace_visible():
 
 def test_mark_cuts_replaces_eos_only_on_a_cut_side():
     res = {"chosen_ids": [1, 2], "rejected_ids": [1, 3, 4], "chosen_tokens": ["a", "b", T.EOS_LABEL],
-           "rejected_tokens": ["a", "c", "d", T.EOS_LABEL], "score": 1.0}
-    cut = T.mark_cuts(res, full_chosen=9, full_rejected=3)          # the chosen side had 9 tokens, 2 kept
+           "rejected_tokens": ["a", "c", "d", T.EOS_LABEL], "score": 1.0,
+           "chosen_cut": True, "rejected_cut": False}                  # the chosen side lost tokens
+    cut = T.mark_cuts(res)
     assert cut["chosen_tokens"] == ["a", "b", T.CUT_LABEL]
     assert cut["rejected_tokens"] == ["a", "c", "d", T.EOS_LABEL]    # complete: its last position predicts EOS
     assert res["chosen_tokens"][-1] == T.EOS_LABEL and cut["score"] == 1.0   # the input is not modified

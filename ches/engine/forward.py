@@ -1,4 +1,4 @@
-"""The forward pass: per-response sums of last-layer hidden states, exactly per CHES_SPEC.md.
+"""The forward pass: per-response sums of last-layer hidden states, exactly per docs/CHES.md (Definitions).
 
 For a response y with prompt x (P prompt tokens, R response tokens) we need h at positions
 P-1 .. P+R-1 of x+y, i.e. |y| = R + 1 vectors (the last one predicts EOS, which is never fed).
@@ -302,7 +302,7 @@ _capture = threading.local()
 
 
 def unembedding_input(model: torch.nn.Module, **inputs) -> torch.Tensor:
-    """h (B, T, d): what the LM head multiplies (CHES_SPEC: the last hidden state after the final norm).
+    """h (B, T, d): what the LM head multiplies (docs/CHES.md: the last hidden state after the final norm).
 
     Taken by a pre-hook on `get_output_embeddings()`, which stops the forward there: any family, any
     wrapper (multimodal, scaled hidden states), and no (B, T, vocab) logits. The hook is installed once

@@ -4,12 +4,23 @@
     jobs.status(job)     # JobStatus: state, pairs done / kept / total, the estimate, an error as text
     jobs.cancel(job)     # SIGTERM to its process group: the CLI keeps the finished chunks, exits 130
 
-A job is named by the run folder it scores (`<jobs_dir>/<run id>.json`, its output in `<run id>.log`):
-the run key decides the folder, so the same dataset, model and settings are the same job. The job file is
-created with O_EXCL, so of two starts one creates it and the other attaches to that job. The process runs
-in its own session (a page reload, a closed tab or a Streamlit rerun cannot reach it); a job whose pid is
-gone is over, and its outcome is read from disk and its log: the run folder complete, an error line, or
-the chunks kept for a resume (starting the same job again resumes it).
+A job is named by the run folder it scores (`<jobs_dir>/<run id>.json`): the run key decides the folder,
+so the same dataset, model and settings are the same job. The job file is created with O_EXCL, so of two
+starts one creates it and the other attaches to that job. The process runs in its own session (a page
+reload, a closed tab or a Streamlit rerun cannot reach it); a job whose pid is gone is over.
+
+The process writes two files beside the job file: `<run id>.log`, its output for people (never parsed),
+and `<run id>.status.jsonl`, its events for `status()` (path in $CHES_JOB_STATUS; written by `Events`),
+one JSON object per line, appended and flushed:
+
+    {"event": "planned", "run": "<run folder>", "total": pairs, "done": pairs already scored}
+    {"event": "estimate", "pairs", "tokens", "exact", "tokens_per_second", "seconds"}   (pipeline.Estimate)
+    {"event": "progress", "done": pairs, "total": pairs, "rate": pairs/s | null, "seconds_left": s | null}
+    {"event": "interrupted", ["done", "total"]}      Ctrl-C / SIGTERM: the finished chunks are kept
+    {"event": "error", "message": "what the user should read"}
+    {"event": "complete"}
+
+status() reads those events and the run folder (finished chunks; complete or not) and nothing else.
 """
 from __future__ import annotations
 
@@ -17,7 +28,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -27,15 +37,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ches.engine import store
 from ches.atomic import atomic_write_text
+from ches.engine import store
+from ches.engine.pipeline import Estimate, duration
 
 STARTING_S = 60          # a job file without a pid this old belongs to a start that died before spawning
-_LOG_HEAD = _LOG_TAIL = 32 * 1024
-_TQDM = re.compile(r"(\d+)/(\d+) \[[^\]<]*<([^,\]]*),\s*([\d.?]+\s*(?:pair/s|s/pair))\]")
-_ESTIMATE = re.compile(r"^[\d,]+ pairs to score, .*$", re.M)
-_TARGET = re.compile(r"^(?:scoring into (.+)|resuming (.+?): \d+ of \d+ pairs already scored)$", re.M)
-_ERROR = re.compile(r"^ches: error: (.+)$", re.M)
+STATUS_ENV = "CHES_JOB_STATUS"   # the file `ches score` appends its events to
+_HEAD = _TAIL = 16 * 1024        # status() reads the first and last bytes of the status file
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,11 @@ class Job:
     started_at: str          # ISO 8601, UTC
     cancelled: bool          # cancel() was called
 
+    @property
+    def events(self) -> Path:
+        """The status file the job's process writes its events to: <jobs_dir>/<run id>.status.jsonl."""
+        return self.file.with_suffix(".status.jsonl")
+
 
 @dataclass(frozen=True)
 class JobStatus:
@@ -56,9 +69,9 @@ class JobStatus:
     done: int                # pairs scored so far (finished chunks, or the live count from the job's bar)
     kept: int                # pairs in finished chunks: what a resume keeps
     total: int               # pairs to score (0 until the job has planned the run)
-    seconds_left: str        # the job's own estimate of the time left ("" when unknown)
-    rate: str                # the job's own speed ("7.10pair/s", "1.52s/pair"; "" when unknown)
-    estimate: str            # the token count and time estimated before scoring ("" until printed)
+    seconds_left: str        # the job's own estimate of the time left ("3 min 05 s"; "" when unknown)
+    rate: str                # the job's own speed ("7.1 pairs/s", "1.52 s/pair"; "" when unknown)
+    estimate: str            # the token count and time estimated before scoring (str(Estimate); "" until known)
     error: str               # why a failed job failed, as the user should read it ("" otherwise)
 
     @property
@@ -98,11 +111,13 @@ def start(jobs_dir: str | Path, run_dir: str | Path, args: list[str], *, label: 
         if job is None:
             raise OSError(f"could not create the job file {path}")
         return job, False
+    events = path.with_suffix(".status.jsonl")
     try:
+        events.write_bytes(b"")                 # a previous job's events are not this one's
         with open(record["log"], "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "ches", "score", *args], stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
+                                    env={**(env or os.environ), "PYTHONUNBUFFERED": "1", STATUS_ENV: str(events)})
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -192,46 +207,104 @@ def cancel(job: Job) -> bool:
 
 
 def forget(job: Job) -> None:
-    """Remove the record and log of a job that is over, or whose run is complete (its process may still be
-    printing the summary). The run folder is untouched."""
+    """Remove the record, log and status file of a job that is over, or whose run is complete (its process
+    may still be printing the summary). The run folder is untouched."""
     if _running(job) and not store.is_complete(job.run_dir):
         raise ValueError(f"the job for {job.run_dir.name} is still running: cancel it first")
     job.file.unlink(missing_ok=True)
     job.log.unlink(missing_ok=True)
+    job.events.unlink(missing_ok=True)
 
 
 def status(job: Job) -> JobStatus:
-    """Where the job stands, read from its run folder (finished chunks) and its log (bar, estimate, errors)."""
+    """Where the job stands, read from its run folder (finished chunks) and its status file (events)."""
     job = read(job.file) or job                 # cancelled meanwhile, or its pid written since
     progress = store.run_progress(job.run_dir)
     kept, total = (progress.done, progress.total) if progress else (0, 0)
-    log = _log_text(job.log)
-    bars = _TQDM.findall(log)
-    live, left, rate = (int(bars[-1][0]), bars[-1][2], bars[-1][3]) if bars else (0, "", "")
-    if bars and not total:
-        total = int(bars[-1][1])
-    estimate = (_ESTIMATE.findall(log) or [""])[-1]
+    last = {e["event"]: e for e in read_events(job.events)}     # the latest event of each kind
+    planned, live = last.get("planned", {}), last.get("progress", {})
+    total = total or int(planned.get("total") or live.get("total") or 0)
+    estimate = _estimate_text(last.get("estimate"))
     error = ""
-    target = _TARGET.search(log)
-    if target and Path(target.group(1) or target.group(2)).name != job.run_dir.name:
-        error = (f"the job scores into {Path(target.group(1) or target.group(2)).name}, not into "
-                 f"{job.run_dir.name}: the page and the job read the data differently")
+    if planned.get("run") and Path(planned["run"]).name != job.run_dir.name:
+        error = (f"the job scores into {Path(planned['run']).name}, not into {job.run_dir.name}: "
+                 "the page and the job read the data differently")
     if progress and progress.complete:
         state = "complete"
     elif _running(job) and not error:
         state = "running" if job.pid is not None else "starting"
     elif job.cancelled:
         state = "cancelled"
-    elif error or _ERROR.search(log):
-        state, error = "failed", error or _ERROR.findall(log)[-1].strip()
-    elif "ches: interrupted" in log:
+    elif error or "error" in last:
+        state, error = "failed", error or str(last["error"].get("message", "")).strip()
+    elif "interrupted" in last:
         state = "interrupted"
     else:
         state = "failed"
-        error = "the scoring process ended without finishing" + (f"; its last output: {_last_lines(log)}"
-                                                                 if log.strip() else "")
-    done = total if state == "complete" else max(kept, live if state in ("starting", "running") else 0)
-    return JobStatus(state, done, kept, total, left.strip("?"), "" if "?" in rate else rate, estimate, error)
+        error = f"the scoring process ended without finishing (killed, or it crashed; its output: {job.log})"
+    running = state in ("starting", "running")
+    done = total if state == "complete" else max(kept, int(live.get("done") or 0) if running else 0)
+    rate, left = (live.get("rate"), live.get("seconds_left")) if running else (None, None)
+    return JobStatus(state, done, kept, total, duration(left) if left is not None else "", _rate_text(rate),
+                     estimate, error)
+
+
+class Events:
+    """The job's side of the status file: `events("progress", done=..., total=...)` appends one JSON line
+    and flushes it. Without a path (not run as a job) it writes nothing."""
+
+    def __init__(self, path: str | Path | None):
+        self._file = open(path, "a", encoding="utf-8") if path else None
+
+    def __call__(self, event: str, **fields) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps({"event": event, **fields}) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """The events in a status file, oldest first: its first and last 16 KiB (the plan and estimate come
+    first, the progress and the outcome last); a line cut there or still being written is skipped."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_HEAD)
+            if size > _HEAD + _TAIL:
+                f.seek(size - _TAIL)
+                head += b"\n" + f.read()
+            else:
+                head += f.read()
+    except OSError:
+        return []
+    found = []
+    for line in head.decode("utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and isinstance(event.get("event"), str):
+                found.append(event)
+    return found
+
+
+def _estimate_text(fields: dict | None) -> str:
+    if not fields:
+        return ""
+    try:
+        return str(Estimate(**{k: v for k, v in fields.items() if k != "event"}))
+    except (TypeError, ValueError):
+        return ""
+
+
+def _rate_text(pairs_per_second: float | None) -> str:
+    """'7.1 pairs/s' at one pair a second or faster, else '1.52 s/pair'; '' when unknown."""
+    if not pairs_per_second or pairs_per_second <= 0:
+        return ""
+    if pairs_per_second >= 1:
+        return f"{pairs_per_second:,.1f} pairs/s"
+    return f"{1 / pairs_per_second:,.2f} s/pair"
 
 
 def _running(job: Job) -> bool:
@@ -269,23 +342,3 @@ def _process_start(pid: int) -> str | None:
         return None
     fields = stat[stat.rindex(")") + 2:].split()    # after "pid (comm) ": state is field 3, starttime 22
     return "zombie" if fields[0] in ("Z", "X") else fields[19]
-
-
-def _log_text(path: Path) -> str:
-    """The log's first and last 32 KiB (the estimate is printed early, the bar and errors late); tqdm's
-    carriage returns read as line breaks."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(_LOG_HEAD)
-            if size > _LOG_HEAD + _LOG_TAIL:
-                f.seek(size - _LOG_TAIL)
-            tail = f.read()
-    except OSError:
-        return ""
-    return (head + b"\n" + tail).decode("utf-8", errors="replace").replace("\r", "\n")
-
-
-def _last_lines(log: str, n: int = 3) -> str:
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    return " | ".join(lines[-n:])

@@ -1,4 +1,4 @@
-"""CHES, LN-CHES, the paper's baselines, and per-token contributions (CHES_SPEC.md).
+"""CHES, LN-CHES, the paper's baselines, and per-token contributions (docs/CHES.md).
 
     CHES    = <S+, S-> - ||S+||^2                  = <S+, S- - S+>
     LN-CHES = <S+, S->/(|y+||y-|) - ||S+||^2/|y+|^2 = <m+, m- - m+>,   m = S / |y|
@@ -6,21 +6,59 @@
     last_hidden_ip = <h(x+y+)[-1], h(x+y-)[-1]>
 
 Higher = more similar = more likely likelihood displacement. All arithmetic is float64.
+
+METRICS is the one table of metrics: the scores.parquet schema (store.scores_schema), `score_table`,
+Browse, the export and the CLI all read it, so adding a metric is one entry there.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 
-METRICS: dict[str, str] = {
-    "ln_ches": "Length-normalised CHES <m+, m- - m+>: the paper's filtering score (Sec. 6). Higher = riskier.",
-    "ches": "Raw CHES <S+, S- - S+>: the paper's percentile study (Sec. 5); grows with response length.",
-    "edit_sim": "Baseline: minus the token edit distance over the longer length (0 = identical). Does not predict displacement.",
-    "last_hidden_ip": "Baseline: inner product of the last hidden states of x+y+ and x+y-. Does not predict displacement.",
-}
+
+@dataclass(frozen=True)
+class Metric:
+    """One score per pair: a column of scores.parquet, a ranking in Browse and the export, a CLI choice."""
+    name: str        # the column in scores.parquet, e.g. "ln_ches"
+    label: str       # what people read: "LN-CHES"
+    formula: str     # one line, e.g. "<m+, m- - m+>,  m = S/|y|"
+    help: str        # what it means and what it is for
+    riskier: str     # which direction is more likely displacement; only "higher" (see __post_init__)
+    dtype: str       # NumPy / Arrow dtype of the column, e.g. "float64"
+    compute: Callable[..., np.ndarray]   # (emb: forward.Embeddings, ids_plus, ids_minus) -> (n,) values
+
+    def __post_init__(self) -> None:
+        # Browse ranks highest first and the export keeps the lowest: a metric whose risk grows
+        # downwards enters the table negated, so that every reader keeps one rule.
+        if self.riskier != "higher":
+            raise ValueError(f"metric {self.name!r}: riskier must be 'higher' (negate the score), got {self.riskier!r}")
+        if np.dtype(self.dtype).kind not in "iuf":
+            raise ValueError(f"metric {self.name!r}: dtype must be numeric, got {self.dtype!r}")
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (   # ordered: ln_ches first (the default ranking and export metric)
+    Metric("ln_ches", "LN-CHES", "<m+, m- - m+>,  m = S/|y|",
+           "Length-normalised CHES <m+, m- - m+>: the paper's filtering score (Sec. 6). Higher = riskier.",
+           "higher", "float64",
+           lambda emb, ids_plus, ids_minus: ln_ches(emb.S_plus, emb.S_minus, emb.len_plus, emb.len_minus)),
+    Metric("ches", "CHES", "<S+, S- - S+>",
+           "Raw CHES <S+, S- - S+>: the paper's percentile study (Sec. 5); grows with response length.",
+           "higher", "float64",
+           lambda emb, ids_plus, ids_minus: ches(emb.S_plus, emb.S_minus)),
+    Metric("edit_sim", "Edit similarity", "-levenshtein(y+ ids, y- ids) / max(|y+ ids|, |y- ids|)",
+           "Baseline: minus the token edit distance over the longer length (0 = identical). Does not predict "
+           "displacement.",
+           "higher", "float64",
+           lambda emb, ids_plus, ids_minus: edit_sim(ids_plus, ids_minus)),
+    Metric("last_hidden_ip", "Last-hidden IP", "<h(x+y+)[-1], h(x+y-)[-1]>",
+           "Baseline: inner product of the last hidden states of x+y+ and x+y-. Does not predict displacement.",
+           "higher", "float64",
+           lambda emb, ids_plus, ids_minus: last_hidden_ip(emb.last_plus, emb.last_minus)),
+)}
 
 
 def ches(S_plus: np.ndarray, S_minus: np.ndarray) -> np.ndarray:
@@ -74,13 +112,9 @@ def rejected_alignment(H_plus: np.ndarray, H_minus: np.ndarray) -> np.ndarray:
 
 
 def score_table(emb, ids_plus: Sequence[Sequence[int]], ids_minus: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-    """Every metric in METRICS for an `embed.Embeddings` and the response token ids."""
-    return {
-        "ln_ches": ln_ches(emb.S_plus, emb.S_minus, emb.len_plus, emb.len_minus),
-        "ches": ches(emb.S_plus, emb.S_minus),
-        "edit_sim": edit_sim(ids_plus, ids_minus),
-        "last_hidden_ip": last_hidden_ip(emb.last_plus, emb.last_minus),
-    }
+    """{name: (n,) values as its dtype} for every metric in METRICS, from a `forward.Embeddings` and the
+    response token ids."""
+    return {m.name: np.asarray(m.compute(emb, ids_plus, ids_minus), dtype=m.dtype) for m in METRICS.values()}
 
 
 def _f64(x) -> np.ndarray:

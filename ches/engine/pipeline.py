@@ -1,6 +1,6 @@
 """Score a dataset end to end in resumable chunks: tokenise, embed, score, commit; then finalise the run.
 
-    from ches.engine.data import load_dataset
+    from ches.engine.files import load_dataset
     from ches.engine.models import load_model
     from ches.engine.pipeline import score_dataset
     run_dir = score_dataset(load_dataset("data/sample.jsonl"), load_model(), runs_root="workspace/runs")
@@ -33,16 +33,14 @@ import numpy as np
 
 from ches import __version__
 from ches.engine import metrics, store
-from ches.engine.data import Dataset, Pair, RowError
+from ches.engine.pairs import Dataset, Pair, RowError
 from ches.engine.forward import (Cancelled, Embeddings, Progress, default_batch_tokens, embed_pairs, engine_path,
                     token_states)
 from ches.engine.models import LoadedModel
 from ches.engine.store import RunKey, is_complete, run_path
-from ches.engine.tokens import EncodedPair, encode_pair, encode_pairs, template_id
+from ches.engine.tokens import EncodedPair, encode_pair, encode_pairs, encode_response, template_id
 
-DEFAULT_MAX_LENGTH = 2048
-DEFAULT_CHUNK_PAIRS = store.DEFAULT_CHUNK_PAIRS
-SCORE_COLUMNS = store.SCORE_COLUMNS
+DEFAULT_MAX_LENGTH = 2048     # tokens per prompt+response sequence: the CLI's and the app's default
 
 
 class Interrupted(Cancelled):
@@ -61,7 +59,7 @@ def run_key(dataset: Dataset, lm: LoadedModel, max_length: int) -> RunKey:
 
 def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
                   max_length: int = DEFAULT_MAX_LENGTH, batch_tokens: int | None = None,
-                  chunk_size: int = DEFAULT_CHUNK_PAIRS, progress: Progress | None = None,
+                  chunk_size: int = store.DEFAULT_CHUNK_PAIRS, progress: Progress | None = None,
                   should_stop: Callable[[], bool] | None = None, command: str | None = None) -> Path:
     """Run directory holding every metric for every pair: a finished run with the same key is reused,
     an unfinished one resumed. `progress(responses done, responses total)` counts the whole dataset,
@@ -263,7 +261,9 @@ def _chars(p: Pair) -> int:
 
 
 def pair_tokens(lm: LoadedModel, pair: Pair, max_length: int, metric: str = "ln_ches") -> dict:
-    """One pair's token view: tokens, per-token contributions (they sum to the score), alignments."""
+    """One pair's token view: tokens, per-token contributions (they sum to the score), alignments, and
+    `chosen_cut` / `rejected_cut`: that response lost tokens to `max_length` (its last position then
+    predicts the first token cut off, not EOS)."""
     enc = encode_pair(lm.tokenizer, pair, max_length)
     H_plus, H_minus = token_states(lm, enc)
     contrib = metrics.token_contributions(H_plus, H_minus, metric)
@@ -275,6 +275,8 @@ def pair_tokens(lm: LoadedModel, pair: Pair, max_length: int, metric: str = "ln_
         "contributions": contrib, "score": float(contrib.sum()),
         "rejected_alignment": metrics.rejected_alignment(H_plus, H_minus),
         "truncated": enc.truncated,
+        "chosen_cut": enc.truncated and len(encode_response(lm.tokenizer, pair.chosen)) > len(enc.chosen),
+        "rejected_cut": enc.truncated and len(encode_response(lm.tokenizer, pair.rejected)) > len(enc.rejected),
     }
 
 

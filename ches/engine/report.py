@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ches.engine.data import FLAGS, Dataset
+from ches.engine.pairs import FLAGS, Dataset
 from ches.engine.store import run_size
+from ches.workspace import megabytes
 
 _UPLOAD_HASH = re.compile(r"^[0-9a-f]{12}-")     # uploads stored before names were kept: <sha12>-<name>
 
@@ -59,7 +60,7 @@ def runs_table(runs: list[tuple[Path, dict]]) -> pd.DataFrame:
     for path, m in runs:
         key = m.get("key", {})
         try:
-            size = run_size(path) / 1e6
+            size = megabytes(run_size(path))
         except OSError:                      # deleted meanwhile
             size = float("nan")
         rows.append({

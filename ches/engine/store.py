@@ -9,7 +9,7 @@ A run is written in chunks while it is scored, so a kill loses at most the chunk
                         S_plus.npy S_minus.npy  (rows, d) float32
                         meta.json             rows skipped, tokens, seconds, library versions
     finalise() then streams the chunks, in order, into the run's files and removes them:
-                     /scores.parquet        row, pair_id, ln_ches, ches, edit_sim, last_hidden_ip,
+                     /scores.parquet        row, pair_id, one column per metric (metrics.METRICS),
                                             len_chosen, len_rejected, truncated, flags
                      /texts.parquet         row, pair_id, prompt, chosen, rejected, rejected_prompt, record (JSON)
                      /S_plus.npy S_minus.npy  per-response sums (n, d) float32, no pickle
@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import shutil
-import socket
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -39,21 +37,26 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ches.atomic import atomic_open, atomic_write_text
-from ches.engine.data import Message, Pair
+from ches.atomic import atomic_folder, atomic_open, atomic_write_text
+from ches.engine.metrics import METRICS
+from ches.engine.pairs import Pair
 
 ENGINE_VERSION = 2           # bump when the same inputs would give different numbers (2: exact sliding windows)
 DEFAULT_CHUNK_PAIRS = 1024   # pairs per chunk: the unit committed to disk and resumed
 ARRAYS = ("S_plus", "S_minus")
-SCORES_SCHEMA = pa.schema([
-    ("row", pa.int64()), ("pair_id", pa.string()), ("ln_ches", pa.float64()), ("ches", pa.float64()),
-    ("edit_sim", pa.float64()), ("last_hidden_ip", pa.float64()), ("len_chosen", pa.int64()),
-    ("len_rejected", pa.int64()), ("truncated", pa.bool_()), ("flags", pa.string())])
-SCORE_COLUMNS = SCORES_SCHEMA.names
 TEXTS_SCHEMA = pa.schema([
     ("row", pa.int64()), ("pair_id", pa.string()), ("prompt", pa.string()), ("chosen", pa.string()),
     ("rejected", pa.string()), ("rejected_prompt", pa.string()), ("record", pa.string())])
 VERSIONED = ("torch", "transformers", "tokenizers", "numpy")   # libraries whose versions can move the numbers
+
+
+def scores_schema() -> pa.Schema:
+    """scores.parquet: row, pair_id, one column per metric in metrics.METRICS (in its order and dtype),
+    len_chosen, len_rejected, truncated, flags. A function, so that it always follows the table."""
+    return pa.schema([("row", pa.int64()), ("pair_id", pa.string()),
+                      *((m.name, pa.from_numpy_dtype(np.dtype(m.dtype))) for m in METRICS.values()),
+                      ("len_chosen", pa.int64()), ("len_rejected", pa.int64()), ("truncated", pa.bool_()),
+                      ("flags", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -139,33 +142,26 @@ def done_chunks(run_dir: Path) -> set[int]:
 
 def commit_chunk(run_dir: Path, index: int, *, scores: dict | pd.DataFrame, pairs: Sequence[Pair],
                  S_plus: np.ndarray, S_minus: np.ndarray, meta: dict) -> bool:
-    """Write one chunk into a temp folder and rename it into place; False when it was already there.
+    """Write one chunk into a temp folder renamed into place (atomic_folder); False when it was already there
+    (another process committed the same chunk first: same numbers).
 
-    `scores` holds SCORE_COLUMNS for `pairs` (same order); S: (rows, d), stored as float32.
+    `scores` holds the columns of scores_schema() for `pairs` (same order); S: (rows, d), stored as float32.
     """
-    run_dir = Path(run_dir)
-    target = run_dir / "chunks" / f"{index:06d}"
+    target = Path(run_dir) / "chunks" / f"{index:06d}"
     if target.is_dir():
         return False
-    tmp = target.with_name(f".{target.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    folder = atomic_folder(target)
+    with folder as tmp:
         table = scores if isinstance(scores, pd.DataFrame) else pd.DataFrame(scores)
-        pq.write_table(pa.Table.from_pandas(table[SCORE_COLUMNS], schema=SCORES_SCHEMA, preserve_index=False),
+        schema = scores_schema()
+        pq.write_table(pa.Table.from_pandas(table[schema.names], schema=schema, preserve_index=False),
                        tmp / "scores.parquet")
         pq.write_table(texts_table(pairs), tmp / "texts.parquet")
         for name, S in (("S_plus", S_plus), ("S_minus", S_minus)):
             np.save(tmp / f"{name}.npy", np.asarray(S, dtype=np.float32), allow_pickle=False)   # (rows, d)
         (tmp / "meta.json").write_text(json.dumps({**meta, "rows": len(pairs), "versions": library_versions()},
                                                   ensure_ascii=False, default=str))
-        os.replace(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if target.is_dir():                    # another process committed the same chunk first: same numbers
-            return False
-        raise
-    return True
+    return folder.created
 
 
 def texts_table(pairs: Sequence[Pair]) -> pa.Table:
@@ -228,7 +224,7 @@ def _finalise(run_dir: Path) -> Path:
     for name in ARRAYS:
         _concat_npy(run_dir / f"{name}.npy", [c / f"{name}.npy" for c in chunks])
     flags: dict[str, int] = {}
-    for name, schema in (("scores", SCORES_SCHEMA), ("texts", TEXTS_SCHEMA)):
+    for name, schema in (("scores", scores_schema()), ("texts", TEXTS_SCHEMA)):
         with atomic_open(run_dir / f"{name}.parquet", "wb") as f, pq.ParquetWriter(f, schema) as out:
             for c in chunks:
                 table = pq.read_table(c / f"{name}.parquet", schema=schema)
@@ -395,8 +391,3 @@ def version_notice(run_dir: Path) -> str | None:
     parts = ["This run was made with " + ", ".join(changed) + ": a fresh run may differ slightly."] if changed else []
     parts += [f"Note: {n}." for n in m.get("notes", []) if "library versions" in n]
     return " ".join(parts) or None
-
-
-def messages_text(messages: Sequence[Message]) -> str:
-    """A compact one-string view of a conversation (for search and hover text)."""
-    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)

@@ -1,4 +1,4 @@
-"""Turn a Pair into token ids exactly as CHES_SPEC.md's tokenization contract says.
+"""Turn a Pair into token ids exactly as docs/CHES.md's tokenisation contract says.
 
 1. Prompt: with a chat template, `apply_chat_template(messages, add_generation_prompt=True,
    tokenize=False)` tokenized with `add_special_tokens=False` (the template carries BOS);
@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
-from ches.engine.data import Message, Pair
+from ches.engine.pairs import Message, Pair
 
 # Used only for tokenizers without a chat template.
 PLAIN_TEMPLATE = "{turns}Assistant:"

@@ -1,8 +1,8 @@
 """Filter and rank a run's pairs for review (pure pandas over the scores table).
 
-Ranking is by the chosen metric, descending: the riskiest pairs (most likely to cause likelihood
-displacement) come first; ties keep dataset order. Percentiles are over the whole run, so a pair's
-percentile does not move when other filters change:
+Ranking is by the chosen metric (a name in ches.engine.metrics.METRICS), descending: the riskiest pairs
+(most likely to cause likelihood displacement) come first; ties keep dataset order. Percentiles are over
+the whole run, so a pair's percentile does not move when other filters change:
 
     percentile(x) = 100 * #{values <= x} / #{values}        (NaN values ignored)
 
@@ -20,13 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-METRIC_LABELS = {
-    "ln_ches": "LN-CHES",
-    "ches": "CHES",
-    "edit_sim": "Edit similarity",
-    "last_hidden_ip": "Last-hidden IP",
-}
-STATUSES = ("undecided", "keep", "drop", "flag")
+from ches.engine.metrics import METRICS
+from ches.review.decisions import DECISION_VALUES, STATUSES, UNDECIDED
+
 PAGE_SIZE = 50
 
 
@@ -57,9 +53,9 @@ def has_any_flag(flags: pd.Series, wanted: Iterable[str]) -> pd.Series:
 def decision_status(pair_ids: pd.Series, decisions: Mapping[str, object] | None) -> pd.Series:
     """'keep' / 'drop' / 'flag' per pair from {pair_id: Decision or str}; 'undecided' otherwise."""
     if not decisions:
-        return pd.Series("undecided", index=pair_ids.index, dtype=object)
+        return pd.Series(UNDECIDED, index=pair_ids.index, dtype=object)
     labels = {k: getattr(v, "decision", v) for k, v in decisions.items()}
-    return pair_ids.map(labels).fillna("undecided").astype(object)
+    return pair_ids.map(labels).fillna(UNDECIDED).astype(object)
 
 
 def filter_pairs(table: pd.DataFrame, *, metric: str = "ln_ches", percentile: tuple[float, float] = (0, 100),
@@ -75,7 +71,7 @@ def filter_pairs(table: pd.DataFrame, *, metric: str = "ln_ches", percentile: tu
     Empty `flags` / `status` and None mean "no filter".
     """
     if metric not in table.columns:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_LABELS)}")
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     out = table.assign(percentile=percentiles(table[metric]),
                        decision=decision_status(table["pair_id"], decisions))
     keep = pd.Series(True, index=out.index)
@@ -113,8 +109,8 @@ def next_undecided(ranked_rows: Sequence[int], current: int | None, undecided: I
 def decided_counts(pair_ids: Iterable[str], decisions: Mapping[str, object] | None) -> dict[str, int]:
     """{'keep': n, 'drop': n, 'flag': n} over the pairs that already have a decision (zero counts left out)."""
     status = decision_status(pd.Series(list(pair_ids), dtype=object), decisions)
-    counts = status[status != "undecided"].value_counts()
-    return {d: int(counts[d]) for d in STATUSES[1:] if counts.get(d, 0)}
+    counts = status[status != UNDECIDED].value_counts()
+    return {d: int(counts[d]) for d in DECISION_VALUES if counts.get(d, 0)}
 
 
 def page_count(n: int, page_size: int = PAGE_SIZE) -> int:

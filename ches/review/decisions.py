@@ -18,12 +18,16 @@ Contract
    `record_many` batch) by appending one 'undo' event per cancelled event (`undoes` names it).
    Repeated undos walk further back, so n undos restore the state from n actions ago. An undo is
    never itself undone: to redo, record the decision again.
-7. Decisions are keyed by `pair_id` (the content hash from ches.engine.data), so they carry over to every
+7. Decisions are keyed by `pair_id` (the content hash from ches.engine.pairs), so they carry over to every
    scoring run over the same pairs.
 8. `export_jsonl` writes the whole log atomically. `import_jsonl` appends the events of such a file,
    skips events already present (same pair_id, annotator, action, note, created_at), and reports
    bad lines by 1-based line number while keeping the good ones. An imported event keeps its
    `created_at`, so an older decision imported later never overrides a newer one (rule 5).
+9. The decision values (KEEP, DROP, FLAG, CLEAR, UNDECIDED) are defined here and nowhere else.
+
+Over 400 lines: the SQL schema, the writes, the reads and the JSONL format are one contract (the rules
+above) over one event log, and each part leans on the others' internals.
 """
 from __future__ import annotations
 
@@ -41,13 +45,21 @@ from typing import NamedTuple
 from ches.atomic import atomic_open
 
 __all__ = [
-    "ACTIONS", "DECISIONS", "Decision", "Event", "ImportResult", "LineError",
+    "ACTIONS", "CLEAR", "DECISIONS", "DECISION_VALUES", "DROP", "FLAG", "KEEP", "STATUSES", "UNDECIDED", "UNDO",
+    "Decision", "Event", "ImportResult", "LineError",
     "counts", "current", "current_by_annotator", "export_jsonl", "history", "import_jsonl",
     "init", "record", "record_many", "undo",
 ]
 
-DECISIONS = ("keep", "drop", "flag", "clear")   # what an annotator can record ('clear' = no decision)
-ACTIONS = DECISIONS + ("undo",)                 # what the log can hold
+# The one vocabulary of decision values: every other module (browse, export, charts, cli, ui, pages) imports it.
+KEEP, DROP, FLAG = "keep", "drop", "flag"
+CLEAR = "clear"                                # recorded to withdraw a decision; never in force
+UNDO = "undo"                                  # the log's own action (see `undo`); never recorded by hand
+UNDECIDED = "undecided"                        # a pair's status when no decision is in force; never stored
+DECISION_VALUES = (KEEP, DROP, FLAG)           # what a decision in force can be (Decision.decision)
+DECISIONS = (*DECISION_VALUES, CLEAR)          # what an annotator can record
+ACTIONS = (*DECISIONS, UNDO)                   # what the log can hold
+STATUSES = (UNDECIDED, *DECISION_VALUES)       # a pair's review status (Browse's filter, the Map's colours)
 BUSY_TIMEOUT_S = 30.0
 SCHEMA_VERSION = 2             # v2 added `batch` (record_many)
 
@@ -72,7 +84,7 @@ class Event:
 class Decision:
     """The decision currently in force for one pair (derived from the log)."""
     pair_id: str
-    decision: str             # 'keep' | 'drop' | 'flag'
+    decision: str             # one of DECISION_VALUES
     note: str
     annotator: str
     at: str                   # created_at of the event that set it
@@ -93,12 +105,15 @@ class ImportResult(NamedTuple):
 
 _V2_INDEXES = ("CREATE INDEX events_by_time ON events (annotator, created_at, id)",    # undo's order
                "CREATE INDEX events_by_batch ON events (batch) WHERE batch IS NOT NULL")
+# The stored schema: its CHECK lists ACTIONS, and the queries below spell 'undo' and 'clear' in SQL; a change
+# to the vocabulary is a change of the file format (SCHEMA_VERSION + 1 and a migration in `_connect`).
+_SQL_ACTIONS = ", ".join(f"'{a}'" for a in ACTIONS)
 _SCHEMA = (
-    """CREATE TABLE events (
+    f"""CREATE TABLE events (
         id         INTEGER PRIMARY KEY AUTOINCREMENT,
         pair_id    TEXT NOT NULL CHECK (pair_id <> ''),
         annotator  TEXT NOT NULL CHECK (annotator <> ''),
-        action     TEXT NOT NULL CHECK (action IN ('keep', 'drop', 'flag', 'clear', 'undo')),
+        action     TEXT NOT NULL CHECK (action IN ({_SQL_ACTIONS})),
         note       TEXT NOT NULL DEFAULT '',
         undoes     INTEGER NULL,
         created_at TEXT NOT NULL,
@@ -258,7 +273,7 @@ def history(db: Db, pair_id: str | None = None) -> list[Event]:
 
 def counts(db: Db, *, annotator: str | None = None) -> dict[str, int]:
     """{'keep': n, 'drop': n, 'flag': n} over `current(db, annotator=annotator)`; every key present."""
-    out = dict.fromkeys(("keep", "drop", "flag"), 0)
+    out = dict.fromkeys(DECISION_VALUES, 0)
     for d in current(db, annotator=annotator).values():
         out[d.decision] += 1
     return out

@@ -7,7 +7,7 @@ A pair's fate, in order of precedence (the `reason` column of `select`):
 3. a flag listed in `Rule.drop_flags` -> dropped ("flag:<name>", the first listed flag it carries)
 4. the score rule                   -> kept or dropped ("rule"); a 'flag' decision lands here too
 
-The score rule (CHES_SPEC.md: higher = more similar = more likely displacement, so curation keeps the
+The score rule (docs/CHES.md: higher = more similar = more likely displacement, so curation keeps the
 LOWEST scores) is one of
 - keep_lowest_percent X: the floor(n * X / 100) pairs with the lowest metric, ranked over ALL n pairs
   of the run (so one pair's outcome never depends on other pairs' decisions or flags); ties are broken
@@ -22,8 +22,8 @@ Export formats
 - "input": each kept pair's source record exactly as read (Pair.record), one JSON object per line.
   CSV and Parquet sources are written as JSON Lines too (CSV cells holding message lists were already
   parsed into lists when loading; every other CSV cell stays a string).
-- "trl": `ches.engine.data.to_trl(pair)`, TRL's conversational form.
-Either file re-loads with `ches.engine.data.load_dataset` to exactly the kept pairs' pair_ids, in dataset order
+- "trl": `ches.engine.pairs.to_trl(pair)`, TRL's conversational form.
+Either file re-loads with `ches.engine.files.load_dataset` to exactly the kept pairs' pair_ids, in dataset order
 (for an "input" export of a source loaded with an explicit `format=`, pass the same format again; the
 manifest records it as `reload_format`).
 """
@@ -43,14 +43,14 @@ import pandas as pd
 
 from ches import __version__
 from ches.atomic import atomic_open, atomic_write_text
-from ches.engine.data import FLAGS, Pair, to_trl
+from ches.engine.pairs import FLAGS, Pair, to_trl
 from ches.engine.metrics import METRICS
 from ches.engine.store import read_manifest, read_scores, read_texts
+from ches.review.decisions import DECISION_VALUES, DROP, KEEP
 from ches.workspace import confine
 
 DEFAULT_DROP_FLAGS = ("identical", "empty_chosen", "empty_rejected")
 EXPORT_FORMATS = ("input", "trl")
-DECISION_VALUES = ("keep", "drop", "flag")
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
 
@@ -142,9 +142,9 @@ def select(table: pd.DataFrame, rule: Rule, decisions: Mapping[str, Any] | None 
         reason[has] = f"flag:{flag}"
         flagged |= has
     rule_kept = _rule_keeps(out[rule.metric], rule) & ~flagged
-    is_keep, is_drop = (decision == "keep").to_numpy(), (decision == "drop").to_numpy()
-    reason[is_keep] = "decision:keep"
-    reason[is_drop] = "decision:drop"
+    is_keep, is_drop = (decision == KEEP).to_numpy(), (decision == DROP).to_numpy()
+    reason[is_keep] = f"decision:{KEEP}"
+    reason[is_drop] = f"decision:{DROP}"
     out["decision"] = decision
     out["rule_kept"] = rule_kept
     out["kept"] = (rule_kept | is_keep) & ~is_drop
@@ -168,7 +168,7 @@ def preview(table: pd.DataFrame, rule: Rule, decisions: Mapping[str, Any] | None
     kept = sel[sel["kept"]]
     columns = [rule.metric] + [c for c in ("len_chosen", "len_rejected") if c in sel.columns]
     flags_removed = sel.loc[~sel["kept"] & sel["reason"].str.startswith("flag:"), "reason"]
-    overridden = ((sel["decision"] == "keep") & ~sel["rule_kept"]) | ((sel["decision"] == "drop") & sel["rule_kept"])
+    overridden = ((sel["decision"] == KEEP) & ~sel["rule_kept"]) | ((sel["decision"] == DROP) & sel["rule_kept"])
     kept_rule = sel.loc[(sel["reason"] == "rule") & sel["kept"], rule.metric]
     return {
         "metric": rule.metric,

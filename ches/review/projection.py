@@ -1,7 +1,7 @@
 """Centring + 2-D UMAP maps of a scoring run, computed once per run and parameters, cached on disk.
 
 Two views (rows follow the run's pair order), with m = S / |y| the mean last hidden state of a
-response (CHES_SPEC.md):
+response (docs/CHES.md):
 
     'pairs'      D_i = (m-_i - m+_i) - mean_j (m-_j - m+_j)              (n, d)
     'responses'  [m+_1 .. m+_n, m-_1 .. m-_n] - mean over all 2n rows     (2n, d)
@@ -23,7 +23,7 @@ Cache (the pattern of apple/embedding-atlas `cache.py`), under `<run_dir>/projec
 
 The run identity is its manifest's key, id and creation time with the arrays' shape and dtype: a
 complete run folder never changes, so finding a cached map reads no n x d data and hashes none.
-Atomic writes (temp file + os.replace), np.load(allow_pickle=False); an unreadable or malformed file
+Atomic writes (`ches.atomic`), np.load(allow_pickle=False); an unreadable or malformed file
 is a miss that gets rewritten; a failed write is logged and the fresh result still returned.
 """
 from __future__ import annotations
@@ -32,8 +32,6 @@ import hashlib
 import json
 import logging
 import mmap
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -42,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ches.atomic import atomic_open
 from ches.engine import store
 
 __all__ = ["VIEWS", "preference_directions", "response_means", "view_matrix", "pca_scores", "project",
@@ -325,25 +324,13 @@ def _read(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def _write(path: Path, Y: np.ndarray) -> None:
-    """Atomic write: temp file in the same folder, then os.replace. Failures are logged, not raised."""
-    tmp = None
+    """Write Y to `path` through `ches.atomic.atomic_open`; a failure is logged, not raised (a cache miss)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             np.save(f, Y, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
     except OSError as e:
         log.warning("could not write projection cache %s (%s)", path, e)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _cached(path: Path, shape: tuple[int, int], compute: Callable[[], np.ndarray]) -> np.ndarray:

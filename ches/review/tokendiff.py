@@ -65,14 +65,14 @@ def pair_ops(result: dict) -> tuple[list[str], list[str]]:
     return chosen, rejected
 
 
-def mark_cuts(result: dict, full_chosen: int, full_rejected: int) -> dict:
+def mark_cuts(result: dict) -> dict:
     """`result` (pipeline.pair_tokens) with the trailing EOS label of each response that was cut to the
-    max length (fewer ids kept than its `full_*` token count) replaced by CUT_LABEL: that position
-    predicts the first token cut off, not the end of the response."""
+    max length (`chosen_cut` / `rejected_cut`) replaced by CUT_LABEL: that position predicts the first
+    token cut off, not the end of the response."""
     out = dict(result)
-    for side, full in (("chosen", full_chosen), ("rejected", full_rejected)):
+    for side in ("chosen", "rejected"):
         tokens = list(result[f"{side}_tokens"])
-        if full > len(result[f"{side}_ids"]) and len(tokens) > len(result[f"{side}_ids"]):
+        if result[f"{side}_cut"] and len(tokens) > len(result[f"{side}_ids"]):
             tokens[-1] = CUT_LABEL
         out[f"{side}_tokens"] = tokens
     return out

@@ -1,0 +1,121 @@
+"""`ches probe`: check CHES's prediction on a run with a few DPO steps (ches/review/probe).
+
+    ches probe RUN --subset top|bottom|band LO HI|ids FILE [--metric M] [--n N] [--steps K] [--batch-size B]
+               [--lr LR] [--beta B] [--optimizer O] [--seed S] [--device D] [--top K] [--runs DIR]
+
+The same settings again reuse the stored probe (nothing is retrained).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ches.cli import resolve_run, runs_folder
+from ches.engine.metrics import METRICS
+from ches.review.probe.settings import BUNDLED, OPTIMIZERS, PAPER, ProbeError, ProbeSettings, defaults, read_ids
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("probe", help="check CHES's prediction: a few DPO steps on a subset, log-probs before/after",
+                       description="Train a fresh copy of RUN's model (same weights, template and dtype) with DPO "
+                       "(TRL's sigmoid loss) on a subset of RUN's pairs, and report per pair log pi(y+|x) and "
+                       "log pi(y-|x) before and after (summed over the response tokens and EOS: the positions CHES "
+                       "uses), their mean changes and how many pairs lost chosen likelihood. The probe is stored "
+                       "in RUN/probes/<key>/; the same settings again reuse it. Defaults: the paper's (Sec. 5: "
+                       f"n {PAPER['n']}, batch {PAPER['batch_size']}, RMSprop, lr {PAPER['lr']:g}, beta "
+                       f"{PAPER['beta']:g}, one epoch); for the bundled model n {BUNDLED['n']}, batch "
+                       f"{BUNDLED['batch_size']}, lr {BUNDLED['lr']:g} (what shows the effect on it, see "
+                       "bench/displacement_bench.py).")
+    p.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
+    p.add_argument("--subset", nargs="+", required=True, metavar="KIND",
+                   help="top (the n highest --metric), bottom (the n lowest), band LO HI (n pairs centred in "
+                   "that percentile band of --metric), or ids FILE (the source rows listed in FILE)")
+    p.add_argument("--metric", default="ches", choices=list(METRICS),
+                   help="ranks top / bottom / band (default: ches, as in the paper's Sec. 5)")
+    p.add_argument("--n", type=int, metavar="N", help="pairs in the subset (default: see above)")
+    p.add_argument("--steps", type=int, metavar="K", help="optimizer steps (default: one epoch over the subset)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="pairs per step (default: see above)")
+    p.add_argument("--lr", type=float, metavar="LR", help="learning rate (default: see above)")
+    p.add_argument("--beta", type=float, metavar="B", help="DPO's beta (default: 0.1)")
+    p.add_argument("--optimizer", default="rmsprop", choices=list(OPTIMIZERS), help="(default: rmsprop)")
+    p.add_argument("--seed", type=int, default=0, help="order of the pairs across steps (default: 0)")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--top", type=int, default=10, metavar="K", help="pairs listed that lost the most (default: 10)")
+    p.add_argument("--runs", metavar="DIR", help="runs folder for a run id (default: $CHES_WORKSPACE/runs)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own Python code to run (only for models you trust)")
+    p.set_defaults(func=cmd_probe)
+
+
+def probe_settings(args: argparse.Namespace, model_id: str) -> ProbeSettings:
+    """ProbeSettings from `ches probe` arguments (model-dependent defaults filled in)."""
+    kind, extra = args.subset[0], args.subset[1:]
+    wants = {"top": 0, "bottom": 0, "band": 2, "ids": 1}
+    if kind not in wants:
+        raise ProbeError(f"unknown subset {kind!r}; choose top, bottom, band LO HI or ids FILE")
+    if len(extra) != wants[kind]:
+        raise ProbeError({0: f"--subset {kind} takes no values", 1: "--subset ids needs one FILE",
+                          2: "--subset band needs LO HI (percentiles, 0-100)"}[wants[kind]])
+    band = ids = None
+    if kind == "band":
+        try:
+            band = (float(extra[0]), float(extra[1]))
+        except ValueError:
+            raise ProbeError(f"--subset band needs two numbers, got {' '.join(extra)}") from None
+    if kind == "ids":
+        ids = read_ids(extra[0])
+    d = defaults(model_id)
+    pick = lambda value, name: d[name] if value is None else value  # noqa: E731
+    return ProbeSettings(subset=kind, n=pick(args.n, "n"), metric=args.metric, band=band, ids=ids or (),
+                         steps=args.steps, batch_size=pick(args.batch_size, "batch_size"), lr=pick(args.lr, "lr"),
+                         beta=pick(args.beta, "beta"), optimizer=args.optimizer, seed=args.seed)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ches.engine.store import read_manifest
+    from ches.review.probe import run_probe
+    from ches.review.probe.dpo import load_policy
+    from ches.review.probe.storage import find_probe
+
+    run_dir = resolve_run(args.run, runs_folder(args.runs))
+    s = probe_settings(args, read_manifest(run_dir)["key"]["model_id"])
+    found = find_probe(run_dir, s)
+    if found is None:
+        lm = load_policy(run_dir, device=args.device, trust_remote_code=args.trust_remote_code)
+        print(f"probe: {s.describe()}; model {lm.model_id} on {lm.device}", file=sys.stderr)
+        with tqdm(desc="probe", unit="pass", file=sys.stderr, dynamic_ncols=True) as bar:
+            def tick(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+            found = run_probe(run_dir, s, lm, progress=tick)
+    else:
+        print("reusing the stored probe with these settings (nothing retrained)", file=sys.stderr)
+    print(probe_summary(run_dir, found, s.metric, args.top))
+    return 0
+
+
+def probe_summary(run_dir: Path, probe_dir: Path, metric: str, top: int) -> str:
+    from ches.review.probe.analysis import probe_table, spearman
+    from ches.review.probe.storage import read_probe
+
+    m, results = read_probe(probe_dir)
+    t = probe_table(run_dir, results)
+    s = m["summary"]
+    lines = [f"probe {probe_dir}", m["describe"],
+             f"pairs: {s['pairs']}   steps: {m['steps']}   time: {m['seconds']:.1f} s   device: {m['device']}",
+             f"mean change of log pi(y+|x): {s['mean_delta_chosen']:+.4f}   of log pi(y-|x): "
+             f"{s['mean_delta_rejected']:+.4f}   of the margin: {s['mean_delta_margin']:+.4f}",
+             f"pairs that lost chosen likelihood: {s['lost_chosen']} of {s['pairs']}",
+             f"Spearman({metric}, change of log pi(y+|x)) over these pairs: "
+             f"{spearman(t[metric], t['delta_chosen']):.3f}",
+             f"per-pair values: {probe_dir / 'results.parquet'}",
+             f"\n{'row':>7} {metric:>12} {'pct':>6} {'logp(y+) before':>16} {'after':>10} {'change':>9} "
+             f"{'logp(y-) change':>16}"]
+    for r in t.nsmallest(top, "delta_chosen").itertuples():
+        lines.append(f"{r.row:>7} {getattr(r, metric):>12.4g} {getattr(r, metric + '_pct'):>6.1f} "
+                     f"{r.logp_chosen_before:>16.3f} {r.logp_chosen_after:>10.3f} {r.delta_chosen:>+9.3f} "
+                     f"{r.delta_rejected:>+16.3f}")
+    return "\n".join(lines)

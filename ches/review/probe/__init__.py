@@ -1,0 +1,102 @@
+"""Likelihood-displacement probe: a few steps of DPO on a subset of a scored run, to check CHES's prediction.
+
+CHES predicts which pairs make DPO lower the chosen response's likelihood. The probe trains the run's own
+model on a subset of its pairs and measures, per pair, before and after training:
+
+    log pi(y|x) = sum over k = 0..R of log softmax(z(x, y<k))[y_k],     y_R = EOS
+                = log-probabilities read at positions P-1 .. P+R-1 of x+y (P prompt, R response tokens)
+
+These are the |y| = R + 1 positions CHES sums hidden states over (docs/CHES.md). The ids are exactly the
+ones CHES used (`ches.engine.tokens.encode_pair` at the run's max length). The EOS token is
+`tokenizer.eos_token_id`: for ChatML models (SmolLM2, Qwen) that is `<|im_end|>`, the token the chat
+template closes an assistant turn with; a model whose template closes turns with another token is still
+scored with eos_token_id, as TRL's DPO trainer does.
+
+Training, per step (TRL's "sigmoid" DPO loss, summed log-probs, reference = the model before training):
+
+    L = mean over the step's pairs of  -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))
+
+1. The reference log-probs are the "before" log-probs, computed once with the untrained policy:
+   no second model copy is held.
+2. Each step takes the next `batch_size` pairs of a seeded shuffle of the subset (reshuffled each epoch);
+   the default number of steps is one epoch, as in the paper (Sec. 5: 512 pairs, batch 32, RMSprop,
+   lr 1e-7, beta 0.1). Gradients are accumulated over micro-batches that fit a token budget.
+3. Weights are trained in float32 (bf16 weights cannot hold a 1e-7 update); forward passes run under
+   autocast to the run's dtype, so a bf16 run is probed in bf16 arithmetic like it was scored.
+4. Dropout is off (eval mode), as in TRL's default `disable_dropout=True`.
+5. Memory: the float32 policy, its gradients and the optimizer state (RMSprop: 12 bytes per parameter,
+   Adam: 16) plus one micro-batch of activations and logits (`batch_tokens`); no reference model.
+
+A probe is stored as `<run_dir>/probes/<key>/` (manifest.json with the settings and a summary,
+results.parquet with one row per pair), written to a temporary folder and renamed into place: a folder
+with a manifest is complete, an interrupted probe leaves nothing. The run's own files are never touched.
+
+The package, by subject: `settings` (ProbeSettings, defaults, the subset of pairs), `dpo` (the loss,
+log pi(y|x), the policy and the trainer), `storage` (the probe folder), `analysis` (summary, the join with
+the run's scores, band means, Spearman). `run_probe`, here, ties them together.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from ches import __version__
+from ches.engine.forward import Progress
+from ches.engine.models import LoadedModel
+from ches.engine.store import read_manifest, read_pairs, read_scores
+from ches.engine.tokens import encode_pair
+from ches.review.probe.analysis import summarize
+from ches.review.probe.dpo import Trainer, check_model, load_policy, train_dtype
+from ches.review.probe.settings import ProbeError, ProbeSettings, resolved_steps, select_rows
+from ches.review.probe.storage import PROBE_VERSION, is_complete, probe_path, write_probe
+
+CPU_BATCH_TOKENS, GPU_BATCH_TOKENS = 2048, 16384     # default micro-batch budget (tokens) per device type
+
+
+def run_probe(run_dir: Path, s: ProbeSettings, lm: LoadedModel | None = None, *, device: str = "auto",
+              batch_tokens: int | None = None, progress: Progress | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Path:
+    """Train a copy of the run's model on the subset and store before/after log-probs; the probe folder.
+
+    A stored probe with the same key is returned without training. `lm` (default: `load_policy`) is
+    trained in place. `progress(done, total)` counts pair passes; `should_stop()` is polled between
+    micro-batches and raises `ches.review.probe.dpo.ProbeCancelled`, leaving nothing behind.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    rows = select_rows(read_scores(run_dir), s)
+    target = probe_path(run_dir, rows, s)
+    if is_complete(target):
+        return target
+    started = time.perf_counter()
+    lm = lm or load_policy(run_dir, device=device)
+    check_model(lm, manifest["key"])
+    eos_id = lm.tokenizer.eos_token_id
+    if eos_id is None:
+        raise ProbeError("the tokenizer has no EOS token: log pi(y|x) needs one to close the response")
+    pairs = {p.row: p for p in read_pairs(run_dir, rows)}
+    max_length = int(manifest["key"]["max_length"])
+    encoded = [encode_pair(lm.tokenizer, pairs[r], max_length) for r in rows]
+    chosen = [(e.prompt_plus, e.chosen) for e in encoded]
+    rejected = [(e.prompt_minus, e.rejected) for e in encoded]
+    budget = batch_tokens or (CPU_BATCH_TOKENS if lm.device.type == "cpu" else GPU_BATCH_TOKENS)
+    trainer = Trainer(lm, s, eos_id, train_dtype(manifest["key"]["dtype"]), budget, len(rows), progress, should_stop)
+    before_c, before_r = trainer.evaluate(chosen, rejected)
+    history = trainer.train(chosen, rejected, before_c, before_r)
+    after_c, after_r = trainer.evaluate(chosen, rejected)
+    results = pd.DataFrame({"row": rows, "pair_id": [pairs[r].pair_id for r in rows],
+                            "logp_chosen_before": before_c, "logp_chosen_after": after_c,
+                            "logp_rejected_before": before_r, "logp_rejected_after": after_r})
+    probe_manifest = {
+        "key": target.name, "run": run_dir.name, "created_at": datetime.now(timezone.utc).isoformat(),
+        "app_version": __version__, "probe_version": PROBE_VERSION, "settings": s.as_dict(),
+        "steps": resolved_steps(len(rows), s), "pairs": len(rows), "describe": s.describe(),
+        "model_id": lm.model_id, "fingerprint": lm.fingerprint, "device": str(lm.device),
+        "autocast": manifest["key"]["dtype"], "eos_token_id": int(eos_id),
+        "history": history, "summary": summarize(results), "seconds": round(time.perf_counter() - started, 2),
+    }
+    return write_probe(target, probe_manifest, results)

@@ -1,0 +1,168 @@
+"""Cached loaders: a run's scores, manifest, texts and pairs, datasets, the model, one pair's token view, decisions.
+
+A run's reads are cached per run folder and the manifest's mtime (a rewritten run is read again); the
+model and datasets are st.cache_resource (one copy per process: treat them as read-only); decisions are
+re-read whenever any process writes the database or this session records one (DECISIONS_VERSION).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from ches.engine import store
+from ches.engine.files import MAX_INPUT_BYTES, load_dataset
+from ches.engine.models import LoadedModel, load_model
+from ches.engine.pairs import Dataset
+from ches.engine.pipeline import pair_tokens
+from ches.engine.report import dataset_name
+from ches.review import decisions as decision_log
+from ches.review.browse import search_rows
+from ui.state import ws
+
+DECISIONS_VERSION = "_decisions_version"    # session state: bumped by each decision this session records
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _run_version(run_dir: str | Path) -> int:
+    return _mtime(Path(run_dir) / "manifest.json")
+
+
+# ------------------------------------------------------------------------------------------ a run
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _scores(run_dir: str, mtime: int) -> pd.DataFrame:
+    return store.read_scores(Path(run_dir))
+
+
+def scores(run_dir: str | Path) -> pd.DataFrame:
+    """The run's scores table (cached per run folder and manifest mtime; do not modify it)."""
+    return _scores(str(run_dir), _run_version(run_dir))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _manifest(run_dir: str, mtime: int) -> dict:
+    return store.read_manifest(Path(run_dir))
+
+
+def manifest(run_dir: str | Path) -> dict:
+    """The run's manifest (cached like `scores`)."""
+    return _manifest(str(run_dir), _run_version(run_dir))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _texts(run_dir: str, rows: tuple[int, ...], mtime: int) -> pd.DataFrame:
+    return store.read_texts(Path(run_dir), rows=list(rows))
+
+
+def texts(run_dir: str | Path, rows: Sequence[int]) -> pd.DataFrame:
+    """Texts of these source rows only (one Parquet read per distinct set of rows)."""
+    return _texts(str(run_dir), tuple(int(r) for r in rows), _run_version(run_dir))
+
+
+@st.cache_data(max_entries=32, show_spinner="Searching the texts …")
+def _search(run_dir: str, query: str, mtime: int) -> set[int]:
+    return search_rows(run_dir, query)
+
+
+def search(run_dir: str | Path, query: str) -> set[int]:
+    """Rows whose prompt or responses contain `query` (case-insensitive; cached per query)."""
+    return _search(str(run_dir), query, _run_version(run_dir))
+
+
+def run_label(run_dir: str | Path, m: dict | None = None) -> str:
+    """Plain-text label for a run, dataset name first: dataset, pairs, model, max length, date, and the
+    run id last (pickers match labels, so two runs must never share one)."""
+    m = m if m is not None else manifest(run_dir)
+    key = m.get("key", {})
+    return (f"{dataset_name(m.get('source'))} · {m.get('pairs', '?')} pairs · {key.get('model_id', '?')} · "
+            f"max {key.get('max_length', '?')} · {str(m.get('created_at', ''))[:16].replace('T', ' ')} · "
+            f"{Path(run_dir).name[:8]}")
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _pair(run_dir: str, row: int, mtime: int):
+    found = store.read_pairs(Path(run_dir), rows=[row])
+    return found[0] if found else None
+
+
+def pair(run_dir: str | Path, row: int):
+    """The Pair record of one source row of a run (None if the run has no such row)."""
+    return _pair(str(run_dir), int(row), _run_version(run_dir))
+
+
+# ------------------------------------------------------------------------------- datasets and model
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the dataset …")
+def _dataset_file(path: str, mtime: int, size: int, format: str | None, columns: tuple, max_bytes: int | None) -> Dataset:
+    return load_dataset(path, format=format, columns=dict(columns) or None, max_bytes=max_bytes)
+
+
+def dataset_file(path: str | Path, format: str | None = None, columns: dict[str, str] | None = None, *,
+                 max_bytes: int | None = MAX_INPUT_BYTES) -> Dataset:
+    """A local dataset file, loaded once per (path, mtime, size, format, column mapping), refused once it
+    passes `max_bytes` decompressed (uploads: workspace.MAX_UPLOAD_BYTES). Treat it as read-only."""
+    p = Path(path)
+    try:
+        st_ = p.stat()
+        mtime, size = st_.st_mtime_ns, st_.st_size
+    except OSError:
+        mtime = size = 0
+    return _dataset_file(str(p), mtime, size, format, tuple(sorted((columns or {}).items())), max_bytes)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Downloading the dataset from the Hugging Face Hub …")
+def dataset_hub(name: str, config: str | None, split: str, format: str | None) -> Dataset:
+    """A Hugging Face Hub dataset, loaded once per (name, config, split, format)."""
+    return load_dataset(name, config=config or None, split=split or "train", format=format)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def model(spec: str, dtype: str = "auto") -> LoadedModel:
+    """The language model, loaded once per process per (spec, dtype)."""
+    return load_model(spec, dtype=dtype)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _pair_tokens(run_dir: str, row: int, metric: str, max_length: int, model_key: tuple, _lm: LoadedModel) -> dict:
+    return pair_tokens(_lm, pair(run_dir, row), max_length, metric=metric)
+
+
+def token_view(run_dir: str | Path, row: int, metric: str, lm: LoadedModel) -> dict:
+    """`pipeline.pair_tokens` for one row of a run (its max length), cached per (run, row, metric, model)."""
+    max_length = int(manifest(run_dir)["key"]["max_length"])
+    return _pair_tokens(str(run_dir), int(row), metric, max_length, (lm.model_id, lm.fingerprint, str(lm.dtype)), lm)
+
+
+# ------------------------------------------------------------------------------------------ decisions
+
+def _db_version(db_path: str) -> tuple:
+    """Changes whenever any process writes the database (WAL mode: the -wal file changes)."""
+    out = []
+    for suffix in ("", "-wal"):
+        try:
+            s = os.stat(db_path + suffix)
+            out.append((s.st_mtime_ns, s.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _decisions(db_path: str, annotator: str | None, file_version: tuple, session_version: int) -> dict:
+    return decision_log.current(db_path, annotator=annotator)
+
+
+def decisions(*, annotator: str | None = None) -> dict[str, decision_log.Decision]:
+    """{pair_id: Decision} in force: the latest across annotators, or (`annotator`) that person's own."""
+    db = str(ws().decisions)
+    return _decisions(db, annotator, _db_version(db), st.session_state.get(DECISIONS_VERSION, 0))

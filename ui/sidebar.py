@@ -1,0 +1,47 @@
+"""The sidebar app.py draws around every page: running jobs, the active run picker, the annotator, decision counts."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ches.engine import store
+from ches.review.browse import decision_status
+from ches.review.decisions import DROP, FLAG, KEEP
+from ui import jobspanel, loaders, state
+
+
+def _pick_run() -> None:
+    picked = st.session_state.get(state.RUN_PICK)
+    if picked:
+        state.set_run(picked)
+
+
+def show(jobs_here: bool = True) -> None:
+    """Scoring jobs running now (unless the page shows them itself), active run picker, annotator name,
+    and this run's decision counts."""
+    st.session_state.setdefault(state.ANNOTATOR, "")
+    with st.sidebar:
+        if jobs_here:
+            jobspanel.show("sidebar")
+        runs = store.list_runs(state.ws().runs)
+        options = {str(p): m for p, m in runs}
+        current = state.active_run()
+        if current is not None and str(current) not in options:
+            options = {str(current): loaders.manifest(current), **options}
+        if options:
+            want = str(current) if current is not None else None
+            if state.RUN_PICK not in st.session_state or st.session_state[state.RUN_PICK] != want:
+                st.session_state[state.RUN_PICK] = want      # None shows the placeholder, not the first run
+            st.selectbox("Active run", list(options), key=state.RUN_PICK, on_change=_pick_run,
+                         format_func=lambda p: loaders.run_label(p, options[p]), placeholder="Pick a stored run",
+                         help="Every scoring run is stored; pick one to browse it.")
+        else:
+            st.caption("No runs yet.")
+        st.text_input("Annotator", key=state.ANNOTATOR, placeholder="Your name (needed to decide)",
+                      help="Recorded with every keep / drop / flag decision; kept in the page address.")
+        if current is not None:
+            status = decision_status(loaders.scores(current)["pair_id"], loaders.decisions()).value_counts()
+            c1, c2, c3 = st.columns(3)
+            c1.metric("Keep", int(status.get(KEEP, 0)))
+            c2.metric("Drop", int(status.get(DROP, 0)))
+            c3.metric("Flag", int(status.get(FLAG, 0)))
+            st.caption("Decisions on this run's pairs (latest across annotators).")
