@@ -6,7 +6,7 @@ This file only routes: the pages live in pages/, the logic in ches/, what the pa
 """
 import streamlit as st
 
-from ui import sidebar, state
+from ui import auth, sidebar, state
 
 st.set_page_config(page_title="CHES Studio", page_icon=":material/science:", layout="wide")
 
@@ -16,8 +16,10 @@ pg = st.navigation([
     st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
     st.Page("pages/pair.py", title="Pair / tokens", icon=":material/compare_arrows:"),
     st.Page("pages/export.py", title="Curate & export", icon=":material/download:"),
+    st.Page("pages/compare.py", title="Compare runs", icon=":material/difference:"),
     st.Page("pages/probe.py", title="Probe", icon=":material/science:"),
 ])
+auth.gate()                 # with sign-in on (secrets.toml [auth]): nobody off the team gets further
 state.sync_url()
 sidebar.show(jobs_here=pg.title != "Data & score")     # that page shows them beside its Score button
 pg.run()

@@ -145,7 +145,7 @@ def overlap(args, tiny: Path, work: Path) -> None:
     embedded = [embed_pairs(lm, c.encoded) for c in tokenised]
     engine_s = time.perf_counter() - t
     run = work / "sequential"
-    store.start_run(run, {"total_pairs": len(ds.pairs), "chunk_size": args.chunk_size})
+    store.start_run(run, {"chunk_size": args.chunk_size}, ds.pairs)
     t = time.perf_counter()
     for c, emb in zip(tokenised, embedded):
         pipeline._commit(run, c, emb, lm.model.config.hidden_size, lm)

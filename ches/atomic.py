@@ -10,6 +10,8 @@ Contract
    like `open(path, "w")` would give it.
 5. A folder (`atomic_folder`) is filled under a temp name beside its target and renamed into place as a
    whole; a target that already exists is left as it is (the first writer wins: same key, same content).
+6. `atomic_create` makes a file only where none exists (temp file, then `os.link`): the first writer
+   wins, every other caller learns that it lost and reads the winner's file.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_folder", "atomic_open", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_create", "atomic_folder", "atomic_open", "atomic_remove", "atomic_write_bytes", "atomic_write_text",
+           "temp_of"]
 
 
 @contextlib.contextmanager
@@ -66,6 +69,32 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
     atomic_write_bytes(path, text.encode(encoding))
 
 
+def atomic_create(path: str | os.PathLike[str], data: bytes) -> bool:
+    """Create `path` holding `data` only if it does not exist yet; True when this call created it.
+
+    The first writer wins, whatever the number of processes: the data goes to a temp file (fsynced),
+    which is hard-linked to `path` (`os.link` fails when `path` exists), then removed. A reader sees
+    no file or the whole of it.
+    """
+    target = os.path.abspath(os.fspath(path))
+    folder, name = os.path.split(target)
+    fd, tmp = _create_temp(folder, name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_dir(folder)
+    return True
+
+
 class atomic_folder:
     """`with atomic_folder(path) as tmp:` fills the empty temp folder `tmp` beside `path`; when the block
     exits cleanly it becomes `path`, and `.created` tells whether it did.
@@ -99,6 +128,30 @@ class atomic_folder:
         if exc_type is None:
             _fsync_dir(str(self.target.parent))
         return False
+
+
+def atomic_remove(path: str | os.PathLike[str]) -> None:
+    """Remove a file or a folder (nothing when it is gone already); a folder is first renamed to a temp
+    name beside it, so it never reads as half there."""
+    path = Path(path)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            aside = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+            os.rename(path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def temp_of(name: str) -> str | None:
+    """The target name a temp entry `.<name>.<random>.tmp` (file or folder) is filled for; None for any other name."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        stem, dot, token = name[1:-4].rpartition(".")
+        if dot and stem and len(token) == 12 and all(c in "0123456789abcdef" for c in token):
+            return stem
+    return None
 
 
 def _create_temp(folder: str, name: str) -> tuple[int, str]:

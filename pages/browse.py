@@ -5,7 +5,7 @@ Two layouts: "Review" shows one pair with its buttons at the top of the page, on
 """
 import streamlit as st
 
-from ui import decisionbar, loaders, render, state
+from ui import decisionbar, loaders, render, state, streamlit_patch
 from ches.review.browse import (PAGE_SIZE, filter_pairs, has_any_flag, next_undecided, page_count,
                          page_of, percentile_of)
 from ches.review.charts import score_histogram, score_vs_length
@@ -13,8 +13,10 @@ from ches.review.decisions import STATUSES, UNDECIDED
 from ches.engine.pairs import FLAGS
 from ches.engine.metrics import METRICS
 
+streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
+
 TABLE = "browse_table"
-MODES = {"review": "Review", "table": "Table"}
+MODE = "browse_mode"          # the layout control; the layout itself is state.LAYOUT (kept off this page, in the URL)
 
 run = state.require_run()
 table = loaders.scores(run)
@@ -25,8 +27,11 @@ st.title("Browse")
 # ------------------------------------------------------------------------------ metric + filters
 c_metric, c_mode, c_help = st.columns([1, 1, 3])
 metric = c_metric.selectbox("Rank by", list(METRICS), format_func=lambda m: METRICS[m].label, key="browse_metric")
-mode = c_mode.segmented_control("Layout", list(MODES), format_func=MODES.get, key="browse_mode",
-                                default="table", required=True,
+if st.session_state.get(MODE) != state.layout():
+    st.session_state[MODE] = state.layout()
+mode = c_mode.segmented_control("Layout", list(state.LAYOUTS), format_func=state.LAYOUTS.get, key=MODE,
+                                required=True, on_change=lambda: st.session_state.update(
+                                    {state.LAYOUT: st.session_state.get(MODE)}),
                                 help="Review: one pair with its buttons, next undecided after each decision. "
                                 "Table: the distribution, score vs length and the ranked table above the pair.")
 c_help.caption(METRICS[metric].help + "  \nHighest scores first: the pairs most likely to cause likelihood "
@@ -188,7 +193,8 @@ if len(prompt) > 1:
     with st.expander(f"Earlier turns ({len(prompt) - 1})", icon=":material/forum:"):
         render.conversation(prompt[:-1])
 render.conversation(prompt[-1:])
-rejected_prompt = render.parse_messages(pair_text["rejected_prompt"])
+# only where the flag is set: a missing value in the column reads back as NaN, never a prompt
+rejected_prompt = render.parse_messages(pair_text["rejected_prompt"]) if "prompt_mismatch" in row_flags else []
 if rejected_prompt:
     with st.expander("The rejected side's prompt differs (prompt_mismatch)"):
         render.conversation(rejected_prompt)

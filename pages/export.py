@@ -7,17 +7,24 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import loaders, render, state
-from ches.review.charts import before_after_histogram
+from ui import auth, loaders, render, state, streamlit_patch
+from ches.review.charts import before_after_histogram, check_arms
+from ches.review.probe.check import CheckSettings, citation, run_check
+from ches.review.probe.settings import MIN_PAIRS, defaults as probe_defaults
 from ches.engine.pairs import FLAGS
 from ches.review.export import DEFAULT_DROP_FLAGS, Rule, default_export_name, export, export_path, manifest_path, preview, select
+from ches.review.hub_export import DATA_FILE, HF_FORMATS, export_folder, export_hf
 from ches.engine.report import dataset_stem
 from ches.engine.metrics import METRICS
+
+streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
 
 LAST = "export_last"          # (run folder, written file) of this session's latest export
 CONFIRM = "_export_confirm"   # the file an export would overwrite, waiting for the user's word
 FORMATS = {"input": "As in the source (each pair's original record; CSV / Parquet sources become JSON Lines)",
-           "trl": "TRL conversational (prompt / chosen / rejected as messages)"}
+           "trl": "TRL conversational (prompt / chosen / rejected as messages)",
+           "hf": "Hugging Face dataset folder, as in the source (Parquet + a dataset card with the manifest)",
+           "hf-trl": "Hugging Face dataset folder, TRL conversational (ready for trl.DPOTrainer)"}
 
 run = state.require_run()
 table = loaders.scores(run)
@@ -87,26 +94,60 @@ with r2:
               [(r, "dropped", n) for r, n in summary["dropped_by_reason"].items()]
     st.dataframe(pd.DataFrame(reasons, columns=["reason", "outcome", "pairs"]), hide_index=True)
 
+# ------------------------------------------------------------------------------------ curation check
+st.subheader("Curation check")
+st.caption("Does training on what this rule keeps spare the chosen response's likelihood? The check trains fresh "
+           "copies of the run's model with the probe's DPO on n pairs drawn from the kept pairs and on n pairs drawn "
+           "from the whole run, for each seed, and compares the change of log π(y⁺|x). The export's manifest cites "
+           "the latest check of the same rule.")
+with render.user_errors():
+    preset = probe_defaults(loaders.manifest(run)["key"]["model_id"])
+    if summary["after"] < MIN_PAIRS:
+        st.caption(f"The rule keeps {summary['after']} pair(s): a check needs at least {MIN_PAIRS}.")
+    else:
+        k1, k2, k3 = st.columns([1, 1, 2])
+        check_n = k1.number_input("Pairs per arm", min_value=MIN_PAIRS, value=max(MIN_PAIRS, min(preset["n"], summary["after"])),
+                                  key="check_n")
+        check_seeds = k2.number_input("Seeds", min_value=2, max_value=20, value=3, key="check_seeds")
+        cs = CheckSettings(n=int(check_n), seeds=int(check_seeds), batch_size=min(preset["batch_size"], int(check_n)),
+                           lr=preset["lr"], beta=preset["beta"])
+        k3.caption(render.escape_md(cs.describe()))
+        if st.button("Check this rule on the model", icon=":material/science:", key="check_go"):
+            bar = st.progress(0.0, text="Loading a fresh copy of the model …")
+            run_check(run, rule, decisions, cs, progress=lambda done, total: bar.progress(
+                min(1.0, done / max(total, 1)), text=f"{done} / {total} pair passes (both arms, every seed)"))
+            bar.empty()
+    cited = citation(run, rule, sel)
+    if cited is None:
+        st.caption("No check of this rule yet.")
+    else:
+        (st.success if cited["stats"]["beyond"] and cited["stats"]["difference"] > 0 else st.info)(
+            render.escape_md(cited["verdict"]), icon=":material/science:")
+        st.caption(f"Check {cited['key']} of {cited['created_at'][:16].replace('T', ' ')}"
+                   + ("" if cited["same_decisions"] else " · it applied other decisions than the ones in force now"))
+        st.plotly_chart(check_arms(cited["stats"]), key="check_arms")
+
 # ------------------------------------------------------------------------------------ export
 st.subheader("Export")
 fmt = st.radio("Format", list(FORMATS), format_func=FORMATS.get, key="export_format")
 suggested = default_export_name(dataset_stem(loaders.manifest(run).get("source")), rule, datetime.now()) + \
-    ("" if fmt == "input" else "-trl")
-name = st.text_input("File name (saved in the workspace's exports folder)", key="export_name", placeholder=suggested,
+    ("" if fmt == "input" else f"-{fmt}")
+name = st.text_input("File name (a folder's for a Hugging Face dataset; saved in the workspace's exports folder)", key="export_name", placeholder=suggested,
                      help="Leave it empty for the suggested name: the dataset, the rule and the time.")
 
 
 def _export(path: Path, overwrite: bool) -> None:
     st.session_state.pop(CONFIRM, None)
-    written = export(run, rule, decisions, path, fmt=fmt, annotator=state.annotator() if only_mine else None,
+    written = (export_hf if fmt in HF_FORMATS else export)(run, rule, decisions, path, fmt=fmt, annotator=state.annotator() if only_mine else None,
                      overwrite=overwrite)
     st.session_state[LAST] = (str(run), str(path))
     state.flash("success", f"Wrote {written['counts']['kept']} of {written['counts']['pairs']} pairs to {path.name}.")
 
 
 with render.user_errors():
-    if st.button("Export", type="primary", key="export_go", icon=":material/download:"):
-        path = export_path(state.ws().exports, name.strip() or suggested)
+    if st.button("Export", type="primary", key="export_go", icon=":material/download:", disabled=not auth.can("export"),
+                 help=auth.refuse("export")) and auth.can("export"):
+        path = (export_folder if fmt in HF_FORMATS else export_path)(state.ws().exports, name.strip() or suggested)
         if path.exists():
             st.session_state[CONFIRM] = str(path)
         else:
@@ -126,7 +167,16 @@ with render.user_errors():
 
 state.show_flash()
 last = st.session_state.get(LAST)
-if last and last[0] == str(run) and Path(last[1]).is_file():
+if last and last[0] == str(run) and Path(last[1]).is_dir():
+    path = Path(last[1])
+    st.text(f"Dataset folder: {path}\nRead it back:   datasets.load_dataset({str(path)!r})\n"
+            f"Push it:        hf upload OWNER/NAME {path} --repo-type dataset")
+    d1, d2 = st.columns(2)
+    d1.download_button("Download Parquet", data=partial((path / DATA_FILE).read_bytes), file_name=f"{path.name}.parquet",
+                       mime="application/vnd.apache.parquet", key="export_dl_parquet", icon=":material/file_download:")
+    d2.download_button("Download dataset card", data=partial((path / "README.md").read_bytes), file_name="README.md",
+                       mime="text/markdown", key="export_dl_card", icon=":material/description:")
+elif last and last[0] == str(run) and Path(last[1]).is_file():
     path = Path(last[1])
     st.text(f"Exported file: {path}\nManifest:      {manifest_path(path)}")
     d1, d2 = st.columns(2)

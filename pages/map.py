@@ -1,13 +1,15 @@
 """Map: a 2-D UMAP of the active run; select points to decide on them in bulk or open them in Browse."""
 import streamlit as st
 
-from ui import decisionbar, loaders, render, state
+from ui import decisionbar, loaders, render, state, streamlit_patch
 from ches.engine.metrics import METRICS
 from ches.review import charts
 from ches.review import map as mapview
 from ches.review.browse import decided_counts
 from ches.review.decisions import DROP, FLAG, KEEP
 from ches.review.projection import cached_layout, map_coordinates
+
+streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
 
 VIEWS = {"pairs": "One point per pair (m⁻ − m⁺, centred)",
          "responses": "Chosen and rejected means (centred), joined by a line"}
@@ -51,7 +53,10 @@ frame = mapview.map_frame(table, coords, view, metric=metric, color_by=color_by,
 riskiest = mapview.riskiest_rows(table, metric)
 fig = charts.map_figure(frame, color_by=color_by, metric=metric, riskiest=riskiest,
                         current=st.session_state.get(state.PAIR_ROW))
-event = st.plotly_chart(fig, key="map", on_select="rerun", selection_mode=("points", "box", "lasso"))
+# the chart's key names the layout it draws: another view or other UMAP parameters move every point, so the
+# old box / lasso would select other pairs than it showed; a new key starts with nothing selected
+chart_key = f"map_{view}_{params['n_neighbors']}_{params['min_dist']}"
+event = st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box", "lasso"))
 if len(frame) > charts.MAX_POINTS:
     st.caption(f"Drawn: a fixed random {charts.MAX_POINTS:,} of {len(frame):,} points. The grey density counts "
                "all of them, and a box or lasso selects every pair inside it, drawn or not.")

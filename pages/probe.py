@@ -10,14 +10,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import loaders, render, state
+from ui import loaders, render, state, streamlit_patch
 from ches.engine.metrics import METRICS
 from ches.review import charts
 from ches.review.probe import run_probe
-from ches.review.probe.analysis import band_means, probe_table, spearman
+from ches.review.probe.analysis import band_means, band_points, probe_table, spearman
 from ches.review.probe.dpo import ProbeCancelled, load_policy
-from ches.review.probe.settings import ProbeSettings, defaults
+from ches.review.probe.settings import MIN_PAIRS, ProbeSettings, defaults
 from ches.review.probe.storage import find_probe, list_probes, read_probe
+
+streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
 
 CANCEL = "_cancel_probe"
 OPEN = "probe_open"                 # the probe folder shown below (this page's own state)
@@ -55,7 +57,7 @@ if source == SOURCES[0]:
     band = c2.slider("Percentile band", 0, 100, top_band, key="probe_band",
                      help="Percentile of the metric over the whole run (100 = highest score = riskiest).")
     n = c3.number_input("Pairs (n)", min_value=1, max_value=len(table), value=n_default,
-                        key="probe_n", help="The n pairs centred in the band.")
+                        key="probe_n", help=f"The n pairs centred in the band: at least {MIN_PAIRS} and at least the batch size.")
     subset = dict(subset="band", band=(float(band[0]), float(band[1])), n=int(n))
 elif focus:
     c2.info(f"The {len(focus)} pairs selected on the Map (shown on Browse).", icon=":material/filter_alt:")
@@ -69,7 +71,8 @@ else:
 st.subheader("2 · Training")
 s1, s2, s3, s4, s5 = st.columns(5)
 steps = s1.number_input("Steps", min_value=0, value=0, key="probe_steps", help="Optimizer steps; 0 = one epoch.")
-batch = s2.number_input("Batch (pairs)", min_value=1, value=preset["batch_size"], key="probe_batch")
+batch = s2.number_input("Batch (pairs)", min_value=1, value=min(preset["batch_size"], max(1, len(table))),
+                        key="probe_batch")
 lr = s3.number_input("Learning rate", min_value=0.0, value=preset["lr"], format="%.1e", step=1e-7, key="probe_lr",
                      help="RMSprop. The paper: 1e-7 for 1B-8B models; the bundled 135M model needs more to move.")
 beta = s4.number_input("β", min_value=0.0, value=preset["beta"], format="%.2f", step=0.05, key="probe_beta",
@@ -84,28 +87,39 @@ with render.user_errors():
         stored = find_probe(run, settings)
         st.caption(render.escape_md(settings.describe()) + (" · **stored**: running reopens it." if stored else ""))
 
-if st.button("Run probe", type="primary", icon=":material/play_arrow:", disabled=settings is None, key="probe_go"):
+def _run(todo: list[ProbeSettings]) -> None:
+    """Run (or reopen) each probe in turn under one progress bar; Cancel stops the one running, keeps the done."""
     st.session_state[CANCEL] = False
     st.button("Cancel", on_click=_cancel, icon=":material/stop:", key="probe_cancel",
-              help="Stops after the current micro-batch; nothing is stored.")
+              help="Stops after the current micro-batch; the probe running is not stored.")
     bar = st.progress(0.0, text="Loading a fresh copy of the model …")
     with render.user_errors():
-        def progress(done: int, total: int) -> None:
-            bar.progress(min(1.0, done / max(total, 1)), text=f"{done} / {total} pair passes (before, training, after)")
-
+        found, reopened = None, 0
         try:
-            lm = None if stored else load_policy(run)
-            found = run_probe(run, settings, lm, progress=progress,
-                              should_stop=lambda: bool(st.session_state.get(CANCEL)))
+            for i, s in enumerate(todo):
+                def progress(done: int, total: int, i=i) -> None:
+                    bar.progress(min(1.0, (i + done / max(total, 1)) / len(todo)),
+                                 text=f"probe {i + 1} of {len(todo)}: {done} / {total} pair passes "
+                                 "(before, training, after)")
+                stored_ = find_probe(run, s)
+                reopened += stored_ is not None
+                found = run_probe(run, s, None if stored_ else load_policy(run), progress=progress,
+                                  should_stop=lambda: bool(st.session_state.get(CANCEL)))
         except ProbeCancelled:
             st.session_state.pop(CANCEL, None)
-            st.warning("Probe cancelled; nothing was stored.")
+            st.warning("Probe cancelled; the probe running was not stored.")
         else:
             st.session_state.pop(CANCEL, None)
             st.session_state[OPEN] = str(found)
-            state.flash("success", "Reopened the stored probe." if stored
-                        else "Probe finished and stored with the run.")
+            done = len(todo) - reopened
+            state.flash("success", "Reopened the stored probe." if len(todo) == 1 and reopened else
+                        "Probe finished and stored with the run." if len(todo) == 1 else
+                        f"{done} probe(s) trained and stored, {reopened} reopened.")
             st.rerun()
+
+
+if st.button("Run probe", type="primary", icon=":material/play_arrow:", disabled=settings is None, key="probe_go"):
+    _run([settings])
 
 # ------------------------------------------------------------------------------ 3. stored probes
 st.subheader("3 · Probes of this run")
@@ -134,7 +148,17 @@ st.dataframe([{"open": p == st.session_state[OPEN], "created": m["created_at"][:
              column_config={"open": st.column_config.CheckboxColumn("open", width="small"),
                             "mean Δ log π(y+)": st.column_config.NumberColumn(format="%.4f"),
                             "mean Δ log π(y-)": st.column_config.NumberColumn(format="%.4f")})
-st.caption("Select a row to open that probe. Probes of different bands side by side give the paper's Figure 2.")
+st.caption("Select a row to open that probe.")
+opened = next(m for p, m in probes if str(p) == st.session_state[OPEN])
+axis_default = opened["settings"]["metric"]
+axis = st.selectbox("Score axis", list(METRICS), index=list(METRICS).index(axis_default),
+                    format_func=lambda m: METRICS[m].label, key=f"probe_axis_{opened['key']}",
+                    help="Opens on the metric the open probe selected its pairs by.")
+st.markdown(f"##### Mean change of log π(y⁺|x) by {METRICS[axis].label} percentile, over this run's probes")
+st.plotly_chart(charts.probe_bands(band_points(run, probes, axis), axis), width="stretch", key="probe_bands")
+st.caption("One point per probe; probes that differ only in their seed form one point, with the standard "
+           "deviation over the seeds as its error bar (repeat a probe with seeds below). The paper's Figure 2: "
+           "CHES predicts lower points to the right.")
 
 # ------------------------------------------------------------------------------------ 4. results
 manifest, results = read_probe(Path(st.session_state[OPEN]))
@@ -143,8 +167,13 @@ summary = manifest["summary"]
 st.subheader("4 · Results")
 st.caption(render.escape_md(manifest["describe"]) + f" · {manifest['steps']} step(s) · {manifest['device']} · "
            f"{manifest['seconds']:.0f} s")
-shown = st.radio("Score axis", ["ches", "ln_ches"], format_func=lambda m: METRICS[m].label, horizontal=True,
-                 key="probe_axis")
+shown = axis
+r1, r2, _ = st.columns([1, 2, 2])
+k = r1.number_input("Seeds", min_value=1, max_value=20, value=2, key="probe_repeat_k",
+                    help="Run the open probe's settings again with seeds 1..k (stored ones are reopened).")
+if r2.button(f"Repeat with seeds 1..{int(k)}", icon=":material/replay:", key="probe_repeat"):
+    base = ProbeSettings.from_dict(manifest["settings"])
+    _run([ProbeSettings.from_dict({**base.as_dict(), "seed": seed}) for seed in range(1, int(k) + 1)])
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Mean Δ log π(y⁺|x)", f"{summary['mean_delta_chosen']:+.4f}")
 m2.metric("Mean Δ log π(y⁻|x)", f"{summary['mean_delta_rejected']:+.4f}")
@@ -159,8 +188,13 @@ st.dataframe(band_means(t, shown), hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.4f")
                             for c in ("mean_delta_chosen", "mean_delta_rejected")})
 
-st.markdown("##### Pairs that lost the most chosen likelihood")
 worst = t.nsmallest(10, "delta_chosen")
+if summary["lost_chosen"]:
+    st.markdown("##### Pairs that lost the most chosen likelihood")
+else:
+    st.markdown("##### Pairs with the smallest gains of chosen likelihood")
+    st.info(f"No pair lost chosen likelihood: log π(y⁺|x) rose for all {summary['pairs']} pairs. The smallest "
+            "gains are listed instead.", icon=":material/trending_up:")
 chosen_text = loaders.texts(run, worst["row"].tolist()).set_index("row")["chosen"]
 for r in worst.itertuples():
     c1, c2, c3 = st.columns([1, 5, 1])

@@ -11,14 +11,20 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import jobspanel, loaders, render, state
+from ui import auth, jobspanel, loaders, render, state, streamlit_patch
 from ches.engine import jobs, store
 from ches import workspace as wsp
+from ches.engine.files import HUB_PREFIX
 from ches.engine.formats import FORMATS, MAPPED
+from ches.engine.hub import hub_id
 from ches.engine.pairs import Dataset, UnknownFormat
 from ches.engine.models import DEFAULT_MODEL
 from ches.engine.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
 from ches.engine.report import load_report, runs_table
+from ches.review.probe.check import checks_dir
+from ches.review.probe.storage import list_folders, list_probes
+
+streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
 
 MAPPING = "_score_columns"   # {file path: {prompt / chosen / rejected: its column}} chosen on this page
 DELETE = "_score_delete"     # the run folder waiting for the user to confirm its deletion
@@ -70,14 +76,15 @@ with render.user_errors():
                               placeholder="e.g. sample.jsonl or my/prefs.parquet")
         st.caption(f"Data root: `{render.escape_md(root)}` (set `CHES_DATA_ROOT` to change it).")
         if typed.strip():
-            path = wsp.confine(root, typed)
+            path = wsp.existing(root, typed)
     else:
         c1, c2, c3 = st.columns([3, 2, 1])
         name = c1.text_input("Dataset name", key="score_hub_name", placeholder="owner/name")
         config = c2.text_input("Config (optional)", key="score_hub_config")
         split = c3.text_input("Split", value="train", key="score_hub_split")
         if st.button("Load from the Hub", key="score_hub_load") and name.strip():
-            st.session_state["_hub_spec"] = (name.strip(), config.strip() or None, split.strip() or "train")
+            st.session_state.pop("_hub_spec", None)
+            st.session_state["_hub_spec"] = (hub_id(name), config.strip() or None, split.strip() or "train")
         spec = st.session_state.get("_hub_spec")
         if spec:
             dataset = loaders.dataset_hub(*spec, fmt)
@@ -105,8 +112,11 @@ if dataset is not None:
     report = load_report(dataset)
     c1, c2, c3 = st.columns(3)
     c1.metric("Pairs loaded", report["pairs"])
-    c2.metric("Rows skipped", report["skipped"])
+    c2.metric("Rows skipped", report["skipped"], help="Rows that could not be read (below); ties are counted apart.")
     c3.metric("Format", report["format"])
+    if report["ties"]:
+        st.caption(f"{report['ties']:,} tie(s) skipped: rows that prefer neither response (rows "
+                   + ", ".join(str(r) for r in report["tie_rows"][:20]) + (", …" if report["ties"] > 20 else "") + ").")
     if report["skipped"]:
         with st.expander(f"{report['skipped']} rows could not be read", expanded=report["pairs"] == 0,
                          icon=":material/warning:"):
@@ -122,9 +132,13 @@ if dataset is not None:
 # -------------------------------------------------------------------------------------- 2. score
 st.subheader("2 · Score")
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-model_spec = c1.text_input("Model", value=DEFAULT_MODEL, key="score_model",
-                           help=f"'{DEFAULT_MODEL}' = SmolLM2-135M-Instruct (offline, the default); or a "
-                           "Hugging Face model id, or a local model folder.").strip() or DEFAULT_MODEL
+model_typed = c1.text_input("Model", value=DEFAULT_MODEL, key="score_model",
+                            help=f"'{DEFAULT_MODEL}' = SmolLM2-135M-Instruct (offline, the default); or a "
+                            "Hugging Face model id (owner/name), or a model folder in the models root "
+                            "(CHES_MODELS_ROOT).")
+model_spec = None
+with render.user_errors():
+    model_spec = wsp.app_model(model_typed, DEFAULT_MODEL)
 max_length = int(c2.number_input("Max length", min_value=16, max_value=131072, value=DEFAULT_MAX_LENGTH,
                                  step=256, key="score_max_length",
                                  help="Max tokens per prompt + response; longer pairs are cut and flagged 'truncated'."))
@@ -142,16 +156,22 @@ def _todo(ds: Dataset) -> Dataset:
     return ds if limit is None else replace(ds, pairs=ds.pairs[:limit])
 
 
-def _target(ds: Dataset):
-    """(model, the pairs to score, their run folder): the run key names the job."""
-    with st.spinner(f"Loading {model_spec} …"):
-        lm = loaders.model(model_spec, dtype)
+def _target(ds: Dataset, *, load: bool):
+    """(the model, or for Score only its identity: the job loads it; the pairs to score; their run folder):
+    the run key names the job."""
+    if load:
+        with st.spinner(f"Loading {model_spec} …"):
+            lm = loaders.model(model_spec, dtype)
+    else:
+        with st.spinner(f"Reading {model_spec}'s tokenizer and weight files for the run key (the model itself "
+                        "is loaded by the job; the bundled one is unpacked once, on first use) …"):
+            lm = loaders.model_identity(model_spec, dtype)
     todo = _todo(ds)
     return lm, todo, store.run_path(state.ws().runs, run_key(todo, lm, max_length))
 
 
 def _score(ds: Dataset) -> None:
-    lm, todo, run_dir = _target(ds)
+    _, todo, run_dir = _target(ds, load=False)
     if store.is_complete(run_dir):
         state.set_run(run_dir)
         notice = store.version_notice(run_dir)
@@ -160,10 +180,9 @@ def _score(ds: Dataset) -> None:
                  "The run is active: open Browse, Map or Pair / tokens." + (f" {notice}" if notice else ""))
         return
     hub = st.session_state.get("_hub_spec") if path is None else None
-    argv = jobs.score_args(path if hub is None else hub[0], runs=state.ws().runs, model=model_spec,
+    argv = jobs.score_args(path if hub is None else HUB_PREFIX + hub[0], runs=state.ws().runs, model=model_spec,
                            max_length=max_length, dtype=dtype, format=fmt, columns=mapping, limit=limit,
-                           config=hub[1] if hub else None, split=hub[2] if hub else None,
-                           chunk_size=jobs.chunk_pairs(len(todo.pairs)))
+                           config=hub[1] if hub else None, split=hub[2] if hub else None)
     job, started = jobs.start(state.ws().jobs, run_dir, argv,
                               label=jobspanel.job_label(ds.source, len(todo.pairs), model_spec, max_length))
     jobspanel.follow_job(run_dir)
@@ -173,7 +192,7 @@ def _score(ds: Dataset) -> None:
 
 
 def _estimate(ds: Dataset) -> str:
-    lm, todo, run_dir = _target(ds)
+    lm, todo, run_dir = _target(ds, load=True)
     if store.is_complete(run_dir):
         return "Already scored with these settings: Score reopens the stored run."
     with st.spinner("Counting tokens and measuring the speed on a few batches …"):
@@ -185,12 +204,13 @@ def _estimate(ds: Dataset) -> str:
 
 
 settings = (dataset.source, n_pairs, limit, model_spec, max_length, dtype) if dataset is not None else None
-ready = dataset is not None and bool(dataset.pairs)
+ready = dataset is not None and bool(dataset.pairs) and model_spec is not None
 go, est, where = st.columns([1, 1, 4])          # the progress sits beside the buttons, in view
 with where:
     jobspanel.show("main")
-if go.button("Score", type="primary", icon=":material/play_arrow:", disabled=not ready, key="score_go", width="stretch",
-             help="Scores in the background: you can leave this page, reload it or cancel; the run opens when done."):
+if go.button("Score", type="primary", icon=":material/play_arrow:", disabled=not ready or not auth.can("score"),
+             key="score_go", width="stretch", help=auth.refuse("score") or "Scores in the background: you can "
+             "leave this page, reload it or cancel; the run opens when done."):
     with render.user_errors():
         _score(dataset)
         st.rerun()
@@ -203,17 +223,28 @@ if guess and guess[0] == settings:
     st.caption(render.escape_md(guess[1]))
 
 # ----------------------------------------------------------------------------------- 3. runs
-def _delete(run_dir: str) -> None:
+def _goes_with(run_dir: str) -> str:
+    """What a run's folder holds besides its numbers: its stored probes and curation checks."""
+    n_probes, n_checks = len(list_probes(Path(run_dir))), len(list_folders(checks_dir(Path(run_dir))))
+    return f"{n_probes} stored probe(s) and {n_checks} curation check(s)"
+
+
+def _delete(run_dir: str, label: str) -> None:
     st.session_state.pop(DELETE, None)
-    label = loaders.run_label(run_dir)
+    if not auth.can("delete_run"):
+        state.flash("error", auth.refuse("delete_run") or "Not allowed.")
+        return
+    goes = _goes_with(run_dir)
     store.delete_run(Path(run_dir))
     if st.session_state.get(state.RUN_DIR) == run_dir:
         state.clear_run()
-    state.flash("success", f"Deleted the run {label}. Decisions on its pairs are kept: they follow the pairs' content.")
+    state.flash("success", f"Deleted the run {label}, with its map, {goes}. Decisions on its pairs are kept: "
+                           "they follow the pairs' content.")
 
 
 st.subheader("3 · Stored runs")
 runs = store.list_runs(state.ws().runs)
+labels: dict[str, str] = {}      # every run that can be deleted: complete, unfinished or broken
 if not runs:
     st.caption("No stored runs yet. Scoring the same data with the same model and settings again reuses its run.")
 else:
@@ -231,18 +262,27 @@ else:
                                 "size MB": st.column_config.NumberColumn("size MB", format="%.1f")})
     if active:
         st.page_link("pages/browse.py", label="Browse the active run", icon=":material/table_rows:")
-    labels = {r: f"{loaders.run_label(r)} · {mb:,.1f} MB" for r, mb in zip(table["run"], table["size MB"])}
+    labels |= {r: f"{loaders.run_label(r)} · {mb:,.1f} MB" for r, mb in zip(table["run"], table["size MB"])}
+for run, plan, progress in store.list_unfinished(state.ws().runs):     # not while a job scores it
+    job = jobs.find(state.ws().jobs, run)
+    if job is None or not jobs.status(job).running:
+        labels[str(run)] = (f"unfinished: {progress.done:,} of {progress.total:,} pairs · "
+                            f"{loaders.dataset_name(plan.get('source'))} · {run.name[:8]}" if progress
+                            else f"broken run folder · {run.name[:8]}")
+if labels:
     with st.expander("Delete a run", icon=":material/delete:", expanded=bool(st.session_state.get(DELETE))):
         d1, d2 = st.columns([4, 1], vertical_alignment="bottom")
         doomed = d1.selectbox("Run", list(labels), format_func=labels.get, key="score_delete_pick", index=None,
                               placeholder="Pick the run to delete")
-        if d2.button("Delete …", key="score_delete", disabled=doomed is None, width="stretch"):
+        if d2.button("Delete …", key="score_delete", disabled=doomed is None or not auth.can("delete_run"),
+                     width="stretch", help=auth.refuse("delete_run")):
             st.session_state[DELETE] = doomed
         pending = st.session_state.get(DELETE)
         if pending in labels:
-            st.warning(f"Delete {render.escape_md(labels[pending])}? Its scores, sums, texts and map go; decisions "
-                       "stay (they are keyed by the pairs' content and apply again if you score the data again).",
-                       icon=":material/warning:")
+            st.warning(f"Delete {render.escape_md(labels[pending])}? Everything in its folder goes: its scores, sums, "
+                       f"texts, map, {_goes_with(pending)}. Decisions stay (they are keyed by the pairs' content "
+                       "and apply again if you score the data again).", icon=":material/warning:")
             c1, c2, _ = st.columns([1, 1, 3])
-            c1.button("Delete the run", key="score_delete_confirm", type="primary", on_click=_delete, args=(pending,))
+            c1.button("Delete the run", key="score_delete_confirm", type="primary", on_click=_delete,
+                      args=(pending, labels[pending]))
             c2.button("Cancel", key="score_delete_cancel", on_click=lambda: st.session_state.pop(DELETE, None))

@@ -64,6 +64,13 @@ def plain(text: str) -> str:
     return text.replace("\\", "")
 
 
+def bar(at: AppTest, choice: str):
+    """The open pair's Keep / Drop / Flag button (its key holds the pair id: ui.decisionbar.button_key)."""
+    found = [b for b in at.button if (b.key or "").startswith(f"{choice}_")]
+    assert len(found) == 1, [b.key for b in at.button]
+    return found[0]
+
+
 def ranked_rows(run_dir: Path, metric_name: str = "ln_ches") -> list[int]:
     t = store.read_scores(run_dir)
     return t.sort_values([metric_name, "row"], ascending=[False, True])["row"].tolist()
@@ -79,7 +86,7 @@ def test_app_starts_on_data_and_score_with_empty_states(workspace_env):
     assert metric(at, "Pairs loaded") == "165"          # the bundled sample is preselected
     assert at.text_input(key="score_model").value == "smollm2"
     assert at.number_input(key="score_max_length").value == 2048
-    assert at.text_input(key="annotator").value == ""     # no made-up name: decisions wait for a real one
+    assert at.text_input(key="annotator_box").value == ""     # no made-up name: decisions wait for a real one
     for page in ("pages/browse.py", "pages/pair.py"):
         open_page(at, page)
         assert any("No run yet" in i.value for i in at.info)
@@ -128,12 +135,13 @@ def _score_form(model_dir, first: int) -> AppTest:
 
 
 def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_again_resumes(
-        workspace_env, tiny_model_dir, slow_jobs, kill_jobs):
+        workspace_env, tiny_model_dir, slow_jobs, kill_jobs, monkeypatch):
     """Through the page, with real `ches score` processes (tiny model): estimate, first N pairs, Score, a
     second session (another tab, another page) sees the job and cannot start it twice, Cancel, resume."""
     write_pairs(workspace_env.data_root / "pairs.jsonl", 60)
-    first = 40                                   # in chunks of 16 (jobs.chunk_pairs)
+    first = 40                                   # in chunks of 16 (pipeline.chunk_size_for: at least 16)
     slow_jobs.slow(2.0)                          # per chunk: the Cancel lands before the third chunk is done
+    monkeypatch.setenv("CHES_MODELS_ROOT", str(tiny_model_dir.parent))   # the app loads local models from there
     at = _score_form(tiny_model_dir, first)
     assert metric(at, "Pairs loaded") == "60" and not at.error
 
@@ -149,7 +157,7 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     assert not at.exception and not at.error
     (job,) = jobs.list_jobs(workspace_env.workspace / "jobs")
     assert "--limit" in job.args and job.args[job.args.index("--limit") + 1] == str(first)
-    assert job.args[job.args.index("--chunk-size") + 1] == "16"
+    assert "--chunk-size" not in job.args                      # the CLI sizes the chunks (pipeline.chunk_size_for)
     _until(at, lambda at: jobs.status(job).kept >= 16 and _progress(at), "progress after a chunk")
     assert re.match(r"\d+ / 40 pairs", _progress(at)[0])
     assert "run_dir" not in at.session_state                    # nothing opened before it is complete
@@ -261,7 +269,7 @@ def test_path_outside_the_data_root_is_an_error_not_an_exception(workspace_env, 
     for typed in ("../outside.jsonl", str(outside), "/etc/passwd"):
         at.text_input(key="score_path").set_value(typed).run()
         assert not at.exception
-        assert at.error and "outside the allowed folder" in at.error[0].value
+        assert at.error and "no such file or folder in the data root" in at.error[0].value   # outside reads as missing
         assert not [m for m in at.metric if m.label == "Pairs loaded"]
         assert at.button(key="score_go").disabled
 
@@ -402,6 +410,28 @@ def test_browse_flags_focus_rows_and_paging(workspace_env, flagged_run):
     assert metric(at, "Shown by filters") == "130" and "focus_rows" not in at.session_state
 
 
+def test_the_prompt_mismatch_expander_shows_only_where_the_flag_is_set(workspace_env, tmp_path):
+    """A null rejected_prompt reads back as NaN (pandas 3): no pair without the flag shows it, as "nan" or else."""
+    from ches.engine.formats import load_records
+    from conftest import make_fake_run
+
+    rows = [{"chosen": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+             "rejected": [{"role": "user", "content": f"q{i}" if i else "another question"},
+                          {"role": "assistant", "content": f"b{i}"}]} for i in range(4)]
+    run = make_fake_run(tmp_path / "run", load_records(rows, source="mismatch.jsonl"))
+    flags = store.read_scores(run).set_index("row")["flags"]
+    assert flags[1] == "prompt_mismatch" and (flags.drop(1) == "").all()
+    for row in (1, 2, 3, 4):
+        at = open_page(app(run, pair_row=row), "pages/browse.py")
+        assert at.subheader[0].value.startswith(f"Row {row} ·")
+        shown = [e.label for e in at.expander if "prompt differs" in e.label]
+        assert shown == (["The rejected side's prompt differs (prompt_mismatch)"] if row == 1 else []), row
+        texts = [plain(m.value) for m in at.markdown] + [t.value for t in at.text]
+        assert "nan" not in texts, row
+        if row == 1:
+            assert "another question" in texts
+
+
 def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_run):
     db = workspace_env.workspace / "decisions.sqlite"
     at = open_page(app(flagged_run, annotator="alice"), "pages/browse.py")
@@ -411,7 +441,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert at.session_state["pair_row"] == ranked[0]                   # Pair / tokens follows Browse
     table_id = at.dataframe[0].proto.id
     at.text_input(key="note").set_value("fine pair")
-    at.button(key="keep").click().run()
+    bar(at, "keep").click().run()
     assert not at.exception
     now = decisions.current(db)
     assert set(now) == {pid[ranked[0]]}
@@ -422,7 +452,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert at.dataframe[0].proto.id != table_id                       # a fresh table: the old tick is gone
     assert at.text_input(key="note").value == ""
     assert metric(at, "Decided") == "1" and metric(at, "Keep") == "1"  # page tile and sidebar tile
-    at.button(key="drop").click().run()
+    bar(at, "drop").click().run()
     assert decisions.current(db)[pid[ranked[1]]].decision == "drop"
     assert at.subheader[0].value.startswith(f"Row {ranked[2]} ·")
     # decision filter
@@ -458,11 +488,11 @@ def test_sidebar_run_picker_switches_runs(workspace_env, flagged_run, tmp_path):
 
 def test_decisions_wait_for_a_name(workspace_env, flagged_run):
     at = open_page(app(flagged_run), "pages/browse.py")
-    assert at.button(key="keep").disabled and at.button(key="drop").disabled
+    assert bar(at, "keep").disabled and bar(at, "drop").disabled
     assert at.text_input(key="_name_prompt").label.startswith("Your name")
     at.text_input(key="_name_prompt").set_value("  Ada  ").run()
-    assert at.session_state["annotator"] == "Ada" and at.text_input(key="annotator").value == "Ada"
-    assert not at.button(key="keep").disabled and not [t for t in at.text_input if t.key == "_name_prompt"]
+    assert at.session_state["annotator"] == "Ada" and at.text_input(key="annotator_box").value == "Ada"
+    assert not bar(at, "keep").disabled and not [t for t in at.text_input if t.key == "_name_prompt"]
 
 
 def test_review_mode_goes_to_the_next_undecided_pair(workspace_env, flagged_run):
@@ -474,7 +504,7 @@ def test_review_mode_goes_to_the_next_undecided_pair(workspace_env, flagged_run)
     at.segmented_control(key="browse_mode").set_value("review").run()
     assert not at.dataframe and not at.get("plotly_chart")                   # the pair and its buttons only
     assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
-    at.button(key="drop").click().run()
+    bar(at, "drop").click().run()
     assert at.subheader[0].value.startswith(f"Row {ranked[2]} ·")           # ranked[1] is decided: skipped
     assert any(f"Row {ranked[0]}: drop. Next undecided: row {ranked[2]}" in plain(s.value) for s in at.success)
     at.button(key="skip").click().run()
@@ -528,7 +558,8 @@ def test_export_with_only_my_decisions_ignores_the_other_annotators(workspace_en
 
 def test_buttons_have_keyboard_shortcuts(workspace_env, flagged_run):
     at = open_page(app(flagged_run), "pages/browse.py")
-    shortcuts = {k: at.button(key=k).proto.shortcut for k in ("keep", "drop", "flag", "undo")}
+    shortcuts = {k: (bar(at, k) if k != "undo" else at.button(key=k)).proto.shortcut
+                 for k in ("keep", "drop", "flag", "undo")}
     assert {k: v.lower() for k, v in shortcuts.items()} == {"keep": "k", "drop": "d", "flag": "f", "undo": "u"}
 
 
@@ -553,10 +584,10 @@ def test_pair_page_contributions_sum_to_the_score(workspace_env, sample_run):
     assert not any("differs from the stored one" in w.value for w in at.warning)
     # Keep on the token view: recorded, then the next undecided pair (by this page's metric) opens
     at.switch_page("pages/pair.py")
-    assert at.button(key="keep").disabled                          # no name yet: asked for first
+    assert bar(at, "keep").disabled                          # no name yet: asked for first
     at.text_input(key="_name_prompt").set_value("tina").run()
-    assert at.title[0].value == "Pair / tokens" and not at.button(key="keep").disabled
-    at.button(key="keep").click().run()
+    assert at.title[0].value == "Pair / tokens" and not bar(at, "keep").disabled
+    bar(at, "keep").click().run()
     pid = store.read_scores(sample_run).set_index("row")["pair_id"]
     assert decisions.current(workspace_env.workspace / "decisions.sqlite")[pid[ranked[0]]].annotator == "tina"
     assert at.session_state["pair_row"] == ranked[1]

@@ -104,3 +104,70 @@ def test_score_reads_columns_in_no_known_format_through_column(tmp_path, capsys,
     assert read_texts(run)["chosen"].tolist() == ["4", "hi"]
     assert cli.main(["score", str(data), "--out", str(out), "--column", "prompt"]) == 2
     assert "--column takes OURS=THEIRS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["app", "--server.port", "8600"], ["app", "--", "--server.port", "8600"]])
+def test_app_hands_its_options_to_streamlit_with_or_without_a_leading_double_dash(argv, monkeypatch):
+    """`ches app --server.port 8600` and `ches app -- --server.port 8600` both start streamlit on 8600: no
+    `--` reaches `streamlit run` (after one, Streamlit gives the options to the script and serves 8501)."""
+    import subprocess
+
+    called = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: called.append(cmd) or 0)
+    assert cli.main(argv) == 0
+    (cmd,) = called
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and "--" not in cmd
+    assert cmd[-2:] == ["--server.port", "8600"]
+
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: these mistakes must be caught before it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(models, "load_model", refuse)
+
+
+@pytest.mark.real_data
+def test_a_wrong_format_or_column_fails_before_the_model_loads_and_names_what_fits(tmp_path, capsys, no_model):
+    out = ["--out", str(tmp_path / "runs")]
+    assert cli.main(["score", str(REAL / "ultrafeedback-binarized-train-500.jsonl"), "--format", "trl_standard", *out]) == 2
+    err = capsys.readouterr().err
+    assert "no row could be read as 'trl_standard'" in err and "formats that fit them: implicit_messages" in err
+    assert "estimated" not in err and "Traceback" not in err
+    persona = str(REAL / "persona-ends-justify-means.jsonl")
+    assert cli.main(["score", persona, "--column", "prompt=questoin", "--column", "chosen=answer_matching_behavior",
+                     "--column", "rejected=answer_not_matching_behavior", *out]) == 2
+    err = capsys.readouterr().err
+    assert "no column 'questoin'" in err and "'question', 'statement', 'label_confidence'" in err
+    bad = tmp_path / "bad.jsonl"                           # the format is right, no row is usable
+    bad.write_text('{"prompt": "p", "chosen": 1, "rejected": "r"}\n')
+    assert cli.main(["score", str(bad), *out]) == 2
+    assert "no usable pair in" in capsys.readouterr().err
+
+
+def test_ties_are_reported_as_ties_and_the_run_and_export_record_the_subset(tmp_path, capsys, tiny_model_dir):
+    """The first 20 pairs of 100 AlpacaEval records, 3 ties among the first 23: the ties are reported apart,
+    the run's manifest and the export's manifest say which part was scored and which rows were left out."""
+    from ches.engine.store import list_runs
+
+    records = [{"instruction": f"task {i}", "input": "", "output_1": f"one {i}", "output_2": f"two {i}",
+                "preference": 0 if i in (2, 5, 9) else 1 + i % 2} for i in range(100)]
+    data = tmp_path / "alpaca_eval.json"
+    data.write_text(json.dumps(records))
+    out = tmp_path / "runs"
+    assert cli.main(["score", str(data), "--model", str(tiny_model_dir), "--max-length", "64", "--limit", "20",
+                     "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "tie: skipped 3 row(s) that prefer neither response (rows 3, 6, 10)" in err
+    assert "could not be" not in err and "(23 of 100 records read)" in err
+    ((run, manifest),) = list_runs(out)
+    assert manifest["subset"] == {"limit": 20, "records_read": 23, "source_records": 100}
+    assert [(e["row"], e["reason"][:12]) for e in manifest["rows_skipped"]] == [(r, "tie: skipped") for r in (3, 6, 10)]
+    exported = tmp_path / "kept.jsonl"
+    assert cli.main(["export", str(run), "--out", str(exported), "--keep-lowest-percent", "50"]) == 0
+    sidecar = json.loads((tmp_path / "kept.manifest.json").read_text())
+    assert sidecar["source_subset"] == manifest["subset"] and sidecar["rows_skipped"] == manifest["rows_skipped"]

@@ -166,8 +166,9 @@ def test_load_bytes_dispatches_on_suffix():
 def test_format_override():
     rows = rows_of(FIXTURES / "trl_standard.jsonl")
     assert load_records(rows, format="trl_conversational").format == "trl_conversational"
-    forced = load_records(rows, format="persona")
-    assert forced.pairs == [] and str(forced.errors[0]).startswith("row 1: missing keys 'question'")
+    with pytest.raises(DataError, match=r"no row could be read as 'persona' \(row 1: missing keys 'question'.*"
+                       r"The rows have the keys \{'prompt', 'chosen', 'rejected'\}; formats that fit them: trl_standard"):
+        load_records(rows, format="persona")          # a format no row fits: the ones that fit are named
     with pytest.raises(DataError, match="valid formats: trl_standard, trl_conversational"):
         load_records(rows, format="sharegpt")
 
@@ -203,14 +204,14 @@ def test_hub_name_goes_through_datasets(monkeypatch):
 
     def fake_load_dataset(name, config=None, **kwargs):
         calls.append((name, config, kwargs))
-        if name == "owner/missing":
+        if name == "hf://datasets/owner/missing":
             raise FileNotFoundError("Dataset 'owner/missing' doesn't exist on the Hub")
         return [{"prompt": "p", "chosen": "a", "rejected": "b"}]
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load_dataset))
     ds = load_dataset("owner/prefs", split="test", config="default")
     assert (ds.source, ds.format, len(ds.pairs)) == ("owner/prefs", "trl_standard", 1)
-    assert calls == [("owner/prefs", "default", {"split": "test"})]  # never trust_remote_code
+    assert calls == [("hf://datasets/owner/prefs", "default", {"split": "test"})]  # the Hub only; no remote code
     with pytest.raises(DataError, match="could not load the Hugging Face dataset 'owner/missing'.*doesn't exist"):
         load_dataset("owner/missing")
     with pytest.raises(DataError, match="no such file"):
@@ -284,8 +285,89 @@ def test_a_column_mapping_turns_unknown_columns_into_pairs(tmp_path):
     assert ds.pairs[0].pair_id == same.pairs[0].pair_id
     rows = load_records([{"q": "p", "a": "x", "b": "y"}, {"q": "p", "a": "x"}],
                         columns={"prompt": "q", "chosen": "a", "rejected": "b"})
-    assert len(rows.pairs) == 1 and [str(e) for e in rows.errors] == ["row 2: no column 'b'"]
+    assert len(rows.pairs) == 1 and [str(e) for e in rows.errors] == ["row 2: no column 'b'; its columns: {'q', 'a'}"]
     for bad in ({"prompt": "q", "chosen": "a"}, {"prompt": "q", "chosen": "a", "rejected": "a"},
                 {"prompt": "q", "chosen": "a", "reject": "b"}):
         with pytest.raises(DataError, match="three different columns"):
             load_records([{"q": "p", "a": "x", "b": "y"}], columns=bad)
+
+
+# ---------------------------------------------------------------- input as a new user brings it
+def _alpaca(preference, i: int = 0) -> dict:
+    return {"instruction": f"task {i}", "input": "", "output_1": f"first {i}", "output_2": f"second {i}",
+            "preference": preference}
+
+
+def test_alpacaeval_ties_are_skipped_as_ties_not_as_unreadable_rows():
+    from ches.engine.report import load_report
+
+    ds = load_records([_alpaca(p, i) for i, p in enumerate([1, 0, 2, 1.5, "0", None, 2.0])])
+    assert [(p.row, p.chosen) for p in ds.pairs] == [(1, "first 0"), (3, "second 2"), (7, "second 6")]
+    assert [e.row for e in ds.skipped] == [2, 4, 5] and all(e.reason.startswith("tie: skipped") for e in ds.skipped)
+    assert [str(e) for e in ds.errors] == ["row 6: 'preference' must be 1 or 2, got null None"]
+    report = load_report(ds)
+    assert (report["skipped"], report["ties"], report["tie_rows"]) == (1, 3, [2, 4, 5])
+    assert [r["row"] for r in ds.rows_skipped] == [2, 4, 5, 6]      # what a run's plan keeps, reasons included
+
+
+@real
+def test_a_flat_hh_prompt_string_becomes_its_turns_in_every_string_prompt_format():
+    """Real HH dialogues cut into a prompt string and a reply (as trl_standard / ches_flat / alpacafarm /
+    persona rows carry them) give the same turns as the hh format reads from the whole text."""
+    with gzip.open(HH, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for _, line in zip(range(300), f)]
+    marker = "\n\nAssistant:"
+    as_hh = load_records(rows, format="hh")
+    cut = [(r["chosen"][:r["chosen"].rfind(marker) + len(marker)], r["chosen"][r["chosen"].rfind(marker) + len(marker):])
+           for r in rows]
+    flat = {
+        "trl_standard": [{"prompt": p, "chosen": c, "rejected": "no"} for p, c in cut],
+        "ches_flat": [{"query": p, "chosen": c, "rejected": "no"} for p, c in cut],
+        "alpacafarm": [{"instruction": p, "output_1": c, "output_2": "no", "preference": 1} for p, c in cut],
+        "persona": [{"question": p, "answer_matching_behavior": c, "answer_not_matching_behavior": "no"}
+                    for p, c in cut],
+    }
+    for fmt, records in flat.items():
+        ds = load_records(records, format=fmt)
+        assert ds.errors == [] and [p.prompt for p in ds.pairs] == [p.prompt for p in as_hh.pairs], fmt
+    assert max(len(p.prompt) for p in as_hh.pairs) >= 5                 # multi-turn dialogues among them
+    # a prompt that ends on a Human turn (no Assistant cue) and plain text are left as they are
+    ds = load_records([{"prompt": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and now?", "chosen": "a", "rejected": "b"},
+                       {"prompt": "Say Human: and Assistant: in a sentence", "chosen": "a", "rejected": "b"}])
+    assert [m["role"] for m in ds.pairs[0].prompt] == ["user", "assistant", "user"]
+    assert ds.pairs[1].prompt == ({"role": "user", "content": "Say Human: and Assistant: in a sentence"},)
+
+
+@real
+def test_a_named_format_that_fits_no_row_names_the_formats_that_fit():
+    with pytest.raises(DataError, match=r"no row could be read as 'hh' \(row 1: 'chosen' must be a string.*"
+                                        r"formats that fit them: implicit_messages"):
+        load_dataset(UF, format="hh")
+    with pytest.raises(DataError, match=r"no row could be read as 'trl_standard'.*the keys \{'chosen', 'rejected'\}"
+                                        r"; formats that fit them: hh"):
+        load_dataset(HH, format="trl_standard", limit=5)
+
+
+@real
+def test_a_column_mapping_that_fits_no_row_lists_the_columns_the_rows_have():
+    with pytest.raises(DataError, match=r"no column 'statment' in the rows.*the columns they have: 'question', "
+                                        r"'statement', 'label_confidence'"):
+        load_dataset(PERSONA, columns={"prompt": "statment", "chosen": "answer_matching_behavior",
+                                       "rejected": "answer_not_matching_behavior"})
+
+
+def test_a_limited_load_records_the_subset_it_read(tmp_path):
+    """The first 60 pairs of 805 records with 8 ties among them: 68 records read, 805 in the source."""
+    records = [_alpaca(0 if i % 7 == 3 and i < 56 else 1, i) for i in range(805)]
+    assert sum(r["preference"] == 0 for r in records[:68]) == 8
+    (tmp_path / "eval.json").write_text(json.dumps(records))
+    ds = load_dataset(tmp_path / "eval.json", limit=60)
+    assert (len(ds.pairs), len(ds.skipped)) == (60, 8)
+    assert ds.subset == {"limit": 60, "records_read": 68, "source_records": 805}
+    lines = tmp_path / "eval.jsonl"
+    lines.write_text("\n".join(json.dumps(r) for r in records[:100]) + "\n{bad json\n")
+    assert load_dataset(lines, limit=60).subset == {"limit": 60, "records_read": 68, "source_records": None}
+    assert load_dataset(lines).subset == {"limit": None, "records_read": 101, "source_records": 101}
+    pq.write_table(pa.Table.from_pylist(records[:100]), tmp_path / "eval.parquet")
+    assert load_dataset(tmp_path / "eval.parquet", limit=60).subset == \
+        {"limit": 60, "records_read": 68, "source_records": 100}

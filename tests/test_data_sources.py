@@ -129,3 +129,44 @@ def test_parquet_is_capped_by_its_uncompressed_size(tmp_path):
     with pytest.raises(DataError, match="t.parquet: more than 1 MB of data once decompressed"):
         load_dataset(tmp_path / "t.parquet", max_bytes=1 << 20)
     assert len(load_dataset(tmp_path / "t.parquet", max_bytes=4 << 20).pairs) == 20
+
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.real_data
+def test_a_split_whose_files_are_in_different_formats_is_refused_naming_each(tmp_path):
+    """HH and UltraFeedback files in one split are not joined into one format (with every row of the second
+    rejected): the load stops and names each file's format."""
+    folder = tmp_path / "mixed"
+    (folder / "data").mkdir(parents=True)
+    with gzip.open(REAL / "hh-rlhf-harmless-base-test.jsonl.gz", "rb") as f:
+        (folder / "data" / "train-00000-of-00002.jsonl").write_bytes(b"".join(line for _, line in zip(range(50), f)))
+    (folder / "data" / "train-00001-of-00002.jsonl").write_bytes(
+        (REAL / "ultrafeedback-binarized-train-500.jsonl").read_bytes())
+    with pytest.raises(DataError, match=r"different formats \(data/train-00000-of-00002.jsonl: hh; "
+                                        r"data/train-00001-of-00002.jsonl: implicit_messages\)"):
+        load_dataset(folder)
+    assert len(load_dataset(folder, limit=10).pairs) == 10       # the first file alone is fine
+    same = tmp_path / "same"
+    shard(same / "data" / "train-00000-of-00002.parquet", records(0, 3))
+    (same / "data" / "train-00001-of-00002.jsonl").write_text("\n".join(json.dumps(r) for r in records(3, 2)))
+    assert [p.chosen for p in load_dataset(same).pairs] == [f"answer {i}" for i in range(5)]   # one format, two file types
+
+
+def test_a_config_or_data_dir_never_leads_outside_the_folder(tmp_path):
+    secret = tmp_path / "secret"
+    shard(secret / "train.parquet", records(0, 2))
+    folder = tmp_path / "ds"
+    shard(folder / "cfg" / "train.parquet", records(10, 1))
+    assert [p.chosen for p in load_dataset(folder, config="cfg").pairs] == ["answer 10"]
+    for config in ("../secret", str(secret), "cfg/../../secret"):
+        with pytest.raises(DataError, match="not a config name|no config"):
+            load_dataset(folder, config=config)
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_dir: ../secret\n---\n")
+    with pytest.raises(DataError, match="no config '../secret'"):
+        load_dataset(folder)
+    (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: default\n  data_files:\n"
+                                      f"  - split: train\n    path: {secret}/*.parquet\n---\n")
+    with pytest.raises(DataError, match="no data files"):
+        load_dataset(folder)

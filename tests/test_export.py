@@ -247,6 +247,21 @@ def test_prompt_mismatch_pair_exports_as_trl(tmp_path):
         assert reload_ids(tmp_path / f"{fmt}.jsonl") == [p.pair_id for p in ds.pairs]
 
 
+def test_a_lone_surrogate_in_a_non_text_field_exports_and_reloads(tmp_path):
+    """The run store keeps such a record \\u-escaped; the export writes it the same way instead of failing."""
+    ds = load_records([{"prompt": "p", "chosen": "a", "rejected": "b", "meta": "\udc80"},
+                       {"prompt": "q", "chosen": "c", "rejected": "d", "meta": "fine ✓"}], source="mem")
+    run = make_run(tmp_path / "run", ds)
+    for fmt in ("input", "trl"):
+        out = tmp_path / f"{fmt}.jsonl"
+        m = E.export(run, E.Rule(keep_lowest_percent=100, drop_flags=()), {}, out, fmt=fmt)
+        assert reload_ids(out) == [p.pair_id for p in ds.pairs]
+        assert m["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    lines = (tmp_path / "input.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x)["meta"] for x in lines] == ["\udc80", "fine ✓"]     # the record, as read
+    assert "\\udc80" in lines[0] and "✓" in lines[1]                            # escaped only where needed
+
+
 def test_failed_export_leaves_previous_files_intact(sample_run, tmp_path, monkeypatch):
     out = tmp_path / "x.jsonl"
     E.export(sample_run, E.Rule(), {}, out)

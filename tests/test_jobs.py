@@ -9,6 +9,7 @@ the status is the same.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from ches.engine import jobs, store
+from ches.engine.jobfile import process_start
 from ches.engine.files import load_dataset
 from ches.engine.models import load_model
 from ches.engine.pipeline import run_key, score_dataset
@@ -48,7 +50,7 @@ def jobs_dir(tmp_path):
     folder = tmp_path / "jobs"
     yield folder
     for job in jobs.list_jobs(folder):
-        if job.pid is not None and jobs.status(job).running:
+        if job.pid is not None and job.pid != os.getpid() and jobs.status(job).running:
             os.killpg(job.pid, 9)
 
 
@@ -165,9 +167,11 @@ def test_a_failing_job_says_why_and_a_stale_job_file_does_not_block_a_start(tmp_
     assert "Traceback" not in over.error and over.kept == 0
     log = job.log.read_text()
     assert str(missing) not in log and codecs.encode(str(missing), "rot13") in log    # people read other words
+    live = live_job(jobs_dir, "feedfacefeedface", os.getpid())       # a live process (this one): not forgotten
     with pytest.raises(ValueError, match="still running"):
-        jobs.forget(jobs.Job(run_dir, jobs_dir / "live.json", jobs_dir / "live.log", os.getpid(), (), "",
-                             job.started_at, False))        # a live pid (this process): not forgotten
+        jobs.forget(live)
+    assert live.file.exists()
+    live.file.unlink()
     jobs.forget(job)
     assert not job.log.exists() and not job.events.exists() and jobs.list_jobs(jobs_dir) == []
 
@@ -185,8 +189,12 @@ def test_a_job_whose_printed_words_all_change_reports_the_same_status(tmp_path, 
     log = job.log.read_text()
     assert "pairs to score" not in log and codecs.encode("16 pairs to score", "rot13") in log
     assert group_gone(job.pid)                   # complete on disk; the process ends after its summary
-    kinds = [e["event"] for e in jobs.read_events(job.events)]
+    events = jobs.read_events(job.events)
+    kinds = [e["event"] for e in events if e["event"] != "step"]
     assert kinds[:2] == ["planned", "estimate"] and kinds[-1] == "complete" and "progress" in kinds
+    steps = [e["what"] for e in events if e["event"] == "step"]      # every wait says what it waits for
+    assert steps == ["reading the data", f"loading the model {tiny_model_dir}",
+                     "estimating the time (a short measured warm-up)", "scoring"]
 
 
 def status_of(tmp_path, events: list[dict], log: str = "", *, alive: bool, cancelled: bool = False) -> jobs.JobStatus:
@@ -207,7 +215,8 @@ def status_of(tmp_path, events: list[dict], log: str = "", *, alive: bool, cance
         over = subprocess.Popen([sys.executable, "-c", "pass"])
         over.wait()
         pid = over.pid
-    job = jobs.Job(run_dir, file, jobs_dir / "x.log", pid, (), "", "2025-01-01T00:00:00+00:00", cancelled)
+    job = jobs.Job(run_dir, file, jobs_dir / "x.log", pid, (), "", "2025-01-01T00:00:00+00:00", cancelled,
+                   process_start(pid))
     return jobs.status(job)
 
 
@@ -258,8 +267,215 @@ def test_the_status_file_is_read_at_both_ends_and_a_cut_line_is_skipped(tmp_path
     silent.close()
 
 
-def test_an_app_job_is_cut_into_about_twenty_chunks_within_bounds():
-    assert [jobs.chunk_pairs(n) for n in (1, 40, 165, 1000, 20_480, 10**6)] == [16, 16, 16, 50, 1024, 1024]
+def test_score_args_pass_the_options_through():     # chunk sizes: test_run_integrity.py (pipeline.chunk_size_for)
     argv = jobs.score_args("d.csv", runs="r", model="m", max_length=64, limit=5, chunk_size=16,
                            columns={"prompt": "q=1"})
     assert argv[-6:] == ["--limit", "5", "--chunk-size", "16", "--column", "prompt=q=1"]
+
+
+# ------------------------------------------------------------------ job files: tampered, stale, raced
+
+def live_job(jobs_dir: Path, run_id: str, pid: int, **fields) -> jobs.Job:
+    """A job file for `run_id` whose process is `pid`, with that process's real start time (a running job)."""
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    file = jobs_dir / f"{run_id}.json"
+    file.write_text(json.dumps({"run_dir": str(jobs_dir.parent / "runs" / run_id), "log": "ignored", "pid": pid,
+                                "pid_started": process_start(pid), "args": [], "label": "live",
+                                "started_at": "2025-01-01T00:00:00+00:00", "cancelled": False, **fields}))
+    return jobs.read(file)
+
+
+@pytest.fixture
+def stranger():
+    """An unrelated process leading its own process group (a job's pid could be reused by such a one)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def signals(monkeypatch) -> list:
+    """Every os.kill / os.killpg the jobs module sends with a real signal, recorded and not sent."""
+    sent = []
+    real_kill = os.kill
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: sent.append(("killpg", pid, sig)))
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(("kill", pid, sig)) if sig else real_kill(pid, 0))
+    return sent
+
+
+VALID = {"run_dir": "RUNS/feedfacefeedface", "log": "x.log", "pid": None, "args": [], "label": "ok",
+         "started_at": "2025-01-01T00:00:00+00:00", "cancelled": False}
+TAMPERED = {
+    "string pid": {**VALID, "pid": "123"}, "pid 0": {**VALID, "pid": 0}, "negative pid": {**VALID, "pid": -1},
+    "true as pid": {**VALID, "pid": True}, "float pid": {**VALID, "pid": 12.5},
+    "no run_dir": {k: v for k, v in VALID.items() if k != "run_dir"}, "no started_at": {**VALID, "started_at": None},
+    "another run's folder": {**VALID, "run_dir": "RUNS/0123456789abcdef"}, "args a text": {**VALID, "args": "--x"},
+    "label a number": {**VALID, "label": 3}, "cancelled a text": {**VALID, "cancelled": "yes"},
+    "pid_started a number": {**VALID, "pid": 1, "pid_started": 5}, "a list": [VALID], "null": None,
+}
+
+
+@pytest.mark.parametrize("name", [*TAMPERED, "invalid JSON", "not UTF-8", "deeply nested"])
+def test_a_tampered_job_file_is_a_broken_job_that_is_shown_dismissed_and_never_signalled(name, tmp_path, signals):
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    file = jobs_dir / "feedfacefeedface.json"
+    if name == "invalid JSON":
+        file.write_text('{"run_dir": "')
+    elif name == "not UTF-8":
+        file.write_bytes(b"\xff\xfe{}")
+    elif name == "deeply nested":
+        file.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        file.write_text(json.dumps(TAMPERED[name]).replace("RUNS", str(tmp_path / "runs")))
+    (job,) = jobs.list_jobs(jobs_dir)                   # listed, never an exception
+    assert job.problem and job.pid is None and job.run_dir.name == "feedfacefeedface"
+    s = jobs.status(job)
+    assert (s.state, s.running) == ("broken", False) and "feedfacefeedface.json is not a job" in s.error, s
+    assert not jobs.cancel(job) and signals == []       # nothing signalled: not the server's group, not a stranger
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep")
+    jobs.forget(job)                                   # Dismiss
+    assert jobs.list_jobs(jobs_dir) == [] and outside.read_text() == "keep"
+
+
+def test_cancel_signals_only_the_process_that_was_started(tmp_path, stranger):
+    """pid 0 (the caller's own group), this process, a stranger with no or another start time: never
+    signalled; a log path pointing elsewhere is never deleted."""
+    jobs_dir = tmp_path / "jobs"
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep")
+    unrecorded = live_job(jobs_dir, "0000000000000001", stranger.pid, pid_started=None, log=str(outside))
+    wrong = live_job(jobs_dir, "0000000000000002", stranger.pid, pid_started="12345")
+    me = live_job(jobs_dir, "0000000000000003", os.getpid())      # this process, its real start time
+    for job in (unrecorded, wrong):
+        assert not jobs.status(job).running and not jobs.cancel(job)
+    assert jobs.status(me).running and not jobs.cancel(me)       # running, but not a group leader of its own
+    time.sleep(0.2)
+    assert stranger.poll() is None                              # still alive
+    jobs.forget(unrecorded)
+    assert outside.read_text() == "keep"
+    started = live_job(jobs_dir, "0000000000000004", stranger.pid)  # its real start time: the job's process
+    assert jobs.status(started).running and jobs.cancel(started)
+    assert stranger.wait(timeout=10) == -15
+
+
+def test_a_stale_dismiss_does_not_orphan_the_job_started_since(tmp_path, stranger):
+    """The page shows job A (over) with Dismiss; meanwhile Score starts job B for the same run. Dismissing A
+    removes nothing, and the next Score attaches to B instead of starting a second process on the run."""
+    jobs_dir = tmp_path / "jobs"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    over = live_job(jobs_dir, "feedfacefeedface", dead.pid, started_at="2025-01-01T00:00:00+00:00")
+    assert jobs.status(over).state == "failed"                 # what the page shows, with Dismiss
+    restarted = live_job(jobs_dir, "feedfacefeedface", stranger.pid, started_at="2025-01-02T00:00:00+00:00")
+    with contextlib.suppress(ValueError):
+        jobs.forget(over)                                      # the stale Dismiss
+    assert jobs.read(restarted.file) == restarted
+    job, started = jobs.start(jobs_dir, restarted.run_dir, ["never", "run"])
+    assert (started, job.pid) == (False, stranger.pid)
+
+
+def test_forget_racing_a_start_never_leaves_a_process_without_its_file(tmp_path, monkeypatch):
+    """Dismiss of the old job, clicked again and again while a start replaces it: after the start the file
+    still names the process it spawned."""
+    jobs_dir = tmp_path / "jobs"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    over = live_job(jobs_dir, "feedfacefeedface", dead.pid)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda cmd, **kw: real_popen(sleeper, **kw))
+    stop = False
+
+    def dismiss_again_and_again():
+        while not stop:
+            with contextlib.suppress(ValueError):
+                jobs.forget(over)
+
+    with ThreadPoolExecutor(1) as pool:
+        clicking = pool.submit(dismiss_again_and_again)
+        try:
+            job, started = jobs.start(jobs_dir, over.run_dir, ["x"])
+            time.sleep(0.3)
+        finally:
+            stop = True
+        clicking.result()
+    try:
+        assert started and jobs.read(job.file) == job and jobs.status(job).running
+    finally:
+        os.killpg(job.pid, 9)
+
+
+def test_a_cancel_while_starting_sticks_and_stops_the_process(tmp_path, monkeypatch):
+    """Cancel pressed after the job file is written and before the process exists (state "starting"):
+    the starter sees it and stops the process at once; the job ends cancelled."""
+    jobs_dir = tmp_path / "jobs"
+    run_dir = tmp_path / "runs" / "feedfacefeedface"
+    real_popen = subprocess.Popen
+    seen = []
+
+    def popen(cmd, **kw):                                     # the start is between writing the file and spawning
+        job = jobs.find(jobs_dir, run_dir)
+        seen.append(jobs.status(job).state)
+        jobs.cancel(job)
+        return real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    job, started = jobs.start(jobs_dir, run_dir, ["x"])
+    assert started and seen == ["starting"]
+    assert job.cancelled and group_gone(job.pid)
+    assert jobs.status(job).state == "cancelled"
+
+
+def test_the_job_status_says_what_it_waits_for(tmp_path):
+    s = status_of(tmp_path, [{"event": "step", "what": "loading the model smollm2"}], alive=True)
+    assert (s.state, s.step, s.total) == ("running", "loading the model smollm2", 0)
+    over = status_of(tmp_path, [{"event": "step", "what": "scoring"}, {"event": "interrupted"}], alive=False)
+    assert over.step == ""
+    odd = status_of(tmp_path, [{**PLANNED, "total": "many"}, {"event": "progress", "done": "x", "rate": "fast",
+                                                              "seconds_left": [1]}, {"event": "estimate", "x": 1}],
+                    alive=True)                               # values of the wrong type are ignored
+    assert (odd.total, odd.done, odd.rate, odd.seconds_left, odd.estimate) == (0, 0, "", "", "")
+
+
+# -------------------------------------------------------------- the run key without loading the model
+
+def test_the_run_key_comes_from_the_files_without_loading_the_model(tmp_path, tiny_model_dir, tiny_lm, data,
+                                                                    monkeypatch):
+    import shutil
+
+    import transformers
+
+    from ches.engine import models
+
+    dataset = load_dataset(data, limit=4)
+    expected = run_key(dataset, tiny_lm, MAX_LENGTH)
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    with monkeypatch.context() as m:
+        m.setattr(models, "load_model", refuse)
+        m.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+        assert run_key(dataset, models.identify(str(tiny_model_dir)), MAX_LENGTH) == expected
+        assert run_key(dataset, models.identify(str(tiny_model_dir)), MAX_LENGTH) == expected   # remembered
+        before = models.identify(str(copy)).fingerprint
+        assert before == tiny_lm.fingerprint                   # the same folder content, the same fingerprint
+        weights = copy / "model.safetensors"
+        blob = bytearray(weights.read_bytes())
+        blob[-1] ^= 1                                          # one bit of one weight, same size
+        weights.write_bytes(bytes(blob))
+        after = models.identify(str(copy)).fingerprint
+    assert after != before and after == models.load_model(str(copy)).fingerprint
+
+
+def test_the_bundled_models_key_is_unchanged(real_lm, data):
+    """identify("smollm2") gives the fingerprint load_model always gave: stored runs are found again."""
+    from ches.engine import models
+
+    dataset = load_dataset(data, limit=4)
+    assert run_key(dataset, models.identify(), 512) == run_key(dataset, real_lm, 512)

@@ -46,8 +46,9 @@ def sample_ds():
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch, sample_ds):
-    """A workspace under tmp_path holding one synthetic run; the fake UMAP; cwd = repo root."""
+def env(tmp_path, monkeypatch, sample_ds, navigation_pages):
+    """A workspace under tmp_path holding one synthetic run; the fake UMAP; cwd = repo root; app.py's
+    navigation on every run, as on a real server."""
     ws = tmp_path / "ws"
     monkeypatch.setenv("CHES_WORKSPACE", str(ws))
     monkeypatch.setattr(umap, "UMAP", FakeUMAP)

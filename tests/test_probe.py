@@ -110,11 +110,12 @@ def test_quantile_slice_and_band_follow_their_definitions():
     assert settings.quantile_slice(table, "ches", 100, 2) == [3, 1]
     assert settings.quantile_slice(table, "ches", 50, 3) == [4, 5, 3]       # centre index round(0.5 * 4) = 2
     assert settings.quantile_slice(table, "ches", 25, 2) == [2, 4]          # centre round(0.25 * 4) = 1, start 1 - 1
-    band = settings.ProbeSettings(subset="band", band=(30, 70), n=2)
-    assert settings.select_rows(table, band) == [4, 5]                       # values 2 and 3 lie in 30-70
-    assert settings.select_rows(table, settings.ProbeSettings(subset="top", n=1)) == [1]
-    assert settings.select_rows(table, settings.ProbeSettings(subset="bottom", n=2)) == [2, 4]
-    assert settings.select_rows(table, settings.ProbeSettings(subset="ids", ids=(3, 1, 3))) == [3, 1]
+    band = settings.ProbeSettings(subset="band", band=(30, 90), n=3, batch_size=1)
+    assert settings.select_rows(table, band) == [4, 5, 3]                    # values 2, 3, 4 lie in 30-90
+    assert settings.select_rows(table, settings.ProbeSettings(subset="top", n=3, batch_size=1)) == [5, 3, 1]
+    assert settings.select_rows(table, settings.ProbeSettings(subset="bottom", n=3, batch_size=1)) == [2, 4, 5]
+    ids = settings.ProbeSettings(subset="ids", ids=(3, 1, 3, 2), batch_size=1)
+    assert settings.select_rows(table, ids) == [3, 1, 2]
 
 
 def test_steps_walk_epochs_of_a_seeded_shuffle():
@@ -128,11 +129,11 @@ def test_steps_walk_epochs_of_a_seeded_shuffle():
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path):
     table = pd.DataFrame({"row": [1, 2, 3], "ches": [1.0, 2.0, 3.0]})
     with pytest.raises(settings.ProbeError, match=r"n = 4 is larger than the run \(3 pairs\)"):
-        settings.select_rows(table, settings.ProbeSettings(subset="top", n=4))
+        settings.select_rows(table, settings.ProbeSettings(subset="top", n=4, batch_size=1))
     with pytest.raises(settings.ProbeError, match="larger than the percentile band 0-50"):
-        settings.select_rows(table, settings.ProbeSettings(subset="band", band=(0, 50), n=2))
+        settings.select_rows(table, settings.ProbeSettings(subset="band", band=(0, 50), n=3, batch_size=1))
     with pytest.raises(settings.ProbeError, match="not in this run: 7, 9"):
-        settings.select_rows(table, settings.ProbeSettings(subset="ids", ids=(1, 7, 9)))
+        settings.select_rows(table, settings.ProbeSettings(subset="ids", ids=(1, 7, 9), batch_size=1))
     for kwargs, message in [({"lr": 0.0}, "learning rate must be a positive"),
                             ({"lr": -1e-6}, "learning rate must be a positive"),
                             ({"lr": float("nan")}, "learning rate must be a positive"),
@@ -140,7 +141,12 @@ def test_bad_settings_are_refused_with_a_clear_message(tmp_path):
                             ({"beta": 0.0}, "beta must be a positive"),
                             ({"steps": 0}, "steps must be at least 1"),
                             ({"subset": "band", "band": (60, 40)}, "0 <= LO <= HI <= 100"),
-                            ({"metric": "length"}, "unknown metric 'length'")]:
+                            ({"metric": "length"}, "unknown metric 'length'"),
+                            ({"n": 2, "batch_size": 1}, "n = 2 is too few: a probe needs at least 3 pairs"),
+                            ({"n": 1, "batch_size": 4}, "n = 1 is too few"),
+                            ({"n": 3, "batch_size": 4}, "n = 3 is below the batch size 4"),
+                            ({"subset": "ids", "ids": (4, 2, 4), "batch_size": 1}, "2 listed row.s. is too few"),
+                            ({"subset": "ids", "ids": (1, 2, 3), "batch_size": 4}, "3 listed row.s. is below the batch")]:
         with pytest.raises(settings.ProbeError, match=message):
             settings.ProbeSettings(**kwargs)
     ids = tmp_path / "ids.txt"
@@ -215,6 +221,55 @@ def test_probe_table_and_band_means(tiny_run):
         assert bands.loc[band, "mean_delta_chosen"] == pytest.approx(np.mean(values))
 
 
+def test_partial_spearman_matches_the_closed_form_by_hand():
+    a, b, c = [1, 2, 3, 4, 5], [1, 3, 2, 5, 4], [2, 1, 4, 3, 5]
+    # Spearman by 1 - 6 sum d^2 / (n (n^2 - 1)), n = 5: sum d^2 = 4 (a, b), 4 (a, c), 14 (b, c)
+    r_ab, r_ac, r_bc = 1 - 24 / 120, 1 - 24 / 120, 1 - 84 / 120                 # 0.8, 0.8, 0.3
+    want = (r_ab - r_ac * r_bc) / math.sqrt((1 - r_ac ** 2) * (1 - r_bc ** 2))   # 0.56 / sqrt(0.36 * 0.91)
+    assert analysis.spearman(a, b) == pytest.approx(r_ab)
+    assert analysis.partial_spearman(a, b, c) == pytest.approx(want) and want == pytest.approx(0.978399, abs=1e-6)
+    # a control that is a monotone function of a leaves nothing to correlate; n < 3 means nothing
+    assert math.isnan(analysis.partial_spearman(a, b, [10, 20, 30, 40, 50]))
+    assert math.isnan(analysis.partial_spearman([1, 2], [2, 1], [1, 2]))
+
+
+def fake_probe(run: Path, key: str, rows: list[int], d_chosen: list[float], *, seed: int = 0, lr: float = 1e-3,
+               metric: str = "ches", created: str = "2025-01-01T00:00:00") -> Path:
+    """A stored probe with chosen changes d_chosen (rejected: -1 each), written as run_probe writes one."""
+    results = pd.DataFrame({"row": rows, "pair_id": [f"p{r}" for r in rows],
+                            "logp_chosen_before": [-10.0] * len(rows), "logp_chosen_after": [-10.0 + d for d in d_chosen],
+                            "logp_rejected_before": [-5.0] * len(rows), "logp_rejected_after": [-6.0] * len(rows)})
+    s = settings.ProbeSettings(subset="ids", ids=tuple(rows), batch_size=1, lr=lr, seed=seed, metric=metric)
+    m = {"key": key, "created_at": created, "settings": s.as_dict(), "describe": s.describe(), "pairs": len(rows),
+         "steps": 1, "device": "cpu", "seconds": 0.5, "summary": analysis.summarize(results)}
+    return storage.write_probe(run / "probes" / key, m, results)
+
+
+def test_band_points_group_seeds_and_the_figure_draws_their_spread(tiny_run, tmp_path):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("probes"))
+    fake_probe(run, "a0", [1, 2, 3], [-1.0, -1.0, -1.0], seed=0)
+    fake_probe(run, "a1", [1, 2, 3], [-3.0, -3.0, -3.0], seed=1)          # same settings, another seed
+    fake_probe(run, "b0", [4, 5, 6], [2.0, 4.0, 6.0], lr=1e-4)
+    points = analysis.band_points(run, storage.list_probes(run), "ches").set_index("seeds")
+    scores = read_scores(run).set_index("row")
+    pct = {r: 100.0 * (scores["ches"] <= scores.loc[r, "ches"]).sum() / len(scores) for r in range(1, 7)}
+    assert len(points) == 2
+    assert points.loc[2, "mean_delta_chosen"] == pytest.approx(-2.0)
+    assert points.loc[2, "sd"] == pytest.approx(math.sqrt(2.0))                  # sd of -1 and -3, ddof 1
+    assert points.loc[2, "percentile"] == pytest.approx(np.mean([pct[1], pct[2], pct[3]]))
+    assert points.loc[2, "lo"] == pytest.approx(min(pct[1], pct[2], pct[3]))
+    assert points.loc[1, "mean_delta_chosen"] == pytest.approx(4.0) and math.isnan(points.loc[1, "sd"])
+    from ches.review import charts
+    fig = charts.probe_bands(points.reset_index(), "ches")
+    trace = fig.data[0]
+    assert list(trace.y) == pytest.approx(list(points["mean_delta_chosen"]))
+    assert list(trace.error_y.array) == pytest.approx([math.sqrt(2.0), 0.0] if points.index[0] == 2 else
+                                                      [0.0, math.sqrt(2.0)])
+    assert "CHES percentile" in fig.layout.xaxis.title.text
+
+
 def test_cancel_and_interrupt_leave_no_probe(tiny_run, monkeypatch):
     s = settings.ProbeSettings(subset="bottom", n=3, steps=1, batch_size=3, lr=1e-4, seed=7)
     calls = {"n": 0}
@@ -250,7 +305,7 @@ def test_the_probe_page_cancels_through_the_probe_not_the_forward_pass():
 
 
 def test_a_run_scored_with_other_weights_is_refused(tmp_path, tiny_dir):
-    ds = load_records(RECORDS[:2], source="fake.jsonl")
+    ds = load_records(RECORDS[:3], source="fake.jsonl")
     run = make_fake_run(tmp_path / "run", ds)
     manifest = read_manifest(run)
     manifest["key"]["model_id"] = str(tiny_dir)                    # fingerprint stays "fp123"
@@ -259,7 +314,7 @@ def test_a_run_scored_with_other_weights_is_refused(tmp_path, tiny_dir):
         dpo.load_policy(run)
     from ches.engine.models import load_model
     with pytest.raises(settings.ProbeError, match="weights of .* changed since the run was scored"):
-        run_probe(run, settings.ProbeSettings(subset="top", n=1, lr=1e-3), load_model(str(tiny_dir)))
+        run_probe(run, settings.ProbeSettings(subset="top", n=3, batch_size=3, lr=1e-3), load_model(str(tiny_dir)))
 
 
 # -------------------------------------------------------------------------------------------- the CLI
@@ -284,6 +339,8 @@ def test_cli_probe_prints_the_summary_then_reuses_the_probe(tiny_run, tmp_path, 
 @pytest.mark.parametrize("extra, message", [
     (["--subset", "top", "--n", "99"], "n = 99 is larger than the run (6 pairs)"),
     (["--subset", "top", "--lr", "0"], "the learning rate must be a positive number (got 0)"),
+    (["--subset", "top", "--n", "2", "--batch-size", "1"], "n = 2 is too few: a probe needs at least 3 pairs"),
+    (["--subset", "top", "--n", "3", "--batch-size", "4"], "n = 3 is below the batch size 4"),
     (["--subset", "middle"], "unknown subset 'middle'"),
     (["--subset", "band", "10"], "--subset band needs LO HI"),
     (["--subset", "ids", "no-such-file.txt"], "no-such-file.txt"),
@@ -304,33 +361,80 @@ def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
     at.switch_page("pages/probe.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Probe"
+    at.selectbox(key="probe_metric").set_value("ches").run()
     at.slider(key="probe_band").set_value((0, 100)).run()
     at.number_input(key="probe_n").set_value(2).run()
+    assert any("n = 2 is too few" in e.value for e in at.error) and at.button(key="probe_go").disabled
+    at.number_input(key="probe_n").set_value(3).run()
+    assert any("below the batch size" in e.value for e in at.error)
+    at.number_input(key="probe_batch").set_value(3).run()
     at.number_input(key="probe_steps").set_value(1).run()
     at.number_input(key="probe_lr").set_value(1e-3).run()
     at.button(key="probe_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     opened = Path(at.session_state["probe_open"])
     m, results = storage.read_probe(opened)
-    assert m["pairs"] == 2 and m["settings"]["band"] == [0.0, 100.0]
+    assert m["pairs"] == 3 and m["settings"]["band"] == [0.0, 100.0] and m["settings"]["metric"] == "ches"
     mean = (results["logp_chosen_after"] - results["logp_chosen_before"]).mean()
     assert any(x.label == "Mean Δ log π(y⁺|x)" and x.value == f"{mean:+.4f}" for x in at.metric)
     assert any("Probe finished" in s.value for s in at.success)
+    # the results follow the metric the probe selected by; the selectbox switches them
+    t = analysis.probe_table(tiny_run, results)
+    axis = at.selectbox(key=f"probe_axis_{m['key']}")
+    assert axis.value == "ches"
+    assert any(x.label == "Spearman(CHES, Δ log π(y⁺|x))" and x.value == f"{analysis.spearman(t['ches'], t['delta_chosen']):.3f}"
+               for x in at.metric)
+    axis.set_value("ln_ches").run()
+    assert any(x.label == "Spearman(LN-CHES, Δ log π(y⁺|x))"
+               and x.value == f"{analysis.spearman(t['ln_ches'], t['delta_chosen']):.3f}" for x in at.metric)
+    # "lost the most" only when a pair lost; otherwise the smallest gains, said so
+    lost = int((results["logp_chosen_after"] < results["logp_chosen_before"]).sum())
+    headers = [x.value for x in at.markdown]
+    assert ("##### Pairs that lost the most chosen likelihood" in headers) == (lost > 0)
+    assert ("##### Pairs with the smallest gains of chosen likelihood" in headers) == (lost == 0)
+    # repeat with seeds 1..2: two more probes of the same settings, one point with a spread on the figure
+    at.number_input(key="probe_repeat_k").set_value(2).run()
+    at.button(key="probe_repeat").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    same = [pm for _, pm in storage.list_probes(tiny_run)
+            if {**pm["settings"], "seed": 0} == {**m["settings"], "seed": 0}]
+    assert sorted(pm["settings"]["seed"] for pm in same) == [0, 1, 2]
+    assert any("2 probe(s) trained and stored, 0 reopened" in s.value.replace("\\", "") for s in at.success)
     # lr 0 is refused with a message, not a traceback
     at.number_input(key="probe_lr").set_value(0.0).run()
     assert not at.exception and any("learning rate" in e.value for e in at.error)
     assert at.button(key="probe_go").disabled
     # the Map / Browse selection is the other source of pairs
     at.number_input(key="probe_lr").set_value(1e-3)
-    at.session_state["focus_rows"] = [2, 5]
+    at.session_state["focus_rows"] = [2, 5, 6]
     at.radio(key="probe_source").set_value("Map / Browse selection").run()
-    assert not at.exception and any("2 listed rows; 1 step(s)" in c.value.replace("\\", "") for c in at.caption)
-    # the pair that lost the most opens in Pair / tokens
+    assert not at.exception and any("3 listed rows; 1 step(s)" in c.value.replace("\\", "") for c in at.caption)
+    # the pair that lost the most (or gained the least) opens in Pair / tokens
     delta = results["logp_chosen_after"] - results["logp_chosen_before"]
     worst = int(results["row"][delta.idxmin()])
     at.button(key=f"probe_tokens_{worst}").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Pair / tokens" and at.session_state["pair_row"] == worst
+
+
+@pytest.mark.usefixtures("navigation_pages", "workspace_env")
+def test_probe_page_says_when_no_pair_lost_and_lists_the_smallest_gains(tiny_run, tmp_path):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("probes"))
+    fake_probe(run, "gains", [1, 2, 3, 4], [0.5, 3.0, 0.2, 9.0], metric="ln_ches")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state["run_dir"] = str(run)
+    at.run()
+    at.switch_page("pages/probe.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="probe_axis_gains").value == "ln_ches"         # opens on the probe's own metric
+    headers = [x.value for x in at.markdown]
+    assert "##### Pairs with the smallest gains of chosen likelihood" in headers
+    assert "##### Pairs that lost the most chosen likelihood" not in headers
+    assert any("No pair lost chosen likelihood" in i.value and "all 4 pairs" in i.value for i in at.info)
+    shown = [x.label for x in at.metric if x.label.startswith("row ")]
+    assert shown == ["row 3", "row 1", "row 2", "row 4"]                    # smallest gain first
 
 
 @pytest.mark.usefixtures("navigation_pages", "workspace_env")

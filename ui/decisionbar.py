@@ -87,14 +87,24 @@ def _undo() -> None:
     state.flash("info", f"Undid {events[0].action} on {where}{more}.")
 
 
+def button_key(choice: str, pair_id: str) -> str:
+    """The widget key of one pair's Keep / Drop / Flag button: the pair id is part of it, so a press is the
+    event of the button that was on the page, with that button's pair, however late the server handles it."""
+    return f"{choice}_{pair_id}"
+
+
 def show(pair_id: str, row: int, following: int | None) -> None:
-    """Keep / Drop / Flag (each then opens `following`), Undo and the note: the same controls, keys and
-    keyboard shortcuts (K, D, F, U) on every page that shows a pair. Asks for a name first."""
+    """Keep / Drop / Flag (each then opens `following`), Undo and the note: the same controls, labels and
+    keyboard shortcuts (K, D, F, U) on every page that shows a pair. Asks for a name first.
+
+    A decision button's key holds the pair id (`button_key`). With one key for every pair, Streamlit ran a
+    press's callback with the arguments of the latest run: a K pressed while the next pair was being drawn
+    was recorded on the pair the server had already moved past (or the other way round)."""
     name = require_annotator()
     cols = st.columns([1, 1, 1, 1, 4])
     for col, (choice, label, icon, kind, help_text) in zip(cols, _BUTTONS):
-        col.button(label, key=choice, on_click=_decide, args=(choice, pair_id, row, following), icon=icon,
-                   type=kind, shortcut=choice[0], width="stretch", disabled=not name,
+        col.button(label, key=button_key(choice, pair_id), on_click=_decide, args=(choice, pair_id, row, following),
+                   icon=icon, type=kind, shortcut=choice[0], width="stretch", disabled=not name,
                    help=f"{help_text} ({choice[0].upper()})")
     cols[3].button("Undo", key="undo", on_click=_undo, shortcut="u", icon=":material/undo:", width="stretch",
                    disabled=not name, help="Undo your last decision, or your last bulk action on the Map (U)")

@@ -1,4 +1,5 @@
-"""The scoring jobs panel: each job's progress bar and Cancel, how a stopped one ended and Dismiss.
+"""The scoring jobs panel: each job's progress bar (what it is doing) and Cancel, how a stopped one ended
+(or why a job record is broken) and Dismiss.
 
 Shown in the sidebar (running jobs only) and on Data & score ("main": also the stopped ones). Jobs are
 read from the workspace (ches.engine.jobs), so every tab and session sees the same ones; the session that
@@ -33,6 +34,8 @@ def follow_job(run_dir: str | Path) -> None:
 
 def job_outcome(s: jobs.JobStatus) -> str:
     """What a job that is over left behind, in the words the user acts on."""
+    if s.state == "broken":
+        return f"{s.error[:1].upper()}{s.error[1:]}. Dismiss removes the record."
     kept = (f"{s.kept:,} of {s.total:,} pairs kept; Score again to resume." if s.total
             else "It stopped before any pair was scored.")
     if s.state == "failed":
@@ -87,9 +90,9 @@ def _panel(place: str, was_running: bool) -> None:
             st.caption(f"Scoring {escape_md(job.label)}" + (f" · {escape_md(s.estimate)}" if s.estimate else ""))
         else:
             note, dismiss = st.columns([5, 1], vertical_alignment="center")
-            (note.error if s.state == "failed" else note.warning)(
-                f"{escape_md(job.label)}: {escape_md(job_outcome(s))}",
-                icon=":material/error:" if s.state == "failed" else ":material/cancel:")
+            failed = s.state in ("failed", "broken")
+            (note.error if failed else note.warning)(f"{escape_md(job.label)}: {escape_md(job_outcome(s))}",
+                                                    icon=":material/error:" if failed else ":material/cancel:")
             dismiss.button("Dismiss", key=f"main_dismiss_{name}", on_click=_dismiss, args=(job,), width="stretch")
 
 
@@ -99,9 +102,11 @@ def _dismiss(job: jobs.Job) -> None:
 
 
 def _job_bar(where, s: jobs.JobStatus) -> None:
-    """A running job's progress bar: pairs done, speed and time left, as the job itself reports them."""
+    """A running job's progress bar: what it is doing (until it scores), pairs done, speed and time left,
+    as the job itself reports them."""
+    doing = escape_md(s.step[:1].upper() + s.step[1:]) + " …" if s.step and s.step != "scoring" else ""
     if not s.total:
-        where.progress(0.0, text="Starting: reading the data, loading the model, measuring the speed …")
+        where.progress(0.0, text=doing or "Starting the scoring process …")
         return
-    where.progress(s.done / s.total, text=f"{s.done:,} / {s.total:,} pairs" + (f" · {s.rate}" if s.rate else "")
-                   + (f" · {s.seconds_left} left" if s.seconds_left else ""))
+    where.progress(min(1.0, s.done / s.total), text=(f"{doing} · " if doing else "") + f"{s.done:,} / {s.total:,} pairs"
+                   + (f" · {s.rate}" if s.rate else "") + (f" · {s.seconds_left} left" if s.seconds_left else ""))

@@ -1,4 +1,5 @@
-"""Cached loaders: a run's scores, manifest, texts and pairs, datasets, the model, one pair's token view, decisions.
+"""Cached loaders: a run's scores, manifest, texts and pairs, datasets, the model (or only its identity,
+for a run key), one pair's token view, decisions.
 
 A run's reads are cached per run folder and the manifest's mtime (a rewritten run is read again); the
 model and datasets are st.cache_resource (one copy per process: treat them as read-only); decisions are
@@ -14,8 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from ches.engine import store
-from ches.engine.files import MAX_INPUT_BYTES, load_dataset
-from ches.engine.models import LoadedModel, load_model
+from ches.engine.files import HUB_PREFIX, MAX_INPUT_BYTES, load_dataset
+from ches.engine.models import LoadedModel, ModelIdentity, identify, load_model
 from ches.engine.pairs import Dataset
 from ches.engine.pipeline import pair_tokens
 from ches.engine.report import dataset_name
@@ -122,14 +123,21 @@ def dataset_file(path: str | Path, format: str | None = None, columns: dict[str,
 
 @st.cache_resource(max_entries=2, show_spinner="Downloading the dataset from the Hugging Face Hub …")
 def dataset_hub(name: str, config: str | None, split: str, format: str | None) -> Dataset:
-    """A Hugging Face Hub dataset, loaded once per (name, config, split, format)."""
-    return load_dataset(name, config=config or None, split=split or "train", format=format)
+    """A Hugging Face Hub dataset, loaded once per (name, config, split, format): the Hub only, `name` is never
+    read as a path on the server."""
+    return load_dataset(HUB_PREFIX + name, config=config or None, split=split or "train", format=format)
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def model(spec: str, dtype: str = "auto") -> LoadedModel:
     """The language model, loaded once per process per (spec, dtype)."""
     return load_model(spec, dtype=dtype)
+
+
+def model_identity(spec: str, dtype: str = "auto") -> ModelIdentity:
+    """What the run key needs of the model (its id, weights' fingerprint, tokenizer, dtype), read from its
+    files without loading it (models.identify; not cached here: a changed weight file changes the key)."""
+    return identify(spec, dtype=dtype)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -36,8 +36,9 @@ def text(value: object) -> None:
 
 
 def parse_messages(value: str | None) -> list[dict]:
-    """A prompt column (JSON list of {role, content}) back to messages; [] for None or bad JSON."""
-    if not value:
+    """A prompt column (JSON list of {role, content}) back to messages; [] for a missing value (None, or the
+    NaN pandas reads a null as) or bad JSON."""
+    if not isinstance(value, str) or not value:
         return []
     try:
         msgs = json.loads(value)

@@ -6,7 +6,10 @@ import streamlit as st
 from ches.engine import store
 from ches.review.browse import decision_status
 from ches.review.decisions import DROP, FLAG, KEEP
-from ui import jobspanel, loaders, state
+from ui import auth, jobspanel, loaders, state
+
+NAME_BOX = "annotator_box"    # the sidebar's name box; the name itself is state.ANNOTATOR (not a widget key, so
+                              # no page switch or run that skips the sidebar can drop it)
 
 
 def _pick_run() -> None:
@@ -15,10 +18,13 @@ def _pick_run() -> None:
         state.set_run(picked)
 
 
+def _take_name() -> None:
+    st.session_state[state.ANNOTATOR] = str(st.session_state.get(NAME_BOX) or "").strip()[:100]
+
+
 def show(jobs_here: bool = True) -> None:
     """Scoring jobs running now (unless the page shows them itself), active run picker, annotator name,
     and this run's decision counts."""
-    st.session_state.setdefault(state.ANNOTATOR, "")
     with st.sidebar:
         if jobs_here:
             jobspanel.show("sidebar")
@@ -36,8 +42,13 @@ def show(jobs_here: bool = True) -> None:
                          help="Every scoring run is stored; pick one to browse it.")
         else:
             st.caption("No runs yet.")
-        st.text_input("Annotator", key=state.ANNOTATOR, placeholder="Your name (needed to decide)",
-                      help="Recorded with every keep / drop / flag decision; kept in the page address.")
+        if auth.enabled():
+            auth.sidebar()                                  # the signed-in identity, its role, Sign out
+        else:
+            if st.session_state.get(NAME_BOX) != state.annotator():
+                st.session_state[NAME_BOX] = state.annotator()
+            st.text_input("Annotator", key=NAME_BOX, placeholder="Your name (needed to decide)", on_change=_take_name,
+                          help="Recorded with every keep / drop / flag decision; kept in the page address.")
         if current is not None:
             status = decision_status(loaders.scores(current)["pair_id"], loaders.decisions()).value_counts()
             c1, c2, c3 = st.columns(3)

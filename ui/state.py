@@ -2,12 +2,15 @@
 
 Session state (the keys other pages read and write):
     run_dir     str        the active run (a complete run folder)
-    annotator   str        who records decisions (sidebar text box; empty until the person gives a name)
+    annotator   str        who records decisions (sidebar text box; empty until the person gives a name;
+                           with sign-in, `annotator()` is the signed-in identity instead, ui/auth.py)
     focus_rows  list[int]  source rows chosen elsewhere (e.g. a lasso on the map); Browse shows only those
     pair_row    int        the open pair's source row (Browse, Pair / tokens, the star on the Map)
+    layout      str        Browse's layout, one of LAYOUTS (kept while other pages are open)
 
-The run, the open row and the annotator also live in the URL (?run=<run id>&row=<n>&annotator=<name>,
-see `sync_url`), so a reload, a bookmark or a shared link lands on the same pair.
+The run, the open row, the annotator and Browse's layout also live in the URL
+(?run=<run id>&row=<n>&annotator=<name>&layout=review, see `sync_url`), so a reload, a bookmark, a
+shared link or a page switch lands on the same pair in the same layout.
 """
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ import streamlit as st
 
 from ches.engine import store
 from ches.workspace import PathError, Workspace, confine, workspace
+from ui import auth
 from ui.render import escape_md
 
-RUN_DIR, ANNOTATOR, FOCUS_ROWS, PAIR_ROW = "run_dir", "annotator", "focus_rows", "pair_row"
+RUN_DIR, ANNOTATOR, FOCUS_ROWS, PAIR_ROW, LAYOUT = "run_dir", "annotator", "focus_rows", "pair_row", "layout"
+LAYOUTS = {"review": "Review", "table": "Table"}      # Browse's layouts (the control's order)
+DEFAULT_LAYOUT = "table"
 RUN_PICK = "_run_pick"        # the sidebar's run picker
 _FLASH = "_flash"
 _URL_ADOPTED = "_url_adopted"
@@ -64,8 +70,14 @@ def require_run() -> Path:
     """The active run, or an empty state pointing to Data & score (and the page stops)."""
     run = active_run()
     if run is None:
-        st.info("No run yet — score a dataset on **Data & score**, or pick a stored run in the sidebar.",
-                icon=":material/info:")
+        gone = st.session_state.get(RUN_DIR)
+        if gone and not Path(str(gone)).exists():          # deleted (here or by a teammate) while it was open
+            st.warning(f"The run {escape_md(Path(str(gone)).name)} was deleted: its scores, map, probes and checks "
+                       "are gone; decisions on its pairs are kept. Pick another run in the sidebar or score the "
+                       "data again on **Data & score**.", icon=":material/delete:")
+        else:
+            st.info("No run yet — score a dataset on **Data & score**, or pick a stored run in the sidebar.",
+                    icon=":material/info:")
         st.page_link("pages/score.py", label="Go to Data & score", icon=":material/database:")
         st.stop()
     return run
@@ -74,7 +86,10 @@ def require_run() -> Path:
 # ------------------------------------------------------------------------------------- who decides
 
 def annotator() -> str:
-    """The annotator's name (sidebar or URL), "" until one is given: no decision is recorded without it."""
+    """Who records decisions: the signed-in member's name when the app signs people in (ui.auth), else the
+    name typed in the sidebar or given in the URL; "" until there is one (no decision without it)."""
+    if auth.enabled():
+        return auth.identity()
     return str(st.session_state.get(ANNOTATOR) or "").strip()[:100]
 
 
@@ -100,7 +115,13 @@ def _set_param(key: str, value: object) -> None:
         params[key] = str(value)
 
 
-def _adopt(run_id: str | None, row: str | None, name: str | None) -> None:
+def layout() -> str:
+    """Browse's layout (a key of LAYOUTS), kept in the session and the URL while other pages are open."""
+    value = st.session_state.get(LAYOUT)
+    return value if value in LAYOUTS else DEFAULT_LAYOUT
+
+
+def _adopt(run_id: str | None, row: str | None, name: str | None, layout_name: str | None) -> None:
     if run_id:
         try:
             path = confine(ws().runs, run_id)
@@ -109,25 +130,29 @@ def _adopt(run_id: str | None, row: str | None, name: str | None) -> None:
         if path is not None and path.parent == ws().runs.resolve() and store.is_complete(path):
             set_run(path)
         else:
-            flash("warning", f"The link names the run {run_id!r}, which is not in this workspace: pick a run "
-                             "in the sidebar.")
+            flash("warning", f"The link names the run {run_id!r}, which is not in this workspace (it may have "
+                             "been deleted): pick a run in the sidebar.")
     if row and row.strip().isdigit():
         st.session_state[PAIR_ROW] = int(row)
-    if name and name.strip():
+    if name and name.strip() and not auth.enabled():          # signed in, the name is the identity
         st.session_state[ANNOTATOR] = name.strip()[:100]
+    if layout_name in LAYOUTS:
+        st.session_state[LAYOUT] = layout_name
 
 
 def sync_url() -> None:
-    """?run=&row=&annotator=: a session's first run adopts them (reload, bookmark, shared link); every run
-    then writes the session's run, open row and annotator back, so the address always reopens this pair."""
+    """?run=&row=&annotator=&layout=: a session's first run adopts them (reload, bookmark, shared link); every
+    run then writes the session's run, open row, annotator and layout back, so the address always reopens
+    this pair the same way, and a page switch (which empties the address) loses none of them."""
     params = st.query_params
     if not st.session_state.get(_URL_ADOPTED):
         st.session_state[_URL_ADOPTED] = True
-        _adopt(params.get("run"), params.get("row"), params.get("annotator"))
+        _adopt(params.get("run"), params.get("row"), params.get("annotator"), params.get("layout"))
     run = active_run()
     _set_param("run", run.name if run is not None else None)
     _set_param("row", st.session_state.get(PAIR_ROW) if run is not None else None)
     _set_param("annotator", annotator())
+    _set_param("layout", layout() if layout() != DEFAULT_LAYOUT else None)
 
 
 # ---------------------------------------------------------------------------------- flash messages

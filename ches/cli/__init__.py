@@ -2,9 +2,11 @@
 
     ches score DATA [--split S] [--column OURS=THEIRS ...] [--limit N] [--model M] [--max-length N] ...   score.py
     ches runs [--out DIR]                                                                                 score.py
-    ches export RUN --out FILE [--keep-lowest-percent X | --threshold T] [--format input|trl]           export.py
+    ches export RUN --out FILE|FOLDER [--keep-lowest-percent X | --threshold T] [--format input|trl|hf|hf-trl] export.py
+    ches compare RUN_A RUN_B [--metric M] [--top-percent P] [--movers K]                                 compare.py
     ches decisions export|import FILE                                                                  decisions.py
     ches probe RUN --subset top|bottom|band LO HI|ids FILE [--n N] [--steps K] [--lr LR] [--beta B]      probe.py
+    ches check-curation RUN [--keep-lowest-percent X | --threshold T] [--n N] [--seeds K]                probe.py
     ches app [streamlit args]                                                                             app.py
 
 RUN is a run folder, or a run id (or a unique prefix of one) under --runs ($CHES_WORKSPACE/runs).
@@ -50,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ches.cli import app, decisions, export, probe, score
+    from ches.cli import app, compare, decisions, export, probe, score
 
     p = argparse.ArgumentParser(prog="ches", description="CHES Studio: find preference pairs that cause "
                                 "likelihood displacement in DPO (Razin et al., ICLR 2025).")
     p.add_argument("--version", action="version", version=f"ches {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (score, export, decisions, probe, app):
+    for group in (score, export, compare, decisions, probe, app):
         group.add_parsers(sub)
     return p
 

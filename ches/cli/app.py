@@ -1,4 +1,5 @@
-"""`ches app [streamlit args]`: start the Streamlit app (extra arguments go to `streamlit run`)."""
+"""`ches app [streamlit options]`: start the Streamlit app (`ches app --server.port 8600`: every argument goes
+to `streamlit run`; a leading `--` is dropped, since after it Streamlit would hand the options to the app)."""
 from __future__ import annotations
 
 import argparse
@@ -22,4 +23,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     if not app.is_file():
         sys.exit(f"error: {app} is missing: reinstall with `pip install .`, or run `streamlit run app.py` in a checkout")
     settings = streamlit_flags(bundled(".streamlit/config.toml"))   # before the user's: the last flag given wins
-    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), *settings, *args.streamlit_args])
+    given = list(args.streamlit_args)
+    if given[:1] == ["--"]:          # `ches app -- --server.port 8600`: streamlit would pass them to app.py unread
+        given = given[1:]
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), *settings, *given])

@@ -1,7 +1,7 @@
 """`ches export`: the curated subset of a run (lowest scores kept, decisions applied) with its manifest.
 
-    ches export RUN --out FILE [--force] [--metric M] [--keep-lowest-percent X | --threshold T]
-                [--drop-flags F,F] [--format input|trl] [--decisions DB] [--annotator NAME] [--runs DIR]
+    ches export RUN --out FILE|FOLDER [--force] [--metric M] [--keep-lowest-percent X | --threshold T]
+                [--drop-flags F,F] [--format input|trl|hf|hf-trl] [--decisions DB] [--annotator NAME] [--runs DIR]
 
 RUN is a run folder, or a run id (or a unique prefix of one) under --runs ($CHES_WORKSPACE/runs).
 """
@@ -14,7 +14,8 @@ from ches.cli import resolve_run, runs_folder
 from ches.engine.metrics import METRICS
 from ches.engine.pairs import FLAGS
 from ches.review import decisions
-from ches.review.export import DEFAULT_DROP_FLAGS, EXPORT_FORMATS, ExportError, Rule, export
+from ches.review.export import DEFAULT_DROP_FLAGS, EXPORT_FORMATS, ExportError, Rule, export, manifest_path
+from ches.review.hub_export import HF_FORMATS, export_hf
 from ches.workspace import workspace
 
 
@@ -27,16 +28,29 @@ def _flags(text: str) -> tuple[str, ...]:
 
 
 def add_parsers(sub) -> None:
-    first = next(iter(METRICS))
     p = sub.add_parser(
         "export", help="write the curated subset of a run (lowest scores kept) with a manifest",
         description="Keep the pairs least likely to cause likelihood displacement and write them as JSON "
-        "Lines, with FILE's <stem>.manifest.json beside it. Decisions in the annotation database override "
+        "Lines, with FILE's <stem>.manifest.json beside it, or as a Hugging Face dataset folder (--format hf: "
+        "data/*.parquet and a README.md dataset card carrying the manifest; datasets.load_dataset(FOLDER) reads "
+        "it, and it can be pushed to the Hub as is). Decisions in the annotation database override "
         "the rule: keep = always kept, drop = always dropped. The paper (Sec. 6) keeps the 5% lowest "
         "LN-CHES: --keep-lowest-percent 5. An existing FILE is kept unless --force is given.")
     p.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
-    p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl file")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl file, or the dataset folder "
+                   "(--format hf / hf-trl)")
     p.add_argument("--force", action="store_true", help="overwrite FILE (and its manifest) if it exists")
+    add_rule_arguments(p)
+    p.add_argument("--format", dest="fmt", choices=EXPORT_FORMATS + tuple(HF_FORMATS), default="input",
+                   help="input: the source records as read; trl: TRL conversational (prompt / chosen / rejected "
+                   "messages); hf / hf-trl: the same rows as a Hugging Face dataset folder (default: input)")
+    p.add_argument("--runs", metavar="DIR", help="runs folder for a run id (default: $CHES_WORKSPACE/runs)")
+    p.set_defaults(func=cmd_export)
+
+
+def add_rule_arguments(p: argparse.ArgumentParser) -> None:
+    """The curation rule and the decisions applied, as `ches export` and `ches check-curation` take them."""
+    first = next(iter(METRICS))
     p.add_argument("--metric", default=first, choices=list(METRICS), help=f"ranking metric (default: {first})")
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--keep-lowest-percent", type=float, default=95.0, metavar="X",
@@ -45,31 +59,31 @@ def add_parsers(sub) -> None:
     p.add_argument("--drop-flags", type=_flags, default=DEFAULT_DROP_FLAGS, metavar="F,F",
                    help=f"drop pairs with any of these flags (default: {','.join(DEFAULT_DROP_FLAGS)}; "
                    "'' for none)")
-    p.add_argument("--format", dest="fmt", choices=EXPORT_FORMATS, default="input",
-                   help="input: the source records as read; trl: TRL conversational (default: input)")
     p.add_argument("--decisions", metavar="DB", help="annotation database (default: the workspace's, if it "
                    "exists)")
     p.add_argument("--annotator", metavar="NAME", help="apply only this annotator's decisions (default: the "
                    "latest decision of anyone)")
-    p.add_argument("--runs", metavar="DIR", help="runs folder for a run id (default: $CHES_WORKSPACE/runs)")
-    p.set_defaults(func=cmd_export)
+
+
+def rule_and_decisions(args: argparse.Namespace) -> tuple[Rule, dict]:
+    """The Rule and the decisions in force ({pair_id: decision}) that `add_rule_arguments` options ask for."""
+    rule = Rule(metric=args.metric, keep_lowest_percent=args.keep_lowest_percent, threshold=args.threshold,
+                drop_flags=tuple(args.drop_flags))
+    db = Path(args.decisions) if args.decisions else workspace().decisions
+    if args.decisions and not db.is_file():
+        raise ExportError(f"{db}: no such decisions database")
+    return rule, decisions.current(db, annotator=args.annotator) if db.is_file() else {}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Run `ches export`; prints a summary on stdout."""
     run_dir = resolve_run(args.run, runs_folder(args.runs))
-    rule = Rule(metric=args.metric, keep_lowest_percent=args.keep_lowest_percent, threshold=args.threshold,
-                drop_flags=tuple(args.drop_flags))
-    current = {}
-    db = Path(args.decisions) if args.decisions else workspace().decisions
-    if args.decisions and not db.is_file():
-        raise ExportError(f"{db}: no such decisions database")
-    if db.is_file():
-        current = decisions.current(db, annotator=args.annotator)
-    m = export(run_dir, rule, current, args.out, fmt=args.fmt, annotator=args.annotator, overwrite=args.force)
+    rule, current = rule_and_decisions(args)
+    write = export_hf if args.fmt in HF_FORMATS else export
+    m = write(run_dir, rule, current, args.out, fmt=args.fmt, annotator=args.annotator, overwrite=args.force)
     c = m["counts"]
     lines = [f"wrote {c['kept']} of {c['pairs']} pairs to {args.out} ({args.fmt} format)",
-             f"manifest: {Path(args.out).with_name(Path(args.out).stem + '.manifest.json')}",
+             f"manifest: {Path(args.out) / 'README.md' if args.fmt in HF_FORMATS else manifest_path(args.out)}",
              f"rule: {rule.describe()}" + (f"; highest kept score {m['cutoff']:.6g}" if m["cutoff"] is not None else ""),
              "kept:    " + _counts(c["kept_by_reason"]),
              "dropped: " + _counts(c["dropped_by_reason"]),

@@ -3,7 +3,11 @@
     ches probe RUN --subset top|bottom|band LO HI|ids FILE [--metric M] [--n N] [--steps K] [--batch-size B]
                [--lr LR] [--beta B] [--optimizer O] [--seed S] [--device D] [--top K] [--runs DIR]
 
-The same settings again reuse the stored probe (nothing is retrained).
+    ches check-curation RUN [--metric M] [--keep-lowest-percent X | --threshold T] [--drop-flags F,F]
+               [--decisions DB] [--annotator NAME] [--n N] [--seeds K] [--steps K] [--batch-size B] [--lr LR]
+               [--beta B] [--optimizer O] [--device D] [--runs DIR]
+
+The same settings again reuse the stored probe / check (nothing is retrained).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ches.cli import resolve_run, runs_folder
+from ches.cli.export import add_rule_arguments, rule_and_decisions
 from ches.engine.metrics import METRICS
 from ches.review.probe.settings import BUNDLED, OPTIMIZERS, PAPER, ProbeError, ProbeSettings, defaults, read_ids
 
@@ -46,6 +51,29 @@ def add_parsers(sub) -> None:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model's own Python code to run (only for models you trust)")
     p.set_defaults(func=cmd_probe)
+
+    c = sub.add_parser("check-curation", help="does the curated subset keep the chosen likelihood? curated vs "
+                       "random arms of DPO over seeds",
+                       description="Train fresh copies of RUN's model with the probe's DPO on n pairs drawn from "
+                       "the subset the rule keeps (the rule and decisions as `ches export` takes them) and on n "
+                       "pairs drawn from the whole run, for each of K seeds (same steps and settings), and report "
+                       "per arm the mean change of log pi(y+|x) and log pi(y-|x) and the share of pairs whose "
+                       "chosen log-probability fell (mean and sd over seeds), with a verdict: the mean per-seed "
+                       "difference of the arms' chosen change is 'beyond the seed spread' when it exceeds two "
+                       "standard errors of those differences. Stored in RUN/checks/<key>/ (the same settings "
+                       "again reuse it); `ches export` with the same rule cites the latest check in its manifest.")
+    c.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
+    add_rule_arguments(c)
+    c.add_argument("--n", type=int, metavar="N", help="pairs per arm (default: the probe's, see `ches probe -h`)")
+    c.add_argument("--seeds", type=int, default=3, metavar="K", help="seeds 0..K-1 (default: 3)")
+    c.add_argument("--steps", type=int, metavar="K", help="optimizer steps (default: one epoch over the arm)")
+    c.add_argument("--batch-size", type=int, metavar="B", help="pairs per step (default: the probe's)")
+    c.add_argument("--lr", type=float, metavar="LR", help="learning rate (default: the probe's)")
+    c.add_argument("--beta", type=float, metavar="B", help="DPO's beta (default: 0.1)")
+    c.add_argument("--optimizer", default="rmsprop", choices=list(OPTIMIZERS), help="(default: rmsprop)")
+    c.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    c.add_argument("--runs", metavar="DIR", help="runs folder for a run id (default: $CHES_WORKSPACE/runs)")
+    c.set_defaults(func=cmd_check)
 
 
 def probe_settings(args: argparse.Namespace, model_id: str) -> ProbeSettings:
@@ -112,10 +140,62 @@ def probe_summary(run_dir: Path, probe_dir: Path, metric: str, top: int) -> str:
              f"Spearman({metric}, change of log pi(y+|x)) over these pairs: "
              f"{spearman(t[metric], t['delta_chosen']):.3f}",
              f"per-pair values: {probe_dir / 'results.parquet'}",
-             f"\n{'row':>7} {metric:>12} {'pct':>6} {'logp(y+) before':>16} {'after':>10} {'change':>9} "
+             "\n" + (f"the {min(top, len(t))} pairs that lost the most chosen likelihood:" if s["lost_chosen"] else
+                     f"no pair lost chosen likelihood; the {min(top, len(t))} smallest gains:"),
+             f"{'row':>7} {metric:>12} {'pct':>6} {'logp(y+) before':>16} {'after':>10} {'change':>9} "
              f"{'logp(y-) change':>16}"]
     for r in t.nsmallest(top, "delta_chosen").itertuples():
         lines.append(f"{r.row:>7} {getattr(r, metric):>12.4g} {getattr(r, metric + '_pct'):>6.1f} "
                      f"{r.logp_chosen_before:>16.3f} {r.logp_chosen_after:>10.3f} {r.delta_chosen:>+9.3f} "
                      f"{r.delta_rejected:>+16.3f}")
+    return "\n".join(lines)
+
+
+def check_settings(args: argparse.Namespace, model_id: str):
+    """CheckSettings from `ches check-curation` arguments (the probe's model-dependent defaults filled in)."""
+    from ches.review.probe.check import CheckSettings
+
+    d = defaults(model_id)
+    pick = lambda value, name: d[name] if value is None else value  # noqa: E731
+    return CheckSettings(n=pick(args.n, "n"), seeds=args.seeds, steps=args.steps,
+                         batch_size=pick(args.batch_size, "batch_size"), lr=pick(args.lr, "lr"),
+                         beta=pick(args.beta, "beta"), optimizer=args.optimizer)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ches.engine.store import read_manifest
+    from ches.review.probe.check import run_check
+
+    run_dir = resolve_run(args.run, runs_folder(args.runs))
+    rule, current = rule_and_decisions(args)
+    cs = check_settings(args, read_manifest(run_dir)["key"]["model_id"])
+    print(f"check: {rule.describe()}; {cs.describe()}", file=sys.stderr)
+    with tqdm(desc="check", unit="pass", file=sys.stderr, dynamic_ncols=True) as bar:
+        def tick(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        found = run_check(run_dir, rule, current, cs, device=args.device, progress=tick)
+    print(check_summary(found))
+    return 0
+
+
+def check_summary(check_dir: Path) -> str:
+    """The stored check as text: the settings, one line per arm (mean ± sd over seeds), the verdict."""
+    from ches.review.probe.check import read_check
+
+    m, _ = read_check(check_dir)
+    st = m["stats"]
+    lines = [f"curation check {check_dir}", f"rule: {m['rule_describe']} ({m['pool']['kept']} of "
+             f"{m['pool']['pairs']} pairs kept); decisions applied: "
+             + (", ".join(f"{k} {v}" for k, v in m["decisions"].items()) or "none"),
+             f"{m['describe']}; {m['steps']} step(s) per arm; {m['seconds']:.0f} s on {m['device']}",
+             f"\n{'arm':<9} {'mean Δ log pi(y+|x)':>22} {'mean Δ log pi(y-|x)':>22} {'share lost y+':>16}"]
+    for arm, a in st["arms"].items():
+        lines.append(f"{arm:<9} {a['mean_delta_chosen']:>+13.4f} ± {a['sd_delta_chosen']:<6.4f} "
+                     f"{a['mean_delta_rejected']:>+13.4f} ± {a['sd_delta_rejected']:<6.4f} "
+                     f"{a['share_lost']:>8.2f} ± {a['sd_share_lost']:.2f}")
+    lines += [f"per-seed difference curated - random: {', '.join(f'{d:+.4f}' for d in st['per_seed_difference'])}",
+              m["verdict"]]
     return "\n".join(lines)

@@ -6,7 +6,8 @@
 
 People read stderr (what was loaded, the estimate, a progress bar) and stdout (the summary). A scoring job
 (ches/engine/jobs.py) reads neither: with $CHES_JOB_STATUS set, `score` appends its events to that file as
-JSON lines (jobs.Events: planned, estimate, progress, interrupted, error, complete).
+JSON lines (jobs.Events: step before each long step, planned, estimate, progress, interrupted, error,
+complete).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from ches.engine.files import load_dataset
 from ches.engine.formats import FORMATS
 from ches.engine.metrics import METRICS
 from ches.engine.models import DEFAULT_MODEL
-from ches.engine.pipeline import DEFAULT_MAX_LENGTH
+from ches.engine.pipeline import CHUNK_SECONDS, DEFAULT_MAX_LENGTH
 from ches.engine.store import DEFAULT_CHUNK_PAIRS
 from ches.workspace import megabytes
 
@@ -41,7 +42,8 @@ def add_parsers(sub) -> None:
                        "Under torchrun every rank scores its own chunks (see README: Several GPUs).")
     s.add_argument("data", help="dataset: a .jsonl, .jsonl.gz, .json, .parquet or .csv file, a folder laid out "
                    "as a Hugging Face dataset (data/<split>-00000-of-00002.parquet, README with configs), or a "
-                   "Hugging Face dataset name (owner/name)")
+                   "Hugging Face dataset name (owner/name; hf://datasets/owner/name is the Hub only, never a "
+                   "local folder)")
     s.add_argument("--model", default=DEFAULT_MODEL, help=f"'{DEFAULT_MODEL}' (SmolLM2-135M-Instruct, "
                    "offline, the default), a Hugging Face model id, or a local model folder")
     s.add_argument("--format", choices=sorted(FORMATS), help="dataset format (default: auto-detected)")
@@ -60,9 +62,12 @@ def add_parsers(sub) -> None:
     s.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     s.add_argument("--batch-tokens", type=int, metavar="N", help="token budget per forward batch, "
                    "padding included (default: 1024 on CPU, 32768 on GPU)")
-    s.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_PAIRS, metavar="N",
-                   help="pairs per chunk, the unit that is committed to disk and resumed (default: "
-                   f"{DEFAULT_CHUNK_PAIRS}); a resumed run keeps the size it started with")
+    s.add_argument("--chunk-size", type=int, metavar="N",
+                   help="pairs per chunk, the unit that is committed to disk and resumed (default: about "
+                   f"{CHUNK_SECONDS:.0f} s of work at the rate the warm-up measures, at most a twentieth of the "
+                   f"run but at least 16 pairs, at most {DEFAULT_CHUNK_PAIRS}: a Ctrl-C or kill loses about the "
+                   "last half-minute); a resumed run, or a second process on the same run, keeps the size the "
+                   "run was planned with")
     s.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs, i.e. ./workspace/runs)")
     s.add_argument("--top", type=int, default=10, metavar="K", help="pairs listed in the summary (default: 10)")
     s.add_argument("--trust-remote-code", action="store_true",
@@ -93,45 +98,58 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
     from ches.engine.models import load_model
-    from ches.engine.pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
+    from ches.engine.pipeline import Interrupted, chunk_size_for, estimate, pending_pairs, run_key, score_dataset
     from ches.engine.store import is_complete, read_manifest, read_scores, read_texts, run_path, run_progress
 
     if args.max_length < 2:
         raise UserError("--max-length must be at least 2")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
-    if args.chunk_size < 1:
+    if args.chunk_size is not None and args.chunk_size < 1:
         raise UserError("--chunk-size must be at least 1")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     say = (lambda text: print(text, file=sys.stderr)) if rank == 0 else (lambda text: None)  # noqa: E731
     runs_root = runs_folder(args.out)
+    events("step", what="reading the data")
     ds = load_dataset(args.data, format=args.format, split=args.split, config=args.config, limit=args.limit,
                       columns=column_mapping(args.column))
     say(f"loaded {len(ds.pairs)} pairs from {ds.source}" + (f" (split {ds.split})" if ds.split else "")
-        + f" (format: {ds.format})" + (f", the first {args.limit} asked for" if args.limit else ""))
+        + f" (format: {ds.format})" + (f", the first {args.limit} asked for ({ds.records_read:,} of "
+                                       f"{_count(ds.source_records)} records read)" if args.limit else ""))
     for note in ds.notes:
         say(f"  note: {note}")
     if rank == 0:
         report_errors(ds.errors)
+        report_ties(ds.skipped)
+    if not ds.pairs:                                   # before the model loads
+        first = f" (first: {min(ds.errors, key=lambda e: e.row)})" if ds.errors else ""
+        raise UserError(f"no usable pair in {ds.source}: {len(ds.errors)} row(s) could not be read{first}, "
+                        f"{len(ds.skipped)} tie(s) skipped")
+    events("step", what=f"loading the model {args.model}")
     lm = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     say(f"model {args.model} on {lm.device} ({str(lm.dtype).removeprefix('torch.')})")
     run_dir = run_path(runs_root, run_key(ds, lm, args.max_length))
     state = run_progress(run_dir)
     done = len(ds.pairs) if is_complete(run_dir) else state.done if state else 0
     events("planned", run=str(run_dir), total=len(ds.pairs), done=done)
+    chunk_size = args.chunk_size
     if not is_complete(run_dir) and rank == 0:
         say(f"resuming {run_dir}: {done} of {len(ds.pairs)} pairs already scored" if done
             else f"scoring into {run_dir}")
+        events("step", what="estimating the time (a short measured warm-up)")
         est = estimate(pending_pairs(ds, run_dir), lm, max_length=args.max_length, batch_tokens=args.batch_tokens,
                        ranks=world)
         events("estimate", **asdict(est))
         say(f"{est} (measured in a warm-up" + (f", x {world} ranks)" if world > 1 else ")"))
+        if state is None:                                  # a new run (a resume keeps its plan's size)
+            chunk_size = chunk_size or chunk_size_for(len(ds.pairs), est)
+    events("step", what="scoring")
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with ProgressBar(len(ds.pairs), initial=done, disable=rank != 0, events=events) as bar:
             run_dir = score_dataset(ds, lm, runs_root=runs_root, max_length=args.max_length,
-                                    batch_tokens=args.batch_tokens, chunk_size=args.chunk_size,
+                                    batch_tokens=args.batch_tokens, chunk_size=chunk_size,
                                     progress=bar.update, command=args.command_line)
     except Interrupted as e:
         events("interrupted", done=e.done, total=e.total)
@@ -142,7 +160,7 @@ def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
     if rank != 0:                                      # torchrun: rank 0 finalises and reports
         return 0
     manifest, table = read_manifest(run_dir), read_scores(run_dir)
-    known = {e.row for e in ds.errors}
+    known = {e.row for e in ds.errors + ds.skipped}
     report_errors([f"row {e['row']}: {e['reason']}" for e in manifest["rows_skipped"] if e["row"] not in known])
     fresh = time.perf_counter() - started
     print(summary(table, manifest, read_texts, run_dir, args.top, fresh))
@@ -162,6 +180,17 @@ def column_mapping(given: list[str] | None) -> dict[str, str] | None:
 def _interrupt(signum, frame) -> None:
     """SIGTERM (a scheduler, torchrun, the app's Stop) ends scoring like Ctrl-C: finished chunks are kept."""
     raise KeyboardInterrupt
+
+
+def _count(n: int | None) -> str:
+    return "an unknown number of" if n is None else f"{n:,}"
+
+
+def report_ties(ties, limit: int = 20) -> None:
+    """Ties (rows that prefer neither response) are skipped on purpose: counted apart from unreadable rows."""
+    if ties:
+        rows = ", ".join(str(e.row) for e in ties[:limit]) + (", ..." if len(ties) > limit else "")
+        print(f"tie: skipped {len(ties)} row(s) that prefer neither response (rows {rows})", file=sys.stderr)
 
 
 def report_errors(errors, limit: int = 20) -> None:
@@ -247,6 +276,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"{path.name}  {m['created_at'][:19]}  {m['pairs']:>7} pairs  {megabytes(run_size(path)):>8.1f} MB  "
               f"{m['key']['model_id']}  max_length {m['key']['max_length']}  {m['source']}")
     for path, plan, p in unfinished:
+        if p is None:
+            print(f"{path.name}  broken: its plan.json cannot be read (delete the folder)")
+            continue
         print(f"{path.name}  {plan['created_at'][:19]}  unfinished: {p.done} of {p.total} pairs  "
               f"{plan['key']['model_id']}  {plan['source']}" + (f"\n    resume: {plan['command']}" if plan.get("command") else ""))
     return 0

@@ -23,6 +23,7 @@ from ches.workspace import MB, megabytes
 
 MAX_INPUT_BYTES = 16_000 * MB   # default cap on a dataset's size once decompressed (the app passes its upload limit)
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")   # each optionally .gz
+HUB_PREFIX = "hf://datasets/"   # a source that is a Hugging Face Hub dataset only, never a local path
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -96,7 +97,7 @@ def _jsonl_rows(lines: Iterable[bytes], errors: list[RowError], name: str) -> Ro
         raise DataError(f"{name}: the file is empty")
 
 
-def _json_rows(data: bytes, errors: list[RowError], name: str) -> Rows:
+def _json_rows(data: bytes, errors: list[RowError], name: str, counts: dict) -> Rows:
     """A JSON array of rows, or an object holding one under "data", "rows" or "train"."""
     try:
         value = json.loads(data.decode("utf-8-sig"))
@@ -113,6 +114,7 @@ def _json_rows(data: bytes, errors: list[RowError], name: str) -> Rows:
     if not isinstance(value, list):
         raise DataError(f"{name}: expected a JSON array of rows or an object with a list under "
                         f"'data', 'rows' or 'train', got {type_name(value) if not isinstance(value, dict) else 'an object'}")
+    counts["records"] = len(value)
     return enumerate(value, 1)
 
 
@@ -128,7 +130,7 @@ def _cell(text: str) -> Any:
     return text
 
 
-def _csv_rows(data: bytes, errors: list[RowError], name: str) -> Rows:
+def _csv_rows(data: bytes, errors: list[RowError], name: str, counts: dict) -> Rows:
     """Header row + one record per pair; every cell stays a string (no NaN guessing)."""
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # default 128 KiB rejects long responses
     text = data.decode("utf-8-sig", errors="surrogateescape")  # bad bytes -> RowError per record below
@@ -138,6 +140,7 @@ def _csv_rows(data: bytes, errors: list[RowError], name: str) -> Rows:
     except csv.Error as e:
         raise DataError(f"{name}: unreadable CSV near line {reader.line_num}: {e}") from None
     header = records[0] if records else []
+    counts["records"] = max(len(records) - 1, 0)
     for n, rec in enumerate(records[1:], 1):
         try:
             "".join(rec).encode("utf-8")
@@ -150,7 +153,7 @@ def _csv_rows(data: bytes, errors: list[RowError], name: str) -> Rows:
         yield n, {k: _cell(v) for k, v in zip(header, rec)}
 
 
-def parquet_rows(source: str | Path | BinaryIO, name: str, budget: Budget) -> Rows:
+def parquet_rows(source: str | Path | BinaryIO, name: str, budget: Budget, counts: dict | None = None) -> Rows:
     """Rows in batches of 256, each decoded batch charged to the budget before it becomes Python objects.
 
     (A file whose encoded size is already over the budget is refused before reading.)
@@ -161,6 +164,8 @@ def parquet_rows(source: str | Path | BinaryIO, name: str, budget: Budget) -> Ro
         f = pq.ParquetFile(source)
         meta = f.metadata
         budget.check(sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)), name)
+        if counts is not None:
+            counts["records"] = meta.num_rows
         n = 0
         for batch in f.iter_batches(batch_size=256):
             budget.take(batch.nbytes, name)
@@ -173,8 +178,10 @@ def parquet_rows(source: str | Path | BinaryIO, name: str, budget: Budget) -> Ro
         raise DataError(f"{name}: not a readable Parquet file: {e}") from None
 
 
-def file_rows(raw: BinaryIO, name: str, errors: list[RowError], budget: Budget) -> Rows:
-    """Rows of one file; its name's suffix (under an optional .gz) picks the reader."""
+def file_rows(raw: BinaryIO, name: str, errors: list[RowError], budget: Budget, counts: dict | None = None) -> Rows:
+    """Rows of one file; its name's suffix (under an optional .gz) picks the reader. `counts["records"]` is
+    set to the file's record count where the reader knows it before the end (.json, .csv, .parquet)."""
+    counts = {} if counts is None else counts
     stream, inner = _open(raw, name, budget)
     kind = inner.lower()
     if kind.endswith((".jsonl", ".ndjson")):
@@ -184,10 +191,10 @@ def file_rows(raw: BinaryIO, name: str, errors: list[RowError], budget: Budget) 
                         "(optionally .gz)")
     data = stream.read()
     if kind.endswith(".parquet"):
-        return parquet_rows(io.BytesIO(data), name, budget)
+        return parquet_rows(io.BytesIO(data), name, budget, counts)
     if not data.removeprefix(_BOM).strip():
         raise DataError(f"{name}: the file is empty")
-    return _json_rows(data, errors, name) if kind.endswith(".json") else _csv_rows(data, errors, name)
+    return (_json_rows if kind.endswith(".json") else _csv_rows)(data, errors, name, counts)
 
 
 def load_bytes(data: bytes, filename: str, *, format: str | None = None, limit: int | None = None,
@@ -199,8 +206,9 @@ def load_bytes(data: bytes, filename: str, *, format: str | None = None, limit: 
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DataError(f"{filename}: expected bytes, got {type_name(data)}")
     errors: list[RowError] = []
-    rows = file_rows(io.BytesIO(bytes(data)), str(filename), errors, Budget(max_bytes))
-    return normalise(rows, errors, format, str(filename), limit=limit, columns=columns)
+    counts: dict = {}
+    rows = file_rows(io.BytesIO(bytes(data)), str(filename), errors, Budget(max_bytes), counts)
+    return normalise(rows, errors, format, str(filename), limit=limit, columns=columns, total=lambda: counts.get("records"))
 
 
 def load_dataset(source: str | Path, *, format: str | None = None, split: str | None = None,
@@ -208,28 +216,37 @@ def load_dataset(source: str | Path, *, format: str | None = None, split: str | 
                  max_bytes: int | None = MAX_INPUT_BYTES, columns: dict[str, str] | None = None) -> Dataset:
     """Load a file, a folder laid out as a Hugging Face dataset (one split), or a Hub dataset (owner/name).
 
+    "hf://datasets/owner/name" is a Hub dataset only, never a local path (what the app passes for a name
+    typed into its Hub field). A plain "owner/name" is a local folder when one exists, else the Hub.
+
     `split` and `config` choose within a folder or a Hub dataset (default: the train split, or the only
     one); they are refused for a single file. `limit` keeps the first N usable pairs (reading stops
     there). `max_bytes` caps the data once decompressed: a compressed input is streamed and refused
     once it passes the cap, never decompressed whole. `columns`: see load_records.
     """
+    if isinstance(source, str) and source.startswith(HUB_PREFIX):
+        from ches.engine import hub
+
+        return hub.load_hub(source.removeprefix(HUB_PREFIX), format=format, split=split, config=config,
+                            limit=limit, columns=columns)
     path = Path(source)
     if path.is_file():
         if split is not None or config is not None:
             raise DataError(f"{source}: a split or config can only be chosen in a dataset folder or a Hugging "
                             f"Face dataset; this is a single file (drop --split / --config)")
         errors: list[RowError] = []
-        budget = Budget(max_bytes)
+        budget, counts = Budget(max_bytes), {}
         try:
             f = open(path, "rb")
         except OSError as e:
             raise DataError(f"{source}: cannot read: {e}") from None
         with f:                                          # messages lead with the file's name
             if path.name.lower().endswith(".parquet"):
-                rows: Iterable = parquet_rows(path, path.name, budget)
+                rows: Iterable = parquet_rows(path, path.name, budget, counts)
             else:
-                rows = file_rows(f, path.name, errors, budget)
-            dataset = normalise(rows, errors, format, path.name, limit=limit, columns=columns)
+                rows = file_rows(f, path.name, errors, budget, counts)
+            dataset = normalise(rows, errors, format, path.name, limit=limit, columns=columns,
+                                total=lambda: counts.get("records"))
         dataset.source = str(source)
         return dataset
     from ches.engine import hub  # imported here: hub reads its shards with this module's readers

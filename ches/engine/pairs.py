@@ -3,6 +3,7 @@
 Contract (kept by every loader: ches.engine.formats, files and hub)
 1. Every file-level problem (missing file, unknown format, unreadable container) raises `DataError`.
 2. Every row-level problem becomes a `RowError(row, reason)` in `Dataset.errors`; the good rows load.
+   A row that is readable but holds no preference (an AlpacaEval tie) is in `Dataset.skipped` instead.
 3. `row` is 1-based: the line number for JSON Lines, the element/record number otherwise.
 4. `pair_id` is a content hash of the normalised pair, so it survives re-ordering, re-export and
    re-loading the same pair from another format.
@@ -68,6 +69,20 @@ class Dataset:
     source: str                                # path or hub name as given
     notes: list[str] = field(default_factory=list)   # what the loader converted (column types), shard rows
     split: str | None = None                   # the split of a dataset folder or Hub dataset
+    skipped: list[RowError] = field(default_factory=list)  # readable rows left out on purpose (ties)
+    limit: int | None = None                   # the first N usable pairs asked for (None: all)
+    records_read: int = 0                      # source records read (reading stops at `limit`)
+    source_records: int | None = None          # records in the whole source, when known
+
+    @property
+    def subset(self) -> dict:
+        """What part of the source this is: {limit, records_read, source_records} (a run's plan keeps it)."""
+        return {"limit": self.limit, "records_read": self.records_read, "source_records": self.source_records}
+
+    @property
+    def rows_skipped(self) -> list[dict]:
+        """Every row not in `pairs`, with its reason: unreadable rows and ties, in row order."""
+        return [{"row": e.row, "reason": e.reason} for e in sorted(self.errors + self.skipped, key=lambda e: e.row)]
 
     @property
     def content_hash(self) -> str:

@@ -7,7 +7,14 @@
 
 1. The pairs are cut, in dataset order, into chunks of `chunk_size` pairs. Each chunk is committed to
    the run folder on its own, atomically (store.commit_chunk), as soon as it is scored. The same call
-   after a kill, Ctrl-C or SIGTERM computes only the missing chunks; store.finalise() then joins them.
+   after a kill, Ctrl-C or SIGTERM computes only the missing chunks (a damaged one is named and scored
+   again); store.finalise() checks that they hold every planned pair, then joins them. The plan is
+   made once: a second process on the same run (or a resume) adopts its chunk size and says so.
+   The chunk size, unless given (chunk_size_for): about CHUNK_SECONDS (30 s) of work at the rate the
+   estimate's warm-up measures, at most a twentieth of the run (but at least 16 pairs), at most
+   store.DEFAULT_CHUNK_PAIRS (1024), at least 1. So a commit lands at least every ~30 s and at least
+   every 5% of the run: a Ctrl-C, Cancel or kill loses about the last half-minute (the chunk being
+   embedded, and one being written), never most of a run.
 2. Three stages overlap, so the accelerator does not wait on the CPU:
        tokenise chunk k+1 (thread)  |  embed chunk k (this thread)  |  score + write chunk k-1 (thread)
 3. Memory beyond the model, the dataset's texts and the engine's batches: at most 3 chunks of Embeddings
@@ -20,6 +27,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -33,7 +41,7 @@ import numpy as np
 
 from ches import __version__
 from ches.engine import metrics, store
-from ches.engine.pairs import Dataset, Pair, RowError
+from ches.engine.pairs import Dataset, Pair
 from ches.engine.forward import (Cancelled, Embeddings, Progress, default_batch_tokens, embed_pairs, engine_path,
                     token_states)
 from ches.engine.models import LoadedModel
@@ -41,6 +49,8 @@ from ches.engine.store import RunKey, is_complete, run_path
 from ches.engine.tokens import EncodedPair, encode_pair, encode_pairs, encode_response, template_id
 
 DEFAULT_MAX_LENGTH = 2048     # tokens per prompt+response sequence: the CLI's and the app's default
+CHUNK_SECONDS = 30.0          # work per chunk, at the measured rate: at most this much is lost to a kill
+log = logging.getLogger(__name__)
 
 
 class Interrupted(Cancelled):
@@ -59,30 +69,38 @@ def run_key(dataset: Dataset, lm: LoadedModel, max_length: int) -> RunKey:
 
 def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
                   max_length: int = DEFAULT_MAX_LENGTH, batch_tokens: int | None = None,
-                  chunk_size: int = store.DEFAULT_CHUNK_PAIRS, progress: Progress | None = None,
+                  chunk_size: int | None = None, progress: Progress | None = None,
                   should_stop: Callable[[], bool] | None = None, command: str | None = None) -> Path:
     """Run directory holding every metric for every pair: a finished run with the same key is reused,
-    an unfinished one resumed. `progress(responses done, responses total)` counts the whole dataset,
-    finished chunks included. Raises Interrupted (the finished chunks kept) on Ctrl-C, SIGTERM turned
-    into KeyboardInterrupt, or `should_stop()`. Under torchrun every rank returns the run folder, which
-    is complete once rank 0 has returned."""
+    an unfinished one resumed (in its plan's chunk size). `chunk_size` None: chunk_size_for a rate measured
+    by `estimate` (only when a new plan is made). `progress(responses done, responses total)` counts the
+    whole dataset, finished chunks included. Raises Interrupted (the finished chunks kept) on Ctrl-C,
+    SIGTERM turned into KeyboardInterrupt, or `should_stop()`. Under torchrun every rank returns the run
+    folder, which is complete once rank 0 has returned."""
     if not dataset.pairs:
         raise ValueError("the dataset has no usable pairs to score")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"the chunk size must be at least 1 pair, got {chunk_size}")
     key = run_key(dataset, lm, max_length)
     run_dir = run_path(Path(runs_root), key)
     if is_complete(run_dir):
+        store.tidy(run_dir)                       # what a kill inside finalise left behind
         return run_dir
     rank, world = _distributed()
     if rank == 0:
-        store.start_run(run_dir, _plan(dataset, lm, key, run_dir, chunk_size, command))
+        asked = chunk_size
+        if chunk_size is None and not (run_dir / "plan.json").is_file():
+            chunk_size = chunk_size_for(len(dataset.pairs), estimate(
+                dataset.pairs, lm, max_length=max_length, batch_tokens=batch_tokens, sample=32))
+        plan = store.start_run(run_dir, _plan(dataset, lm, key, run_dir, chunk_size or store.DEFAULT_CHUNK_PAIRS,
+                                              command), dataset.pairs)
+        if (asked or chunk_size) not in (None, int(plan["chunk_size"])):
+            log.warning("%s was planned first (by another process or an earlier start) in chunks of %d pairs: "
+                        "using that, not %d", run_dir, plan["chunk_size"], asked or chunk_size)
+        store.check_chunks(run_dir, plan)          # a damaged chunk is named and removed: scored again
     _barrier(world)
     plan = store.read_plan(run_dir)
-    if int(plan["total_pairs"]) != len(dataset.pairs):
-        raise ValueError(f"{run_dir} was started for {plan['total_pairs']} pairs, not {len(dataset.pairs)}; "
-                         "delete it to start again")
-    done = store.done_chunks(run_dir)
+    done = store.done_chunks(run_dir, plan)
     _barrier(world)                    # every rank has listed the same finished chunks before any new one lands
     todo = [i for i in range(store.chunk_count(plan)) if i not in done][rank::world]
     try:
@@ -98,12 +116,23 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
     return run_dir
 
 
+def chunk_size_for(total_pairs: int, est: Estimate | None = None) -> int:
+    """Pairs per chunk for a run of `total_pairs`: min(CHUNK_SECONDS x the measured pairs per second,
+    max(16, total / 20), store.DEFAULT_CHUNK_PAIRS), at least 1. Without a measured rate (`est` None, or
+    no token counted), the time bound is left out."""
+    size = min(store.DEFAULT_CHUNK_PAIRS, max(16, -(-int(total_pairs) // 20)))
+    if est is not None and est.tokens > 0 and est.tokens_per_second > 0:
+        pairs_per_second = est.pairs * est.tokens_per_second / est.tokens
+        size = min(size, int(CHUNK_SECONDS * pairs_per_second))
+    return max(1, size)
+
+
 def _plan(dataset: Dataset, lm: LoadedModel, key: RunKey, run_dir: Path, chunk_size: int, command: str | None) -> dict:
     return {
         "key": key.__dict__, "run": run_dir.name, "created_at": datetime.now(timezone.utc).isoformat(),
         "app_version": __version__, "source": dataset.source, "split": dataset.split, "format": dataset.format,
-        "total_pairs": len(dataset.pairs), "chunk_size": int(chunk_size),
-        "rows_skipped": [{"row": e.row, "reason": e.reason} for e in dataset.errors], "notes": list(dataset.notes),
+        "chunk_size": int(chunk_size),
+        "rows_skipped": dataset.rows_skipped, "subset": dataset.subset, "notes": list(dataset.notes),
         "device": str(lm.device), "attn_implementation": getattr(lm.model.config, "_attn_implementation", None),
         "engine_path": engine_path(lm), "command": command,
     }
@@ -114,7 +143,7 @@ class _Chunk:
     index: int
     pairs: list[Pair]                 # the pairs the tokenizer accepted, flagged "truncated" where cut
     encoded: list[EncodedPair]
-    errors: list[RowError]            # pairs the chat template rejected
+    skipped: list[dict]               # pairs the chat template rejected: {"row", "reason", "pair_id"}
     seconds: float = 0.0              # embedding time
 
 
@@ -127,7 +156,7 @@ def _score_chunks(lm: LoadedModel, pairs: Sequence[Pair], plan: dict, todo: list
     embedded: set[int] = set()
 
     def pairs_done() -> int:          # finished on disk (any rank) or embedded here and being written
-        return sum(len(store.chunk_rows(plan, i)) for i in store.done_chunks(run_dir) | embedded)
+        return sum(len(store.chunk_rows(plan, i)) for i in store.done_chunks(run_dir, plan) | embedded)
 
     if progress:
         progress(2 * pairs_done(), 2 * total)
@@ -142,6 +171,10 @@ def _score_chunks(lm: LoadedModel, pairs: Sequence[Pair], plan: dict, todo: list
                 ahead = tokenising.submit(tokenise, todo[n + 1]) if n + 1 < len(todo) else None
                 if should_stop and should_stop():
                     raise Cancelled()
+                if is_complete(run_dir):
+                    break                              # another process finished the run meanwhile
+                if store.chunk_problem(run_dir, plan, index) is None:
+                    continue                           # another process committed it meanwhile
                 base = pairs_done()
                 report = (lambda done, _, base=base: progress(2 * base + done, 2 * total)) if progress else None
                 started = time.perf_counter()
@@ -163,12 +196,13 @@ def _score_chunks(lm: LoadedModel, pairs: Sequence[Pair], plan: dict, todo: list
 
 
 def _tokenise(lm: LoadedModel, pairs: Sequence[Pair], rows: range, index: int, max_length: int) -> _Chunk:
-    """Token ids of one chunk's pairs; a pair the tokenizer or chat template rejects becomes a RowError."""
+    """Token ids of one chunk's pairs; a pair the tokenizer or chat template rejects is listed as skipped."""
     chunk = _Chunk(index, [], [], [])
     todo = [pairs[i] for i in rows]
     for p, enc in zip(todo, encode_pairs(lm.tokenizer, todo, max_length)):
         if isinstance(enc, Exception):
-            chunk.errors.append(RowError(p.row, f"the model's prompt template rejected this pair: {enc}"))
+            chunk.skipped.append({"row": p.row, "reason": f"the model's prompt template rejected this pair: {enc}",
+                                  "pair_id": p.pair_id})
             continue
         chunk.encoded.append(enc)
         chunk.pairs.append(replace(p, flags=p.flags + ("truncated",)) if enc.truncated else p)
@@ -188,7 +222,7 @@ def _commit(run_dir: Path, chunk: _Chunk, emb: Embeddings | None, d: int, lm: Lo
     }
     tokens = sum(len(e.prompt_plus) + len(e.chosen) + len(e.prompt_minus) + len(e.rejected) for e in chunk.encoded)
     store.commit_chunk(run_dir, chunk.index, scores=table, pairs=chunk.pairs, S_plus=emb.S_plus, S_minus=emb.S_minus,
-                       meta={"rows_skipped": [{"row": e.row, "reason": e.reason} for e in chunk.errors],
+                       meta={"rows_skipped": chunk.skipped,
                              "tokens": tokens, "seconds": round(chunk.seconds, 3), "hidden_size": d,
                              "device": str(lm.device)})
 
@@ -201,7 +235,7 @@ def pending_pairs(dataset: Dataset, run_dir: Path) -> list[Pair]:
         plan = store.read_plan(run_dir)
     except (OSError, ValueError):
         return list(dataset.pairs)
-    done = store.done_chunks(run_dir)
+    done = store.done_chunks(run_dir, plan)
     return [dataset.pairs[j] for i in range(store.chunk_count(plan)) if i not in done
             for j in store.chunk_rows(plan, i)]
 

@@ -29,12 +29,15 @@ def dataset_stem(source: object) -> str:
 
 
 def load_report(dataset: Dataset) -> dict:
-    """{'pairs', 'skipped', 'format', 'source', 'errors': DataFrame[row, reason],
-    'flags': DataFrame[flag, pairs, meaning]} for a freshly loaded dataset."""
+    """{'pairs', 'skipped' (rows that could not be read), 'ties' and 'tie_rows' (rows left out as ties, counted
+    apart), 'format', 'source', 'errors': DataFrame[row, reason], 'flags': DataFrame[flag, pairs, meaning]}
+    for a freshly loaded dataset."""
     counts = Counter(f for p in dataset.pairs for f in p.flags)
     return {
         "pairs": len(dataset.pairs),
         "skipped": len(dataset.errors),
+        "ties": len(dataset.skipped),
+        "tie_rows": [e.row for e in dataset.skipped],
         "format": dataset.format,
         "source": dataset.source,
         "errors": pd.DataFrame({"row": [e.row for e in dataset.errors],

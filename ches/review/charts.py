@@ -19,7 +19,10 @@ Coordinates, rows and scores travel as typed arrays (float32 / int32, base64 in 
 text is assembled in the browser from them (hovertemplate), not one string per point. Dataset text
 never enters a figure.
 
-Pair / tokens (`token_contributions`) and Probe (`probe_scatter`) figures close the module.
+Compare runs (`compare_scatter`: percentile in run A vs run B, a 2-D histogram above SCATTER_MAX pairs)
+follows score vs length; Pair / tokens (`token_contributions`) and Probe (`probe_scatter`) figures close
+the module, with the probes' band-versus-change figure (`probe_bands`, the paper's Figure 2) and the
+curation check's arms (`check_arms`).
 """
 from __future__ import annotations
 
@@ -122,6 +125,33 @@ def score_vs_length(table: pd.DataFrame, metric: str, *, current: int | None = N
         fig.add_trace(go.Scatter(x=length[here], y=y[here], mode="markers", hoverinfo="skip",
                                  marker=dict(symbol="star", size=14, color=CURRENT, line=dict(width=1, color="#111"))))
     fig.update_layout(height=height, xaxis=dict(title="|y+| (tokens, log)", type="log"), yaxis_title=label, **_LAYOUT)
+    return fig
+
+
+def compare_scatter(pct_a: np.ndarray, pct_b: np.ndarray, rows_a: np.ndarray, *, label: str, name_a: str = "run A",
+                    name_b: str = "run B", height: int = 420) -> go.Figure:
+    """Compare runs: each shared pair's percentile of one metric in run A (x) against run B (y), the
+    diagonal where the two agree. Points up to SCATTER_MAX pairs, else a 2-D histogram of all of them
+    (50 x 50 bins, log-shaded counts)."""
+    x, y = np.asarray(pct_a, dtype=np.float64), np.asarray(pct_b, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    fig = go.Figure()
+    if ok.sum() <= SCATTER_MAX:
+        fig.add_trace(go.Scattergl(x=x[ok], y=y[ok], mode="markers", customdata=np.asarray(rows_a)[ok],
+                                   marker=dict(size=5, color="#64748b", opacity=0.6),
+                                   hovertemplate=f"row %{{customdata}} in {html.escape(name_a)}<br>"
+                                   "percentile %{x:.1f} → %{y:.1f}<extra></extra>"))
+    else:
+        edges = np.linspace(0, 100, 51)
+        counts, _, _ = np.histogram2d(x[ok], y[ok], bins=(edges, edges))
+        z = np.log10(counts, out=np.full_like(counts, np.nan), where=counts > 0).T   # (B bins, A bins)
+        centres = (edges[:-1] + edges[1:]) / 2
+        fig.add_trace(go.Heatmap(x=centres, y=centres, z=z, showscale=False, colorscale="Greys", customdata=counts.T,
+                                 hovertemplate="percentile ≈ %{x:.0f} → %{y:.0f}: %{customdata:.0f} pairs<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[0, 100], y=[0, 100], mode="lines", hoverinfo="skip",
+                             line=dict(color=CURRENT, width=1, dash="dot")))
+    fig.update_layout(height=height, xaxis=dict(title=f"{label} percentile, {name_a}", range=[-1, 101]),
+                      yaxis=dict(title=f"{label} percentile, {name_b}", range=[-1, 101]), **_LAYOUT)
     return fig
 
 
@@ -258,4 +288,45 @@ def probe_scatter(table: pd.DataFrame, metric: str, *, height: int = 360) -> go.
     fig.add_hline(y=0, line_color="#94a3b8", line_dash="dot")
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10),
                       xaxis_title=METRICS[metric].label, yaxis_title="Δ log π(y⁺|x)")
+    return fig
+
+
+def probe_bands(points: pd.DataFrame, metric: str, *, height: int = 340) -> go.Figure:
+    """The paper's Figure 2 over a run's stored probes (`ches.review.probe.analysis.band_points`): the
+    percentile of the probe's pairs under `metric` on x (horizontal bar: lowest to highest pair), the mean
+    change of log pi(y+|x) on y, one point per group of probes that differ only in their seed, vertical
+    error bars = the standard deviation over those seeds; a dotted line at no change."""
+    sd = points["sd"].fillna(0).to_numpy()
+    fig = go.Figure(go.Scatter(
+        x=points["percentile"], y=points["mean_delta_chosen"], mode="markers",
+        error_y=dict(type="data", array=sd, visible=True, color="#334155"),
+        error_x=dict(type="data", symmetric=False, array=points["hi"] - points["percentile"],
+                     arrayminus=points["percentile"] - points["lo"], visible=True, color="#cbd5e1", thickness=1),
+        customdata=np.column_stack([points["seeds"], points["pairs"], points["sd"].fillna(np.nan)]),
+        text=[html.escape(str(d)) for d in points["describe"]],
+        marker=dict(size=10, color="#1f77b4", line=dict(width=0.5, color="#111827")),
+        hovertemplate="%{text}<br>percentile %{x:.1f}<br>mean Δ log π(y+) %{y:.4f}"
+                      "<br>seeds %{customdata[0]} · sd %{customdata[2]:.4f} · %{customdata[1]} pairs<extra></extra>"))
+    fig.add_hline(y=0, line_color="#94a3b8", line_dash="dot")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis=dict(title=f"{METRICS[metric].label} percentile of the probe's pairs (over the run)",
+                                 range=[-3, 103]),
+                      yaxis_title="mean Δ log π(y⁺|x)")
+    return fig
+
+
+def check_arms(stats: dict, *, height: int = 300) -> go.Figure:
+    """A curation check's arms (`ches.review.probe.check.arm_stats`): mean change of log pi(y+|x) and of
+    log pi(y-|x) per arm, error bars = the standard deviation over seeds."""
+    fig = go.Figure()
+    arms = list(stats["arms"])
+    for side, colour, name in (("chosen", "#16a34a", "Δ log π(y⁺|x)"), ("rejected", "#ea580c", "Δ log π(y⁻|x)")):
+        fig.add_trace(go.Bar(x=arms, y=[stats["arms"][a][f"mean_delta_{side}"] for a in arms], name=name,
+                             marker_color=colour,
+                             error_y=dict(type="data", array=[stats["arms"][a][f"sd_delta_{side}"] for a in arms]),
+                             hovertemplate=f"%{{x}}: {name} %{{y:.4f}}<extra></extra>"))
+    fig.add_hline(y=0, line_color="#94a3b8", line_dash="dot")
+    fig.update_layout(barmode="group", height=height, margin=dict(l=10, r=10, t=30, b=10),
+                      yaxis_title="mean change over the arm's pairs",
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
     return fig

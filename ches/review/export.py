@@ -189,6 +189,17 @@ def preview(table: pd.DataFrame, rule: Rule, decisions: Mapping[str, Any] | None
 
 # ------------------------------------------------------------------------------------ export
 
+def _json_line(obj: Any) -> str:
+    """One JSON Lines line, \\u-escaped only when it holds text UTF-8 cannot encode (a lone surrogate, which
+    the run store keeps the same way): json.loads reads either spelling back to the same record."""
+    line = json.dumps(obj, ensure_ascii=False) + "\n"
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj) + "\n"
+    return line
+
+
 def manifest_path(out_path: str | Path) -> Path:
     """`<folder>/<stem>.manifest.json` beside the export file."""
     out = Path(out_path)
@@ -228,6 +239,61 @@ def _read_pairs(run_dir: Path, rows: list[int]) -> list[Pair]:
                  json.loads(r.record), r.pair_id) for r in t.itertuples(index=False)]
 
 
+def curated(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None, *, fmt: str = "input",
+            annotator: str | None = None) -> tuple[list[Pair], dict[str, Any]]:
+    """The kept pairs of `run_dir` in dataset order (`as_row(pair, fmt)` gives what is written) and the
+    curation's manifest: run, model and weights fingerprint, rule, decisions, counts, score quantiles
+    (`export` adds the file's name, size and sha256). `annotator` only records whose decisions were
+    applied (None = every annotator's latest)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; valid formats: {', '.join(EXPORT_FORMATS)}")
+    run_dir = Path(run_dir)
+    run = read_manifest(run_dir)
+    table = read_scores(run_dir)
+    sel = select(table, rule, decisions)
+    summary = preview(table, rule, decisions)
+    kept_rows = sel.loc[sel["kept"], "row"].astype(int).tolist()
+    pairs = _read_pairs(run_dir, kept_rows) if kept_rows else []
+    key = run.get("key", {})
+    manifest = {
+        "kind": "ches-export",
+        "app_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "format": fmt,
+        "reload_format": run.get("format") if fmt == "input" else None,  # None: auto-detect
+        "run": run.get("run", run_dir.name),
+        "model_id": key.get("model_id"),
+        "fingerprint": key.get("fingerprint"),
+        "template": key.get("template"),
+        "max_length": key.get("max_length"),
+        "dtype": key.get("dtype"),
+        "dataset_hash": key.get("dataset_hash"),
+        "source": run.get("source"),
+        "source_format": run.get("format"),
+        "source_subset": run.get("subset"),          # {limit, records_read, source_records}: what part was scored
+        "rows_skipped": run.get("rows_skipped", []),  # [{row, reason}]: unreadable rows, ties, template rejections
+        "metric": rule.metric,
+        "rule": rule.as_dict(),
+        "cutoff": summary["cutoff"],
+        "counts": {
+            "pairs": summary["before"], "kept": len(pairs), "dropped": summary["before"] - len(pairs),
+            "kept_by_reason": summary["kept_by_reason"], "dropped_by_reason": summary["dropped_by_reason"],
+            "flags_removed": summary["flags_removed"], "overridden_by_decisions": summary["overridden"],
+        },
+        "decisions": summary["decisions"],
+        "decisions_annotator": annotator,
+        "quantiles": summary["quantiles"],
+    }
+    from ches.review.probe.check import citation        # not at the top: the check imports this module
+    manifest["curation_check"] = citation(run_dir, rule, sel)   # the latest check of this rule, or None
+    return pairs, manifest
+
+
+def as_row(pair: Pair, fmt: str) -> dict[str, Any]:
+    """What an export writes for a pair: its source record ("input") or TRL's conversational form ("trl")."""
+    return pair.record if fmt == "input" else to_trl(pair)
+
+
 def export(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None, out_path: str | Path, *,
            fmt: str = "input", annotator: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write the kept pairs of `run_dir` to `out_path` (JSON Lines) and its manifest beside it.
@@ -247,53 +313,17 @@ def export(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None,
         raise ExportError(f"{out.parent}: no such folder")
     if out.exists() and not overwrite:
         raise ExportExists(f"{out} already exists: choose another name, or overwrite it (ches export --force)")
-    run_dir = Path(run_dir)
-    run = read_manifest(run_dir)
-    table = read_scores(run_dir)
-    sel = select(table, rule, decisions)
-    summary = preview(table, rule, decisions)
-    kept_rows = sel.loc[sel["kept"], "row"].astype(int).tolist()
-    pairs = _read_pairs(run_dir, kept_rows) if kept_rows else []
-
+    pairs, curation = curated(run_dir, rule, decisions, fmt=fmt, annotator=annotator)
     digest, size = hashlib.sha256(), 0
     with atomic_open(out, "w", newline="\n") as f:
         for p in pairs:
-            line = json.dumps(p.record if fmt == "input" else to_trl(p), ensure_ascii=False) + "\n"
+            line = _json_line(as_row(p, fmt))
             data = line.encode("utf-8")
             digest.update(data)
             size += len(data)
             f.write(line)
-
-    key = run.get("key", {})
-    manifest = {
-        "kind": "ches-export",
-        "app_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "file": out.name,
-        "sha256": digest.hexdigest(),
-        "bytes": size,
-        "format": fmt,
-        "reload_format": run.get("format") if fmt == "input" else None,  # None: auto-detect
-        "run": run.get("run", run_dir.name),
-        "model_id": key.get("model_id"),
-        "fingerprint": key.get("fingerprint"),
-        "template": key.get("template"),
-        "max_length": key.get("max_length"),
-        "dtype": key.get("dtype"),
-        "dataset_hash": key.get("dataset_hash"),
-        "source": run.get("source"),
-        "source_format": run.get("format"),
-        "metric": rule.metric,
-        "rule": rule.as_dict(),
-        "cutoff": summary["cutoff"],
-        "counts": {
-            "pairs": summary["before"], "kept": len(pairs), "dropped": summary["before"] - len(pairs),
-            "kept_by_reason": summary["kept_by_reason"], "dropped_by_reason": summary["dropped_by_reason"],
-            "flags_removed": summary["flags_removed"], "overridden_by_decisions": summary["overridden"],
-        },
-        "decisions": summary["decisions"],
-        "decisions_annotator": annotator,
-        "quantiles": summary["quantiles"],
-    }
+    first = ("kind", "app_version", "created_at")
+    manifest = {**{k: curation[k] for k in first}, "file": out.name, "sha256": digest.hexdigest(), "bytes": size,
+                **curation}
     atomic_write_text(manifest_path(out), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest

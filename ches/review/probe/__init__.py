@@ -33,14 +33,16 @@ with a manifest is complete, an interrupted probe leaves nothing. The run's own 
 
 The package, by subject: `settings` (ProbeSettings, defaults, the subset of pairs), `dpo` (the loss,
 log pi(y|x), the policy and the trainer), `storage` (the probe folder), `analysis` (summary, the join with
-the run's scores, band means, Spearman). `run_probe`, here, ties them together.
+the run's scores, band means, Spearman and partial Spearman, the band-versus-change points), `check` (the
+curation check: curated versus random arms over seeds, stored in `<run_dir>/checks/<key>/`). `measure`,
+here, trains and measures one subset; `run_probe` stores it as a probe.
 """
 from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -67,12 +69,31 @@ def run_probe(run_dir: Path, s: ProbeSettings, lm: LoadedModel | None = None, *,
     micro-batches and raises `ches.review.probe.dpo.ProbeCancelled`, leaving nothing behind.
     """
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
     rows = select_rows(read_scores(run_dir), s)
     target = probe_path(run_dir, rows, s)
     if is_complete(target):
         return target
     started = time.perf_counter()
+    results, info = measure(run_dir, rows, s, lm, device=device, batch_tokens=batch_tokens, progress=progress,
+                            should_stop=should_stop)
+    probe_manifest = {
+        "key": target.name, "run": run_dir.name, "created_at": datetime.now(timezone.utc).isoformat(),
+        "app_version": __version__, "probe_version": PROBE_VERSION, "settings": s.as_dict(),
+        "pairs": len(rows), "describe": s.describe(), **info,
+        "summary": summarize(results), "seconds": round(time.perf_counter() - started, 2),
+    }
+    return write_probe(target, probe_manifest, results)
+
+
+def measure(run_dir: Path, rows: Sequence[int], s: ProbeSettings, lm: LoadedModel | None = None, *,
+            device: str = "auto", batch_tokens: int | None = None, progress: Progress | None = None,
+            should_stop: Callable[[], bool] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Train `lm` (default: a fresh `load_policy`) with DPO on `rows` of the run (settings `s`, in place) and
+    return (results, info): results = one row per pair (`storage.RESULT_COLUMNS`), info = steps, model,
+    device, autocast dtype, EOS id and the loss per step. Nothing is stored: `run_probe` and the curation
+    check (`ches.review.probe.check`) store what they measure."""
+    run_dir, rows = Path(run_dir), [int(r) for r in rows]
+    manifest = read_manifest(run_dir)
     lm = lm or load_policy(run_dir, device=device)
     check_model(lm, manifest["key"])
     eos_id = lm.tokenizer.eos_token_id
@@ -91,12 +112,7 @@ def run_probe(run_dir: Path, s: ProbeSettings, lm: LoadedModel | None = None, *,
     results = pd.DataFrame({"row": rows, "pair_id": [pairs[r].pair_id for r in rows],
                             "logp_chosen_before": before_c, "logp_chosen_after": after_c,
                             "logp_rejected_before": before_r, "logp_rejected_after": after_r})
-    probe_manifest = {
-        "key": target.name, "run": run_dir.name, "created_at": datetime.now(timezone.utc).isoformat(),
-        "app_version": __version__, "probe_version": PROBE_VERSION, "settings": s.as_dict(),
-        "steps": resolved_steps(len(rows), s), "pairs": len(rows), "describe": s.describe(),
-        "model_id": lm.model_id, "fingerprint": lm.fingerprint, "device": str(lm.device),
-        "autocast": manifest["key"]["dtype"], "eos_token_id": int(eos_id),
-        "history": history, "summary": summarize(results), "seconds": round(time.perf_counter() - started, 2),
-    }
-    return write_probe(target, probe_manifest, results)
+    info = {"steps": resolved_steps(len(rows), s), "model_id": lm.model_id, "fingerprint": lm.fingerprint,
+            "device": str(lm.device), "autocast": manifest["key"]["dtype"], "eos_token_id": int(eos_id),
+            "history": history}
+    return results, info

@@ -18,6 +18,7 @@ OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": t
 PAPER = {"n": 512, "batch_size": 32, "lr": 1e-7, "beta": 0.1}
 # SmolLM2-135M on 2 CPU cores: what bench/displacement_bench.py needed to show the effect (see README).
 BUNDLED = {"n": 16, "batch_size": 4, "lr": 1e-6, "beta": 0.1}
+MIN_PAIRS = 3            # a rank correlation over fewer pairs means nothing (2 pairs: always +-1)
 
 
 class ProbeError(ValueError):
@@ -50,8 +51,6 @@ class ProbeSettings:
             raise ProbeError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ProbeError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.subset != "ids" and self.n < 1:
-            raise ProbeError(f"n must be at least 1 (got {self.n})")
         if self.subset == "ids" and not self.ids:
             raise ProbeError("subset 'ids' needs at least one row")
         if self.subset == "band":
@@ -64,10 +63,23 @@ class ProbeSettings:
             raise ProbeError(f"steps must be at least 1 (got {self.steps})")
         if self.batch_size < 1:
             raise ProbeError(f"batch size must be at least 1 (got {self.batch_size})")
+        pairs = self.pairs
+        what = f"{pairs} listed row(s)" if self.subset == "ids" else f"n = {pairs}"
+        if pairs < MIN_PAIRS:
+            raise ProbeError(f"{what} is too few: a probe needs at least {MIN_PAIRS} pairs for its correlations "
+                             "to mean anything")
+        if pairs < self.batch_size:
+            raise ProbeError(f"{what} is below the batch size {self.batch_size}: one step would not even fill a "
+                             "batch; lower the batch size or take more pairs")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ProbeError(f"the learning rate must be a positive number (got {self.lr:g})")
         if not (self.beta > 0 and math.isfinite(self.beta)):
             raise ProbeError(f"beta must be a positive number (got {self.beta:g})")
+
+    @property
+    def pairs(self) -> int:
+        """Pairs the subset holds: n, or the distinct listed rows (subset "ids")."""
+        return len(set(self.ids)) if self.subset == "ids" else self.n
 
     def describe(self) -> str:
         """One line: which pairs and how they were trained."""
@@ -80,6 +92,12 @@ class ProbeSettings:
         train = "one epoch" if self.steps is None else f"{self.steps} step(s)"
         return (f"{which}; {train} of batch {self.batch_size}, {self.optimizer} lr {self.lr:g}, "
                 f"beta {self.beta:g}, seed {self.seed}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProbeSettings":
+        """The settings a probe's manifest stores (`as_dict`), back as ProbeSettings."""
+        return cls(**{**d, "band": tuple(d["band"]) if d.get("band") is not None else None,
+                      "ids": tuple(d.get("ids") or ())})
 
     def as_dict(self) -> dict:
         """The settings as JSON values (tuples as lists), as a probe's manifest stores them."""

@@ -69,7 +69,13 @@ def read_probe(probe_dir: Path) -> tuple[dict, pd.DataFrame]:
 
 def list_probes(run_dir: Path) -> list[tuple[Path, dict]]:
     """Complete probes of a run, newest first; unreadable or half-written folders are skipped."""
-    root = probes_dir(run_dir)
+    return list_folders(probes_dir(run_dir))
+
+
+def list_folders(root: Path) -> list[tuple[Path, dict]]:
+    """(folder, manifest) of every complete folder under `root` (probes, checks), newest first by
+    `created_at`; unreadable or half-written folders are skipped."""
+    root = Path(root)
     found = []
     if root.is_dir():
         for d in root.iterdir():

@@ -1,0 +1,167 @@
+"""The curation check: its statistics against a hand computation, the arms' samples, a stored and
+reopenable check on a tiny random model, the export manifest's citation, `ches check-curation`."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ches.cli as cli
+import ches.review.probe.check as check
+from ches.engine.formats import load_records
+from ches.engine.store import read_scores
+from ches.review.export import Rule, export, select
+from ches.review.probe.settings import ProbeError
+
+RECORDS = [{"prompt": f"Question {i}: what is {i} plus {i}?", "chosen": f"It is {2 * i}." + " Sure." * (i % 3),
+            "rejected": f"Maybe {2 * i + 1}, I am not certain." + " Hm." * (i % 4)} for i in range(8)]
+
+
+def results_frame(dc: dict, dr: float = -2.0) -> pd.DataFrame:
+    """A check's results with the given changes of log pi(y+|x): dc[(seed, arm)] = per-pair changes."""
+    rows = []
+    for (seed, arm), changes in dc.items():
+        for j, d in enumerate(changes):
+            rows.append({"seed": seed, "arm": arm, "row": j, "pair_id": f"{arm}{j}", "logp_chosen_before": -10.0,
+                         "logp_chosen_after": -10.0 + d, "logp_rejected_before": -5.0, "logp_rejected_after": -5.0 + dr})
+    return pd.DataFrame(rows)
+
+
+def test_arm_statistics_match_a_hand_computation():
+    t = results_frame({(0, "curated"): [1, 3], (0, "random"): [-1, 1],
+                       (1, "curated"): [2, 2], (1, "random"): [0, -2],
+                       (2, "curated"): [-1, 3], (2, "random"): [1, 1]})
+    st = check.arm_stats(t)
+    # per-seed means: curated 2, 2, 1; random 0, -1, 1
+    cur, rnd = st["arms"]["curated"], st["arms"]["random"]
+    assert cur["mean_delta_chosen"] == pytest.approx(5 / 3)
+    assert cur["sd_delta_chosen"] == pytest.approx(math.sqrt(((1 / 3) ** 2 * 2 + (2 / 3) ** 2) / 2))   # = sqrt(1/3)
+    assert rnd["mean_delta_chosen"] == pytest.approx(0.0) and rnd["sd_delta_chosen"] == pytest.approx(1.0)
+    assert cur["mean_delta_rejected"] == pytest.approx(-2.0) and cur["sd_delta_rejected"] == pytest.approx(0.0)
+    # share of pairs whose chosen log-prob fell (a change of 0 did not fall): curated 0, 0, 1/2; random 1/2, 1/2, 0
+    assert cur["share_lost"] == pytest.approx(1 / 6) and rnd["share_lost"] == pytest.approx(1 / 3)
+    # per-seed differences 2, 3, 0: mean 5/3, sd sqrt(7/3), 2 SE = 2 sqrt(7/3) / sqrt(3) = 1.7638 > 5/3: within
+    assert st["per_seed_difference"] == pytest.approx([2.0, 3.0, 0.0])
+    assert st["difference"] == pytest.approx(5 / 3) and st["sd_difference"] == pytest.approx(math.sqrt(7 / 3))
+    assert st["two_se"] == pytest.approx(2 * math.sqrt(7 / 3) / math.sqrt(3)) and st["beyond"] is False
+    assert check.verdict(st).startswith("The curated arm kept 1.67 nats more chosen log-probability than the "
+                                        "random arm, within the seed spread")
+
+
+def test_a_steady_difference_is_beyond_the_spread_and_a_loss_says_less():
+    # per-seed differences -2, -2.2, -1.8: mean -2, sd 0.2, 2 SE = 0.231 < 2: beyond
+    st = check.arm_stats(results_frame({(0, "curated"): [-1, -1], (0, "random"): [1, 1],
+                                        (1, "curated"): [-1.2, -1.2], (1, "random"): [1, 1],
+                                        (2, "curated"): [-0.8, -0.8], (2, "random"): [1, 1]}))
+    assert st["difference"] == pytest.approx(-2.0) and st["two_se"] == pytest.approx(2 * 0.2 / math.sqrt(3))
+    assert st["beyond"] is True
+    assert "kept 2.00 nats less chosen log-probability than the random arm, beyond the seed spread" in check.verdict(st)
+
+
+def test_arms_draw_from_their_pools_reproducibly():
+    sel = pd.DataFrame({"row": range(20), "kept": [r < 6 for r in range(20)]})
+    a = check.samples(sel, 4, seed=0)
+    assert a == check.samples(sel, 4, seed=0) and a != check.samples(sel, 4, seed=1)
+    assert set(a["curated"]) <= set(range(6)) and len(set(a["curated"])) == 4
+    assert len(set(a["random"])) == 4 and set(a["random"]) <= set(range(20))
+    with pytest.raises(ProbeError, match="the rule keeps 6 pair"):
+        check.samples(sel, 7, seed=0)
+    with pytest.raises(ProbeError, match="at least 2 seeds"):
+        check.CheckSettings(n=4, seeds=1)
+    with pytest.raises(ProbeError, match="below the batch size"):
+        check.CheckSettings(n=3, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def check_run(tmp_path_factory, tiny_model_dir):
+    from ches.engine.models import load_model
+    from ches.engine.pipeline import score_dataset
+
+    ds = load_records(RECORDS, source="check.jsonl")
+    return score_dataset(ds, load_model(str(tiny_model_dir)), runs_root=tmp_path_factory.mktemp("runs"), max_length=64)
+
+
+def test_a_check_on_a_tiny_model_is_stored_reopened_and_cited_by_the_export(check_run, tmp_path, monkeypatch):
+    rule = Rule(metric="ches", keep_lowest_percent=50, drop_flags=())
+    cs = check.CheckSettings(n=3, seeds=2, steps=1, batch_size=3, lr=1e-3)
+    path = check.run_check(check_run, rule, {}, cs)
+    assert path.parent == check_run / "checks" and (path / "manifest.json").is_file()
+    m, results = check.read_check(path)
+
+    kept = set(select(read_scores(check_run), rule)["row"][lambda r: select(read_scores(check_run), rule)["kept"]])
+    assert len(kept) == 4
+    assert len(results) == 2 * 2 * 3 and sorted(results["seed"].unique()) == [0, 1]
+    for seed in (0, 1):
+        cur = set(results.query("seed == @seed and arm == 'curated'")["row"])
+        rnd = set(results.query("seed == @seed and arm == 'random'")["row"])
+        assert cur <= kept and len(cur) == 3 and len(rnd) == 3
+    assert any(set(results.query("seed == @s and arm == 'curated'")["row"]) !=
+               set(results.query("seed == @s and arm == 'random'")["row"]) for s in (0, 1))   # arms differ
+    moved = (results["logp_chosen_after"] - results["logp_chosen_before"]).abs()
+    assert moved.min() > 0                                                                      # it trained
+    want = check.arm_stats(results)
+    assert m["stats"]["difference"] == pytest.approx(want["difference"]) and m["verdict"] == check.verdict(m["stats"])
+    for arm in check.ARMS:
+        dc = [(g["logp_chosen_after"] - g["logp_chosen_before"]).mean()
+              for _, g in results[results["arm"] == arm].groupby("seed")]
+        assert m["stats"]["arms"][arm]["mean_delta_chosen"] == pytest.approx(np.mean(dc))
+    assert m["rule"] == rule.as_dict() and m["pool"] == {"pairs": 8, "kept": 4}
+
+    # the same check again reopens it, nothing is trained
+    monkeypatch.setattr(check, "measure", lambda *a, **k: pytest.fail("a stored check was retrained"))
+    assert check.run_check(check_run, rule, {}, cs) == path
+    assert [p for p, _ in check.list_checks(check_run)] == [path]
+
+    # the export of the same rule cites it; another rule does not
+    cited = export(check_run, rule, {}, tmp_path / "out.jsonl")["curation_check"]
+    assert cited["key"] == path.name and cited["verdict"] == m["verdict"] and cited["same_decisions"] is True
+    assert cited["stats"]["difference"] == pytest.approx(m["stats"]["difference"])
+    on_disk = json.loads((tmp_path / "out.manifest.json").read_text())
+    assert on_disk["curation_check"]["key"] == path.name
+    assert export(check_run, Rule(metric="ches", keep_lowest_percent=40, drop_flags=()), {},
+                  tmp_path / "other.jsonl")["curation_check"] is None
+    # decisions other than the check's: still cited, marked
+    pid = read_scores(check_run)["pair_id"].iloc[0]
+    assert export(check_run, rule, {pid: "drop"}, tmp_path / "dec.jsonl")["curation_check"]["same_decisions"] is False
+
+
+def test_cli_check_curation_prints_the_arms_and_the_verdict(check_run, capsys, workspace_env):
+    argv = ["check-curation", str(check_run), "--metric", "ches", "--keep-lowest-percent", "50", "--drop-flags", "",
+            "--n", "3", "--seeds", "2", "--steps", "1", "--batch-size", "3", "--lr", "1e-3"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    (path, m), = check.list_checks(check_run)
+    assert m["verdict"] in out and f"curated   {m['stats']['arms']['curated']['mean_delta_chosen']:+13.4f}" in out
+    assert "Traceback" not in out + err
+    assert cli.main([*argv[:-2], "--lr", "0"]) == 2
+    assert "learning rate must be a positive number" in capsys.readouterr().err
+    assert cli.main(["check-curation", str(check_run), "--keep-lowest-percent", "10", "--n", "3",
+                     "--batch-size", "3"]) == 2
+    assert "the rule keeps 0 pair(s); the curated arm needs n = 3" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("navigation_pages", "workspace_env")
+def test_export_page_checks_the_rule_and_shows_the_verdict(check_run):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.session_state["run_dir"] = str(check_run)
+    at.run()
+    at.switch_page("pages/export.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.slider(key="export_percent").set_value(60.0).run()
+    assert any("No check of this rule yet" in c.value for c in at.caption)
+    at.number_input(key="check_n").set_value(3).run()
+    at.number_input(key="check_seeds").set_value(2).run()
+    at.button(key="check_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    rule = Rule(metric="ln_ches", keep_lowest_percent=60.0)
+    found = [m for _, m in check.list_checks(check_run) if m["rule"] == rule.as_dict()]
+    assert len(found) == 1 and found[0]["settings"]["n"] == 3 and found[0]["settings"]["seeds"] == 2
+    shown = [x.value for x in [*at.success, *at.info]]
+    assert any(v.replace("\\", "") == found[0]["verdict"] for v in shown), shown
