@@ -894,7 +894,7 @@ def test_an_import_finds_duplicates_through_an_index(db):
     the plan, not by a timing: ORDER BY seq once made 20k lines take 20x longer)."""
     ann.record(db, "p", "keep", annotator="alice")
     with ann_log._connect(db) as conn:
-        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + ann_jsonl._DUPLICATE, ("p",) * 5))
+        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + ann_jsonl._DUPLICATE, ("p",) * 5 + (0,)))
     assert "USING INDEX events_by_key" in plan and "TEMP B-TREE" not in plan
 
 

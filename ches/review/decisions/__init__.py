@@ -37,6 +37,11 @@ Contract
     v1 (no `batch`) and v2 (ordered by `created_at`) become v3. Their events get `seq` in the order v2
     used (created_at, annotator, id; undo events after the rest), so every decision in force and every
     undo stays what it was; they count as recorded here.
+    v3 becomes v4 by adding the `adjudicated` column (0 for every event).
+11. A team (ches.review.agreement): each annotator's decisions are their own (`current_by_annotator`);
+    an adjudicator's decision (`record(..., adjudicate=True)`, column `adjudicated`) settles a pair for
+    the team and is read by `adjudications` (the last not-undone one per pair), never as an annotation.
+    `undo(..., pair_id=p)` cancels only the annotator's last event on pair p.
 
 The modules: `values` (the vocabulary), `log` (the schema and its upgrades, writes, reads, the clock),
 `jsonl` (export and import).
@@ -45,8 +50,8 @@ from __future__ import annotations
 
 from ches.review.decisions.jsonl import ImportResult, LineError, export_jsonl, import_jsonl
 from ches.review.decisions.log import (
-    SCHEMA_VERSION, Decision, DecisionLogError, Event, counts, current, current_by_annotator, history, init, record,
-    record_many, undo,
+    SCHEMA_VERSION, Decision, DecisionLogError, Event, adjudications, counts, current, current_by_annotator, history,
+    init, record, record_many, undo,
 )
 from ches.review.decisions.values import (
     ACTIONS, CLEAR, DECISION_VALUES, DECISIONS, DROP, FLAG, KEEP, STATUSES, UNDECIDED, UNDO,
@@ -56,6 +61,6 @@ __all__ = [
     "ACTIONS", "CLEAR", "DECISIONS", "DECISION_VALUES", "DROP", "FLAG", "KEEP", "SCHEMA_VERSION", "STATUSES",
     "UNDECIDED", "UNDO",
     "Decision", "DecisionLogError", "Event", "ImportResult", "LineError",
-    "counts", "current", "current_by_annotator", "export_jsonl", "history", "import_jsonl",
+    "adjudications", "counts", "current", "current_by_annotator", "export_jsonl", "history", "import_jsonl",
     "init", "record", "record_many", "undo",
 ]

@@ -30,7 +30,7 @@ class ImportResult(NamedTuple):
 # The event already here that a line repeats. ORDER BY id, not seq: the index on (pair_id, annotator, action,
 # created_at) holds ids in order, whereas ORDER BY seq leads SQLite to walk the annotator's whole history.
 _DUPLICATE = ("SELECT id FROM events WHERE pair_id = ? AND annotator = ? AND action = ? AND note = ? "
-              "AND created_at = ? ORDER BY id LIMIT 1")
+              "AND created_at = ? AND adjudicated = ? ORDER BY id LIMIT 1")
 
 
 class _Line(NamedTuple):
@@ -44,6 +44,7 @@ class _Line(NamedTuple):
     created_at: str
     session: str | None
     batch: str | None
+    adjudicated: bool
 
 
 def export_jsonl(db: log.Db, path: str | os.PathLike[str]) -> int:
@@ -53,7 +54,7 @@ def export_jsonl(db: log.Db, path: str | os.PathLike[str]) -> int:
     n = 0
     with log._connect(db) as conn, atomic_open(path, "w") as f:
         for row in conn.execute(f"SELECT {log._EVENT_COLUMNS} FROM events ORDER BY seq"):
-            f.write(_event_line(Event(*row)))
+            f.write(_event_line(log._event(row)))
             n += 1
     return n
 
@@ -90,7 +91,8 @@ def import_jsonl(db: log.Db, path: str | os.PathLike[str]) -> ImportResult:
                 errors.append(LineError(lineno, str(e)))
                 continue
             try:
-                dup = conn.execute(_DUPLICATE, (ev.pair_id, ev.annotator, ev.action, ev.note, ev.created_at)).fetchone()
+                dup = conn.execute(_DUPLICATE, (ev.pair_id, ev.annotator, ev.action, ev.note, ev.created_at,
+                                             int(ev.adjudicated))).fetchone()
                 if dup is None and undoes is not None and conn.execute(
                         "SELECT 1 FROM events WHERE undoes = ?", (undoes,)).fetchone():
                     dup = (None,)              # its effect is already here: that event is already undone
@@ -100,7 +102,7 @@ def import_jsonl(db: log.Db, path: str | os.PathLike[str]) -> ImportResult:
                         local_id[ev.id] = dup[0]
                     continue
                 cur = conn.execute(log._INSERT, (ev.pair_id, ev.annotator, ev.action, ev.note, undoes,
-                                                 ev.created_at, ev.session, ev.batch, at))
+                                                 ev.created_at, ev.session, ev.batch, at, int(ev.adjudicated)))
             except (sqlite3.IntegrityError, sqlite3.DataError) as e:   # an undo naming another's event, ...
                 errors.append(LineError(lineno, str(e)))
                 continue
@@ -138,6 +140,9 @@ def _parse_line(text: str) -> _Line:
     for name, value in (("id", event_id), ("undoes", undoes)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{name} must be an integer or null, got {_show(value)}")
+    adjudicated = obj.get("adjudicated", False)           # absent in files from logs before v4
+    if not isinstance(adjudicated, bool):
+        raise ValueError(f"adjudicated must be true or false, got {_show(adjudicated)}")
     if (action == UNDO) != (undoes is not None):
         raise ValueError("undoes must be set exactly when action is 'undo'")
     return _Line(id=event_id, pair_id=log._require_text("pair_id", obj["pair_id"]),
@@ -145,7 +150,7 @@ def _parse_line(text: str) -> _Line:
                  note=log._require_note("" if note is None else note), undoes=undoes,
                  created_at=_normalise_time(obj["created_at"]),
                  session=log._require_optional_text("session", obj.get("session")),
-                 batch=log._require_optional_text("batch", obj.get("batch")))
+                 batch=log._require_optional_text("batch", obj.get("batch")), adjudicated=adjudicated)
 
 
 def _normalise_time(value: Any) -> str:

@@ -1,5 +1,6 @@
 """The decision log itself (the package docstring is its contract): the schema and its upgrades, writes
-(`record`, `record_many`, `undo`), reads (`current`, `current_by_annotator`, `history`, `counts`) and the clock.
+(`record`, `record_many`, `undo`), reads (`current`, `current_by_annotator`, `adjudications`, `history`,
+`counts`) and the clock.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from datetime import datetime, timezone
 from ches.review.decisions.values import ACTIONS, DECISION_VALUES, DECISIONS
 
 BUSY_TIMEOUT_S = 30.0
-SCHEMA_VERSION = 3             # v2 added `batch` (record_many); v3 added `seq` (the order) and `imported_at`
+SCHEMA_VERSION = 4             # v2 added `batch` (record_many); v3 `seq` (the order) and `imported_at`;
+                               # v4 `adjudicated` (an adjudicator's decision that settles a pair for the team)
 
 Db = str | os.PathLike[str]
 
@@ -44,6 +46,7 @@ class Event:
     session: str | None
     batch: str | None         # shared by the events of one record_many call
     imported_at: str | None   # when it was imported into this log; None: recorded here
+    adjudicated: bool = False # an adjudicator's decision for the team, not this person's own annotation
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Decision:
     annotator: str
     at: str                   # created_at of the event that set it
     event_id: int
+    adjudicated: bool = False # set by an adjudicator for the team (see `adjudications`)
 
 
 # The stored schema: its CHECK lists ACTIONS, and the queries below spell 'undo' and 'clear' in SQL; a change
@@ -73,6 +77,7 @@ _TABLE = f"""CREATE TABLE events (
         session     TEXT NULL,
         batch       TEXT NULL,
         imported_at TEXT NULL,
+        adjudicated INTEGER NOT NULL DEFAULT 0 CHECK (adjudicated IN (0, 1)),
         CHECK ((action = 'undo') = (undoes IS NOT NULL))
     )"""
 _INDEXES_AND_TRIGGERS = (
@@ -102,10 +107,10 @@ _INDEXES_AND_TRIGGERS = (
        END""",
 )
 _COLUMNS = ("id", "seq", "pair_id", "annotator", "action", "note", "undoes", "created_at", "session", "batch",
-            "imported_at")
+            "imported_at", "adjudicated")
 _EVENT_COLUMNS = ", ".join(_COLUMNS)
 _INSERT = ("INSERT INTO events (seq, pair_id, annotator, action, note, undoes, created_at, session, batch, "
-           f"imported_at) VALUES ({_NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           f"imported_at, adjudicated) VALUES ({_NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _NOT_UNDONE = "NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.id)"
 
 
@@ -118,14 +123,16 @@ def init(db: Db) -> None:
 
 
 def record(db: Db, pair_id: str, decision: str, *, annotator: str, note: str = "",
-           session: str | None = None) -> int:
+           session: str | None = None, adjudicate: bool = False) -> int:
     """Append `annotator`'s `decision` on `pair_id`; return its event id once committed to disk.
 
     `decision` is 'keep', 'drop', 'flag' or 'clear' (withdraw this annotator's decision).
+    `adjudicate=True` records it as an adjudicator's decision that settles the pair for the team
+    (`adjudications`); it is never that person's own annotation (`current_by_annotator`).
     Raises ValueError for an unknown decision, an empty pair_id or annotator, or a non-str note.
     `annotator` is stored without surrounding spaces; `pair_id` is stored verbatim.
     """
-    return _append(db, [pair_id], decision, annotator, note, session, batch=None)[0]
+    return _append(db, [pair_id], decision, annotator, note, session, batch=None, adjudicate=adjudicate)[0]
 
 
 def record_many(db: Db, pair_ids: Iterable[str], decision: str, *, annotator: str, note: str = "",
@@ -137,7 +144,7 @@ def record_many(db: Db, pair_ids: Iterable[str], decision: str, *, annotator: st
 
 
 def _append(db: Db, pair_ids: list[str], decision: str, annotator: str, note: str, session: str | None,
-            batch: str | None) -> list[int]:
+            batch: str | None, adjudicate: bool = False) -> list[int]:
     pair_ids = [_require_text("pair_id", p) for p in pair_ids]
     annotator = _require_annotator(annotator)
     if decision not in DECISIONS:
@@ -146,33 +153,37 @@ def _append(db: Db, pair_ids: list[str], decision: str, annotator: str, note: st
     _require_optional_text("session", session)
     at = _now()
     with _connect(db) as conn, _write(conn):
-        return [int(conn.execute(_INSERT, (p, annotator, decision, note, None, at, session, batch, None)).lastrowid)
-                for p in pair_ids]
+        return [int(conn.execute(_INSERT, (p, annotator, decision, note, None, at, session, batch, None,
+                                           int(bool(adjudicate)))).lastrowid) for p in pair_ids]
 
 
-def undo(db: Db, *, annotator: str, session: str | None = None) -> list[Event]:
+def undo(db: Db, *, annotator: str, session: str | None = None, pair_id: str | None = None) -> list[Event]:
     """Cancel `annotator`'s last not-yet-undone action recorded here (contract 6); return its events,
     last first ([] when nothing is left to undo).
 
-    Appends the 'undo' events (with `session`) and commits before returning. Other annotators'
-    decisions, and imported events, are never touched.
+    With `pair_id`: only their last not-yet-undone event on that pair (a decision or an adjudication; of a
+    bulk action, only this pair's event). Appends the 'undo' events (with `session`) and commits before
+    returning. Other annotators' decisions, and imported events, are never touched.
     """
     annotator = _require_annotator(annotator)
     _require_optional_text("session", session)
-    mine = f"e.annotator = ? AND e.action <> 'undo' AND e.imported_at IS NULL AND {_NOT_UNDONE}"
+    if pair_id is not None:
+        pair_id = _require_text("pair_id", pair_id)
+    mine = (f"e.annotator = ?1 AND e.action <> 'undo' AND e.imported_at IS NULL AND {_NOT_UNDONE} "
+            "AND (?2 IS NULL OR e.pair_id = ?2)")
     with _connect(db) as conn, _write(conn):
         row = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events e WHERE {mine} ORDER BY e.seq DESC LIMIT 1",
-                           (annotator,)).fetchone()
+                           (annotator, pair_id)).fetchone()
         if row is None:
             return []
-        targets = [Event(*row)]
-        if targets[0].batch is not None:
-            targets = [Event(*r) for r in conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events e WHERE {mine} AND e.batch = ? ORDER BY e.seq DESC",
-                (annotator, targets[0].batch))]
+        targets = [_event(row)]
+        if targets[0].batch is not None and pair_id is None:
+            targets = [_event(r) for r in conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events e WHERE {mine} AND e.batch = ?3 ORDER BY e.seq DESC",
+                (annotator, None, targets[0].batch))]
         at = _now()
         for t in targets:
-            conn.execute(_INSERT, (t.pair_id, annotator, "undo", "", t.id, at, session, None, None))
+            conn.execute(_INSERT, (t.pair_id, annotator, "undo", "", t.id, at, session, None, None, 0))
         return targets
 
 
@@ -180,7 +191,7 @@ def undo(db: Db, *, annotator: str, session: str | None = None) -> list[Event]:
 
 def current(db: Db, *, annotator: str | None = None) -> dict[str, Decision]:
     """The decision in force per pair_id: `annotator`'s own, or (None) the last in the log's order
-    across annotators (contract 5).
+    across annotators (contract 5). Annotations only: adjudications are read by `adjudications`.
 
     Pairs with no decision (never decided, cleared, or undone back to nothing) are absent.
     """
@@ -198,19 +209,31 @@ def current_by_annotator(db: Db, *, annotator: str | None = None) -> dict[str, d
     return out
 
 
-def _in_force(db: Db, annotator: str | None) -> list[Decision]:
-    """Every (pair, annotator)'s decision in force, in the log's order."""
+def adjudications(db: Db) -> dict[str, Decision]:
+    """{pair_id: Decision}: the adjudication in force per pair, the last not-undone one of any adjudicator
+    ('clear' withdraws it: the pair is then unsettled again)."""
+    out: dict[str, Decision] = {}
+    for d in _in_force(db, None, adjudicated=True, per_annotator=False):
+        out[d.pair_id] = d
+    return out
+
+
+def _in_force(db: Db, annotator: str | None, *, adjudicated: bool = False,
+              per_annotator: bool = True) -> list[Decision]:
+    """Every (pair, annotator)'s decision in force (or per pair only), in the log's order."""
     if annotator is not None:
         annotator = _require_annotator(annotator)
+    partition = "e.pair_id, e.annotator" if per_annotator else "e.pair_id"
     with _connect(db) as conn:
         rows = conn.execute(
-            f"""SELECT pair_id, action, note, annotator, created_at, id FROM (
-                    SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.pair_id, e.annotator ORDER BY e.seq DESC) AS nth
+            f"""SELECT pair_id, action, note, annotator, created_at, id, adjudicated FROM (
+                    SELECT e.*, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY e.seq DESC) AS nth
                     FROM events e
-                    WHERE e.action <> 'undo' AND (?1 IS NULL OR e.annotator = ?1) AND {_NOT_UNDONE})
+                    WHERE e.action <> 'undo' AND e.adjudicated = ?2 AND (?1 IS NULL OR e.annotator = ?1)
+                      AND {_NOT_UNDONE})
                 WHERE nth = 1 AND action <> 'clear'       -- the last not-undone action, unless a clear
-                ORDER BY seq""", (annotator,)).fetchall()
-    return [Decision(*row) for row in rows]
+                ORDER BY seq""", (annotator, int(adjudicated))).fetchall()
+    return [Decision(*row[:-1], adjudicated=bool(row[-1])) for row in rows]
 
 
 def history(db: Db, pair_id: str | None = None) -> list[Event]:
@@ -218,7 +241,7 @@ def history(db: Db, pair_id: str | None = None) -> list[Event]:
     with _connect(db) as conn:
         rows = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE ?1 IS NULL OR pair_id = ?1 ORDER BY seq",
                             (pair_id,)).fetchall()
-    return [Event(*row) for row in rows]
+    return [_event(row) for row in rows]
 
 
 def counts(db: Db, *, annotator: str | None = None) -> dict[str, int]:
@@ -230,6 +253,11 @@ def counts(db: Db, *, annotator: str | None = None) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------- internals
+
+def _event(row: tuple) -> Event:
+    """An Event from a row of `_EVENT_COLUMNS` (SQLite stores `adjudicated` as 0 / 1)."""
+    return Event(*row[:-1], adjudicated=bool(row[-1]))
+
 
 @contextlib.contextmanager
 def _connect(db: Db) -> Iterator[sqlite3.Connection]:
@@ -281,7 +309,10 @@ def _ensure_schema(conn: sqlite3.Connection, db: Db) -> None:
             return                                   # another process created or upgraded it while we waited
         has_events = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
         if version in (1, 2):
-            _upgrade_to_v3(conn)
+            _rebuild_from_v2(conn)
+        elif version == 3:                           # v4 only adds a column
+            conn.execute("ALTER TABLE events ADD COLUMN adjudicated INTEGER NOT NULL DEFAULT 0 "
+                         "CHECK (adjudicated IN (0, 1))")
         elif has_events:
             raise DecisionLogError(f"{os.fspath(db)!r} already has an 'events' table that is not a CHES decision log")
         else:
@@ -291,16 +322,17 @@ def _ensure_schema(conn: sqlite3.Connection, db: Db) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _upgrade_to_v3(conn: sqlite3.Connection) -> None:
-    """Rebuild a v1/v2 log as v3 inside the caller's transaction (contract 10): every row and id kept;
-    `seq` in v2's order (created_at, annotator, id), undo events after the rest; `imported_at` NULL."""
+def _rebuild_from_v2(conn: sqlite3.Connection) -> None:
+    """Rebuild a v1/v2 log as the current schema inside the caller's transaction (contract 10): every row
+    and id kept; `seq` in v2's order (created_at, annotator, id), undo events after the rest; `imported_at`
+    NULL; nothing adjudicated."""
     old_columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     high_water = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     conn.execute("ALTER TABLE events RENAME TO events_before_v3")
     conn.execute(_TABLE)
     batch = "batch" if "batch" in old_columns else "NULL"                   # v1 had no batches
     conn.execute(
-        f"""INSERT INTO events ({_EVENT_COLUMNS})
+        f"""INSERT INTO events ({", ".join(_COLUMNS[:-1])})
             SELECT id, ROW_NUMBER() OVER (ORDER BY action = 'undo', created_at, annotator, id),
                    pair_id, annotator, action, note, undoes, created_at, session, {batch}, NULL
             FROM events_before_v3""")

@@ -1,0 +1,206 @@
+"""A team's decisions side by side: each pair's team status, agreement statistics, conflicts, and the team
+rules an export uses to turn several people's decisions into one per pair.
+
+Each annotator's decision is their own (`decisions.current_by_annotator`); an adjudicator's decision
+(`decisions.adjudications`) settles a pair for the team. A pair's team status:
+
+    undecided   nobody decided it
+    single      one annotator decided it
+    agreed      two or more annotators, all with the same decision
+    conflict    two or more annotators, not all the same, and no adjudication
+    settled     an adjudication is in force (whatever the annotators said)
+
+Agreement is measured on the pairs two or more annotators decided, with the decisions (keep / drop /
+flag) as nominal categories: Cohen's kappa per pair of annotators (scikit-learn) and Krippendorff's alpha
+over everyone (the `krippendorff` package), which allows any number of annotators per pair.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import krippendorff
+import numpy as np
+import pandas as pd
+from sklearn.metrics import cohen_kappa_score
+
+from ches.review import decisions as decision_log
+from ches.review.decisions import DECISION_VALUES, DROP, KEEP, Decision
+
+UNDECIDED, SINGLE, AGREED, CONFLICT, SETTLED = "undecided", "single", "agreed", "conflict", "settled"
+TEAM_STATUSES = (UNDECIDED, SINGLE, AGREED, CONFLICT, SETTLED)
+TEAM_RULES = {
+    "latest": "the latest decision of anyone",
+    "majority": "the decision more than half of the pair's annotators made",
+    "unanimous_keep": "keep only when every annotator kept; drop when anyone decided otherwise",
+    "any_drop": "drop when anyone dropped; else keep when anyone kept",
+    "adjudicated": "only settled decisions: an adjudicator's, or two or more annotators agreeing",
+}
+DEFAULT_TEAM_RULE = "latest"
+
+
+@dataclass(frozen=True)
+class TeamView:
+    """Everyone's decisions in force, read once from the log."""
+    by_annotator: dict[str, dict[str, Decision]] = field(default_factory=dict)   # annotator -> pair_id -> Decision
+    adjudicated: dict[str, Decision] = field(default_factory=dict)               # pair_id -> the adjudication
+    latest: dict[str, Decision] = field(default_factory=dict)                    # pair_id -> latest of anyone
+
+    @classmethod
+    def read(cls, db) -> "TeamView":
+        """The view of the decision log `db` (a missing file is an empty log)."""
+        return cls(decision_log.current_by_annotator(db), decision_log.adjudications(db), decision_log.current(db))
+
+    @property
+    def annotators(self) -> list[str]:
+        return sorted(self.by_annotator)
+
+    def mine(self, annotator: str) -> dict[str, Decision]:
+        """`annotator`'s own decisions in force."""
+        return self.by_annotator.get(annotator, {})
+
+    def on_pair(self, pair_id: str) -> dict[str, Decision]:
+        """{annotator: Decision} on one pair, annotators in name order."""
+        return {a: d[pair_id] for a, d in sorted(self.by_annotator.items()) if pair_id in d}
+
+    def visible_to(self, pair_id: str, annotator: str, blind: bool) -> dict[str, Decision]:
+        """The other annotators' decisions on `pair_id` as `annotator` may see them: none while the run is
+        blind and `annotator` has not decided the pair yet."""
+        if blind and pair_id not in self.mine(annotator):
+            return {}
+        return {a: d for a, d in self.on_pair(pair_id).items() if a != annotator}
+
+    def values(self, pair_id: str) -> list[str]:
+        """The annotators' decision values on one pair (annotators in name order)."""
+        return [d.decision for d in self.on_pair(pair_id).values()]
+
+
+def _status(values: list[str], settled: bool) -> str:
+    if settled:
+        return SETTLED
+    if not values:
+        return UNDECIDED
+    if len(values) == 1:
+        return SINGLE
+    return AGREED if len(set(values)) == 1 else CONFLICT
+
+
+def team_status(pair_ids: pd.Series, view: TeamView) -> pd.Series:
+    """The team status (one of TEAM_STATUSES) of each pair id, same index."""
+    votes: dict[str, list[str]] = {}
+    for decided in view.by_annotator.values():
+        for pid, d in decided.items():
+            votes.setdefault(pid, []).append(d.decision)
+    status = {pid: _status(v, pid in view.adjudicated) for pid, v in votes.items()}
+    status.update({pid: SETTLED for pid in view.adjudicated})
+    return pair_ids.map(status).fillna(UNDECIDED).astype(object)
+
+
+def _wanted(pair_ids: Iterable[str] | None) -> set[str] | None:
+    return None if pair_ids is None else set(pair_ids)
+
+
+def kappa_table(view: TeamView, pair_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Cohen's kappa for every pair of annotators over the pairs both decided (restricted to `pair_ids`):
+    columns a, b, shared, agree (share of those pairs with the same decision), kappa (NaN with fewer than 2
+    shared pairs or when it is undefined, e.g. both always said keep)."""
+    wanted = _wanted(pair_ids)
+    rows = []
+    for a, b in combinations(view.annotators, 2):
+        da, db_ = view.mine(a), view.mine(b)
+        shared = sorted(p for p in da.keys() & db_.keys() if wanted is None or p in wanted)
+        x, y = [da[p].decision for p in shared], [db_[p].decision for p in shared]
+        kappa = float("nan")
+        if len(shared) >= 2 and len(set(x) | set(y)) > 1:
+            kappa = float(cohen_kappa_score(x, y, labels=list(DECISION_VALUES)))
+        agree = float(np.mean([u == v for u, v in zip(x, y)])) if shared else float("nan")
+        rows.append({"a": a, "b": b, "shared": len(shared), "agree": agree, "kappa": kappa})
+    return pd.DataFrame(rows, columns=["a", "b", "shared", "agree", "kappa"])
+
+
+def alpha(view: TeamView, pair_ids: Iterable[str] | None = None) -> float:
+    """Krippendorff's alpha (nominal) over the pairs two or more annotators decided (restricted to
+    `pair_ids`); NaN when there are none or only one decision value occurs."""
+    wanted = _wanted(pair_ids)
+    votes: dict[str, Counter] = {}
+    for decided in view.by_annotator.values():
+        for pid, d in decided.items():
+            if wanted is None or pid in wanted:
+                votes.setdefault(pid, Counter())[d.decision] += 1
+    counts = np.array([[c[v] for v in DECISION_VALUES] for c in votes.values() if c.total() >= 2],
+                      dtype=np.float64).reshape(-1, len(DECISION_VALUES))     # (pairs, values)
+    if len(counts) == 0 or np.count_nonzero(counts.sum(axis=0)) < 2:
+        return float("nan")
+    return float(krippendorff.alpha(value_counts=counts, level_of_measurement="nominal"))
+
+
+def conflicts(view: TeamView, pair_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Pairs whose annotators disagree, settled or not: columns pair_id, decisions ("ann-a: keep; ann-b:
+    drop"), status (conflict / settled), settled (the adjudicated decision or ""), by (its adjudicator)."""
+    wanted = _wanted(pair_ids)
+    rows = []
+    pids = {p for decided in view.by_annotator.values() for p in decided}
+    for pid in sorted(pids):
+        if wanted is not None and pid not in wanted:
+            continue
+        on = view.on_pair(pid)
+        if len({d.decision for d in on.values()}) < 2:
+            continue
+        adj = view.adjudicated.get(pid)
+        rows.append({"pair_id": pid, "decisions": "; ".join(f"{a}: {d.decision}" for a, d in on.items()),
+                     "status": SETTLED if adj else CONFLICT, "settled": adj.decision if adj else "",
+                     "by": adj.annotator if adj else ""})
+    return pd.DataFrame(rows, columns=["pair_id", "decisions", "status", "settled", "by"])
+
+
+def _team_decision(values: list[str], rule: str) -> str | None:
+    if not values:
+        return None
+    if rule == "majority":
+        value, n = Counter(values).most_common(1)[0]
+        return value if n > len(values) / 2 else None
+    if rule == "unanimous_keep":
+        return KEEP if all(v == KEEP for v in values) else DROP
+    if rule == "any_drop":
+        return DROP if DROP in values else KEEP if KEEP in values else None
+    if rule == "adjudicated":
+        return values[0] if len(values) >= 2 and len(set(values)) == 1 else None
+    raise ValueError(f"unknown team rule {rule!r}; choose one of {', '.join(TEAM_RULES)}")
+
+
+def resolve(view: TeamView, rule: str = DEFAULT_TEAM_RULE) -> dict[str, str]:
+    """{pair_id: 'keep' / 'drop' / 'flag'}: the team's decision per pair under `rule` (a key of TEAM_RULES),
+    which an export uses; pairs left out fall to the score rule. An adjudication wins under every rule."""
+    if rule not in TEAM_RULES:
+        raise ValueError(f"unknown team rule {rule!r}; choose one of {', '.join(TEAM_RULES)}")
+    if rule == "latest":
+        out = {pid: d.decision for pid, d in view.latest.items()}
+    else:
+        pids = {p for decided in view.by_annotator.values() for p in decided}
+        out = {pid: v for pid in pids if (v := _team_decision(view.values(pid), rule)) is not None}
+    out.update({pid: d.decision for pid, d in view.adjudicated.items()})
+    return out
+
+
+def summary(view: TeamView, pair_ids: Iterable[str] | None = None) -> dict:
+    """How the team decided, for a manifest (restricted to `pair_ids`): decisions by annotator, conflicts,
+    how they were settled, kappa per annotator pair and alpha."""
+    wanted = _wanted(pair_ids)
+    by_annotator = {a: dict(Counter(d.decision for p, d in view.mine(a).items() if wanted is None or p in wanted))
+                    for a in view.annotators}
+    table = conflicts(view, wanted)
+    settled = table[table["status"] == SETTLED]
+    kappas = kappa_table(view, wanted)
+    return {
+        "annotators": {a: {v: c.get(v, 0) for v in DECISION_VALUES} for a, c in by_annotator.items()},
+        "conflicts": int(len(table)),
+        "settled": int(len(settled)),
+        "settlements": [{"pair_id": r.pair_id, "decisions": r.decisions, "decision": r.settled, "by": r.by}
+                        for r in settled.itertuples()],
+        "unsettled": table.loc[table["status"] == CONFLICT, "pair_id"].tolist(),
+        "kappa": [{"a": r.a, "b": r.b, "shared": int(r.shared), "kappa": None if np.isnan(r.kappa) else r.kappa}
+                  for r in kappas.itertuples()],
+        "alpha": None if np.isnan(a := alpha(view, wanted)) else a,
+    }
