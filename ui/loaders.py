@@ -21,6 +21,7 @@ from ches.engine.pairs import Dataset
 from ches.engine.pipeline import pair_tokens
 from ches.engine.report import dataset_name
 from ches.review import decisions as decision_log
+from ches.review.agreement import TeamView
 from ches.review.browse import search_rows
 from ui.state import ws
 
@@ -174,3 +175,15 @@ def decisions(*, annotator: str | None = None) -> dict[str, decision_log.Decisio
     """{pair_id: Decision} in force: the latest across annotators, or (`annotator`) that person's own."""
     db = str(ws().decisions)
     return _decisions(db, annotator, _db_version(db), st.session_state.get(DECISIONS_VERSION, 0))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _team(db_path: str, file_version: tuple, session_version: int) -> TeamView:
+    return TeamView.read(db_path)
+
+
+def team() -> TeamView:
+    """Everyone's decisions side by side (ches.review.agreement.TeamView): each annotator's own, the
+    adjudications, the latest of anyone. Re-read whenever the database changes."""
+    db = str(ws().decisions)
+    return _team(db, _db_version(db), st.session_state.get(DECISIONS_VERSION, 0))
