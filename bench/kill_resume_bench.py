@@ -1,4 +1,4 @@
-"""How much of a run a SIGKILL at half costs, with default settings (chunks sized by pipeline.chunk_size_for).
+"""How much of a run a SIGKILL at half costs, with default settings (chunks sized by timing.chunk_size_for).
 
     python bench/kill_resume_bench.py [--pairs 1000] [--hidden 256] [--layers 4] [--chunk-size N]
 

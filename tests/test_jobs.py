@@ -267,7 +267,7 @@ def test_the_status_file_is_read_at_both_ends_and_a_cut_line_is_skipped(tmp_path
     silent.close()
 
 
-def test_score_args_pass_the_options_through():     # chunk sizes: test_run_integrity.py (pipeline.chunk_size_for)
+def test_score_args_pass_the_options_through():     # chunk sizes: test_run_integrity.py (timing.chunk_size_for)
     argv = jobs.score_args("d.csv", runs="r", model="m", max_length=64, limit=5, chunk_size=16,
                            columns={"prompt": "q=1"})
     assert argv[-6:] == ["--limit", "5", "--chunk-size", "16", "--column", "prompt=q=1"]

@@ -147,3 +147,16 @@ def test_every_module_is_on_the_map():
     unnamed = [rel(p) for p in modules(*SOURCE_DIRS) if p.name not in ("__init__.py", "__main__.py")
                and rel(p) not in text]
     assert unnamed == [], "add them to docs/ARCHITECTURE.md's 'Which folder holds what'"
+
+
+def test_the_command_line_and_the_light_modules_start_without_torch():
+    """`ches --help` builds every subcommand's parser; it, `import ches` and the team modules must not pull in
+    torch (seconds of start-up on every command; they once did through models, the probe package and jobs)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ches, ches.cli, ches.review.agreement, ches.review.plan, ches.engine.timing; "
+            "ches.cli.build_parser(); print(sorted(m for m in ('torch', 'transformers', 'scipy.stats') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", f"imported at start-up: {out.stdout.strip()}"

@@ -14,7 +14,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import ches.cli as cli
-import ches.review.probe
+import ches.review.probe.run
 from ches.engine.formats import load_records
 from ches.engine.store import read_manifest, read_pairs, read_scores
 from ches.engine.tokens import encode_pair
@@ -195,7 +195,7 @@ def test_two_step_probe_on_four_pairs_changes_the_logps_and_stores_its_folder(ti
     assert run_files(tiny_run) == before_files                                   # the run itself is untouched
 
     # same settings: the stored probe comes back, nothing is trained
-    monkeypatch.setattr(ches.review.probe, "load_policy", lambda *a, **k: pytest.fail("a stored probe was retrained"))
+    monkeypatch.setattr(ches.review.probe.run, "load_policy", lambda *a, **k: pytest.fail("a stored probe was retrained"))
     assert run_probe(tiny_run, s) == path
     assert storage.find_probe(tiny_run, s) == path
     assert path in [p for p, _ in storage.list_probes(tiny_run)]

@@ -23,7 +23,8 @@ import ches.cli as cli
 import ches.engine.models as models
 from ches.engine import pipeline, store
 from ches.engine.formats import load_records
-from ches.engine.pipeline import Estimate, chunk_size_for, score_dataset
+from ches.engine.pipeline import score_dataset
+from ches.engine.timing import Estimate, chunk_size_for
 from ches.engine.store import read_arrays, read_manifest, read_scores, run_progress
 from conftest import ROOT
 from test_distributed import assert_same_table

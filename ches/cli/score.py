@@ -28,7 +28,8 @@ from ches.engine.files import load_dataset
 from ches.engine.formats import FORMATS
 from ches.engine.metrics import METRICS
 from ches.engine.models import DEFAULT_MODEL
-from ches.engine.pipeline import CHUNK_SECONDS, DEFAULT_MAX_LENGTH
+from ches.engine.timing import CHUNK_SECONDS
+from ches.engine.tokens import DEFAULT_MAX_LENGTH
 from ches.engine.store import DEFAULT_CHUNK_PAIRS
 from ches.workspace import megabytes
 
@@ -98,7 +99,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
     from ches.engine.models import load_model
-    from ches.engine.pipeline import Interrupted, chunk_size_for, estimate, pending_pairs, run_key, score_dataset
+    from ches.engine.pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
+    from ches.engine.timing import chunk_size_for
     from ches.engine.store import is_complete, read_manifest, read_scores, read_texts, run_path, run_progress
 
     if args.max_length < 2:

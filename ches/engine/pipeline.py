@@ -46,10 +46,9 @@ from ches.engine.forward import (Cancelled, Embeddings, Progress, default_batch_
                     token_states)
 from ches.engine.models import LoadedModel
 from ches.engine.store import RunKey, is_complete, run_path
-from ches.engine.tokens import EncodedPair, encode_pair, encode_pairs, encode_response, template_id
+from ches.engine.timing import Estimate, chunk_size_for
+from ches.engine.tokens import DEFAULT_MAX_LENGTH, EncodedPair, encode_pair, encode_pairs, encode_response, template_id
 
-DEFAULT_MAX_LENGTH = 2048     # tokens per prompt+response sequence: the CLI's and the app's default
-CHUNK_SECONDS = 30.0          # work per chunk, at the measured rate: at most this much is lost to a kill
 log = logging.getLogger(__name__)
 
 
@@ -114,17 +113,6 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
     if rank == 0:
         store.finalise(run_dir)
     return run_dir
-
-
-def chunk_size_for(total_pairs: int, est: Estimate | None = None) -> int:
-    """Pairs per chunk for a run of `total_pairs`: min(CHUNK_SECONDS x the measured pairs per second,
-    max(16, total / 20), store.DEFAULT_CHUNK_PAIRS), at least 1. Without a measured rate (`est` None, or
-    no token counted), the time bound is left out."""
-    size = min(store.DEFAULT_CHUNK_PAIRS, max(16, -(-int(total_pairs) // 20)))
-    if est is not None and est.tokens > 0 and est.tokens_per_second > 0:
-        pairs_per_second = est.pairs * est.tokens_per_second / est.tokens
-        size = min(size, int(CHUNK_SECONDS * pairs_per_second))
-    return max(1, size)
 
 
 def _plan(dataset: Dataset, lm: LoadedModel, key: RunKey, run_dir: Path, chunk_size: int, command: str | None) -> dict:
@@ -238,30 +226,6 @@ def pending_pairs(dataset: Dataset, run_dir: Path) -> list[Pair]:
     done = store.done_chunks(run_dir, plan)
     return [dataset.pairs[j] for i in range(store.chunk_count(plan)) if i not in done
             for j in store.chunk_rows(plan, i)]
-
-
-@dataclass(frozen=True)
-class Estimate:
-    pairs: int                       # pairs to score
-    tokens: int                      # tokens they hold (prompt counted per side, as the manifest counts)
-    exact: bool                      # False: scaled from a sample by characters
-    tokens_per_second: float         # the engine alone, measured on a short warm-up
-    seconds: float                   # tokens / tokens_per_second / ranks
-
-    def __str__(self) -> str:
-        """'1,234 pairs to score, about 456,789 tokens; estimated 3 min 05 s at 2,345 tokens/s'."""
-        return (f"{self.pairs:,} pairs to score, {'' if self.exact else 'about '}{self.tokens:,} tokens; "
-                f"estimated {duration(self.seconds)} at {self.tokens_per_second:,.0f} tokens/s")
-
-
-def duration(seconds: float) -> str:
-    """'42 s', '3 min 05 s', '2 h 07 min'."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def estimate(pairs: Sequence[Pair], lm: LoadedModel, *, max_length: int = DEFAULT_MAX_LENGTH,

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ches.engine.metrics import METRICS
 from ches.review.export import Rule, select
@@ -105,6 +104,7 @@ def spearman(x, y) -> float:
     x, y = _finite(x, y)
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
+    from scipy import stats                     # 1-2 s to import: only when a comparison runs
     return float(stats.spearmanr(x, y).statistic)
 
 
@@ -113,6 +113,7 @@ def kendall(x, y) -> float:
     x, y = _finite(x, y)
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
+    from scipy import stats
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(stats.kendalltau(x, y).statistic)

@@ -44,8 +44,8 @@ from ches import __version__
 from ches.atomic import atomic_folder
 from ches.engine.forward import Progress
 from ches.engine.store import read_manifest, read_scores
-from ches.review.export import Rule, select
-from ches.review.probe import measure
+from ches.review.export import Rule, score_rule, select
+from ches.review.probe.run import measure
 from ches.review.probe.settings import ProbeError, ProbeSettings
 from ches.review.probe.storage import RESULT_COLUMNS, is_complete, list_folders
 
@@ -100,7 +100,7 @@ def decisions_digest(sel: pd.DataFrame) -> str:
 
 def check_key(run_dir: Path, rule: Rule, digest: str, cs: CheckSettings) -> str:
     """16 hex chars over what determines the numbers: run, rule, decisions, settings, CHECK_VERSION."""
-    r = rule.as_dict()
+    r = score_rule(rule.as_dict())                                           # the decisions: `digest`
     r = {**r, "keep_lowest_percent": float(r["keep_lowest_percent"]),          # 50 and 50.0: the same rule
          "threshold": None if r["threshold"] is None else float(r["threshold"])}
     canon = json.dumps({"run": read_manifest(run_dir)["key"], "rule": r, "decisions": digest,
@@ -201,7 +201,7 @@ def citation(run_dir: Path, rule: Rule, sel: pd.DataFrame | None = None) -> dict
     """What an export manifest cites: the latest stored check of the same rule (None if there is none):
     its key, verdict, statistics, settings, and whether it applied the same decisions as `sel` (the
     export's `select` table) does."""
-    same = [m for _, m in list_checks(run_dir) if m.get("rule") == rule.as_dict()]
+    same = [m for _, m in list_checks(run_dir) if score_rule(m.get("rule") or {}) == score_rule(rule.as_dict())]
     if not same:
         return None
     m = same[0]

@@ -144,7 +144,7 @@ class Trainer:
     def train(self, chosen, rejected, ref_c: np.ndarray, ref_r: np.ndarray) -> list[dict]:
         """`steps` DPO updates; per step the mean loss and the mean chosen / rejected log-ratio (before it)."""
         s, dev = self.s, self.lm.device
-        opt = OPTIMIZERS[s.optimizer](self.lm.model.parameters(), lr=s.lr)
+        opt = getattr(torch.optim, OPTIMIZERS[s.optimizer])(self.lm.model.parameters(), lr=s.lr)
         ref_c_t, ref_r_t = torch.tensor(ref_c, device=dev), torch.tensor(ref_r, device=dev)
         history = []
         for step, batch in enumerate(self.batches, 1):

@@ -6,14 +6,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from ches.engine.metrics import METRICS
 from ches.engine.models import DEFAULT_MODEL
 from ches.review.browse import percentiles
 
 SUBSETS = ("top", "bottom", "band", "ids")
-OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+OPTIMIZERS = {"rmsprop": "RMSprop", "adam": "Adam", "sgd": "SGD"}        # name -> the torch.optim class
 # The paper's settings (Sec. 5), used for every model but the bundled one.
 PAPER = {"n": 512, "batch_size": 32, "lr": 1e-7, "beta": 0.1}
 # SmolLM2-135M on 2 CPU cores: what bench/displacement_bench.py needed to show the effect (see README).
