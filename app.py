@@ -15,10 +15,11 @@ pg = st.navigation([
     st.Page("pages/browse.py", title="Browse", icon=":material/table_rows:"),
     st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
     st.Page("pages/pair.py", title="Pair / tokens", icon=":material/compare_arrows:"),
+    st.Page("pages/team.py", title="Team", icon=":material/groups:"),
     st.Page("pages/export.py", title="Curate & export", icon=":material/download:"),
     st.Page("pages/compare.py", title="Compare runs", icon=":material/difference:"),
     st.Page("pages/probe.py", title="Probe", icon=":material/science:"),
-])
+], position="sidebar" if auth.admitted() else "hidden")     # signed out or off the team: no page list
 auth.gate()                 # with sign-in on (secrets.toml [auth]): nobody off the team gets further
 state.sync_url()
 sidebar.show(jobs_here=pg.title != "Data & score")     # that page shows them beside its Score button

@@ -12,6 +12,7 @@ The Python API, from data to a `trl.DPOTrainer` (every import is lazy: `import c
 
     run = ches.score("pairs.jsonl", model="smollm2")              # a ches.Run: the run folder, reused if scored
     ds = ches.curate(run, rule=ches.Rule(keep_lowest_percent=95), format="trl")   # a datasets.Dataset
+    ds = ches.curate(run, rule=ches.Rule(team="majority"))        # several annotators: the majority decides
     json.loads(ds.info.description)                               # its manifest: model, rule, counts, ...
 """
 from __future__ import annotations
@@ -89,7 +90,8 @@ def score(data: str | Path | Iterable[Mapping[str, Any]], model: str | None = No
     from ches.engine.files import load_dataset
     from ches.engine.formats import load_records
     from ches.engine.models import DEFAULT_MODEL, load_model
-    from ches.engine.pipeline import DEFAULT_MAX_LENGTH, score_dataset
+    from ches.engine.pipeline import score_dataset
+    from ches.engine.tokens import DEFAULT_MAX_LENGTH
     from ches.workspace import workspace
 
     if isinstance(data, (str, Path)):
@@ -111,16 +113,19 @@ def curate(run: Run | str | Path, rule: "Rule | None" = None,
     """The pairs of `run` that `rule` keeps, as a `datasets.Dataset`, exactly like `ches export`.
 
     run: a Run, a run folder, or a run id (or unique prefix) under `runs` (default: the workspace's).
-    rule: a ches.Rule (default: keep the lowest 95% by LN-CHES, drop identical / empty pairs).
+    rule: a ches.Rule (default: keep the lowest 95% by LN-CHES, drop identical / empty pairs, the latest
+    decision of anyone applies); `Rule(team=...)` says how several annotators' decisions on a pair become
+    the team's (ches.review.agreement.TEAM_RULES: latest, majority, unanimous_keep, any_drop, adjudicated).
     decisions: None = the workspace's annotation database if it exists (as `ches export`); a path = that
-    database; a mapping pair_id -> "keep" / "drop" / "flag"; {} = none. `annotator`: only theirs.
+    database (both: everyone's decisions, combined by `rule.team`); a mapping pair_id -> "keep" / "drop" /
+    "flag", applied as given; {} = none. `annotator`: only that person's decisions from the database.
     format: "input" = each kept pair's source record, in the source's own columns; "trl" = TRL's
     conversational prompt / chosen / rejected (ches.engine.pairs.to_trl), ready for `trl.DPOTrainer`.
     Rows are in dataset order. Provenance: `json.loads(ds.info.description)` is the export manifest (run,
-    model and weights fingerprint, rule, decisions, counts, score quantiles).
+    model and weights fingerprint, rule, decisions, how the team decided, counts, score quantiles).
     """
     from ches.cli import resolve_run
-    from ches.review import decisions as decision_log
+    from ches.review.agreement import TeamView
     from ches.review.export import ExportError, Rule, curated
     from ches.review.hub_export import to_dataset
     from ches.workspace import workspace
@@ -131,6 +136,6 @@ def curate(run: Run | str | Path, rule: "Rule | None" = None,
         db = Path(decisions) if decisions is not None else workspace().decisions
         if decisions is not None and not db.is_file():
             raise ExportError(f"{db}: no such decisions database")
-        decisions = decision_log.current(db, annotator=annotator) if db.is_file() else {}
+        decisions = TeamView.read(db) if db.is_file() else TeamView()
     pairs, manifest = curated(run_dir, rule, decisions, fmt=format, annotator=annotator)
     return to_dataset(pairs, format, manifest)

@@ -2,12 +2,18 @@
 
 Two layouts: "Review" shows one pair with its buttons at the top of the page, one after another in
 "next undecided" order; "Table" adds the distribution, score vs length and the ranked table above it.
+
+Each annotator's decision is their own: `decision` is mine (the session's annotator), `team` the pair's team
+status (single / agreed / conflict / settled), shown as "hidden (blind)" on the pairs I have not decided
+while the run's review is blind. "Next undecided" means undecided by me. In Review, an annotator with a
+queue in the run's review plan (pages/team.py) works through it in its order ("My queue", on by default).
 """
 import streamlit as st
 
 from ui import decisionbar, loaders, render, state, streamlit_patch
-from ches.review.browse import (PAGE_SIZE, filter_pairs, has_any_flag, next_undecided, page_count,
-                         page_of, percentile_of)
+from ches.review.browse import (HIDDEN, PAGE_SIZE, filter_pairs, has_any_flag, in_queue, next_undecided, page_count,
+                                page_of, percentile_of, team_column)
+from ches.review.agreement import TEAM_STATUSES
 from ches.review.charts import score_histogram, score_vs_length
 from ches.review.decisions import STATUSES, UNDECIDED
 from ches.engine.pairs import FLAGS
@@ -17,10 +23,15 @@ streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep 
 
 TABLE = "browse_table"
 MODE = "browse_mode"          # the layout control; the layout itself is state.LAYOUT (kept off this page, in the URL)
+QUEUE = "browse_queue"        # the "My queue" toggle; its value is state.MY_QUEUE (kept while other pages are open)
 
 run = state.require_run()
 table = loaders.scores(run)
-decided = loaders.decisions()
+me = state.annotator()
+team = loaders.team()
+mine = team.mine(me) if me else {}
+plan, plan_error = state.review_plan(run)
+team_col = team_column(table["pair_id"], team, me, plan.blind)
 
 st.title("Browse")
 
@@ -63,13 +74,23 @@ with st.expander("Filters", expanded=mode == "table", icon=":material/tune:"):
     if lmax > lmin:
         picked_len = f3.slider("Response length (tokens, both sides)", lmin, lmax, (lmin, lmax), key="browse_len")
         length_range = None if picked_len == (lmin, lmax) else picked_len
-    g1, g2, g3 = st.columns(3)
+    g1, g2, g3, g4 = st.columns(4)
     present = sorted({f for cell in table["flags"].unique() for f in str(cell).split(",") if f})
     flags = g1.multiselect("Flags (any of)", present, key="browse_flags",
                            format_func=lambda f: f"{f} ({int(has_any_flag(table['flags'], [f]).sum())})",
                            help="\n\n".join(f"**{f}**: {FLAGS.get(f, '')}" for f in present) or None)
-    status = g2.multiselect("Decision", STATUSES, key="browse_status")
-    query = g3.text_input("Search prompt and responses", key="browse_query",
+    status = g2.multiselect("My decision", STATUSES, key="browse_status",
+                            help="Your own decision on the pair (undecided: you have not decided it)." +
+                            ("" if me else " Give your name in the sidebar: until then every pair is undecided."))
+    team_options = [*TEAM_STATUSES, HIDDEN] if plan.blind else list(TEAM_STATUSES)
+    if not set(st.session_state.get("browse_team") or ()) <= set(team_options):     # blind was turned off
+        st.session_state["browse_team"] = [t for t in st.session_state["browse_team"] if t in team_options]
+    team_filter = g3.multiselect("Team status", team_options, key="browse_team",
+                                 help="undecided: nobody decided it · single: one annotator · agreed: two or more, "
+                                 "the same · conflict: two or more, not the same · settled: an adjudicator decided "
+                                 "(on the Team page)." + (f" Blind review: {HIDDEN} until you decide the pair."
+                                                          if plan.blind else ""))
+    query = g4.text_input("Search prompt and responses", key="browse_query",
                           placeholder="case-insensitive substring")
 
 rows_filter = None
@@ -80,26 +101,52 @@ if query.strip():
     rows_filter = hits if rows_filter is None else rows_filter & hits
 
 ranked = filter_pairs(table, metric=metric, percentile=band, score_range=score_range, flags=flags, status=status,
-                      decisions=decided, rows=rows_filter, length_range=length_range)
+                      decisions=mine, rows=rows_filter, length_range=length_range, team=team_col,
+                      team_filter=team_filter)
+
+queue = plan.queue(me) if me else ()
+queue_note = ""
+if mode == "review" and queue:
+    # my queue in the run's review plan, in its order (the riskiest first), with the filters still applied
+    if st.session_state.get(QUEUE) != st.session_state.get(state.MY_QUEUE, True):
+        st.session_state[QUEUE] = st.session_state.get(state.MY_QUEUE, True)
+    on = st.toggle("My queue", key=QUEUE,
+                   on_change=lambda: st.session_state.update({state.MY_QUEUE: st.session_state[QUEUE]}),
+                   help=f"The {len(queue):,} pairs assigned to you on the Team page, in their order; off: the whole "
+                   "ranking.")
+    done = sum(1 for p in queue if p in mine)
+    queue_note = f"My queue: {done:,} of {len(queue):,} done · " if on else ""
+    if on:
+        ranked = in_queue(ranked, queue)
+elif queue:
+    st.caption(f"{len(queue):,} pairs are assigned to you: the Review layout takes you through them in order.")
 ranked_rows = ranked["row"].tolist()
 undecided = ranked.loc[ranked["decision"] == UNDECIDED, "row"]
 
+if plan_error:
+    st.warning(f"The run's review plan cannot be read ({plan_error}); review is not blind and nothing is "
+               "assigned until it is written again on the Team page.", icon=":material/warning:")
+if not me:
+    st.caption("Give your name in the sidebar: until then *My decision* is undecided on every pair.")
 n_flagged = int((table["flags"] != "").sum())
-n_decided = int(table["pair_id"].isin(decided.keys()).sum())
+n_decided = int(table["pair_id"].isin(list(mine)).sum())
 if mode == "table":
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Pairs in run", f"{len(table):,}")
     m2.metric("Shown by filters", f"{len(ranked):,}")
     m3.metric("With data flags", f"{n_flagged:,}", help="Pairs with at least one load-time or scoring flag.")
-    m4.metric("Decided", f"{n_decided:,}", help="Pairs with a keep / drop / flag decision (any annotator).")
+    m4.metric("Decided by me", f"{n_decided:,}", help="Pairs of this run with a keep / drop / flag decision of "
+              "yours (the team's: the Team status filter, the sidebar and the Team page).")
 else:
-    st.caption(f"{len(table):,} pairs in the run · {len(ranked):,} shown by the filters · {len(undecided):,} of "
-               f"them undecided · {n_decided:,} decided in the run · {n_flagged:,} with data flags")
+    st.caption(f"{queue_note}{len(table):,} pairs in the run · {len(ranked):,} shown · {len(undecided):,} of "
+               f"them undecided by me · {n_decided:,} decided by me in the run · {n_flagged:,} with data flags")
 
 # -------------------------------------------------------------------------------- current pair
 current = st.session_state.get(state.PAIR_ROW)
 if current not in set(ranked_rows):
-    current = ranked_rows[0] if ranked_rows else None
+    # Review opens the first pair I have not decided; Table the top of the ranking
+    first_open = undecided.iloc[0] if mode == "review" and len(undecided) else None
+    current = int(first_open) if first_open is not None else ranked_rows[0] if ranked_rows else None
 if current is not None:
     state.open_row(current)            # the same pair on Pair / tokens, on the Map, and in the address
 
@@ -126,17 +173,9 @@ if mode == "table":
     view.insert(0, "rank", range((int(page) - 1) * PAGE_SIZE + 1, (int(page) - 1) * PAGE_SIZE + 1 + len(view)))
     txt = loaders.texts(run, view["row"].tolist()).set_index("row")
 
-    def _preview(cell, limit: int = 90) -> str:
-        text = " ".join(str(cell or "").split())
-        return text if len(text) <= limit else text[: limit - 1] + "…"
-
-    def _prompt_preview(cell) -> str:
-        msgs = render.parse_messages(cell)
-        return _preview(msgs[-1].get("content", "") if msgs else "")
-
-    view["prompt"] = view["row"].map(txt["prompt"]).map(_prompt_preview)
-    view["chosen"] = view["row"].map(txt["chosen"]).map(_preview)
-    view["rejected"] = view["row"].map(txt["rejected"]).map(_preview)
+    view["prompt"] = view["row"].map(txt["prompt"]).map(render.prompt_preview)
+    view["chosen"] = view["row"].map(txt["chosen"]).map(render.preview)
+    view["rejected"] = view["row"].map(txt["rejected"]).map(render.preview)
     view = view.reset_index(drop=True)
     st.session_state["_browse_page_rows"] = view["row"].tolist()
     # a decision or an undo gives the table a new key: the old row tick must not reopen its pair
@@ -148,7 +187,7 @@ if mode == "table":
         if sel and sel[0] < len(rows):
             st.session_state[state.PAIR_ROW] = int(rows[sel[0]])
 
-    shown = ["rank", "row", metric, "percentile", "decision", "flags", "prompt", "chosen", "rejected",
+    shown = ["rank", "row", metric, "percentile", "decision", "team", "flags", "prompt", "chosen", "rejected",
              "len_chosen", "len_rejected"]
     st.dataframe(view, key=table_key, on_select=_open_selected, selection_mode="single-row", hide_index=True,
                  width="stretch", height=min(38 + 35 * len(view), 420), column_order=shown,
@@ -156,6 +195,9 @@ if mode == "table":
                      metric: st.column_config.NumberColumn(METRICS[metric].label, format="%.4g"),
                      "percentile": st.column_config.ProgressColumn("pctl", min_value=0, max_value=100, format="%.0f"),
                      "rank": st.column_config.NumberColumn("#", width="small"),
+                     "decision": st.column_config.TextColumn("my decision", help="Your own decision"),
+                     "team": st.column_config.TextColumn("team", help="The team status" + (
+                         f" ({HIDDEN} until you decide the pair: blind review)" if plan.blind else "")),
                      "row": st.column_config.NumberColumn("row", width="small", format="%d"),
                      "len_chosen": st.column_config.NumberColumn("|y+|", width="small"),
                      "len_rejected": st.column_config.NumberColumn("|y-|", width="small"),

@@ -12,7 +12,10 @@ from ches.review.charts import before_after_histogram, check_arms
 from ches.review.probe.check import CheckSettings, citation, run_check
 from ches.review.probe.settings import MIN_PAIRS, defaults as probe_defaults
 from ches.engine.pairs import FLAGS
-from ches.review.export import DEFAULT_DROP_FLAGS, Rule, default_export_name, export, export_path, manifest_path, preview, select
+from ches.review.agreement import DEFAULT_TEAM_RULE, TEAM_RULES
+from ches.review.decision_context import jsonl_with_context
+from ches.review.export import (DEFAULT_DROP_FLAGS, Rule, default_export_name, export, export_path, manifest_path, only,
+                                preview, select, team_report)
 from ches.review.hub_export import DATA_FILE, HF_FORMATS, export_folder, export_hf
 from ches.engine.report import dataset_stem
 from ches.engine.metrics import METRICS
@@ -52,16 +55,22 @@ else:
     percent = 95.0
 drop_flags = st.multiselect("Drop pairs with these flags", list(FLAGS), default=list(DEFAULT_DROP_FLAGS),
                             key="export_flags", format_func=lambda f: f"{f} — {FLAGS[f]}")
-only_mine = st.toggle(f"Apply only my decisions ({state.annotator() or 'no name given'})", key="export_only_mine",
-                      disabled=not state.annotator(), help="Off: the latest decision of any annotator applies.")
+t1, t2 = st.columns(2)
+only_mine = t2.toggle(f"Apply only my decisions ({state.annotator() or 'no name given'})", key="export_only_mine",
+                      disabled=not state.annotator(), help="Off: the team's decision applies, by the team rule.")
 only_mine = only_mine and bool(state.annotator())
-decisions = loaders.decisions(annotator=state.annotator() if only_mine else None)
+team_rule = t1.selectbox("Team rule", list(TEAM_RULES), key="export_team_rule", disabled=only_mine,
+                         format_func=lambda r: f"{r.replace('_', ' ')}: {TEAM_RULES[r]}",
+                         help="How several annotators' decisions on a pair become the team's. An adjudicator's "
+                         "decision wins under every rule; a pair the rule gives no decision follows the score rule.")
 
 rule = None
 with render.user_errors():
-    rule = Rule(metric=metric, keep_lowest_percent=percent, threshold=threshold, drop_flags=tuple(drop_flags))
+    rule = Rule(metric=metric, keep_lowest_percent=percent, threshold=threshold, drop_flags=tuple(drop_flags),
+                team=DEFAULT_TEAM_RULE if only_mine else team_rule)
 if rule is None:
     st.stop()
+decisions = only(loaders.team(), state.annotator(), rule) if only_mine else loaders.team()
 
 # ------------------------------------------------------------------------------------ preview
 summary = preview(table, rule, decisions)
@@ -93,6 +102,11 @@ with r2:
     reasons = [(r, "kept", n) for r, n in summary["kept_by_reason"].items()] + \
               [(r, "dropped", n) for r, n in summary["dropped_by_reason"].items()]
     st.dataframe(pd.DataFrame(reasons, columns=["reason", "outcome", "pairs"]), hide_index=True)
+team = team_report(decisions, rule, sel)
+if team["conflicts"]:
+    settled = ", ".join(f"{n} by {'the ' * (k != 'adjudication')}{k}" for k, n in team["settled_by"].items())
+    with st.expander(f"{team['conflicts']} conflict(s) among annotators on this run: {settled}", icon=":material/groups:"):
+        st.dataframe(pd.DataFrame(team["conflict_pairs"]).drop(columns="pair_id"), hide_index=True)
 
 # ------------------------------------------------------------------------------------ curation check
 st.subheader("Curation check")
@@ -138,8 +152,8 @@ name = st.text_input("File name (a folder's for a Hugging Face dataset; saved in
 
 def _export(path: Path, overwrite: bool) -> None:
     st.session_state.pop(CONFIRM, None)
-    written = (export_hf if fmt in HF_FORMATS else export)(run, rule, decisions, path, fmt=fmt, annotator=state.annotator() if only_mine else None,
-                     overwrite=overwrite)
+    written = (export_hf if fmt in HF_FORMATS else export)(run, rule, decisions, path, fmt=fmt, overwrite=overwrite,
+                                                           annotator=state.annotator() if only_mine else None)
     st.session_state[LAST] = (str(run), str(path))
     state.flash("success", f"Wrote {written['counts']['kept']} of {written['counts']['pairs']} pairs to {path.name}.")
 
@@ -186,3 +200,12 @@ elif last and last[0] == str(run) and Path(last[1]).is_file():
         d2.download_button("Download manifest", data=partial(manifest_path(path).read_bytes),
                            file_name=manifest_path(path).name, mime="application/json", key="export_dl_manifest",
                            icon=":material/description:")
+
+db = state.ws().decisions
+if db.is_file():
+    st.download_button("Download the decision log", data=partial(jsonl_with_context, db, run), icon=":material/rule:",
+                       file_name=f"decisions-{Path(run).name[:12]}.jsonl", mime="application/jsonl",
+                       key="export_dl_decisions", disabled=not auth.can("export"), help=auth.refuse("export") or
+                       "Every decision event of the workspace (JSON Lines, as `ches decisions export --run`), each "
+                       "with its pair's run, row and prompt (the last user turn) where this run holds the pair; "
+                       "`ches decisions import` reads it back.")

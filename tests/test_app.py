@@ -64,11 +64,41 @@ def plain(text: str) -> str:
     return text.replace("\\", "")
 
 
-def bar(at: AppTest, choice: str):
-    """The open pair's Keep / Drop / Flag button (its key holds the pair id: ui.decisionbar.button_key)."""
-    found = [b for b in at.button if (b.key or "").startswith(f"{choice}_")]
-    assert len(found) == 1, [b.key for b in at.button]
-    return found[0]
+class BarButton:
+    """One of the decision bar's buttons (Keep / Drop / Flag / Undo: one custom component, ui/decisionbar.py).
+    AppTest cannot drive a custom component, so `click` does what the page's script does: it appends the
+    press {seq, client, pair, action, note} to the component's cumulative list of presses (its state)."""
+
+    def __init__(self, at: AppTest, choice: str):
+        from ui import decisionbar
+
+        found = at.get("bidi_component")
+        assert len(found) == 1, found
+        self.at, self.choice, self.key = at, choice, decisionbar.KEY
+        self.data = json.loads(found[0].proto.json)
+        self.spec = next(b for b in self.data["buttons"] if b["action"] == choice)
+
+    @property
+    def disabled(self) -> bool:
+        return not self.data["enabled"]
+
+    @property
+    def shortcut(self) -> str:
+        return self.spec["shortcut"]
+
+    def click(self, note: str = "") -> AppTest:
+        assert not self.disabled, "the page's buttons are disabled"
+        value = self.at.session_state[self.key] if self.key in self.at.session_state else {}
+        presses = list(value.get("presses") or [])
+        press = {"seq": len(presses) + 1, "client": "apptest", "pair": self.data["pair"], "action": self.choice,
+                 "note": note}
+        self.at.session_state[self.key] = {"presses": [*presses, press]}
+        return self.at
+
+
+def bar(at: AppTest, choice: str) -> BarButton:
+    """The open pair's Keep / Drop / Flag / Undo button, as the page drew it."""
+    return BarButton(at, choice)
 
 
 def ranked_rows(run_dir: Path, metric_name: str = "ln_ches") -> list[int]:
@@ -139,7 +169,7 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     """Through the page, with real `ches score` processes (tiny model): estimate, first N pairs, Score, a
     second session (another tab, another page) sees the job and cannot start it twice, Cancel, resume."""
     write_pairs(workspace_env.data_root / "pairs.jsonl", 60)
-    first = 40                                   # in chunks of 16 (pipeline.chunk_size_for: at least 16)
+    first = 40                                   # in chunks of 16 (timing.chunk_size_for: at least 16)
     slow_jobs.slow(2.0)                          # per chunk: the Cancel lands before the third chunk is done
     monkeypatch.setenv("CHES_MODELS_ROOT", str(tiny_model_dir.parent))   # the app loads local models from there
     at = _score_form(tiny_model_dir, first)
@@ -157,7 +187,7 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     assert not at.exception and not at.error
     (job,) = jobs.list_jobs(workspace_env.workspace / "jobs")
     assert "--limit" in job.args and job.args[job.args.index("--limit") + 1] == str(first)
-    assert "--chunk-size" not in job.args                      # the CLI sizes the chunks (pipeline.chunk_size_for)
+    assert "--chunk-size" not in job.args                      # the CLI sizes the chunks (timing.chunk_size_for)
     _until(at, lambda at: jobs.status(job).kept >= 16 and _progress(at), "progress after a chunk")
     assert re.match(r"\d+ / 40 pairs", _progress(at)[0])
     assert "run_dir" not in at.session_state                    # nothing opened before it is complete
@@ -440,8 +470,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
     assert at.session_state["pair_row"] == ranked[0]                   # Pair / tokens follows Browse
     table_id = at.dataframe[0].proto.id
-    at.text_input(key="note").set_value("fine pair")
-    bar(at, "keep").click().run()
+    bar(at, "keep").click(note="fine pair").run()
     assert not at.exception
     now = decisions.current(db)
     assert set(now) == {pid[ranked[0]]}
@@ -450,8 +479,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")     # the next pair opened
     assert at.session_state["pair_row"] == ranked[1]
     assert at.dataframe[0].proto.id != table_id                       # a fresh table: the old tick is gone
-    assert at.text_input(key="note").value == ""
-    assert metric(at, "Decided") == "1" and metric(at, "Keep") == "1"  # page tile and sidebar tile
+    assert metric(at, "Decided by me") == "1" and metric(at, "Keep") == "1"  # page tile and sidebar tile
     bar(at, "drop").click().run()
     assert decisions.current(db)[pid[ranked[1]]].decision == "drop"
     assert at.subheader[0].value.startswith(f"Row {ranked[2]} ·")
@@ -459,17 +487,18 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     at.multiselect(key="browse_status").set_value(["undecided"]).run()
     assert metric(at, "Shown by filters") == "128"
     at.multiselect(key="browse_status").set_value([]).run()
-    # undo walks back, newest first, and reopens the undone pair
+    # Undo acts on my decision on the pair on screen: there is none on this one; on ranked[1], its drop only
+    bar(at, "undo").click().run()
+    assert any(f"Row {ranked[2]}: you have no decision here to undo" in plain(i.value) for i in at.info)
+    assert len(decisions.current(db)) == 2
+    at.session_state["pair_row"] = ranked[1]
+    at.run()
     table_id = at.dataframe[0].proto.id
-    at.button(key="undo").click().run()
+    bar(at, "undo").click().run()
     assert at.dataframe[0].proto.id != table_id
-    assert set(decisions.current(db)) == {pid[ranked[0]]}
-    assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")
-    at.button(key="undo").click().run()
-    assert decisions.current(db) == {}
-    assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
-    at.button(key="undo").click().run()
-    assert any("Nothing to undo" in i.value for i in at.info)
+    assert set(decisions.current(db)) == {pid[ranked[0]]}          # the keep on ranked[0], decided first, stays
+    assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")   # the undone pair stays open
+    assert any(f"Row {ranked[1]}: undid your drop" in plain(i.value) for i in at.info)
 
 
 def test_sidebar_run_picker_switches_runs(workspace_env, flagged_run, tmp_path):
@@ -499,13 +528,13 @@ def test_review_mode_goes_to_the_next_undecided_pair(workspace_env, flagged_run)
     ranked = ranked_rows(flagged_run)
     pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
     db = wsp.workspace(workspace_env.workspace).decisions
-    decisions.record(db, pid[ranked[1]], "keep", annotator="earlier")
+    decisions.record(db, pid[ranked[1]], "keep", annotator="rev")        # mine, decided earlier
     at = open_page(app(flagged_run, annotator="rev"), "pages/browse.py")
     at.segmented_control(key="browse_mode").set_value("review").run()
     assert not at.dataframe and not at.get("plotly_chart")                   # the pair and its buttons only
     assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
     bar(at, "drop").click().run()
-    assert at.subheader[0].value.startswith(f"Row {ranked[2]} ·")           # ranked[1] is decided: skipped
+    assert at.subheader[0].value.startswith(f"Row {ranked[2]} ·")           # ranked[1] is decided by me: skipped
     assert any(f"Row {ranked[0]}: drop. Next undecided: row {ranked[2]}" in plain(s.value) for s in at.success)
     at.button(key="skip").click().run()
     assert at.subheader[0].value.startswith(f"Row {ranked[3]} ·")
@@ -558,8 +587,7 @@ def test_export_with_only_my_decisions_ignores_the_other_annotators(workspace_en
 
 def test_buttons_have_keyboard_shortcuts(workspace_env, flagged_run):
     at = open_page(app(flagged_run), "pages/browse.py")
-    shortcuts = {k: (bar(at, k) if k != "undo" else at.button(key=k)).proto.shortcut
-                 for k in ("keep", "drop", "flag", "undo")}
+    shortcuts = {k: bar(at, k).shortcut for k in ("keep", "drop", "flag", "undo")}
     assert {k: v.lower() for k, v in shortcuts.items()} == {"keep": "k", "drop": "d", "flag": "f", "undo": "u"}
 
 

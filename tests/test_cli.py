@@ -171,3 +171,80 @@ def test_ties_are_reported_as_ties_and_the_run_and_export_record_the_subset(tmp_
     assert cli.main(["export", str(run), "--out", str(exported), "--keep-lowest-percent", "50"]) == 0
     sidecar = json.loads((tmp_path / "kept.manifest.json").read_text())
     assert sidecar["source_subset"] == manifest["subset"] and sidecar["rows_skipped"] == manifest["rows_skipped"]
+
+
+# ---------------------------------------------------------------------- decisions export: run, row, prompt
+
+LONG = "Second question, asked in full: " + "why? " * 40      # longer than Browse's 90-character preview
+
+
+def _runs_for_decisions(runs, make_fake_run):
+    """Two runs: 'old' (created 2025-01-01) holds A, B; 'new' (2025-06-01) holds X, C, B (B at row 3)."""
+    from ches.engine.formats import load_records
+    a = {"prompt": "question A", "chosen": "a1", "rejected": "a2"}
+    b = {"prompt": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": LONG}], "chosen": "b1", "rejected": "b2"}
+    c = {"prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "question C"}],
+         "chosen": "c1", "rejected": "c2"}
+    x = {"prompt": "question X", "chosen": "x1", "rejected": "x2"}
+    old = make_fake_run(runs / "old", load_records([a, b], source="old.jsonl"))
+    new = make_fake_run(runs / "new", load_records([x, c, b], source="new.jsonl"))
+    m = json.loads((new / "manifest.json").read_text())
+    (new / "manifest.json").write_text(json.dumps({**m, "created_at": "2025-06-01T00:00:00+00:00"}))
+    ids = {k: load_records([r], source="m").pairs[0].pair_id for k, r in zip("ABCX", (a, b, c, x))}
+    return old, new, ids
+
+
+def test_decisions_export_carries_run_row_and_prompt_and_imports_back(tmp_path, monkeypatch, capsys):
+    from conftest import make_fake_run
+    from ches.review import decisions
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("CHES_WORKSPACE", str(ws))
+    _, _, ids = _runs_for_decisions(ws / "runs", make_fake_run)
+    db = ws / "decisions.sqlite"
+    decisions.record(db, ids["A"], "keep", annotator="ann-a")
+    decisions.record(db, ids["B"], "drop", annotator="ann-a", note="line one\u2028line two")
+    decisions.record(db, ids["C"], "flag", annotator="ann-b")
+    decisions.record(db, "gone-pair", "drop", annotator="ann-b")
+    decisions.record(db, ids["B"], "keep", annotator="boss", adjudicate=True)
+
+    out = tmp_path / "all.jsonl"
+    assert cli.main(["decisions", "export", str(out)]) == 0
+    assert f"exported 5 decision event(s) from {db} to {out}; 3 of 4 pair(s) found in the runs in" in capsys.readouterr().out
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").split("\n") if x]
+    got = [(e["pair_id"], e["run"], e["row"], e["prompt"]) for e in lines]
+    assert got == [(ids["A"], "old", 1, "question A"),            # only the old run holds A
+                   (ids["B"], "new", 3, LONG),                    # the most recent run holding B; full text
+                   (ids["C"], "new", 2, "question C"),            # the last user turn, not the system prompt
+                   ("gone-pair", None, None, None),               # in no run
+                   (ids["B"], "new", 3, LONG)]
+    assert lines[1]["note"] == "line one\u2028line two" and lines[4]["adjudicated"] is True
+
+    only_old = tmp_path / "old.jsonl"
+    assert cli.main(["decisions", "export", str(only_old), "--run", "ol"]) == 0       # a run id prefix
+    assert "2 of 4 pair(s) found in run old" in capsys.readouterr().out
+    got = [(e["run"], e["row"]) for e in map(json.loads, only_old.read_text(encoding="utf-8").split("\n")[:-1])]
+    assert got == [("old", 1), ("old", 2), (None, None), (None, None), ("old", 2)]
+    from ches.review.decision_context import jsonl_with_context                    # the app's download
+    assert jsonl_with_context(db, ws / "runs" / "old") == only_old.read_bytes()
+
+    other = tmp_path / "other.sqlite"                         # the extra keys are ignored by an import
+    assert cli.main(["decisions", "import", str(out), "--db", str(other)]) == 0
+    assert "imported 5, skipped 0 duplicate(s), 0 error(s)" in capsys.readouterr().out
+    assert {k: (v.decision, v.annotator) for k, v in decisions.current(other).items()} == \
+        {k: (v.decision, v.annotator) for k, v in decisions.current(db).items()}
+    assert decisions.adjudications(other)[ids["B"]].annotator == "boss"
+    assert cli.main(["decisions", "export", str(out), "--run", "nope"]) == 2
+
+
+def test_export_help_lists_every_team_rule(capsys):
+    from ches.review.agreement import TEAM_RULES
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name, text in TEAM_RULES.items():
+        assert f"{name} ({text})" in out
+    with pytest.raises(SystemExit):
+        cli.main(["decisions", "export", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--run RUN" in out and "most recent complete run in the workspace that holds the pair" in out

@@ -56,7 +56,7 @@ def sample_run(tmp_path, sample_ds) -> Path:
 # ------------------------------------------------------------------------------------ Rule
 
 @pytest.mark.parametrize("kwargs", [dict(metric="nope"), dict(keep_lowest_percent=101), dict(keep_lowest_percent=-1),
-                                    dict(drop_flags=("bogus",)), dict(threshold=float("nan"))])
+                                    dict(drop_flags=("bogus",)), dict(threshold=float("nan")), dict(team="bogus")])
 def test_rule_rejects_bad_values(kwargs):
     with pytest.raises(E.ExportError):
         E.Rule(**kwargs)
@@ -355,7 +355,7 @@ def test_cli_export_by_run_id_with_decisions(ws, sample_ds, tmp_path, capsys):
     m = json.loads(E.manifest_path(out).read_text())
     assert f"wrote {m['counts']['kept']} of {len(sample_ds.pairs)} pairs" in text
     assert m["rule"] == {"metric": "ches", "keep_lowest_percent": 95.0, "threshold": 0.0, "drop_flags": [],
-                         "mode": "threshold"}
+                         "team": "latest", "mode": "threshold"}
     expected = kept_ids(run, E.Rule(metric="ches", threshold=0, drop_flags=()), {pid: "drop"})
     assert pid not in expected and reload_ids(out) == expected
 
@@ -440,3 +440,202 @@ def test_cli_export_help_has_no_literal_percent_escapes(capsys):
         parser().parse_args(["export", "--help"])
     text = capsys.readouterr().out
     assert "5% lowest" in text and "X% of pairs" in text and "%%" not in text
+
+
+# ------------------------------------------------------------------------------------ team rules
+# Eleven pairs P0..P10 (rows 1..11) and three annotators, recorded pair by pair in the order a, b, c (so the
+# latest decision on a pair is its last annotator's), plus an adjudication on P5 and a conflict on a pair of
+# another run. Worked out by hand:
+#   P0 a keep, b keep          agreed keep        P6  a keep          single
+#   P1 a drop, b drop, c drop  agreed drop        P7  a flag, b keep  conflict
+#   P2 a keep, b drop          conflict           P8  b drop          single
+#   P3 a keep, b keep, c drop  conflict           P9  a keep, b keep  agreed keep
+#   P4 a drop, b keep, c drop  conflict           P10 nobody
+#   P5 a keep, b drop          conflict, settled keep by "boss"
+TEAM_TABLE = {0: "kk", 1: "ddd", 2: "kd", 3: "kkd", 4: "dkd", 5: "kd", 6: "k", 7: "fk", 8: "-d", 9: "kk"}
+ANNOTATORS = ("ann-a", "ann-b", "ann-c")
+# the team's decision per rule: (pairs kept, pairs dropped); the rest fall to the score rule
+TEAM_OUTCOMES = {
+    "latest": ({0, 5, 6, 7, 9}, {1, 2, 3, 4, 8}),          # the last annotator of each pair; P5 adjudicated
+    "majority": ({0, 3, 5, 6, 9}, {1, 4, 8}),              # P2 1 of 2, P7 1 of 2: no majority
+    "unanimous_keep": ({0, 5, 6, 9}, {1, 2, 3, 4, 7, 8}),  # P7: a flag is not a keep
+    "any_drop": ({0, 5, 6, 7, 9}, {1, 2, 3, 4, 8}),        # P7: no drop, a keep
+    "adjudicated": ({0, 5, 9}, {1}),                       # agreed pairs and the adjudication only
+}
+# what settled the conflicts P2, P3, P4, P5, P7 under each rule
+SETTLED_BY = {"latest": (1, 4, 0), "majority": (1, 2, 2), "unanimous_keep": (1, 4, 0), "any_drop": (1, 4, 0),
+              "adjudicated": (1, 0, 4)}
+
+
+@pytest.fixture
+def team_run(tmp_path):
+    """(run folder, decision log, pair ids by P number) for TEAM_TABLE."""
+    ds = load_records([{"prompt": f"question {i}", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(11)],
+                      source="team.jsonl")
+    run = make_run(tmp_path / "runs" / "teamrun", ds)
+    pid = [p.pair_id for p in ds.pairs]
+    db = tmp_path / "team.sqlite"
+    value = {"k": "keep", "d": "drop", "f": "flag"}
+    for i, letters in TEAM_TABLE.items():
+        for ann, letter in zip(ANNOTATORS, letters):
+            if letter != "-":
+                decisions.record(db, pid[i], value[letter], annotator=ann)
+    decisions.record(db, pid[5], "keep", annotator="boss", adjudicate=True, note="on topic")
+    decisions.record(db, "not-in-this-run", "keep", annotator="ann-a")       # another run's conflict:
+    decisions.record(db, "not-in-this-run", "drop", annotator="ann-c")       # never counted here
+    return run, db, pid
+
+
+def _outcome(run, rule, view) -> tuple[set[int], set[int]]:
+    """(P numbers the team keeps, P numbers the team drops), read off two selections: with the score rule
+    keeping nothing, only the team's keeps are kept; keeping everything, only its drops are dropped."""
+    from ches.engine.store import read_scores
+    table = read_scores(run)
+    none = E.select(table, E.Rule(keep_lowest_percent=0, drop_flags=(), team=rule), view)
+    every = E.select(table, E.Rule(keep_lowest_percent=100, drop_flags=(), team=rule), view)
+    return set((none.loc[none.kept, "row"] - 1).tolist()), set((every.loc[~every.kept, "row"] - 1).tolist())
+
+
+@pytest.mark.parametrize("rule", list(TEAM_OUTCOMES))
+def test_each_team_rule_selects_the_pairs_worked_out_by_hand(team_run, rule):
+    from ches.review.agreement import TeamView
+    run, db, _ = team_run
+    assert _outcome(run, rule, TeamView.read(db)) == TEAM_OUTCOMES[rule]
+
+
+@pytest.mark.parametrize("rule", list(TEAM_OUTCOMES))
+def test_the_manifest_says_how_the_team_decided(team_run, tmp_path, rule):
+    from ches.review.agreement import TEAM_RULES, TeamView
+    run, db, pid = team_run
+    m = E.export(run, E.Rule(keep_lowest_percent=0, drop_flags=(), team=rule), TeamView.read(db),
+                 tmp_path / f"{rule}.jsonl")
+    kept, dropped = TEAM_OUTCOMES[rule]
+    assert m["counts"]["kept"] == len(kept) and m["counts"]["kept_by_reason"] == {"decision:keep": len(kept)}
+    assert m["counts"]["dropped_by_reason"].get("decision:drop", 0) == len(dropped)
+    assert m["decisions"]["keep"] == len(kept) and m["decisions"]["drop"] == len(dropped)
+    t = m["team"]
+    assert t["rule"] == rule and t["description"] == TEAM_RULES[rule] and m["rule"]["team"] == rule
+    assert t["annotators"] == {"ann-a": {"keep": 6, "drop": 2, "flag": 1}, "ann-b": {"keep": 5, "drop": 4, "flag": 0},
+                               "ann-c": {"keep": 0, "drop": 3, "flag": 0}}          # "not-in-this-run" left out
+    assert (t["conflicts"], t["settled"]) == (5, 1)
+    assert t["settlements"] == [{"pair_id": pid[5], "decisions": "ann-a: keep; ann-b: drop", "decision": "keep",
+                                 "by": "boss"}]
+    assert sorted(t["unsettled"]) == sorted(pid[i] for i in (2, 3, 4, 7))
+    assert tuple(t["settled_by"].values()) == SETTLED_BY[rule]
+    conflict = {c["row"] - 1: c for c in t["conflict_pairs"]}
+    assert set(conflict) == {2, 3, 4, 5, 7}
+    assert conflict[3]["decisions"] == "ann-a: keep; ann-b: keep; ann-c: drop"
+    assert conflict[5]["settled_by"] == "adjudication" and conflict[5]["by"] == "boss" and conflict[5]["kept"]
+    for i, c in conflict.items():                       # kept exactly when the team's decision is keep
+        assert c["kept"] == (i in kept)
+        assert c["decision"] == ("keep" if i in kept else "drop" if i in dropped else "")
+    # Cohen's kappa: a/b share P0-P5, P7, P9 and agree on 4 of 8; p_e = (5*5 + 2*3 + 1*0) / 64, so
+    # kappa = (32 - 31) / (64 - 31) = 1/33. a/c and b/c share P1, P3, P4 with c always 'drop': kappa 0.
+    kappa = {(k["a"], k["b"]): (k["shared"], k["kappa"]) for k in t["kappa"]}
+    assert kappa[("ann-a", "ann-b")] == (8, pytest.approx(1 / 33))
+    assert kappa[("ann-a", "ann-c")] == (3, pytest.approx(0)) and kappa[("ann-b", "ann-c")] == (3, pytest.approx(0))
+    # Krippendorff's alpha (nominal) over the 8 pairs with two or more annotators, 19 values: coincidences
+    # o_kk 5, o_dd 4, o_kd = o_dk 4, o_kf = o_fk 1; n_k 10, n_d 8, n_f 1. D_o = 10/19,
+    # D_e = 2 (10*8 + 10*1 + 8*1) / (19*18) = 196/342, alpha = 1 - D_o/D_e = 1 - 180/196 = 4/49.
+    assert t["alpha"] == pytest.approx(4 / 49)
+    json.dumps(m)
+
+
+def test_only_my_decisions_and_plain_mappings(team_run):
+    from ches.review.agreement import TeamView
+    run, db, pid = team_run
+    view = TeamView.read(db)
+    # ann-c alone: drops P1, P3, P4; the adjudication is not theirs
+    assert _outcome(run, "latest", E.only(view, "ann-c")) == (set(), {1, 3, 4})
+    with pytest.raises(E.ExportError, match="team rule 'majority'"):
+        E.only(view, "ann-c", E.Rule(team="majority"))
+    _, m = E.curated(run, E.Rule(keep_lowest_percent=0, drop_flags=()), view, annotator="ann-b")
+    assert m["counts"]["kept"] == 5 and m["decisions_annotator"] == "ann-b"        # P0, P3, P4, P7, P9
+    assert list(m["team"]["annotators"]) == ["ann-b"]
+    # the callers that pass {pair_id: Decision} or {pair_id: "keep"} are unchanged ...
+    assert _outcome(run, "latest", {pid[2]: dec("keep", pid[2]), pid[4]: "drop"}) == ({2}, {4})
+    _, m = E.curated(run, E.Rule(), {pid[2]: "keep"})
+    assert m["team"] == {"rule": "latest", "description": "the latest decision of anyone"}
+    # ... but a team rule cannot combine one decision per pair
+    with pytest.raises(E.ExportError, match="needs every annotator"):
+        E.select(read_scores_of(run), E.Rule(team="majority"), {pid[2]: "keep"})
+    assert E.select(read_scores_of(run), E.Rule(team="majority"), {})["decision"].eq("").all()
+
+
+def read_scores_of(run):
+    from ches.engine.store import read_scores
+    return read_scores(run)
+
+
+def test_curate_api_and_cli_take_the_team_rule(team_run, tmp_path, ws, capsys):
+    import ches
+    from ches.engine.formats import load_records as records_of
+    run, db, pid = team_run
+    ds = ches.curate(run, rule=E.Rule(keep_lowest_percent=0, drop_flags=(), team="unanimous_keep"), decisions=db)
+    assert [p.pair_id for p in records_of(ds.to_list()).pairs] == [pid[i] for i in (0, 5, 6, 9)]
+    assert json.loads(ds.info.description)["team"]["settled_by"] == dict(zip(E.SETTLED_BY, SETTLED_BY["unanimous_keep"]))
+    out = tmp_path / "cli.jsonl"
+    args = parser().parse_args(["export", str(run), "--out", str(out), "--decisions", str(db), "--team-rule",
+                                "majority", "--keep-lowest-percent", "0", "--drop-flags", ""])
+    assert args.func(args) == 0
+    assert reload_ids(out) == [pid[i] for i in sorted(TEAM_OUTCOMES["majority"][0])]
+    text = capsys.readouterr().out
+    assert "team rule: majority" in text and "conflicts: 5 (settled by adjudication 1, team rule 2, score rule 2)" in text
+    assert json.loads(E.manifest_path(out).read_text())["team"]["rule"] == "majority"
+    for bad in (["--team-rule", "loudest"], ["--team-rule", "majority", "--annotator", "ann-a"]):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["export", str(run), "--out", str(out), *bad])
+
+
+def test_dataset_card_says_how_the_team_decided(team_run, tmp_path):
+    from ches.review.agreement import TeamView
+    from ches.review.hub_export import export_hf
+    run, db, _ = team_run
+    m = export_hf(run, E.Rule(team="adjudicated"), TeamView.read(db), tmp_path / "ds")
+    card = (tmp_path / "ds" / "README.md").read_text(encoding="utf-8")
+    assert "- **team rule**: adjudicated (only settled decisions" in card
+    assert "- **decisions by annotator**: `ann-a`: keep 6, drop 2, flag 1; `ann-b`: keep 5, drop 4, flag 0" in card
+    assert "- **conflicts**: 5 (1 by adjudication, 0 by the team rule, 4 by the score rule)" in card
+    assert "`ann-a` / `ann-b` 0.030303 on 8 shared" in card and "Krippendorff's alpha 0.0816327" in card
+    import yaml
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["ches"]["team"] == m["team"] and front["ches"]["team"]["alpha"] == pytest.approx(4 / 49)
+
+
+def test_a_curation_check_is_the_same_whichever_team_rule_gave_its_decisions(team_run):
+    from ches.review.probe.check import CheckSettings, check_key
+    run, _, _ = team_run
+    cs = CheckSettings(n=4, seeds=2, batch_size=2, lr=1e-4, beta=0.1)
+    assert check_key(run, E.Rule(), "d", cs) == check_key(run, E.Rule(team="majority"), "d", cs)
+    assert check_key(run, E.Rule(), "d", cs) != check_key(run, E.Rule(keep_lowest_percent=50), "d", cs)
+    old = {k: v for k, v in E.Rule().as_dict().items() if k != "team"}      # a check stored before team rules
+    assert E.score_rule(old) == E.score_rule(E.Rule(team="any_drop").as_dict())
+
+
+def test_curate_page_team_rule_changes_the_preview(workspace_env, flagged_run, navigation_pages):
+    """Curate & export: the team rule select changes the counts. Kept by the score rule: low[0..2];
+    low[0] both drop (agreed), low[1] ann-a keep then ann-b drop (conflict), low[2] ann-a drop (single).
+    latest drops all three; majority low[0], low[2]; adjudicated low[0] only (low[1] falls to the score rule)."""
+    from streamlit.testing.v1 import AppTest
+    from ches import workspace as wsp
+    from ches.engine import store
+    t = store.read_scores(flagged_run)
+    low = t.loc[t["flags"] == ""].sort_values("ln_ches")["pair_id"].tolist()
+    db = wsp.workspace(workspace_env.workspace).decisions
+    for pid, ann, value in ((low[0], "ann-a", "drop"), (low[0], "ann-b", "drop"), (low[1], "ann-a", "keep"),
+                            (low[1], "ann-b", "drop"), (low[2], "ann-a", "drop")):
+        decisions.record(db, pid, value, annotator=ann)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state["run_dir"] = str(flagged_run)
+    at.run()
+    at.switch_page("pages/export.py")
+    at.run()
+    overridden = {}
+    for rule in ("latest", "majority", "adjudicated"):
+        at.selectbox(key="export_team_rule").set_value(rule).run()
+        assert not at.exception, [e.value for e in at.exception]
+        overridden[rule] = int(next(m.value for m in at.metric if m.label == "Overridden by decisions"))
+    assert overridden == {"latest": 3, "majority": 2, "adjudicated": 1}
+    label = next(e.label for e in at.expander if "conflict(s)" in e.label)
+    assert label == "1 conflict(s) among annotators on this run: 0 by adjudication, 0 by the team rule, 1 by the score rule"
+    assert [b.proto.label for b in at.get("download_button")] == ["Download the decision log"]

@@ -21,7 +21,7 @@ from ches.engine.pairs import Dataset
 from ches.engine.pipeline import pair_tokens
 from ches.engine.report import dataset_name
 from ches.review import decisions as decision_log
-from ches.review.agreement import TeamView
+from ches.review.agreement import TeamView, team_status
 from ches.review.browse import search_rows
 from ui.state import ws
 
@@ -187,3 +187,16 @@ def team() -> TeamView:
     adjudications, the latest of anyone. Re-read whenever the database changes."""
     db = str(ws().decisions)
     return _team(db, _db_version(db), st.session_state.get(DECISIONS_VERSION, 0))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _team_counts(run_dir: str, run_version: int, db_path: str, file_version: tuple, session_version: int) -> dict:
+    return team_status(scores(run_dir)["pair_id"], team()).value_counts().to_dict()
+
+
+def team_counts(run_dir: str | Path) -> dict[str, int]:
+    """{team status: pairs} over the run (ches.review.agreement.team_status), cached per run and database
+    version: the sidebar shows it on every page (about a second at 100k pairs)."""
+    db = str(ws().decisions)
+    return _team_counts(str(run_dir), _run_version(run_dir), db, _db_version(db),
+                        st.session_state.get(DECISIONS_VERSION, 0))

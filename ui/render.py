@@ -47,6 +47,18 @@ def parse_messages(value: str | None) -> list[dict]:
     return [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
 
 
+def preview(value: object, limit: int = 90) -> str:
+    """One line of text: whitespace collapsed, cut to `limit` characters with "…" (for tables and lists)."""
+    body = " ".join(str(value or "").split())
+    return body if len(body) <= limit else body[: limit - 1] + "…"
+
+
+def prompt_preview(value: str | None, limit: int = 90) -> str:
+    """`preview` of a prompt column's last message (the question the responses answer)."""
+    msgs = parse_messages(value)
+    return preview(msgs[-1].get("content", "") if msgs else "", limit)
+
+
 def conversation(messages: Sequence[dict]) -> None:
     """One st.chat_message per turn; the role and the content shown as plain text."""
     if not messages:

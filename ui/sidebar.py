@@ -1,11 +1,15 @@
-"""The sidebar app.py draws around every page: running jobs, the active run picker, the annotator, decision counts."""
+"""The sidebar app.py draws around every page: running jobs, the active run picker, the annotator, and for the
+active run my decision counts, the team's (agreed / conflict / settled) and, with a review plan, each assigned
+annotator's progress."""
 from __future__ import annotations
 
 import streamlit as st
 
 from ches.engine import store
+from ches.review.agreement import AGREED, CONFLICT, SETTLED, SINGLE
 from ches.review.browse import decision_status
 from ches.review.decisions import DROP, FLAG, KEEP
+from ches.review.plan import progress
 from ui import auth, jobspanel, loaders, state
 
 NAME_BOX = "annotator_box"    # the sidebar's name box; the name itself is state.ANNOTATOR (not a widget key, so
@@ -50,9 +54,25 @@ def show(jobs_here: bool = True) -> None:
             st.text_input("Annotator", key=NAME_BOX, placeholder="Your name (needed to decide)", on_change=_take_name,
                           help="Recorded with every keep / drop / flag decision; kept in the page address.")
         if current is not None:
-            status = decision_status(loaders.scores(current)["pair_id"], loaders.decisions()).value_counts()
-            c1, c2, c3 = st.columns(3)
-            c1.metric("Keep", int(status.get(KEEP, 0)))
-            c2.metric("Drop", int(status.get(DROP, 0)))
-            c3.metric("Flag", int(status.get(FLAG, 0)))
-            st.caption("Decisions on this run's pairs (latest across annotators).")
+            _counts(current)
+
+
+def _counts(run) -> None:
+    """My Keep / Drop / Flag on the run's pairs, the team's statuses in one line, and the plan's progress."""
+    pair_ids = loaders.scores(run)["pair_id"]
+    team, me = loaders.team(), state.annotator()
+    mine = decision_status(pair_ids, team.mine(me) if me else {}).value_counts()
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Keep", int(mine.get(KEEP, 0)))
+    c2.metric("Drop", int(mine.get(DROP, 0)))
+    c3.metric("Flag", int(mine.get(FLAG, 0)))
+    st.caption("Your decisions on this run's pairs." if me else "Your decisions: give your name to decide.")
+    status = loaders.team_counts(run)
+    st.caption("Team: " + " · ".join(f"{int(status.get(s, 0)):,} {s}" for s in (AGREED, CONFLICT, SETTLED))
+               + f" · {int(status.get(SINGLE, 0)):,} by one person")
+    plan, _ = state.review_plan(run)                     # a broken plan is reported on Browse and the Team page
+    if plan.queues:
+        table = progress(plan, team.by_annotator)
+        st.caption("Assigned on the Team page (done: decided by that annotator):")
+        st.dataframe(table, hide_index=True, width="stretch", height=38 + 35 * min(len(table), 6),
+                     key="sidebar_progress")

@@ -7,6 +7,7 @@ Session state (the keys other pages read and write):
     focus_rows  list[int]  source rows chosen elsewhere (e.g. a lasso on the map); Browse shows only those
     pair_row    int        the open pair's source row (Browse, Pair / tokens, the star on the Map)
     layout      str        Browse's layout, one of LAYOUTS (kept while other pages are open)
+    my_queue    bool       Browse's "My queue" toggle in Review (default on; the Team page's "Open" turns it off)
 
 The run, the open row, the annotator and Browse's layout also live in the URL
 (?run=<run id>&row=<n>&annotator=<name>&layout=review, see `sync_url`), so a reload, a bookmark, a
@@ -20,11 +21,13 @@ from pathlib import Path
 import streamlit as st
 
 from ches.engine import store
+from ches.review.plan import PlanError, ReviewPlan, read_plan
 from ches.workspace import PathError, Workspace, confine, workspace
 from ui import auth
 from ui.render import escape_md
 
 RUN_DIR, ANNOTATOR, FOCUS_ROWS, PAIR_ROW, LAYOUT = "run_dir", "annotator", "focus_rows", "pair_row", "layout"
+MY_QUEUE = "my_queue"
 LAYOUTS = {"review": "Review", "table": "Table"}      # Browse's layouts (the control's order)
 DEFAULT_LAYOUT = "table"
 RUN_PICK = "_run_pick"        # the sidebar's run picker
@@ -81,6 +84,15 @@ def require_run() -> Path:
         st.page_link("pages/score.py", label="Go to Data & score", icon=":material/database:")
         st.stop()
     return run
+
+
+def review_plan(run_dir: str | Path) -> tuple[ReviewPlan, str | None]:
+    """The run's review plan (ches.review.plan: blind, queues) and, when its review.json cannot be read, why
+    (the default plan is returned then: not blind, nothing assigned; the Team page can write it again)."""
+    try:
+        return read_plan(run_dir), None
+    except PlanError as e:
+        return ReviewPlan(), str(e)
 
 
 # ------------------------------------------------------------------------------------- who decides

@@ -1,7 +1,8 @@
 """`ches export`: the curated subset of a run (lowest scores kept, decisions applied) with its manifest.
 
     ches export RUN --out FILE|FOLDER [--force] [--metric M] [--keep-lowest-percent X | --threshold T]
-                [--drop-flags F,F] [--format input|trl|hf|hf-trl] [--decisions DB] [--annotator NAME] [--runs DIR]
+                [--drop-flags F,F] [--format input|trl|hf|hf-trl] [--decisions DB]
+                [--team-rule latest|majority|unanimous_keep|any_drop|adjudicated | --annotator NAME] [--runs DIR]
 
 RUN is a run folder, or a run id (or a unique prefix of one) under --runs ($CHES_WORKSPACE/runs).
 """
@@ -13,8 +14,8 @@ from pathlib import Path
 from ches.cli import resolve_run, runs_folder
 from ches.engine.metrics import METRICS
 from ches.engine.pairs import FLAGS
-from ches.review import decisions
-from ches.review.export import DEFAULT_DROP_FLAGS, EXPORT_FORMATS, ExportError, Rule, export, manifest_path
+from ches.review.agreement import DEFAULT_TEAM_RULE, TEAM_RULES, TeamView
+from ches.review.export import DEFAULT_DROP_FLAGS, EXPORT_FORMATS, ExportError, Rule, export, manifest_path, only
 from ches.review.hub_export import HF_FORMATS, export_hf
 from ches.workspace import workspace
 
@@ -34,7 +35,10 @@ def add_parsers(sub) -> None:
         "Lines, with FILE's <stem>.manifest.json beside it, or as a Hugging Face dataset folder (--format hf: "
         "data/*.parquet and a README.md dataset card carrying the manifest; datasets.load_dataset(FOLDER) reads "
         "it, and it can be pushed to the Hub as is). Decisions in the annotation database override "
-        "the rule: keep = always kept, drop = always dropped. The paper (Sec. 6) keeps the 5% lowest "
+        "the rule: keep = always kept, drop = always dropped; with several annotators, --team-rule says which "
+        "decision is the team's (an adjudicator's decision wins under every rule). The manifest lists the "
+        "decisions by annotator, the conflicts and how each was settled, Cohen's kappa and Krippendorff's "
+        "alpha. The paper (Sec. 6) keeps the 5% lowest "
         "LN-CHES: --keep-lowest-percent 5. An existing FILE is kept unless --force is given.")
     p.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl file, or the dataset folder "
@@ -61,18 +65,24 @@ def add_rule_arguments(p: argparse.ArgumentParser) -> None:
                    "'' for none)")
     p.add_argument("--decisions", metavar="DB", help="annotation database (default: the workspace's, if it "
                    "exists)")
-    p.add_argument("--annotator", metavar="NAME", help="apply only this annotator's decisions (default: the "
-                   "latest decision of anyone)")
+    team = p.add_mutually_exclusive_group()
+    team.add_argument("--team-rule", choices=list(TEAM_RULES), default=DEFAULT_TEAM_RULE, metavar="NAME",
+                      help="how several annotators' decisions on a pair become the team's: "
+                      + ", ".join(f"{name} ({text})" for name, text in TEAM_RULES.items())
+                      + f". Default: {DEFAULT_TEAM_RULE}. A pair the rule gives no decision follows the score rule")
+    team.add_argument("--annotator", metavar="NAME", help="apply only this annotator's decisions (instead of a "
+                      "team rule)")
 
 
-def rule_and_decisions(args: argparse.Namespace) -> tuple[Rule, dict]:
-    """The Rule and the decisions in force ({pair_id: decision}) that `add_rule_arguments` options ask for."""
+def rule_and_decisions(args: argparse.Namespace) -> tuple[Rule, TeamView]:
+    """The Rule and everyone's decisions (or --annotator's alone) that `add_rule_arguments` options ask for."""
     rule = Rule(metric=args.metric, keep_lowest_percent=args.keep_lowest_percent, threshold=args.threshold,
-                drop_flags=tuple(args.drop_flags))
+                drop_flags=tuple(args.drop_flags), team=args.team_rule)
     db = Path(args.decisions) if args.decisions else workspace().decisions
     if args.decisions and not db.is_file():
         raise ExportError(f"{db}: no such decisions database")
-    return rule, decisions.current(db, annotator=args.annotator) if db.is_file() else {}
+    view = TeamView.read(db) if db.is_file() else TeamView()
+    return rule, only(view, args.annotator, rule) if args.annotator else view
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -88,6 +98,12 @@ def cmd_export(args: argparse.Namespace) -> int:
              "kept:    " + _counts(c["kept_by_reason"]),
              "dropped: " + _counts(c["dropped_by_reason"]),
              f"decisions applied: {_counts(m['decisions'])} ({c['overridden_by_decisions']} changed the outcome)"]
+    team = m["team"]
+    if team.get("annotators"):
+        lines += [f"team rule: {team['rule']}; annotators: " + "; ".join(f"{a} ({_counts(n)})" for a, n in
+                                                                         team["annotators"].items()),
+                  f"conflicts: {team['conflicts']}" + (f" (settled by {_counts(team['settled_by'])})"
+                                                       if team["conflicts"] else "")]
     print("\n".join(lines))
     return 0
 

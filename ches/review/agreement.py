@@ -21,10 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
 
-import krippendorff
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score
 
 from ches.review import decisions as decision_log
 from ches.review.decisions import DECISION_VALUES, DROP, KEEP, Decision
@@ -95,7 +93,7 @@ def team_status(pair_ids: pd.Series, view: TeamView) -> pd.Series:
             votes.setdefault(pid, []).append(d.decision)
     status = {pid: _status(v, pid in view.adjudicated) for pid, v in votes.items()}
     status.update({pid: SETTLED for pid in view.adjudicated})
-    return pair_ids.map(status).fillna(UNDECIDED).astype(object)
+    return pair_ids.map(status).astype(object).fillna(UNDECIDED)
 
 
 def _wanted(pair_ids: Iterable[str] | None) -> set[str] | None:
@@ -106,6 +104,8 @@ def kappa_table(view: TeamView, pair_ids: Iterable[str] | None = None) -> pd.Dat
     """Cohen's kappa for every pair of annotators over the pairs both decided (restricted to `pair_ids`):
     columns a, b, shared, agree (share of those pairs with the same decision), kappa (NaN with fewer than 2
     shared pairs or when it is undefined, e.g. both always said keep)."""
+    from sklearn.metrics import cohen_kappa_score    # here, not at the top: `ches --help` lists TEAM_RULES
+
     wanted = _wanted(pair_ids)
     rows = []
     for a, b in combinations(view.annotators, 2):
@@ -123,6 +123,8 @@ def kappa_table(view: TeamView, pair_ids: Iterable[str] | None = None) -> pd.Dat
 def alpha(view: TeamView, pair_ids: Iterable[str] | None = None) -> float:
     """Krippendorff's alpha (nominal) over the pairs two or more annotators decided (restricted to
     `pair_ids`); NaN when there are none or only one decision value occurs."""
+    import krippendorff                              # here, not at the top: like scikit-learn above
+
     wanted = _wanted(pair_ids)
     votes: dict[str, Counter] = {}
     for decided in view.by_annotator.values():

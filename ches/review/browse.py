@@ -6,6 +6,10 @@ the whole run, so a pair's percentile does not move when other filters change:
 
     percentile(x) = 100 * #{values <= x} / #{values}        (NaN values ignored)
 
+A team (ches.review.agreement): the `decision` column is one annotator's own decision (the caller passes
+theirs), `team` the pair's team status as that annotator may see it (`team_column`: HIDDEN on the pairs they
+have not decided while the run's review is blind), and `in_queue` orders the ranking by an assigned queue.
+
 Everything here works on the scores table only, except `search_rows`, which reads the text columns.
 """
 from __future__ import annotations
@@ -21,9 +25,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ches.engine.metrics import METRICS
+from ches.review.agreement import TEAM_STATUSES, TeamView, team_status
 from ches.review.decisions import DECISION_VALUES, STATUSES, UNDECIDED
 
 PAGE_SIZE = 50
+HIDDEN = "hidden (blind)"        # a team status an annotator may not see yet (blind review, pair not decided)
+TEAM_FILTERS = (*TEAM_STATUSES, HIDDEN)
 
 
 def percentile_of(values: Sequence[float] | np.ndarray | pd.Series, x: float) -> float:
@@ -58,22 +65,37 @@ def decision_status(pair_ids: pd.Series, decisions: Mapping[str, object] | None)
     return pair_ids.map(labels).fillna(UNDECIDED).astype(object)
 
 
+def team_column(pair_ids: pd.Series, view: TeamView, annotator: str, blind: bool) -> pd.Series:
+    """Each pair's team status (agreement.team_status) as `annotator` may see it: while the run is `blind`,
+    HIDDEN on every pair `annotator` has not decided (without a name: every pair). Same index."""
+    status = team_status(pair_ids, view)
+    if blind:
+        mine = view.mine(annotator) if annotator else {}
+        status = status.where(pair_ids.isin(list(mine)), HIDDEN)
+    return status
+
+
 def filter_pairs(table: pd.DataFrame, *, metric: str = "ln_ches", percentile: tuple[float, float] = (0, 100),
                  score_range: tuple[float, float] | None = None, flags: Iterable[str] = (),
                  status: Iterable[str] = (), decisions: Mapping[str, object] | None = None,
-                 rows: Iterable[int] | None = None, length_range: tuple[int, int] | None = None) -> pd.DataFrame:
-    """The pairs passing every filter, riskiest first, with `percentile` and `decision` columns added.
+                 rows: Iterable[int] | None = None, length_range: tuple[int, int] | None = None,
+                 team: pd.Series | None = None, team_filter: Iterable[str] = ()) -> pd.DataFrame:
+    """The pairs passing every filter, riskiest first, with `percentile` and `decision` columns added (and
+    `team`, when `team` is given: a team status per row of `table`, same index, e.g. `team_column`).
 
     percentile: band of the metric's percentile over the whole run (inclusive).
     score_range: inclusive bounds on the metric.  flags: keep pairs with ANY of these flags.
-    status: keep pairs whose decision is one of these ('undecided' = none).  rows: only these source rows.
-    length_range: both responses' token lengths (|y+|, |y-|) inside these inclusive bounds.
-    Empty `flags` / `status` and None mean "no filter".
+    status: keep pairs whose decision (in `decisions`: one annotator's, or anyone's) is one of these
+    ('undecided' = none).  team_filter: keep pairs whose `team` value is one of these (TEAM_FILTERS).
+    rows: only these source rows.  length_range: both responses' token lengths (|y+|, |y-|) inside these
+    inclusive bounds. Empty `flags` / `status` / `team_filter` and None mean "no filter".
     """
     if metric not in table.columns:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     out = table.assign(percentile=percentiles(table[metric]),
                        decision=decision_status(table["pair_id"], decisions))
+    if team is not None:
+        out["team"] = team
     keep = pd.Series(True, index=out.index)
     lo, hi = percentile
     if lo > 0 or hi < 100:
@@ -89,6 +111,13 @@ def filter_pairs(table: pd.DataFrame, *, metric: str = "ln_ches", percentile: tu
         if bad:
             raise ValueError(f"unknown status {sorted(bad)}; choose from {', '.join(STATUSES)}")
         keep &= out["decision"].isin(status)
+    team_filter = list(team_filter)
+    if team_filter:
+        bad = set(team_filter) - set(TEAM_FILTERS)
+        if bad or team is None:
+            raise ValueError(f"unknown team status {sorted(bad)}; choose from {', '.join(TEAM_FILTERS)}" if bad
+                             else "a team status filter needs the `team` column")
+        keep &= out["team"].isin(team_filter)
     if rows is not None:
         keep &= out["row"].isin(list(rows))
     if length_range is not None:
@@ -104,6 +133,13 @@ def next_undecided(ranked_rows: Sequence[int], current: int | None, undecided: I
     todo = {int(r) for r in undecided}
     start = ranked.index(int(current)) + 1 if current is not None and int(current) in ranked else 0
     return next((r for r in ranked[start:] + ranked[:start] if r in todo and r != current), None)
+
+
+def in_queue(ranked: pd.DataFrame, queue: Sequence[str]) -> pd.DataFrame:
+    """The rows of `ranked` whose pair id is in `queue`, in queue order (an assigned annotator's order)."""
+    order = {pid: i for i, pid in enumerate(queue)}
+    position = ranked["pair_id"].map(order)
+    return ranked.loc[position.notna()].iloc[np.argsort(position.dropna().to_numpy(), kind="stable")]
 
 
 def decided_counts(pair_ids: Iterable[str], decisions: Mapping[str, object] | None) -> dict[str, int]:

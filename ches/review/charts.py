@@ -253,7 +253,9 @@ def map_figure(frame: pd.DataFrame, *, color_by: str = "metric", metric: str = "
             x=here["x"].to_numpy(), y=here["y"].to_numpy(), mode="markers", customdata=here["row"].to_numpy(),
             name=f"row {int(current)} (open in Browse)", hovertemplate="row %{customdata} · open in Browse<extra></extra>",
             marker=dict(symbol="star", size=16, color="#facc15", line=dict(width=1.5, color="#111827"))))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso",
+    # a click selects the point under it (shift-click adds one); Streamlit turns clicks off in box / lasso
+    # mode, so the chart opens in zoom mode and box / lasso are one toolbar click away
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), dragmode="zoom", clickmode="event+select",
                       xaxis=dict(showticklabels=False, ticks="", title=None, showgrid=False, zeroline=False),
                       yaxis=dict(showticklabels=False, ticks="", title=None, showgrid=False, zeroline=False),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), plot_bgcolor="white")
@@ -329,4 +331,25 @@ def check_arms(stats: dict, *, height: int = 300) -> go.Figure:
     fig.update_layout(barmode="group", height=height, margin=dict(l=10, r=10, t=30, b=10),
                       yaxis_title="mean change over the arm's pairs",
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
+    return fig
+
+
+def kappa_heatmap(kappas: pd.DataFrame, *, height: int = 320) -> go.Figure:
+    """Cohen's kappa per pair of annotators (`ches.review.agreement.kappa_table`: columns a, b, shared, kappa)
+    as a symmetric annotator x annotator grid, -1 (red) .. 0 (white) .. 1 (blue); each cell says kappa and
+    the number of pairs both decided (blank: no kappa, e.g. fewer than 2 shared pairs)."""
+    names = sorted(set(kappas["a"]) | set(kappas["b"]))
+    at = {n: i for i, n in enumerate(names)}
+    z = np.full((len(names), len(names)), np.nan)
+    text = [["" for _ in names] for _ in names]
+    for r in kappas.itertuples():
+        i, j = at[r.a], at[r.b]
+        z[i, j] = z[j, i] = r.kappa
+        text[i][j] = text[j][i] = ("κ —" if np.isnan(r.kappa) else f"κ {r.kappa:.2f}") + f"<br>n={int(r.shared)}"
+    # names are the annotators' own: html-escaped, as plotly renders a little HTML in labels
+    labels = [html.escape(n) for n in names]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, text=text, texttemplate="%{text}", zmin=-1, zmax=1,
+                               colorscale="RdBu", hovertemplate="%{y} · %{x}: %{text}<extra></extra>",
+                               colorbar=dict(title="κ")))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), yaxis=dict(autorange="reversed"))
     return fig

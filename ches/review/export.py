@@ -2,10 +2,15 @@
 
 A pair's fate, in order of precedence (the `reason` column of `select`):
 
-1. an annotator's decision 'keep'   -> kept     ("decision:keep"), whatever its flags or score
-2. an annotator's decision 'drop'   -> dropped  ("decision:drop")
+1. the team's decision 'keep'      -> kept     ("decision:keep"), whatever its flags or score
+2. the team's decision 'drop'      -> dropped  ("decision:drop")
 3. a flag listed in `Rule.drop_flags` -> dropped ("flag:<name>", the first listed flag it carries)
-4. the score rule                   -> kept or dropped ("rule"); a 'flag' decision lands here too
+4. the score rule                  -> kept or dropped ("rule"); a 'flag' decision lands here too
+
+The team's decision on a pair comes from everyone's decisions (an `agreement.TeamView`) by the team rule
+`Rule.team` (agreement.TEAM_RULES: latest of anyone, the default; majority; unanimous_keep; any_drop;
+adjudicated); an adjudication wins under every rule. `only(view, annotator)` applies one person's instead; a
+plain mapping {pair_id: decision} is applied as given. The manifest's `team` says how the team decided.
 
 The score rule (docs/CHES.md: higher = more similar = more likely displacement, so curation keeps the
 LOWEST scores) is one of
@@ -46,6 +51,8 @@ from ches.atomic import atomic_open, atomic_write_text
 from ches.engine.pairs import FLAGS, Pair, to_trl
 from ches.engine.metrics import METRICS
 from ches.engine.store import read_manifest, read_scores, read_texts
+from ches.review import agreement
+from ches.review.agreement import DEFAULT_TEAM_RULE, TEAM_RULES, TeamView
 from ches.review.decisions import DECISION_VALUES, DROP, KEEP
 from ches.workspace import confine
 
@@ -69,6 +76,7 @@ class Rule:
     keep_lowest_percent: float = 95.0              # keep this % of all pairs, lowest scores first
     threshold: float | None = None                 # when set: keep metric <= threshold (replaces the %)
     drop_flags: tuple[str, ...] = field(default=DEFAULT_DROP_FLAGS)  # pairs carrying any of these go
+    team: str = DEFAULT_TEAM_RULE                  # several annotators' decisions -> one (agreement.TEAM_RULES)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -83,6 +91,8 @@ class Rule:
         unknown = [f for f in self.drop_flags if f not in FLAGS]
         if unknown:
             raise ExportError(f"unknown flag(s) {', '.join(map(repr, unknown))}; valid flags: {', '.join(FLAGS)}")
+        if self.team not in TEAM_RULES:
+            raise ExportError(f"unknown team rule {self.team!r}; valid team rules: {', '.join(TEAM_RULES)}")
 
     @property
     def mode(self) -> str:
@@ -92,13 +102,46 @@ class Rule:
         keep = (f"lowest {self.keep_lowest_percent:g}%" if self.threshold is None
                 else f"{self.metric} <= {self.threshold:g}")
         flags = ", ".join(self.drop_flags) or "none"
-        return f"keep {keep} by {self.metric}; drop flags: {flags}"
+        return f"keep {keep} by {self.metric}; drop flags: {flags}; team rule: {self.team}"
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "drop_flags": list(self.drop_flags), "mode": self.mode}
 
 
+def score_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A rule's `as_dict` without its team rule: what a curation check depends on besides the decisions in
+    force (which it records as a digest), so a check is cited whichever team rule gave those decisions."""
+    return {k: v for k, v in rule.items() if k != "team"}
+
+
 # ------------------------------------------------------------------------------------ selection
+
+Decisions = Mapping[str, Any] | TeamView | None
+
+
+def only(view: TeamView, annotator: str, rule: Rule | None = None) -> TeamView:
+    """`annotator`'s own decisions as a team of one (no adjudications): "apply only my decisions".
+    ExportError with a team rule other than 'latest' (it combines several people's decisions)."""
+    if rule is not None and rule.team != DEFAULT_TEAM_RULE:
+        raise ExportError(f"the team rule {rule.team!r} combines several annotators' decisions; applying only "
+                          f"{annotator!r}'s takes the team rule {DEFAULT_TEAM_RULE!r}: give one or the other")
+    mine = dict(view.mine(annotator))
+    return TeamView({annotator: mine} if mine else {}, {}, mine)
+
+
+def applied(decisions: Decisions, rule: Rule) -> dict[str, str]:
+    """{pair_id: 'keep' / 'drop' / 'flag'}: a TeamView resolved by `rule.team` (agreement.resolve), or a
+    mapping's values as given (Decisions or plain strings); ExportError for a non-empty mapping under a
+    team rule other than 'latest', which needs everyone's decisions."""
+    if decisions is None:
+        return {}
+    if isinstance(decisions, TeamView):
+        return agreement.resolve(decisions, rule.team)
+    if decisions and rule.team != DEFAULT_TEAM_RULE:
+        raise ExportError(f"the team rule {rule.team!r} needs every annotator's decisions (an agreement.TeamView), "
+                          "not one decision per pair")
+    return {pid: _decision_of(d) for pid, d in decisions.items()}
+
 
 def _decision_of(d: Any) -> str:
     value = getattr(d, "decision", d)           # a decisions.Decision or a plain string
@@ -124,15 +167,14 @@ def _rule_keeps(values: pd.Series, rule: Rule) -> np.ndarray:
     return keep
 
 
-def select(table: pd.DataFrame, rule: Rule, decisions: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """A copy of the scores table with `decision` ('' when none), `rule_kept` (rule + flags alone),
-    `kept` (the final outcome) and `reason` ("rule", "decision:keep", "decision:drop", "flag:<name>")."""
-    decisions = decisions or {}
+def select(table: pd.DataFrame, rule: Rule, decisions: Decisions = None) -> pd.DataFrame:
+    """A copy of the scores table with `decision` (the team's, `applied`; '' when none), `rule_kept` (rule +
+    flags alone), `kept` (the final outcome) and `reason` ("rule", "decision:keep", "decision:drop", "flag:<name>")."""
     missing = [c for c in ("row", "pair_id", "flags", rule.metric) if c not in table.columns]
     if missing:
         raise ExportError(f"the scores table has no column(s) {', '.join(missing)}")
     out = table.copy()
-    decided = {pid: _decision_of(d) for pid, d in decisions.items()}
+    decided = applied(decisions, rule)
     decision = pd.Series([decided.get(pid, "") for pid in out["pair_id"]], index=out.index, dtype=str)
     n = len(out)
     reason = np.full(n, "rule", dtype=object)
@@ -160,7 +202,7 @@ def _quantiles(values: pd.Series) -> dict[str, float | None]:
     return {f"q{round(q * 100)}": float(x) for q, x in zip(QUANTILES, np.quantile(v, QUANTILES))}
 
 
-def preview(table: pd.DataFrame, rule: Rule, decisions: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def preview(table: pd.DataFrame, rule: Rule, decisions: Decisions = None) -> dict[str, Any]:
     """What `export` would do, as plain JSON-ready numbers: counts before/after, removals by reason,
     flags removed, decision counts (over this run's pairs), pairs whose outcome a decision changed,
     and quantiles of the metric and of the response lengths before and after."""
@@ -185,6 +227,30 @@ def preview(table: pd.DataFrame, rule: Rule, decisions: Mapping[str, Any] | None
         "quantiles": {"before": {c: _quantiles(sel[c]) for c in columns},
                       "after": {c: _quantiles(kept[c]) for c in columns}},
     }
+
+
+SETTLED_BY = ("adjudication", "team rule", "score rule")
+
+
+def team_report(decisions: Decisions, rule: Rule, sel: pd.DataFrame) -> dict[str, Any]:
+    """How the team decided, for a manifest: the team rule and its description; with a TeamView also
+    `agreement.summary` over the run's pairs (decisions by annotator, conflicts, adjudications, kappa, alpha),
+    `settled_by` (conflicts counted by what settled them for this export: an adjudication, the team rule, or
+    nothing, so the score rule) and `conflict_pairs` (each conflict's row, decisions, what settled it, the
+    decision applied and whether the pair is kept). `sel` is `select`'s table."""
+    out: dict[str, Any] = {"rule": rule.team, "description": TEAM_RULES[rule.team]}
+    if not isinstance(decisions, TeamView):
+        return out
+    first = sel.drop_duplicates("pair_id")
+    info = dict(zip(first["pair_id"], zip(first["row"].astype(int), first["decision"].astype(str), first["kept"])))
+    pids, pairs = set(info), []
+    for c in agreement.conflicts(decisions, pids).itertuples(index=False):
+        row, value, kept = info[c.pair_id]
+        how = SETTLED_BY[0] if c.status == agreement.SETTLED else SETTLED_BY[1] if value else SETTLED_BY[2]
+        pairs.append({"pair_id": c.pair_id, "row": int(row), "decisions": c.decisions, "settled_by": how,
+                      "by": c.by, "decision": value, "kept": bool(kept)})
+    return {**out, **agreement.summary(decisions, pids),
+            "settled_by": {k: sum(p["settled_by"] == k for p in pairs) for k in SETTLED_BY}, "conflict_pairs": pairs}
 
 
 # ------------------------------------------------------------------------------------ export
@@ -213,6 +279,7 @@ def default_export_name(dataset: str, rule: Rule, when: datetime) -> str:
     """The dataset's name, the rule and the time, e.g. 'orca_validation-ln_ches-keep95-20260127-141502'
     or '...-le0.12-...' (no suffix): a new name for every export."""
     part = f"keep{rule.keep_lowest_percent:g}" if rule.threshold is None else f"le{rule.threshold:g}"
+    part += "" if rule.team == DEFAULT_TEAM_RULE else f"-{rule.team}"
     return _NAME.sub("_", f"{dataset}-{rule.metric}-{part}-{when:%Y%m%d-%H%M%S}")
 
 
@@ -239,14 +306,17 @@ def _read_pairs(run_dir: Path, rows: list[int]) -> list[Pair]:
                  json.loads(r.record), r.pair_id) for r in t.itertuples(index=False)]
 
 
-def curated(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None, *, fmt: str = "input",
+def curated(run_dir: str | Path, rule: Rule, decisions: Decisions, *, fmt: str = "input",
             annotator: str | None = None) -> tuple[list[Pair], dict[str, Any]]:
     """The kept pairs of `run_dir` in dataset order (`as_row(pair, fmt)` gives what is written) and the
-    curation's manifest: run, model and weights fingerprint, rule, decisions, counts, score quantiles
-    (`export` adds the file's name, size and sha256). `annotator` only records whose decisions were
-    applied (None = every annotator's latest)."""
+    curation's manifest: run, model and weights fingerprint, rule, decisions applied, how the team decided
+    (`team_report`), counts, score quantiles (`export` adds the file's name, size and sha256).
+    `annotator`: with a TeamView, apply only that person's decisions (`only`); with a mapping it only
+    records whose they were. None: the team's, by `rule.team`."""
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; valid formats: {', '.join(EXPORT_FORMATS)}")
+    if annotator and isinstance(decisions, TeamView):
+        decisions = only(decisions, annotator, rule)
     run_dir = Path(run_dir)
     run = read_manifest(run_dir)
     table = read_scores(run_dir)
@@ -282,6 +352,7 @@ def curated(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None
         },
         "decisions": summary["decisions"],
         "decisions_annotator": annotator,
+        "team": team_report(decisions, rule, sel),
         "quantiles": summary["quantiles"],
     }
     from ches.review.probe.check import citation        # not at the top: the check imports this module
@@ -294,15 +365,14 @@ def as_row(pair: Pair, fmt: str) -> dict[str, Any]:
     return pair.record if fmt == "input" else to_trl(pair)
 
 
-def export(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None, out_path: str | Path, *,
+def export(run_dir: str | Path, rule: Rule, decisions: Decisions, out_path: str | Path, *,
            fmt: str = "input", annotator: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write the kept pairs of `run_dir` to `out_path` (JSON Lines) and its manifest beside it.
 
     An existing `out_path` is replaced only with overwrite=True (else ExportExists, nothing written).
     Both files are written atomically (temp file + rename): a failure leaves any previous files intact.
     The JSONL is written first; the manifest carries its sha256, so a stale pairing is detectable.
-    `annotator` only records whose decisions were applied (None = every annotator's latest).
-    Returns the manifest.
+    `decisions` and `annotator` as in `curated`. Returns the manifest.
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; valid formats: {', '.join(EXPORT_FORMATS)}")

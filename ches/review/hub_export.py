@@ -5,7 +5,7 @@
     <folder>/README.md                           the dataset card: YAML front matter (`configs` -> the
                                                  train split, `tags`, and `ches`: the export manifest) and a
                                                  text stating model, weights fingerprint, rule, decisions,
-                                                 counts and score quantiles
+                                                 how the team decided, counts and score quantiles
 
 `datasets.load_dataset(folder)` reads it back; `hf upload OWNER/NAME FOLDER --repo-type dataset` (or
 `HfApi().upload_folder`) pushes it to the Hub as is; `ches.engine.files.load_dataset(folder)` reloads the
@@ -24,7 +24,7 @@ from typing import Any, Mapping
 from ches.atomic import atomic_folder
 from ches.engine.pairs import Pair
 from ches.engine.report import dataset_stem
-from ches.review.export import ExportError, ExportExists, Rule, as_row, curated
+from ches.review.export import Decisions, ExportError, ExportExists, Rule, as_row, curated
 from ches.workspace import confine
 
 HF_FORMATS = {"hf": "input", "hf-trl": "trl"}      # folder format -> the rows it holds (export.as_row)
@@ -99,6 +99,7 @@ def card(manifest: Mapping[str, Any]) -> str:
         + (f"; highest kept score {manifest['cutoff']:.6g}" if manifest.get("cutoff") is not None else ""),
         f"- **decisions** (override the rule): " + (", ".join(f"{k} {v}" for k, v in manifest["decisions"].items())
                                                     or "none") + f"; {c['overridden_by_decisions']} changed the outcome",
+        *_team_lines(manifest.get("team") or {}),
         f"- **counts**: kept {c['kept']:,}, dropped {c['dropped']:,} "
         f"({', '.join(f'{k} {v}' for k, v in c['dropped_by_reason'].items()) or 'none'})",
         f"- **run**: `{manifest.get('run')}`, dataset hash `{manifest.get('dataset_hash')}`, "
@@ -110,11 +111,29 @@ def card(manifest: Mapping[str, Any]) -> str:
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines)
 
 
+def _team_lines(team: Mapping[str, Any]) -> list[str]:
+    """The card's lines on how the team decided (export.team_report): the team rule, decisions by annotator,
+    conflicts and what settled them, agreement."""
+    if not team:
+        return []
+    lines = [f"- **team rule**: {team['rule']} ({team['description']}); an adjudicator's decision wins under every rule"]
+    if "annotators" not in team:
+        return lines
+    people = "; ".join(f"`{a.replace('`', '')}`: " + ", ".join(f"{k} {v}" for k, v in c.items()) for a, c in team["annotators"].items())
+    settled = ", ".join(f"{v} by {'the ' if k != 'adjudication' else ''}{k}" for k, v in team["settled_by"].items())
+    kappa = "; ".join(f"`{k['a'].replace('`', '')}` / `{k['b'].replace('`', '')}` {_num(k['kappa']) or 'undefined'} on {k['shared']} shared"
+                      for k in team["kappa"])
+    return lines + [f"- **decisions by annotator**: {people or 'none'}",
+                    f"- **conflicts**: {team['conflicts']}" + (f" ({settled})" if team["conflicts"] else ""),
+                    f"- **agreement**: Cohen's kappa {kappa or 'none (fewer than two annotators)'}; "
+                    f"Krippendorff's alpha {_num(team['alpha']) or 'undefined'}"]
+
+
 def _num(x) -> str:
     return "" if x is None else f"{x:.6g}"
 
 
-def export_hf(run_dir: str | Path, rule: Rule, decisions: Mapping[str, Any] | None, folder: str | Path, *,
+def export_hf(run_dir: str | Path, rule: Rule, decisions: Decisions, folder: str | Path, *,
               fmt: str = "hf", annotator: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write the kept pairs of `run_dir` as a Hugging Face dataset folder (module docstring); returns the manifest.
 

@@ -1,0 +1,216 @@
+"""Team: the active run's review plan (blind review; the riskiest N pairs assigned to named annotators with an
+overlap k, as one queue each) and how the team agrees (Krippendorff's alpha, Cohen's kappa per pair of
+annotators, the team statuses, the conflicts and who settled them).
+
+With sign-in on, only an admin (`ui.auth.can("adjudicate")`) changes the plan or settles a conflict, and while
+review is blind an annotator sees the statistics but not the conflicts (they name everyone's decisions).
+Without sign-in everyone may do everything, as on every page.
+"""
+from dataclasses import replace
+
+import streamlit as st
+
+from ches.engine.metrics import METRICS
+from ches.review import agreement
+from ches.review import decisions as decision_log
+from ches.review import team as team_rules
+from ches.review.charts import kappa_heatmap
+from ches.review.plan import PlanError, ReviewPlan, assign, progress, riskiest, write_plan
+from ui import auth, loaders, render, state, streamlit_patch
+
+streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
+
+BLIND = "team_blind"
+PER_PAGE = 20
+
+run = state.require_run()
+table = loaders.scores(run)
+view = loaders.team()
+me = state.annotator()
+plan, plan_error = state.review_plan(run)
+admin, why_not = auth.can("adjudicate"), auth.refuse("adjudicate")
+pair_ids = table["pair_id"]
+
+st.title("Team")
+state.show_flash()
+if plan_error:
+    st.warning(f"The run's review plan cannot be read ({plan_error}). Assign the pairs again to rewrite it.",
+               icon=":material/warning:")
+
+
+def _bump() -> None:
+    st.session_state[loaders.DECISIONS_VERSION] = st.session_state.get(loaders.DECISIONS_VERSION, 0) + 1
+
+
+# ---------------------------------------------------------------------------------------- the plan
+
+st.subheader("Review plan")
+
+
+def _set_blind() -> None:
+    now, _ = state.review_plan(run)                  # read again: keep the queues someone else wrote meanwhile
+    write_plan(run, replace(now, blind=bool(st.session_state[BLIND])))
+    state.flash("success", "Review is blind: nobody sees the others' decisions on a pair before deciding it."
+                if st.session_state[BLIND] else "Review is open: everyone sees the others' decisions.")
+
+
+if st.session_state.get(BLIND) != plan.blind:
+    st.session_state[BLIND] = plan.blind
+st.toggle("Blind review", key=BLIND, on_change=_set_blind, disabled=not admin,
+          help=why_not or "Each annotator sees the others' decisions on a pair (in the decision bar, Browse's team "
+          "column and this page's conflicts) only after deciding it. Stored with the run (review.json).")
+
+if auth.enabled():
+    try:
+        members = [m.name for m in team_rules.load_team(state.ws().root / team_rules.TEAM_FILE).members]
+    except team_rules.TeamError as e:
+        members = []
+        st.error(f"The team list cannot be read: {e}", icon=":material/error:")
+else:
+    members = None
+
+with st.form("team_assign", border=True):
+    st.markdown("**Assign the riskiest pairs** — each annotator gets a queue (Browse, Review layout: *My queue*).")
+    c1, c2, c3 = st.columns(3)
+    metric = c1.selectbox("Riskiest by", list(METRICS), format_func=lambda m: METRICS[m].label,
+                          index=list(METRICS).index(plan.metric) if plan.metric in METRICS else 0, key="team_metric")
+    n = c2.number_input("Pairs (the riskiest N)", min_value=0, max_value=len(table), step=1, key="team_n",
+                        value=min(plan.n, len(table)) if plan.queues else min(100, len(table)))
+    overlap = c3.number_input("Overlap k (annotators per pair)", min_value=1, max_value=50, step=1, key="team_k",
+                              value=plan.overlap if plan.queues else 2,
+                              help="Each of the N pairs goes to k different annotators: their agreement is measured "
+                              "on those pairs.")
+    if members is not None:
+        names = st.multiselect("Annotators", members, default=[a for a in plan.queues if a in members],
+                               key="team_names", help=f"The members listed in {team_rules.TEAM_FILE}.")
+    else:
+        typed = st.text_input("Annotators (comma-separated names, as they type them in the sidebar)",
+                              value=", ".join(plan.queues), key="team_names", placeholder="ann-a, ann-b")
+        names = [a.strip() for a in typed.split(",") if a.strip()]
+    submitted = st.form_submit_button("Assign", icon=":material/assignment_ind:", type="primary", disabled=not admin,
+                                      help=why_not or "Replaces the run's queues (decisions are kept).")
+if submitted and admin:
+    try:
+        queues = assign(riskiest(table, metric), names, int(n), int(overlap))
+    except PlanError as e:
+        st.error(str(e), icon=":material/error:")
+    else:
+        now, _ = state.review_plan(run)
+        write_plan(run, ReviewPlan(blind=now.blind, metric=metric, n=int(n), overlap=int(overlap), queues=queues))
+        state.flash("success", f"Assigned the {int(n):,} riskiest pairs by {METRICS[metric].label} to "
+                               f"{len(queues)} annotators, {int(overlap)} per pair.")
+        st.rerun()
+
+if plan.queues:
+    by = METRICS[plan.metric].label if plan.metric in METRICS else plan.metric
+    st.caption(f"The {plan.n:,} riskiest pairs by {by}, each to {plan.overlap} annotator(s). Done: decided by that "
+               "annotator.")
+    st.dataframe(progress(plan, view.by_annotator), hide_index=True, key="team_queues")
+
+    def _clear_queues() -> None:
+        now, _ = state.review_plan(run)
+        write_plan(run, replace(now, n=0, queues={}))
+        state.flash("info", "The queues are cleared (decisions are kept).")
+
+    st.button("Clear the queues", key="team_clear", icon=":material/clear_all:", on_click=_clear_queues,
+              disabled=not admin, help=why_not)
+else:
+    st.caption("Nothing assigned: everyone reviews the whole ranking.")
+
+# ----------------------------------------------------------------------------------- agreement
+
+st.subheader("Agreement")
+status = agreement.team_status(pair_ids, view).value_counts()
+cols = st.columns(len(agreement.TEAM_STATUSES) + 1)
+for col, name in zip(cols, agreement.TEAM_STATUSES):
+    col.metric(name.capitalize(), f"{int(status.get(name, 0)):,}")
+alpha = agreement.alpha(view, pair_ids)
+cols[-1].metric("Krippendorff's alpha", "—" if alpha != alpha else f"{alpha:.3f}",
+                help="Nominal, over this run's pairs decided by two or more annotators (1 = full agreement, "
+                "0 = chance; — when undefined: no such pair, or one decision value only).")
+kappas = agreement.kappa_table(view, pair_ids)
+kappas = kappas[kappas["shared"] > 0].reset_index(drop=True)
+if kappas.empty:
+    st.caption("No pair of this run has been decided by two annotators yet: kappa needs shared pairs.")
+else:
+    k1, k2 = st.columns([3, 2]) if len(set(kappas["a"]) | set(kappas["b"])) >= 3 else (st.container(), None)
+    k1.dataframe(kappas, hide_index=True, key="team_kappa", column_config={
+        "a": "annotator", "b": "and",
+        "shared": st.column_config.NumberColumn("pairs both decided"),
+        "agree": st.column_config.NumberColumn("same decision", format="percent"),
+        "kappa": st.column_config.NumberColumn("Cohen's kappa", format="%.3f")})
+    k1.caption("Cohen's kappa per pair of annotators over the pairs both decided (blank: fewer than 2, or only "
+               "one decision value).")
+    if k2 is not None:
+        k2.plotly_chart(kappa_heatmap(kappas), width="stretch", key="team_kappa_map")
+
+# ----------------------------------------------------------------------------------- conflicts
+
+st.subheader("Conflicts")
+if plan.blind and not admin:
+    st.info("Review is blind: the conflicts (everyone's decisions) are shown to admins only.",
+            icon=":material/visibility_off:")
+    st.stop()
+found = agreement.conflicts(view, pair_ids)
+found["row"] = found["pair_id"].map(dict(zip(table["pair_id"], table["row"])))
+risk = dict(zip(table["pair_id"], table[plan.metric if plan.metric in table.columns else "ln_ches"]))
+found = found.assign(_risk=found["pair_id"].map(risk)).sort_values("_risk", ascending=False, kind="stable")
+open_ = found[found["status"] == agreement.CONFLICT]
+settled = found[found["status"] == agreement.SETTLED]
+if plan.blind:
+    st.caption("Review is blind: annotators do not see this list; you do, to settle it." if auth.enabled() else
+               "Review is blind, but without sign-in everyone can open this page: annotators still deciding "
+               "should not read this list.")
+if not me:
+    st.caption("Give your name in the sidebar to settle a conflict: it is recorded with the settlement.")
+
+
+def _settle(pair_id: str, row: int, value: str) -> None:
+    decision_log.record(state.ws().decisions, pair_id, value, annotator=state.annotator(), adjudicate=True,
+                        session=state.session_id())
+    _bump()
+    state.flash("success" if value != decision_log.CLEAR else "info",
+                f"Row {row}: settled as {value}." if value != decision_log.CLEAR else f"Row {row}: reopened.")
+
+
+def _open(row: int) -> None:
+    state.open_row(row)
+    st.session_state[state.MY_QUEUE] = False         # Browse's "My queue" off, so this pair shows whoever has it
+
+
+if open_.empty:
+    st.caption("No open conflict on this run's pairs." if found.empty else "Every conflict is settled.")
+else:
+    pages = -(-len(open_) // PER_PAGE)
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key="team_conflict_page"))
+    shown = open_.iloc[(page - 1) * PER_PAGE: page * PER_PAGE]
+    st.caption(f"{len(open_):,} open conflict(s), riskiest first. Keep / Drop settles the pair for the team "
+               "(the export's team rules use it); the annotators' own decisions stay as they are.")
+    prompts = loaders.texts(run, shown["row"].astype(int).tolist()).set_index("row")["prompt"]
+    for r in shown.itertuples():
+        row = int(r.row)
+        with st.container(border=True):
+            left, right = st.columns([4, 2])
+            left.markdown(f"**Row {row}** · {render.escape_md(r.decisions)}")
+            left.caption(render.escape_md(render.prompt_preview(prompts.get(row), 160)))
+            b1, b2, b3 = right.columns(3)
+            for col, value, label in ((b1, decision_log.KEEP, "Keep"), (b2, decision_log.DROP, "Drop")):
+                col.button(label, key=f"settle_{value}_{r.pair_id}", on_click=_settle, args=(r.pair_id, row, value),
+                           disabled=not (admin and me), help=why_not or (None if me else "Give your name first."),
+                           width="stretch")
+            if b3.button("Open", key=f"team_open_{r.pair_id}", icon=":material/open_in_new:", width="stretch",
+                         on_click=_open, args=(row,), help="Open this pair in Browse"):
+                st.switch_page("pages/browse.py")
+
+if not settled.empty:
+    st.markdown("**Settled**")
+    st.dataframe(settled[["row", "decisions", "settled", "by"]], hide_index=True, key="team_settled",
+                 column_config={"settled": "settled as", "by": "settled by"})
+    s1, s2 = st.columns([3, 1])
+    pick = s1.selectbox("Reopen a settled pair", settled["pair_id"].tolist(), key="team_reopen_pick",
+                        format_func=lambda p: f"row {int(settled.set_index('pair_id').at[p, 'row'])}")
+    s2.button("Reopen", key="team_reopen", icon=":material/undo:", disabled=not (admin and me),
+              on_click=_settle, args=(pick, int(settled.set_index("pair_id").at[pick, "row"]), decision_log.CLEAR),
+              help=why_not or "Withdraw the settlement: the pair is a conflict again.")
