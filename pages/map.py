@@ -23,7 +23,9 @@ state.show_flash()
 st.caption("Each pair's hidden-state means m = S / |y| from the scoring run, centred and laid out with UMAP "
            "(above 2,000 points, a randomized PCA to 50 dimensions first). LN-CHES = ⟨m⁺, m⁻ − m⁺⟩ is "
            "measured along the preference direction m⁻ − m⁺. Grey shading: how many points lie there; "
-           "rings: the riskiest pairs. Click, box or lasso points to act on them.")
+           "rings: the riskiest pairs. Click a point to select it (shift-click adds more), or pick Box or Lasso "
+           "select in the chart's toolbar for an area (Zoom or Pan again to click); drag to zoom, double-click "
+           "to zoom out and clear the selection.")
 
 c_view, c_color, c_metric = st.columns([2, 1, 1])
 view = c_view.radio("View", list(VIEWS), format_func=VIEWS.get, key="map_view")
@@ -53,9 +55,15 @@ frame = mapview.map_frame(table, coords, view, metric=metric, color_by=color_by,
 riskiest = mapview.riskiest_rows(table, metric)
 fig = charts.map_figure(frame, color_by=color_by, metric=metric, riskiest=riskiest,
                         current=st.session_state.get(state.PAIR_ROW))
-# the chart's key names the layout it draws: another view or other UMAP parameters move every point, so the
-# old box / lasso would select other pairs than it showed; a new key starts with nothing selected
-chart_key = f"map_{view}_{params['n_neighbors']}_{params['min_dist']}"
+# a new key, with nothing selected, whenever the drawing changes (view, UMAP parameters, colouring, score): the
+# points move or regroup, and the browser would not highlight an old selection that the server still counts.
+# A counter, not the settings: going back to an earlier drawing starts empty too (its old key would bring
+# back "n pair(s) selected" with nothing highlighted)
+drawing = (view, params["n_neighbors"], params["min_dist"], color_by, metric)
+if st.session_state.get("_map_drawing") != drawing:
+    st.session_state["_map_drawing"] = drawing
+    st.session_state["_map_drawn"] = st.session_state.get("_map_drawn", 0) + 1
+chart_key = f"map_chart_{st.session_state['_map_drawn']}"
 event = st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box", "lasso"))
 if len(frame) > charts.MAX_POINTS:
     st.caption(f"Drawn: a fixed random {charts.MAX_POINTS:,} of {len(frame):,} points. The grey density counts "

@@ -21,6 +21,7 @@ from ches.engine.pairs import Dataset, UnknownFormat
 from ches.engine.models import DEFAULT_MODEL
 from ches.engine.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
 from ches.engine.report import load_report, runs_table
+from ches.review.plan import PLAN_FILE, PlanError, read_plan
 from ches.review.probe.check import checks_dir
 from ches.review.probe.storage import list_folders, list_probes
 
@@ -224,9 +225,18 @@ if guess and guess[0] == settings:
 
 # ----------------------------------------------------------------------------------- 3. runs
 def _goes_with(run_dir: str) -> str:
-    """What a run's folder holds besides its numbers: its stored probes and curation checks."""
+    """What a run's folder holds besides its numbers: its stored probes, curation checks and review plan."""
     n_probes, n_checks = len(list_probes(Path(run_dir))), len(list_folders(checks_dir(Path(run_dir))))
-    return f"{n_probes} stored probe(s) and {n_checks} curation check(s)"
+    goes = f"{n_probes} stored probe(s) and {n_checks} curation check(s)"
+    if not (Path(run_dir) / PLAN_FILE).exists():
+        return goes
+    try:
+        plan = read_plan(run_dir)
+        what = (f"{plan.n:,} pair(s) assigned to {len(plan.queues)} annotator(s)" if plan.queues else "no assignment")
+        what += ", blind" if plan.blind else ""
+    except PlanError:
+        what = "unreadable"
+    return f"{goes}, and its review plan ({what})"
 
 
 def _delete(run_dir: str, label: str) -> None:
@@ -277,6 +287,8 @@ if labels:
         if d2.button("Delete …", key="score_delete", disabled=doomed is None or not auth.can("delete_run"),
                      width="stretch", help=auth.refuse("delete_run")):
             st.session_state[DELETE] = doomed
+        if refused := auth.refuse("delete_run"):
+            st.caption(f":material/lock: {render.escape_md(refused)}")
         pending = st.session_state.get(DELETE)
         if pending in labels:
             st.warning(f"Delete {render.escape_md(labels[pending])}? Everything in its folder goes: its scores, sums, "

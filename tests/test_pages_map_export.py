@@ -308,7 +308,7 @@ def test_export_page_previews_and_exports(env, sample_ds):
     ids = [p.pair_id for p in load_dataset(out).pairs]
     assert len(ids) == kept and pid not in ids
     assert json.loads(manifest_path(out).read_text())["counts"]["dropped_by_reason"]["decision:drop"] == 1
-    assert {b.label for b in at.get("download_button")} == {"Download JSONL", "Download manifest"}
+    assert {b.label for b in at.get("download_button")} == {"Download JSONL", "Download manifest", "Download the decision log"}
 
 
 def test_export_page_refuses_names_outside_the_exports_folder(env, tmp_path):

@@ -1,8 +1,8 @@
 """A team on one workspace: the allowlist and roles (ches.review.team), and what survives navigation for
 each person (annotator and layout in the URL, the Map's selection per view, a deleted run named as such).
 
-Sign-in itself (st.login against a real OpenID Connect provider, oidc-provider-mock) still needs its
-Chromium test; here only the allowlist and what the app does without an [auth] section.
+Sign-in itself (st.login against a real OpenID Connect provider, oidc-provider-mock) and the Map's selection
+in a real browser are in tests/test_signin.py; here the allowlist and what the app does without [auth].
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from ches.engine.files import load_dataset
 from ches.engine.store import read_scores
-from ches.review import team
+from ches.review import plan, team
 from conftest import ROOT, SAMPLE, make_fake_run
 
 TIMEOUT = 120
@@ -146,8 +146,8 @@ def test_open_in_browse_keeps_the_annotator_and_a_view_switch_clears_the_selecti
     ok(_select(at, rows))
     assert at.title[0].value == "Browse"
     assert at.session_state["annotator"] == "ann-a" and at.query_params["annotator"] == "ann-a"
-    keep = [b for b in at.button if (b.key or "").startswith("keep_")]
-    assert keep and not keep[0].disabled
+    bars = [json.loads(c.proto.json) for c in at.get("bidi_component")]     # ui.decisionbar's component
+    assert len(bars) == 1 and bars[0]["enabled"]
 
 
 @pytestmark_nav
@@ -155,6 +155,9 @@ def test_deleting_a_run_names_its_probes_and_checks_and_a_teammate_is_told(run):
     (run / "probes" / "p1").mkdir(parents=True)
     (run / "probes" / "p1" / "manifest.json").write_text(json.dumps({"created_at": "2025-01-01T00:00:00"}))
     (run / "probes" / "p1" / "results.parquet").write_bytes(b"")
+    pairs = read_scores(run)["pair_id"].tolist()
+    plan.write_plan(run, plan.ReviewPlan(blind=True, n=3, overlap=2,
+                                         queues=plan.assign(pairs, ["ann-a", "ann-b"], n=3, overlap=2)))
     teammate = app(run=run.name)
     teammate.run()
     ok(teammate.switch_page("pages/browse.py").run())
@@ -165,7 +168,8 @@ def test_deleting_a_run_names_its_probes_and_checks_and_a_teammate_is_told(run):
     at.selectbox(key="score_delete_pick").set_value(str(run)).run()
     at.button(key="score_delete").click().run()
     warning = " ".join(w.value for w in at.warning)
-    assert "map, 1 stored probe(s) and 0 curation check(s)" in warning
+    assert ("map, 1 stored probe(s) and 0 curation check(s), and its review plan (3 pair(s) assigned to 2 "
+            "annotator(s), blind)") in warning
     at.button(key="score_delete_confirm").click().run()
     ok(at)
     assert not run.exists()
