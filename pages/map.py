@@ -51,7 +51,7 @@ with render.user_errors():
 if coords is None:
     st.stop()
 
-frame = mapview.map_frame(table, coords, view, metric=metric, color_by=color_by, decisions=loaders.decisions())
+frame = mapview.map_frame(table, coords, view, metric=metric, color_by=color_by, decisions=loaders.mine())
 riskiest = mapview.riskiest_rows(table, metric)
 fig = charts.map_figure(frame, color_by=color_by, metric=metric, riskiest=riskiest,
                         current=st.session_state.get(state.PAIR_ROW))
@@ -75,12 +75,18 @@ def _record(decision: str, pair_ids: list[str]) -> None:
     st.session_state.pop(PENDING, None)
     n = decisionbar.record_bulk(pair_ids, decision)
     state.flash("success", f"Recorded '{decision}' for {n:,} pair(s) as {state.annotator()}, as one action: "
-                        "Undo on Browse reverts all of them.")
+                        "'Undo my last action' reverts all of them.")
+
+
+def _undo_last() -> None:
+    events = decisionbar.undo()
+    state.flash("info", f"Undid your last action: {events[0].action} on {len(events):,} pair(s)." if events
+                else "Nothing of yours to undo.")
 
 
 def _ask_or_record(decision: str, pair_ids: list[str]) -> None:
     """Record at once when none of the pairs has a decision; else ask first (see below)."""
-    if decided_counts(pair_ids, loaders.decisions()):
+    if decided_counts(pair_ids, loaders.mine()):
         st.session_state[PENDING] = (decision, list(pair_ids))
     else:
         _record(decision, pair_ids)
@@ -89,7 +95,7 @@ def _ask_or_record(decision: str, pair_ids: list[str]) -> None:
 pending = st.session_state.get(PENDING)
 if pending:
     decision, pair_ids = pending
-    decided = loaders.decisions()
+    decided = loaders.mine()
     counts = decided_counts(pair_ids, decided)
     undecided = [p for p in pair_ids if p not in decided]
     already = sum(counts.values())
@@ -104,12 +110,15 @@ if pending:
                   args=(decision, undecided), disabled=not undecided, width="stretch")
         o3.button("Cancel", key="map_cancel", on_click=lambda: st.session_state.pop(PENDING, None), width="stretch")
 
+st.button("Undo my last action", key="map_undo", icon=":material/undo:", on_click=_undo_last,
+          disabled=not state.annotator(), help="Undo your last action: a bulk action here, whole, or your last "
+          "decision anywhere (Browse's Undo acts on the pair it shows)")
 if not selected:
     st.caption("Nothing selected.")
     st.stop()
 indexed = table.set_index("row")
 pair_ids = indexed.loc[selected, "pair_id"].tolist()
-counts = decided_counts(pair_ids, loaders.decisions())
+counts = decided_counts(pair_ids, loaders.mine())
 st.markdown(f"**{len(selected):,} pair(s) selected**" + (
     " · already decided: " + ", ".join(f"{n:,} {d}" for d, n in counts.items()) if counts else ""))
 decisionbar.require_annotator()

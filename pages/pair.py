@@ -52,7 +52,7 @@ rec = table.loc[table["row"] == row].iloc[0]
 c3.page_link("pages/browse.py", label="Back to Browse", icon=":material/table_rows:")
 
 ranked = table.sort_values([metric, "row"], ascending=[False, True])
-undecided = ranked.loc[~ranked["pair_id"].isin(loaders.decisions().keys()), "row"]
+undecided = ranked.loc[~ranked["pair_id"].isin(loaders.mine().keys()), "row"]
 state.show_flash()
 decisionbar.show(rec["pair_id"], row, next_undecided(ranked["row"].tolist(), row, undecided))
 

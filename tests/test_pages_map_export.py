@@ -220,7 +220,7 @@ def test_map_selection_bulk_decision_lands_in_the_db(env):
     picked = table["row"].iloc[[4, 1, 10]].tolist()
     at = app("map.py", env["run"], annotator="mapper").run()
     no_errors(at)
-    assert not at.button  # nothing selected yet
+    assert [b.key for b in at.button] == ["map_undo"]  # nothing selected yet: only the undo
     run_with_selection(at, picked)
     no_errors(at)
     assert any("3 pair(s) selected" in m.value for m in at.markdown)
@@ -235,6 +235,8 @@ def test_map_selection_bulk_decision_lands_in_the_db(env):
 
 
 def test_a_bulk_over_decided_pairs_asks_before_overwriting(env):
+    """Only my own decisions count as "already decided" (another annotator's are theirs and stay); a bulk over
+    mine asks first; 'Undo my last action' reverts a bulk whole."""
     table = env["table"].set_index("row")
     a, b, c = picked = env["table"]["row"].iloc[[2, 5, 9]].tolist()
     db = env["ws"] / "decisions.sqlite"
@@ -243,31 +245,35 @@ def test_a_bulk_over_decided_pairs_asks_before_overwriting(env):
     before = decisions.history(db)
     at = app("map.py", env["run"], annotator="mapper").run()
     run_with_selection(at, picked)
-    assert any("already decided: 1 keep, 1 drop" in m.value for m in at.markdown)
+    assert any("already decided: 1 drop" in m.value for m in at.markdown)    # mine only: not earlier's keep
     at.button(key="map_keep").click()
     run_with_selection(at, picked)
     no_errors(at)
     assert decisions.history(db) == before                                   # nothing written yet: it asks
-    assert any("2 of the 3 pairs to mark 'keep' already have a decision (1 keep, 1 drop)" in w.value
-               for w in at.warning)
+    assert any("1 of the 3 pairs to mark 'keep' already have a decision (1 drop)" in w.value for w in at.warning)
     at.button(key="map_only_undecided").click()
     run_with_selection(at, picked)
-    now = decisions.current(db)
-    assert (now[table.loc[a, "pair_id"]].annotator, now[table.loc[b, "pair_id"]].note) == ("earlier", "toxic")
-    assert now[table.loc[c, "pair_id"]].decision == "keep"
-    at.button(key="map_drop").click()                                          # all three decided now
+    mine = decisions.current(db, annotator="mapper")
+    assert mine[table.loc[b, "pair_id"]].note == "toxic"
+    assert {mine[table.loc[r, "pair_id"]].decision for r in (a, c)} == {"keep"}
+    assert decisions.current(db, annotator="earlier")[table.loc[a, "pair_id"]].decision == "keep"   # theirs stays
+    at.button(key="map_drop").click()                                          # all three decided by me now
     run_with_selection(at, picked)
     at.button(key="map_cancel").click()
     run_with_selection(at, picked)
-    assert not any("to mark 'drop'" in w.value for w in at.warning) and len(decisions.history(db)) == len(before) + 1
+    assert not any("to mark 'drop'" in w.value for w in at.warning) and len(decisions.history(db)) == len(before) + 2
     at.button(key="map_drop").click()
     run_with_selection(at, picked)
     at.button(key="map_overwrite").click()
     run_with_selection(at, picked)
     no_errors(at)
-    assert {decisions.current(db)[table.loc[r, "pair_id"]].decision for r in picked} == {"drop"}
-    assert len(decisions.undo(db, annotator="mapper")) == 3                  # one action, one undo
-    assert decisions.current(db)[table.loc[b, "pair_id"]].note == "toxic"
+    assert {decisions.current(db, annotator="mapper")[table.loc[r, "pair_id"]].decision for r in picked} == {"drop"}
+    at.button(key="map_undo").click()                                          # the bulk, whole
+    run_with_selection(at, picked)
+    no_errors(at)
+    assert any(r"Undid your last action\: drop on 3 pair\(s\)" in i.value for i in at.info)      # (escaped markdown)
+    mine = decisions.current(db, annotator="mapper")
+    assert mine[table.loc[b, "pair_id"]].note == "toxic" and mine[table.loc[c, "pair_id"]].decision == "keep"
 
 
 def test_map_open_in_browse_sets_focus_rows(env):

@@ -200,3 +200,12 @@ def team_counts(run_dir: str | Path) -> dict[str, int]:
     db = str(ws().decisions)
     return _team_counts(str(run_dir), _run_version(run_dir), db, _db_version(db),
                         st.session_state.get(DECISIONS_VERSION, 0))
+
+
+def mine() -> dict[str, decision_log.Decision]:
+    """{pair_id: Decision}: this session's annotator's own decisions in force ({} until they give a name): what
+    "decided", "undecided" and the decision colours mean on every page (Browse, Pair / tokens, the Map)."""
+    from ui.state import annotator
+
+    me = annotator()
+    return team().mine(me) if me else {}
