@@ -2,25 +2,47 @@
 
 Nothing is recorded without the annotator's name (`require_annotator` asks for it); every write bumps
 `loaders.DECISIONS_VERSION`, so the next read of `loaders.decisions()` sees it.
+
+The bar's Keep / Drop / Flag / Undo buttons, their keys (K / D / F / U) and the note box are one component
+(decisionbar_component/bar.js) with one fixed key. Its state is the page's cumulative list of presses
+{seq, client, pair, action, note}; `take` records each press whose seq is above the last one recorded for
+that page, on the pair id the press carries, and the bar is drawn again with that seq
+acknowledged. A press therefore lands on the pair that was on screen, however many presses Streamlit
+coalesced into one rerun and however late the server handles them; one it cannot take (no name, a pair this
+session was never shown, a malformed press) is acknowledged and refused with a message.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from ches.review import decisions as decision_log
+from ches.review.plan import PlanError, read_plan
 from ui import loaders, state
 from ui.render import escape_md
 
-NOTE = "note"                  # the decision bar's note box
+KEY = "decision_bar"           # the component's key: the same on every pair, so no press is left behind
+UNDO = "undo"
+_BAR = "_decision_bar"         # this session's bookkeeping (`_bar`)
+_SHOWN_MAX = 1000
 _NAME_PROMPT = "_name_prompt"
-_BUTTONS = ((decision_log.KEEP, "Keep", ":material/check:", "primary", "Keep this pair and open the next undecided one"),
-            (decision_log.DROP, "Drop", ":material/delete:", "secondary", "Drop this pair from the curated set and "
-             "open the next undecided one"),
-            (decision_log.FLAG, "Flag", ":material/flag:", "secondary", "Flag for a second look and open the next "
-             "undecided one"))
+_NOTE_MAX = 2000
+_ASSETS = Path(__file__).with_name("decisionbar_component")
+_BUTTONS = ((decision_log.KEEP, "Keep", "check", "primary", "Keep this pair and open the next undecided one"),
+            (decision_log.DROP, "Drop", "delete", "secondary", "Drop this pair from the curated set and open "
+             "the next undecided one"),
+            (decision_log.FLAG, "Flag", "flag", "secondary", "Flag for a second look and open the next "
+             "undecided one"),
+            (UNDO, "Undo", "undo", "secondary", "Undo your decision on this pair"))
+ACTIONS = tuple(b[0] for b in _BUTTONS)
+SHORTCUTS = {action: action[0] for action in ACTIONS}     # K, D, F, U
+
+_component = st.components.v2.component("ches_decision_bar", js=(_ASSETS / "bar.js").read_text(encoding="utf-8"),
+                                        css=(_ASSETS / "bar.css").read_text(encoding="utf-8"))
 
 
 def _take_name() -> None:
@@ -41,14 +63,6 @@ def _bump() -> None:
     st.session_state[loaders.DECISIONS_VERSION] = st.session_state.get(loaders.DECISIONS_VERSION, 0) + 1
 
 
-def record(pair_id: str, decision: str, note: str = "") -> int:
-    """Record this annotator's decision (committed before returning); the event id."""
-    event = decision_log.record(state.ws().decisions, pair_id, decision, annotator=state.annotator(), note=note,
-                                session=state.session_id())
-    _bump()
-    return event
-
-
 def record_bulk(pair_ids: Sequence[str], decision: str) -> int:
     """Record one decision on many pairs as one action (one transaction, one undo); how many pairs."""
     events = decision_log.record_many(state.ws().decisions, pair_ids, decision, annotator=state.annotator(),
@@ -57,62 +71,144 @@ def record_bulk(pair_ids: Sequence[str], decision: str) -> int:
     return len(events)
 
 
-def undo() -> list[decision_log.Event]:
-    """Undo this annotator's latest action (one decision or one bulk); the undone events ([] if none)."""
-    events = decision_log.undo(state.ws().decisions, annotator=state.annotator(), session=state.session_id())
+def undo(pair_id: str | None = None) -> list[decision_log.Event]:
+    """Undo this annotator's latest action (one decision or one bulk), or (`pair_id`) their latest decision on
+    that pair only; the undone events ([] if none)."""
+    events = decision_log.undo(state.ws().decisions, annotator=state.annotator(), session=state.session_id(),
+                               pair_id=pair_id)
     _bump()
     return events
 
 
-def _decide(choice: str, pair_id: str, row: int, following: int | None) -> None:
-    record(pair_id, choice, str(st.session_state.get(NOTE) or ""))
-    st.session_state[NOTE] = ""
-    st.session_state[state.PAIR_ROW] = following if following is not None else row
-    state.flash("success", f"Row {row}: {choice}" + (f". Next undecided: row {following}." if following is not None
-                                                     else ". No undecided pair left in this ranking."))
+# ------------------------------------------------------------------------------------------ presses
+#
+# Streamlit stops a run (RerunException) at any st.* call once the next rerun is requested, callbacks
+# included, and a stopped run's thread may still be finishing while the next run of the same session
+# starts. So `take` makes its st.* calls first, then, under one lock, records and marks presses as taken in
+# plain Python (no st.* call between a write and its mark: a press is recorded exactly once), and only then
+# moves the page on (`_settle`); a settle cut short is finished by the next run.
+
+_LOCK = threading.Lock()
+
+def _valid(press: object) -> dict | None:
+    """A press as the page sent it, checked (it comes from the browser): None when malformed."""
+    if not isinstance(press, dict):
+        return None
+    seq, client, pair, action, note = (press.get(k) for k in ("seq", "client", "pair", "action", "note"))
+    if not (type(seq) is int and seq > 0 and isinstance(client, str) and 0 < len(client) <= 40
+            and isinstance(pair, str) and pair and action in ACTIONS and isinstance(note, str | None)):
+        return None
+    return {"seq": seq, "client": client, "pair": pair, "action": action, "note": (note or "").strip()[:_NOTE_MAX]}
 
 
-def _undo() -> None:
-    events = undo()
-    if not events:
-        state.flash("info", "Nothing to undo.")
-        return
+def _take_one(press: dict, bar: dict, db: Path, name: str, session: str) -> tuple[int | None, str, str]:
+    """Record one press (plain Python: no st.* call); (row to open, flash kind, message)."""
+    if press["pair"] not in bar["shown"]:
+        return None, "warning", "A press for a pair this page was not showing was refused; nothing was recorded."
+    row, following = bar["shown"][press["pair"]]
+    if not name:
+        return row, "warning", f"Row {row}: nothing recorded. Type your name first: it is saved with every decision."
+    if press["action"] == UNDO:
+        events = decision_log.undo(db, annotator=name, session=session, pair_id=press["pair"])
+        return row, "info", (f"Row {row}: undid your {events[0].action}." if events
+                             else f"Row {row}: you have no decision here to undo.")
+    decision_log.record(db, press["pair"], press["action"], annotator=name, note=press["note"], session=session)
+    return (following if following is not None else row), "success", (
+        f"Row {row}: {press['action']}" + (f". Next undecided: row {following}." if following is not None
+                                           else ". No undecided pair left in this ranking."))
+
+
+def _bar() -> dict:
+    """This session's bar bookkeeping: seen {client: last seq taken} (a client is one page load), shown
+    {pair_id: (row, following)} for the pairs its bar was drawn on, after (what `_settle` still has to do)."""
+    return st.session_state.setdefault(_BAR, {"seen": {}, "shown": {}, "after": None})
+
+
+def take(presses: Iterable[object]) -> int:
+    """Record every press not taken before (by its page's seq), in order, each on the pair it carries; a
+    decision then opens that pair's `following`, an undo stays on its pair. How many presses were taken."""
+    bar, db, name, session = _bar(), state.ws().decisions, state.annotator(), state.session_id()
+    with _LOCK:
+        fresh = sorted((p for p in map(_valid, presses or ()) if p and p["seq"] > bar["seen"].get(p["client"], 0)),
+                       key=lambda p: (p["client"], p["seq"]))
+        for press in fresh:
+            goto, kind, message = _take_one(press, bar, db, name, session)
+            bar["seen"][press["client"]] = press["seq"]
+            taken = (bar["after"] or {}).get("taken", 0) + (kind == "success")
+            bar["after"] = {"row": goto, "kind": kind, "message": message, "taken": taken}
+    _settle(bar)
+    return len(fresh)
+
+
+def _settle(bar: dict) -> bool:
+    """Open the row the last press asked for and say what was recorded; whether there was anything to do."""
+    after = bar["after"]
+    if after is None:
+        return False
+    _bump()
+    if after["row"] is not None:
+        st.session_state[state.PAIR_ROW] = after["row"]
+    more = f"{after['taken']} decisions recorded; the last: " if after["taken"] > 1 and after["kind"] == "success" else ""
+    state.flash(after["kind"], more + after["message"])
+    bar["after"] = None
+    return True
+
+
+def _presses() -> list:
+    value = st.session_state.get(KEY)
+    return list((value or {}).get("presses") or []) if isinstance(value, dict) else []
+
+
+def _on_presses() -> None:
+    take(_presses())
+
+
+# --------------------------------------------------------------------------------------- the caption
+
+def _caption(pair_id: str, name: str) -> str:
+    view = loaders.team()
     run = state.active_run()
-    match = (loaders.scores(run).loc[lambda t: t["pair_id"] == events[0].pair_id, "row"] if run
-             else pd.Series(dtype=int))
-    if len(match):
-        st.session_state[state.PAIR_ROW] = int(match.iloc[0])
-    where = f"row {int(match.iloc[0])}" if len(match) else "a pair outside this run"
-    more = f" and on {len(events) - 1:,} more pairs (one bulk action)" if len(events) > 1 else ""
-    state.flash("info", f"Undid {events[0].action} on {where}{more}.")
-
-
-def button_key(choice: str, pair_id: str) -> str:
-    """The widget key of one pair's Keep / Drop / Flag button: the pair id is part of it, so a press is the
-    event of the button that was on the page, with that button's pair, however late the server handles it."""
-    return f"{choice}_{pair_id}"
+    try:
+        blind = bool(run is not None and read_plan(run).blind)
+    except PlanError:
+        blind = True                     # an unreadable plan: keep others' decisions hidden, never shown early
+    mine = view.mine(name).get(pair_id) if name else None
+    others = {a: d for a, d in view.visible_to(pair_id, name, blind).items() if a != name}
+    parts = []
+    if mine is not None:
+        parts.append(f"Your decision: **{mine.decision}** (at {mine.at[:19].replace('T', ' ')})"
+                     + (f" — note: {escape_md(mine.note)}" if mine.note else ""))
+    else:
+        parts.append("You have not decided this pair.")
+    if others:
+        parts.append(" · ".join(f"{escape_md(a)}: {d.decision}" for a, d in sorted(others.items())))
+    elif blind and mine is None and view.on_pair(pair_id).keys() - {name}:
+        parts.append("Others' decisions are hidden until you decide (blind review).")
+    settled = view.adjudicated.get(pair_id)
+    if settled is not None:
+        parts.append(f"Settled: **{settled.decision}** by {escape_md(settled.annotator)}")
+    return "  \n".join(parts)
 
 
 def show(pair_id: str, row: int, following: int | None) -> None:
-    """Keep / Drop / Flag (each then opens `following`), Undo and the note: the same controls, labels and
-    keyboard shortcuts (K, D, F, U) on every page that shows a pair. Asks for a name first.
-
-    A decision button's key holds the pair id (`button_key`). With one key for every pair, Streamlit ran a
-    press's callback with the arguments of the latest run: a K pressed while the next pair was being drawn
-    was recorded on the pair the server had already moved past (or the other way round)."""
+    """Keep / Drop / Flag (each then opens `following`), Undo (of my decision on this pair) and the note:
+    the same controls, labels and keys (K, D, F, U; never while typing in a text box) on every page that
+    shows a pair. Asks for a name first; the buttons stay disabled without one."""
+    bar = _bar()
+    if _settle(bar) | bool(take(_presses())):   # a settle cut short, or presses no callback saw (a test's)
+        st.rerun()
     name = require_annotator()
-    cols = st.columns([1, 1, 1, 1, 4])
-    for col, (choice, label, icon, kind, help_text) in zip(cols, _BUTTONS):
-        col.button(label, key=button_key(choice, pair_id), on_click=_decide, args=(choice, pair_id, row, following),
-                   icon=icon, type=kind, shortcut=choice[0], width="stretch", disabled=not name,
-                   help=f"{help_text} ({choice[0].upper()})")
-    cols[3].button("Undo", key="undo", on_click=_undo, shortcut="u", icon=":material/undo:", width="stretch",
-                   disabled=not name, help="Undo your last decision, or your last bulk action on the Map (U)")
-    cols[4].text_input("Note (optional)", key=NOTE, label_visibility="collapsed",
-                       placeholder="Note saved with the decision (optional)")
-    decision = loaders.decisions().get(pair_id)
-    if decision is not None:
-        st.caption(f"Current decision: **{decision.decision}** by {escape_md(decision.annotator)} at "
-                   f"{decision.at[:19].replace('T', ' ')}" + (f" — note: {escape_md(decision.note)}" if decision.note else ""))
-    else:
-        st.caption("No decision yet.")
+    with _LOCK:
+        shown = bar["shown"]
+        shown.pop(pair_id, None)
+        shown[pair_id] = (int(row), None if following is None else int(following))
+        while len(shown) > _SHOWN_MAX:
+            shown.pop(next(iter(shown)))
+    buttons = [{"action": a, "label": label, "icon": icon, "kind": kind, "shortcut": SHORTCUTS[a],
+                "help": f"{help_text} ({SHORTCUTS[a].upper()})"} for a, label, icon, kind, help_text in _BUTTONS]
+    bar["drawn"] = bar.get("drawn", 0) + 1            # new data each run: the page knows the bar was drawn again
+    _component(key=KEY, data={"pair": pair_id, "drawn": bar["drawn"], "enabled": bool(name), "buttons": buttons,
+                              "acked": dict(bar["seen"]),
+                              "note_placeholder": "Note saved with the decision (optional)"},
+               default={"presses": []}, on_presses_change=_on_presses)
+    st.caption(_caption(pair_id, name))

@@ -1,0 +1,243 @@
+"""A team deciding at once: N browser sessions (headless Chromium) decide on ONE 10,000-pair run for a while.
+
+    python bench/team_bench.py [--sessions 10] [--seconds 60] [--pairs 10000] [--keep DIR]
+
+A fresh `streamlit run app.py` on a temporary workspace holding one synthetic run (random scores, no model:
+tests/conftest.py's make_fake_run). Each session opens Browse in Review layout as its own annotator
+(bench-0 .. bench-N-1) and, until the time is up, reads the pair on screen, presses K, D or F, and waits
+for the next pair to appear (a brisk annotator who reads nothing). Measured:
+- arrival: presses sent vs decision events in the log, per annotator, and whether each event is on the pair
+  that was on screen at its press (presses and events matched in order, per annotator);
+- latency, two ways: press -> event committed in the log (the event's timestamp; same machine clock) and
+  press -> next pair on screen (what the annotator waits for); median and p95;
+- memory: the server's RSS (the streamlit process and its children) with 1 session open and idle, then with
+  N; per added session = (RSS_N - RSS_1) / (N - 1).
+Needs Debian's Chromium at /usr/bin/chromium (`make browser`). Not a test: it asserts only that nothing is
+lost or misplaced, and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+from ches.engine.formats import load_records  # noqa: E402
+from ches.review import decisions  # noqa: E402
+from conftest import make_fake_run  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+HEAD = re.compile(r"^Row (\d+) · rank")
+READ_HEAD = """() => { const h = [...document.querySelectorAll('[data-testid=stMain] h3')].map((e) => e.innerText)
+                        .find((t) => /^Row \\d+ · rank/.test(t)); return h || null; }"""
+PAGE_S = 180
+
+
+def make_run(workspace: Path, n: int) -> Path:
+    ds = load_records([{"prompt": f"Question {i}: how should the assistant answer this?",
+                        "chosen": f"A careful answer number {i}.", "rejected": f"A careless answer {i}."}
+                       for i in range(n)], source="team-bench.jsonl")
+    return make_fake_run(workspace / "runs" / "0123456789abcdef", ds, seed=16)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(workspace: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "CHES_WORKSPACE": str(workspace), "CHES_DATA_ROOT": str(ROOT / "data"),
+           "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                                 "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 90:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"streamlit did not start:\n{log.read_text(errors='replace')}")
+
+
+def rss_mib(pid: int) -> float:
+    """The server's resident memory: the process and its children."""
+    p = psutil.Process(pid)
+    return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+async def open_session(browser, url: str, run: str, i: int):
+    from playwright.async_api import expect
+
+    page = await (await browser.new_context(viewport={"width": 1400, "height": 900})).new_page()
+    page.set_default_timeout(PAGE_S * 1000)
+    await page.goto(f"{url}/browse?run={run}&annotator=bench-{i}&layout=review")
+    main = page.get_by_test_id("stMain")
+    await main.get_by_role("heading", name=HEAD).wait_for()
+    await expect(main.locator("[data-action=keep]")).to_be_enabled(timeout=PAGE_S * 1000)   # in a shadow root
+    await main.get_by_role("heading", name="Browse").click()            # focus off the layout control
+    return page
+
+
+async def decide(page, i: int, deadline: float, rng: random.Random, presses: list) -> None:
+    """Press, then wait for the next pair on screen; until the deadline."""
+    while time.time() < deadline:
+        head = await page.evaluate(READ_HEAD)
+        key = rng.choice("kdf")
+        t_press = time.time()
+        await page.keyboard.press(key)
+        try:
+            await page.wait_for_function(f"(old) => ({READ_HEAD})() !== old", arg=head, timeout=60_000)
+            t_screen = time.time()
+        except Exception:                      # no new pair within a minute: counted, never waited on forever
+            t_screen = None
+        presses.append({"annotator": f"bench-{i}", "row": int(HEAD.match(head).group(1)), "key": key,
+                        "t_press": t_press, "t_screen": t_screen})
+
+
+async def bench(args, url: str, run: Path, proc: subprocess.Popen) -> dict:
+    from playwright.async_api import async_playwright
+
+    out: dict = {}
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pages = [await open_session(browser, url, run.name, 0)]
+            await asyncio.sleep(5)
+            out["rss_1"] = rss_mib(proc.pid)
+            pages += await asyncio.gather(*(open_session(browser, url, run.name, i)
+                                            for i in range(1, args.sessions)))
+            await asyncio.sleep(5)
+            out["rss_n"] = rss_mib(proc.pid)
+            presses: list = []
+            deadline = time.time() + args.seconds
+            t0 = time.perf_counter()
+            await asyncio.gather(*(decide(p, i, deadline, random.Random(i), presses) for i, p in enumerate(pages)))
+            out["wall_s"] = time.perf_counter() - t0
+            for page in pages:                                   # the server finishes what it was sent
+                await page.get_by_test_id("stStatusWidget").wait_for(state="detached", timeout=PAGE_S * 1000)
+            await asyncio.sleep(2)
+            out["rss_after"] = rss_mib(proc.pid)
+            out["presses"] = presses
+        finally:
+            await browser.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sessions", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--pairs", type=int, default=10_000)
+    ap.add_argument("--keep", type=Path, help="keep the workspace here (default: a temporary folder)")
+    args = ap.parse_args()
+    if args.sessions < 2:
+        ap.error("--sessions must be at least 2 (memory per added session)")
+    with tempfile.TemporaryDirectory(prefix="team-bench-") as tmp:
+        workspace = (args.keep or Path(tmp)) / "ws"
+        workspace.mkdir(parents=True, exist_ok=True)
+        run = make_run(workspace, args.pairs)
+        proc, url = start_server(workspace, workspace.parent / "streamlit.log")
+        try:
+            res = asyncio.run(bench(args, url, run, proc))
+        finally:
+            stop(proc)
+        report(args, run, workspace, res)
+
+
+def report(args, run: Path, workspace: Path, res: dict) -> None:
+    from ches.engine.store import read_scores
+
+    pid = read_scores(run).set_index("row")["pair_id"]
+    events = [e for e in decisions.history(workspace / "decisions.sqlite") if e.action != "undo"]
+    by_ann: dict[str, list] = {}
+    for e in events:
+        by_ann.setdefault(e.annotator, []).append(e)
+    presses = sorted(res["presses"], key=lambda p: p["t_press"])
+    sent: dict[str, list] = {}
+    for p in presses:
+        sent.setdefault(p["annotator"], []).append(p)
+    wrong, commit, screen = 0, [], []
+    for ann, ps in sent.items():
+        evs = by_ann.get(ann, [])
+        for p, e in zip(ps, evs):
+            action = {"k": "keep", "d": "drop", "f": "flag"}[p["key"]]
+            if (e.pair_id, e.action) != (pid[p["row"]], action):
+                wrong += 1
+                seen_at = "never" if p["t_screen"] is None else f"{p['t_screen'] - p['t_press']:.1f} s later"
+                print(f"misplaced: {ann} pressed {action} on row {p['row']} ({pid[p['row']]}), next pair {seen_at}; "
+                      f"the event: {e.action} on {e.pair_id}, {datetime.fromisoformat(e.created_at).timestamp() - p['t_press']:.1f} s after")
+            commit.append(datetime.fromisoformat(e.created_at).timestamp() - p["t_press"])
+        screen += [p["t_screen"] - p["t_press"] for p in ps if p["t_screen"] is not None]
+    n_sent, n_logged = len(presses), len(events)
+    rows = [
+        ("sessions", f"{args.sessions}"),
+        ("run", f"{args.pairs:,} pairs"),
+        ("time deciding", f"{res['wall_s']:.0f} s"),
+        ("presses sent", f"{n_sent:,}"),
+        ("decision events in the log", f"{n_logged:,}"),
+        ("events on another pair than on screen", f"{wrong}"),
+        ("presses with no next pair within 60 s", f"{sum(p['t_screen'] is None for p in presses)}"),
+        ("decisions / s (all sessions)", f"{n_logged / res['wall_s']:.1f}"),
+        ("press -> event committed: median / p95", f"{statistics.median(commit):.2f} s / {pct(commit, 0.95):.2f} s"
+         if commit else "-"),
+        ("press -> next pair on screen: median / p95", f"{statistics.median(screen):.2f} s / {pct(screen, 0.95):.2f} s"
+         if screen else "-"),
+        ("server RSS, 1 session", f"{res['rss_1']:.0f} MiB"),
+        (f"server RSS, {args.sessions} sessions", f"{res['rss_n']:.0f} MiB"),
+        ("per added session", f"{(res['rss_n'] - res['rss_1']) / (args.sessions - 1):.1f} MiB"),
+        (f"server RSS after deciding", f"{res['rss_after']:.0f} MiB"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    assert n_logged == n_sent, f"{n_sent} presses sent, {n_logged} events in the log"
+    assert wrong == 0, f"{wrong} events on another pair than the one on screen"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The decision bar (ui/decisionbar.py) in AppTest: presses taken once each, on the pair they carry, refused
+without a name; Undo on my decision on this pair only; the caption with my decision and the others' (hidden
+in a blind review until I decide). The fast-key presses in a real browser: tests/test_browser.py."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from ches import workspace as wsp
+from ches.engine import store
+from ches.review import decisions
+from ches.review.plan import ReviewPlan, write_plan
+from test_app import app, bar, open_page, plain, ranked_rows
+from ui import decisionbar
+
+
+def _caption(at) -> str:
+    return " ".join(plain(c.value) for c in at.caption)
+
+
+def _send(at, *presses: dict):
+    """Presses as the page sends them: its whole list so far, as the component's state."""
+    at.session_state[decisionbar.KEY] = {"presses": list(presses)}
+    return at.run()
+
+
+def test_each_press_is_taken_once_on_its_own_pair_even_when_sent_again(workspace_env, flagged_run):
+    db = wsp.workspace(workspace_env.workspace).decisions
+    ranked = ranked_rows(flagged_run)
+    pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
+    at = open_page(app(flagged_run, annotator="ann-a"), "pages/browse.py")
+    first = {"seq": 1, "client": "c1", "pair": pid[ranked[0]], "action": "drop", "note": "too short"}
+    _send(at, first)
+    assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")
+    # the next press was made while the first pair was still on screen: it carries that pair, and the
+    # list still holds the first press (not acknowledged yet): the first is not recorded twice
+    again = {"seq": 2, "client": "c1", "pair": pid[ranked[0]], "action": "keep", "note": ""}
+    _send(at, first, again)
+    log = [(e.pair_id, e.action, e.note) for e in decisions.history(db)]
+    assert log == [(pid[ranked[0]], "drop", "too short"), (pid[ranked[0]], "keep", "")]
+    data = json.loads(at.get("bidi_component")[0].proto.json)
+    assert data["acked"] == {"c1": 2} and data["pair"] == pid[ranked[1]]
+    # a press for a pair this session never showed, and a malformed one, are refused and say so
+    _send(at, first, again, {"seq": 3, "client": "c1", "pair": "not-a-pair", "action": "keep", "note": ""},
+          {"seq": "4", "client": "c1", "pair": pid[ranked[1]], "action": "keep"})
+    assert any("was not showing was refused" in plain(w.value) for w in at.warning)
+    assert len(decisions.history(db)) == 2
+
+
+def test_without_a_name_a_press_is_refused_visibly(workspace_env, flagged_run):
+    db = wsp.workspace(workspace_env.workspace).decisions
+    ranked = ranked_rows(flagged_run)
+    pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
+    at = open_page(app(flagged_run), "pages/browse.py")
+    assert bar(at, "keep").disabled
+    _send(at, {"seq": 1, "client": "c1", "pair": pid[ranked[0]], "action": "keep", "note": ""})
+    assert any("Type your name first" in plain(w.value) for w in at.warning)
+    assert decisions.history(db) == []
+
+
+def test_caption_and_undo_are_about_this_pair_and_blind_hides_the_others(workspace_env, flagged_run):
+    run = workspace_env.workspace / "runs" / flagged_run.name
+    shutil.copytree(flagged_run, run)
+    db = wsp.workspace(workspace_env.workspace).decisions
+    ranked = ranked_rows(run)
+    pid = store.read_scores(run).set_index("row")["pair_id"]
+    decisions.record(db, pid[ranked[0]], "keep", annotator="ann-a")
+    decisions.record(db, pid[ranked[5]], "flag", annotator="ann-b")           # ann-b's, elsewhere
+
+    at = open_page(app(run, annotator="ann-b"), "pages/browse.py")
+    at.session_state["pair_row"] = ranked[0]
+    at.run()
+    assert "You have not decided this pair." in _caption(at) and "ann-a: keep" in _caption(at)
+
+    write_plan(run, ReviewPlan(blind=True))
+    at = open_page(app(run, annotator="ann-b"), "pages/browse.py")
+    at.session_state["pair_row"] = ranked[0]
+    at.run()
+    assert "ann-a" not in _caption(at) and "hidden until you decide" in _caption(at)
+    bar(at, "drop").click(note="off topic").run()
+    at.session_state["pair_row"] = ranked[0]
+    at.run()
+    assert "Your decision: **drop**" in _caption(at) and "off topic" in _caption(at)
+    assert "ann-a: keep" in _caption(at)                                      # decided: the others show
+
+    bar(at, "undo").click().run()                                             # my drop here, nothing else
+    mine = decisions.current_by_annotator(db)
+    assert pid[ranked[0]] not in mine["ann-b"] and mine["ann-b"][pid[ranked[5]]].decision == "flag"
+    assert mine["ann-a"][pid[ranked[0]]].decision == "keep"
+    assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
+    assert any(f"Row {ranked[0]}: undid your drop" in plain(i.value) for i in at.info)

@@ -1,0 +1,161 @@
+// The decision bar's buttons (Keep / Drop / Flag / Undo), their keys (K / D / F / U) and the note box.
+//
+// Every press is appended to one cumulative, sequence-numbered list {seq, client, pair, action, note} and the
+// whole list is sent as the component's STATE value. Streamlit keeps one pending rerun per session: a trigger
+// (a button click) that arrives while a run is under way can be coalesced away, a state value cannot (the
+// latest list is in every rerun request). The server records each press whose seq is above the last it
+// recorded for this client and sends that seq back in `data.acked`; acknowledged presses leave the list.
+// Each press carries the pair id the bar was drawn with: a press lands on the pair on screen, however late
+// the server handles it. Text from the dataset is never put in here; labels are set as text, never as HTML.
+//
+// While a run redraws the page, the pair's heading can already show the next pair while this bar (drawn
+// below it, later in the run) still holds the previous one. A press made while the heading above the bar
+// differs from the one it had when the bar was drawn is held ("Saving…") until the bar is drawn again (each
+// run draws it with a new `data.drawn`, after the heading), and then takes that pair, the one the heading
+// shows: it is never sent with a pair that is no longer on screen.
+
+const client = Math.random().toString(36).slice(2, 12);   // one page load; the server keeps a seq per client
+let seq = 0;
+let pending = [];          // presses sent, not yet acknowledged
+let held = [];             // presses made while the page above the bar was newer than the bar
+let active = null;         // the bar on the page: {root, data, setStateValue, note, status, heading}
+
+function typing(event) {
+  const el = event.composedPath ? event.composedPath()[0] : event.target;
+  return !!el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
+}
+
+function containerOf(root) {
+  const host = root instanceof ShadowRoot ? root.host : root;
+  return host.closest('[data-testid="stElementContainer"]');
+}
+
+// The text of the nearest heading above the bar (on Browse: "Row N · rank …", the pair on screen).
+function headingAbove(root) {
+  const mine = containerOf(root);
+  if (!mine) return null;
+  let head = null;
+  for (const c of (mine.closest('[data-testid="stMain"]') || document).querySelectorAll("h1, h2, h3")) {
+    if (mine.compareDocumentPosition(c) & Node.DOCUMENT_POSITION_PRECEDING) head = c;
+  }
+  return head ? head.innerText : null;
+}
+
+// The heading above has changed since the bar was drawn: the page shows a newer pair than the bar holds.
+function behindThePage() {
+  return headingAbove(active.root) !== active.heading;
+}
+
+function showStatus() {
+  if (!active) return;
+  const waiting = pending.length + held.length;
+  active.status.textContent = waiting ? `Saving ${waiting} press${waiting > 1 ? "es" : ""}…` : "";
+}
+
+function send(action, note) {
+  seq += 1;
+  pending.push({ seq, client, pair: active.data.pair, action, note });
+}
+
+// Held presses go when the bar is drawn again (every run draws it with a new `data.drawn`): drawn after the
+// heading in the same run, it holds the pair the heading shows.
+function flushHeld() {
+  held.splice(0).forEach(({ action, note }) => send(action, note));
+  showStatus();
+  active.setStateValue("presses", pending.slice());
+}
+
+function press(action) {
+  const bar = active;
+  if (!bar || !bar.data.enabled) {
+    if (bar) bar.status.textContent = "Type your name first: decisions are saved with it.";
+    return;
+  }
+  const note = action === "undo" ? "" : bar.note.value.trim().slice(0, 2000);
+  if (action !== "undo") bar.note.value = "";
+  if (held.length || behindThePage()) {          // after any press still held: the order is kept
+    held.push({ action, note });
+    showStatus();
+    return;
+  }
+  send(action, note);
+  showStatus();
+  bar.setStateValue("presses", pending.slice());
+}
+
+function onKey(event) {
+  if (!active || !active.root.isConnected || event.repeat || event.ctrlKey || event.metaKey || event.altKey
+      || typing(event)) {
+    return;
+  }
+  const button = active.data.buttons.find((b) => b.shortcut === event.key.toLowerCase());
+  if (!button) return;
+  event.preventDefault();
+  event.stopPropagation();
+  press(button.action);
+}
+document.addEventListener("keydown", onKey);
+
+function build(root) {
+  const wrap = document.createElement("div");
+  wrap.className = "bar";
+  const buttons = document.createElement("div");
+  buttons.className = "buttons";
+  const note = document.createElement("input");
+  note.type = "text";
+  note.className = "note";
+  note.setAttribute("aria-label", "Note (optional)");
+  note.maxLength = 2000;
+  const status = document.createElement("div");
+  status.className = "status";
+  status.setAttribute("role", "status");
+  status.setAttribute("data-testid", "decisionBarStatus");
+  wrap.append(buttons, note);
+  root.append(wrap, status);
+  return { wrap, buttons, note, status };
+}
+
+function drawButtons(parts, data) {
+  parts.buttons.replaceChildren(...data.buttons.map((spec) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = `btn ${spec.kind}`;
+    b.disabled = !data.enabled;
+    b.title = spec.help;
+    b.setAttribute("aria-keyshortcuts", spec.shortcut.toUpperCase());
+    b.setAttribute("data-action", spec.action);
+    const icon = document.createElement("span");
+    icon.className = "icon";
+    icon.setAttribute("aria-hidden", "true");
+    icon.textContent = spec.icon;
+    const label = document.createElement("span");
+    label.textContent = spec.label;
+    const key = document.createElement("span");
+    key.className = "key";
+    key.setAttribute("aria-hidden", "true");
+    key.textContent = spec.shortcut.toUpperCase();
+    b.append(icon, label, key);
+    b.addEventListener("click", () => press(spec.action));
+    return b;
+  }));
+}
+
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  let parts = parentElement.__decisionBar;
+  if (!parts) {
+    parts = build(parentElement);
+    parentElement.__decisionBar = parts;
+  }
+  const acked = (data.acked || {})[client] || 0;
+  pending = pending.filter((p) => p.seq > acked);
+  parts.note.placeholder = data.note_placeholder;
+  drawButtons(parts, data);
+  active = { root: parentElement, data, setStateValue, note: parts.note, status: parts.status,
+             heading: headingAbove(parentElement) };
+  showStatus();
+  if (held.length) flushHeld();
+  return () => {
+    if (active && active.root === parentElement) active = null;
+  };
+}
