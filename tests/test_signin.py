@@ -179,6 +179,11 @@ def test_map_click_selects_a_point_a_view_switch_clears_it_and_browse_keeps_anno
             s = page.evaluate(_CHART_STATE)
             assert (s["picked"], s["areas"]) == (0, 0), s
 
+        def one_chart() -> None:
+            """Hover the chart once the rerun has replaced the old one (a new key draws a new element)."""
+            expect(page.get_by_test_id("stPlotlyChart")).to_have_count(1, timeout=PAGE_S * 1000)
+            page.get_by_test_id("stPlotlyChart").hover()
+
         def agree() -> None:
             """What the page counts as selected is what the chart highlights (or nothing at all)."""
             idle(page)
@@ -194,7 +199,7 @@ def test_map_click_selects_a_point_a_view_switch_clears_it_and_browse_keeps_anno
         nothing_selected_and_none_shown()                                # not "1 pair(s) selected", unshown
 
         # a box over the left half, then another colouring: the count and the highlight still agree
-        page.get_by_test_id("stPlotlyChart").hover()
+        one_chart()
         page.locator("[data-title='Box Select']").click()
         (x0, y0), (x1, y1) = (page.evaluate(_TO_PIXELS, [float(xy[:, 0].min()), float(xy[:, 1].max())]),
                               page.evaluate(_TO_PIXELS, [float(np.median(xy[:, 0])), float(xy[:, 1].min())]))
@@ -212,7 +217,7 @@ def test_map_click_selects_a_point_a_view_switch_clears_it_and_browse_keeps_anno
         # Open in Browse: the same annotator and layout, the pair open, deciding possible
         page.get_by_test_id("stRadio").filter(has_text="Colour by").get_by_text("Score").click()
         idle(page)
-        page.get_by_test_id("stPlotlyChart").hover()
+        one_chart()
         page.locator("[data-title='Pan']").click()                       # back from box select: clicks select
         click_point(lonely)
         chosen()
@@ -324,11 +329,17 @@ def test_sign_in_names_the_annotator_and_roles_are_enforced(tmp_path):
             main.get_by_text("Delete a run").click()
             pick = main.get_by_role("combobox", name="Run", exact=True)
             expect(pick).to_be_visible(timeout=PAGE_S * 1000)
-            pick.click()
-            pick.fill("sample.jsonl")
-            pick.press("Enter")
+            option = ada.get_by_role("option", name=re.compile("sample.jsonl")).first    # the list is outside main
+            for _ in range(5):                     # a click can land while the expander still opens: again
+                pick.click()
+                pick.press("ArrowDown")
+                if option.is_visible() or (ada.wait_for_timeout(1000) or option.is_visible()):
+                    break
+            option.click(force=True)              # it animates into place: the click must not wait for "stable"
             idle(ada)
-            main.get_by_role("button", name="Delete …").click()
+            delete = main.get_by_role("button", name="Delete …")
+            expect(delete).to_be_enabled(timeout=PAGE_S * 1000)
+            delete.click()
             expect(main.get_by_text("0 stored probe(s) and 0 curation check(s)")).to_be_visible(timeout=PAGE_S * 1000)
             main.get_by_role("button", name="Delete the run").click()
             expect(main.get_by_text("Deleted the run")).to_be_visible(timeout=PAGE_S * 1000)

@@ -205,6 +205,6 @@ def test_export_page_writes_a_hugging_face_folder(workspace_env):
     folder = workspace_env.workspace / "exports" / "for-dpo"
     kept = [p.pair_id for p in load_dataset(folder).pairs]
     assert len(kept) == math.floor(N * 0.95) and front_matter(folder)["ches"]["format"] == "hf-trl"
-    assert {b.label for b in at.get("download_button")} == {"Download Parquet", "Download dataset card"}
+    assert {b.label for b in at.get("download_button")} == {"Download Parquet", "Download dataset card", "Download the decision log"}
     at.button(key="export_go").click().run()                                       # again: asks first
     assert any("for-dpo already exists" in w.value.replace("\\", "") for w in at.warning)

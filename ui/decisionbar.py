@@ -1,7 +1,7 @@
 """Recording decisions (one pair, many pairs as one action, undo) and the decision bar every pair view shows.
 
 Nothing is recorded without the annotator's name (`require_annotator` asks for it); every write bumps
-`loaders.DECISIONS_VERSION`, so the next read of `loaders.decisions()` sees it.
+`loaders.DECISIONS_VERSION`, so the next read of `loaders.team()` sees it.
 
 The bar's Keep / Drop / Flag / Undo buttons, their keys (K / D / F / U) and the note box are one component
 (decisionbar_component/bar.js) with one fixed key. Its state is the page's cumulative list of presses

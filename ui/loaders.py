@@ -167,17 +167,6 @@ def _db_version(db_path: str) -> tuple:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _decisions(db_path: str, annotator: str | None, file_version: tuple, session_version: int) -> dict:
-    return decision_log.current(db_path, annotator=annotator)
-
-
-def decisions(*, annotator: str | None = None) -> dict[str, decision_log.Decision]:
-    """{pair_id: Decision} in force: the latest across annotators, or (`annotator`) that person's own."""
-    db = str(ws().decisions)
-    return _decisions(db, annotator, _db_version(db), st.session_state.get(DECISIONS_VERSION, 0))
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
 def _team(db_path: str, file_version: tuple, session_version: int) -> TeamView:
     return TeamView.read(db_path)
 

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ches.review import decisions as decision_log
-from ches.review.decisions import DECISION_VALUES, DROP, KEEP, Decision
+from ches.review.decisions import DECISION_VALUES, DROP, KEEP, UNDECIDED, Decision
 
-UNDECIDED, SINGLE, AGREED, CONFLICT, SETTLED = "undecided", "single", "agreed", "conflict", "settled"
+SINGLE, AGREED, CONFLICT, SETTLED = "single", "agreed", "conflict", "settled"     # and UNDECIDED: nobody decided
 TEAM_STATUSES = (UNDECIDED, SINGLE, AGREED, CONFLICT, SETTLED)
 TEAM_RULES = {
     "latest": "the latest decision of anyone",
