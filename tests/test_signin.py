@@ -326,18 +326,22 @@ def test_sign_in_names_the_annotator_and_roles_are_enforced(tmp_path):
             expect(main.get_by_text(re.compile(r"^Wrote \d+ of 165 pairs"))).to_be_visible(timeout=PAGE_S * 1000)
             assert list((ws / "exports").iterdir())
             ada.get_by_test_id("stSidebar").get_by_role("link", name="Data & score").click()
+            expect(main.get_by_text("Delete a run")).to_be_visible(timeout=PAGE_S * 1000)
+            idle(ada)
             main.get_by_text("Delete a run").click()
             pick = main.get_by_role("combobox", name="Run", exact=True)
             expect(pick).to_be_visible(timeout=PAGE_S * 1000)
-            option = ada.get_by_role("option", name=re.compile("sample.jsonl")).first    # the list is outside main
-            for _ in range(5):                     # a click can land while the expander still opens: again
-                pick.click()
-                pick.press("ArrowDown")
-                if option.is_visible() or (ada.wait_for_timeout(1000) or option.is_visible()):
-                    break
-            option.click(force=True)              # it animates into place: the click must not wait for "stable"
             idle(ada)
+            option = ada.get_by_role("option", name=re.compile("sample.jsonl")).first    # the list is outside main
             delete = main.get_by_role("button", name="Delete …")
+            for _ in range(10):             # a rerun can close the list as it opens: open it again until picked
+                pick.click()
+                ada.wait_for_timeout(500)
+                if option.is_visible():
+                    option.click(force=True)  # it animates into place: the click must not wait for "stable"
+                    idle(ada)
+                if delete.is_enabled():
+                    break
             expect(delete).to_be_enabled(timeout=PAGE_S * 1000)
             delete.click()
             expect(main.get_by_text("0 stored probe(s) and 0 curation check(s)")).to_be_visible(timeout=PAGE_S * 1000)
