@@ -18,6 +18,7 @@ from typing import Any
 from ches.atomic import atomic_open
 from ches.engine.store import list_runs, read_manifest, read_scores, read_texts
 from ches.review import decisions
+from ches.review.export import json_line
 
 CONTEXT_KEYS = ("run", "row", "prompt")
 
@@ -79,14 +80,4 @@ def _with_context(db: str | os.PathLike[str], runs: Sequence[Path]) -> tuple[lis
     pair_ids = {e["pair_id"] for e in events}
     context = pair_context(pair_ids, runs)
     empty = dict.fromkeys(CONTEXT_KEYS)
-    return [_line({**e, **context.get(e["pair_id"], empty)}) for e in events], len(pair_ids), len(context)
-
-
-def _line(obj: dict) -> str:
-    """One JSON line, \\u-escaped only when it holds text UTF-8 cannot encode (a lone surrogate in a prompt)."""
-    line = json.dumps(obj, ensure_ascii=False) + "\n"
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        line = json.dumps(obj) + "\n"
-    return line
+    return [json_line({**e, **context.get(e["pair_id"], empty)}) for e in events], len(pair_ids), len(context)

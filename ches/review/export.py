@@ -255,7 +255,7 @@ def team_report(decisions: Decisions, rule: Rule, sel: pd.DataFrame) -> dict[str
 
 # ------------------------------------------------------------------------------------ export
 
-def _json_line(obj: Any) -> str:
+def json_line(obj: Any) -> str:
     """One JSON Lines line, \\u-escaped only when it holds text UTF-8 cannot encode (a lone surrogate, which
     the run store keeps the same way): json.loads reads either spelling back to the same record."""
     line = json.dumps(obj, ensure_ascii=False) + "\n"
@@ -387,7 +387,7 @@ def export(run_dir: str | Path, rule: Rule, decisions: Decisions, out_path: str 
     digest, size = hashlib.sha256(), 0
     with atomic_open(out, "w", newline="\n") as f:
         for p in pairs:
-            line = _json_line(as_row(p, fmt))
+            line = json_line(as_row(p, fmt))
             data = line.encode("utf-8")
             digest.update(data)
             size += len(data)
