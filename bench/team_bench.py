@@ -229,7 +229,7 @@ def report(args, run: Path, workspace: Path, res: dict) -> None:
         ("server RSS, 1 session", f"{res['rss_1']:.0f} MiB"),
         (f"server RSS, {args.sessions} sessions", f"{res['rss_n']:.0f} MiB"),
         ("per added session", f"{(res['rss_n'] - res['rss_1']) / (args.sessions - 1):.1f} MiB"),
-        (f"server RSS after deciding", f"{res['rss_after']:.0f} MiB"),
+        ("server RSS after deciding", f"{res['rss_after']:.0f} MiB"),
     ]
     width = max(len(k) for k, _ in rows)
     print()

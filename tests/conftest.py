@@ -212,3 +212,32 @@ def write_pairs(path: Path, n: int) -> Path:
     path.write_text("".join(json.dumps({"prompt": f"question {i}: {text(20)}", "chosen": text(40),
                                         "rejected": text(40)}) + "\n" for i in range(n)), encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------------------------- the app in AppTest
+
+def ok(at):
+    """`at`, asserting that its last run raised nothing."""
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def open_app(page: str, run_dir: Path | None = None, *, timeout: float = 120, **session):
+    """app.py in AppTest opened on `page` ("pages/probe.py"), with `run_dir` the active run and `session` in its
+    session state; asserts that neither run raised."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    if run_dir is not None:
+        at.session_state["run_dir"] = str(run_dir)
+    for key, value in session.items():
+        at.session_state[key] = value
+    ok(at.run())
+    return ok(at.switch_page(page).run())
+
+
+def metric(at, label: str) -> str:
+    """The value of the page's st.metric labelled `label`."""
+    found = [m.value for m in at.metric if m.label == label]
+    assert found, f"no metric {label!r}; have {[m.label for m in at.metric]}"
+    return found[0]

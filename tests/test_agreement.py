@@ -179,7 +179,7 @@ def test_each_team_rule_on_a_table_with_known_conflicts(db):
 
 
 def test_summary_for_the_manifest(db):
-    view = _team(db, TABLE)
+    _team(db, TABLE)
     decisions.record(db, "p2", "keep", annotator="boss", adjudicate=True)
     s = agreement.summary(TeamView.read(db))
     assert s["annotators"]["a"] == {"keep": 3, "drop": 2, "flag": 1}

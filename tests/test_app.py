@@ -18,7 +18,7 @@ from ui import loaders, state
 from ches.engine import jobs, store
 from ches.review import decisions
 from ches import workspace as wsp
-from conftest import HOSTILE, ROOT, SAMPLE, write_pairs
+from conftest import HOSTILE, ROOT, SAMPLE, metric, ok, write_pairs
 
 TIMEOUT = 300
 pytestmark = pytest.mark.usefixtures("navigation_pages")
@@ -36,16 +36,7 @@ def app(run_dir: Path | None = None, **state) -> AppTest:
 def open_page(at: AppTest, page: str) -> AppTest:
     """Run the app once (switch_page needs the registered pages), then open `page`."""
     at.run()
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    found = [m.value for m in at.metric if m.label == label]
-    assert found, f"no metric {label!r}; have {[m.label for m in at.metric]}"
-    return found[0]
+    return ok(at.switch_page(page).run())
 
 
 def walk(node):

@@ -145,15 +145,9 @@ def test_cli_check_curation_prints_the_arms_and_the_verdict(check_run, capsys, w
 
 @pytest.mark.usefixtures("navigation_pages", "workspace_env")
 def test_export_page_checks_the_rule_and_shows_the_verdict(check_run):
-    from streamlit.testing.v1 import AppTest
+    from conftest import open_app
 
-    from conftest import ROOT
-
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.session_state["run_dir"] = str(check_run)
-    at.run()
-    at.switch_page("pages/export.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app("pages/export.py", check_run, timeout=300)
     at.slider(key="export_percent").set_value(60.0).run()
     assert any("No check of this rule yet" in c.value for c in at.caption)
     at.number_input(key="check_n").set_value(3).run()

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from ches.cli import main
 from ches.engine import models, store
@@ -18,7 +17,7 @@ from ches.engine.pipeline import score_dataset
 from ches.review import compare as C
 from ches.review.charts import SCATTER_MAX, compare_scatter
 from ches.review.export import Rule
-from conftest import ROOT, make_fake_run
+from conftest import make_fake_run, open_app
 
 
 def table(values: dict[str, list], ids: list[str] | None = None, flags: list[str] | None = None) -> pd.DataFrame:
@@ -210,11 +209,8 @@ def test_compare_page(workspace_env, tmp_path):
     ds = load_records(rows(30))
     runs = workspace_env.workspace / "runs"
     run_a = make_fake_run(runs / "aaaaaaaaaaaaaaaa", ds, seed=1)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["run_dir"] = str(run_a)
-    at.run()
-    at.switch_page("pages/compare.py").run()
-    assert not at.exception and any("second run" in i.value for i in at.info)      # only one run yet
+    at = open_app("pages/compare.py", run_a)
+    assert any("second run" in i.value for i in at.info)      # only one run yet
     run_b = make_fake_run(runs / "bbbbbbbbbbbbbbbb", ds, seed=2)
     at.run()
     assert not at.exception

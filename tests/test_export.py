@@ -23,7 +23,7 @@ from ches.cli import UserError, decisions as CD, export as C
 from ches.review.decisions import Decision
 from ches.engine.files import load_dataset
 from ches.engine.formats import load_records
-from conftest import make_fake_run as make_run
+from conftest import make_fake_run as make_run, open_app
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample.jsonl"
@@ -616,7 +616,6 @@ def test_curate_page_team_rule_changes_the_preview(workspace_env, flagged_run, n
     """Curate & export: the team rule select changes the counts. Kept by the score rule: low[0..2];
     low[0] both drop (agreed), low[1] ann-a keep then ann-b drop (conflict), low[2] ann-a drop (single).
     latest drops all three; majority low[0], low[2]; adjudicated low[0] only (low[1] falls to the score rule)."""
-    from streamlit.testing.v1 import AppTest
     from ches import workspace as wsp
     from ches.engine import store
     t = store.read_scores(flagged_run)
@@ -625,11 +624,7 @@ def test_curate_page_team_rule_changes_the_preview(workspace_env, flagged_run, n
     for pid, ann, value in ((low[0], "ann-a", "drop"), (low[0], "ann-b", "drop"), (low[1], "ann-a", "keep"),
                             (low[1], "ann-b", "drop"), (low[2], "ann-a", "drop")):
         decisions.record(db, pid, value, annotator=ann)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.session_state["run_dir"] = str(flagged_run)
-    at.run()
-    at.switch_page("pages/export.py")
-    at.run()
+    at = open_app("pages/export.py", flagged_run, timeout=60)
     overridden = {}
     for rule in ("latest", "majority", "adjudicated"):
         at.selectbox(key="export_team_rule").set_value(rule).run()

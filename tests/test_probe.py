@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
 
 import ches.cli as cli
 import ches.review.probe.run
@@ -19,7 +18,7 @@ from ches.engine.formats import load_records
 from ches.engine.store import read_manifest, read_pairs, read_scores
 from ches.engine.tokens import encode_pair
 from ches.review.probe import analysis, dpo, run_probe, settings, storage
-from conftest import ROOT, make_fake_run
+from conftest import ROOT, make_fake_run, open_app
 
 # Short pairs so that a tiny model trains in well under a second; row 4 has an empty rejected reply (R = 0).
 RECORDS = [
@@ -355,11 +354,7 @@ def test_cli_refuses_bad_settings_in_one_line(tiny_run, capsys, extra, message):
 
 @pytest.mark.usefixtures("navigation_pages", "workspace_env")
 def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["run_dir"] = str(tiny_run)
-    at.run()
-    at.switch_page("pages/probe.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app("pages/probe.py", tiny_run)
     assert at.title[0].value == "Probe"
     at.selectbox(key="probe_metric").set_value("ches").run()
     at.slider(key="probe_band").set_value((0, 100)).run()
@@ -423,11 +418,7 @@ def test_probe_page_says_when_no_pair_lost_and_lists_the_smallest_gains(tiny_run
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("probes"))
     fake_probe(run, "gains", [1, 2, 3, 4], [0.5, 3.0, 0.2, 9.0], metric="ln_ches")
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.session_state["run_dir"] = str(run)
-    at.run()
-    at.switch_page("pages/probe.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app("pages/probe.py", run, timeout=60)
     assert at.selectbox(key="probe_axis_gains").value == "ln_ches"         # opens on the probe's own metric
     headers = [x.value for x in at.markdown]
     assert "##### Pairs with the smallest gains of chosen likelihood" in headers
@@ -439,7 +430,5 @@ def test_probe_page_says_when_no_pair_lost_and_lists_the_smallest_gains(tiny_run
 
 @pytest.mark.usefixtures("navigation_pages", "workspace_env")
 def test_probe_page_without_a_run_points_to_data_and_score():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.run()
-    at.switch_page("pages/probe.py").run()
-    assert not at.exception and any("No run yet" in i.value for i in at.info)
+    at = open_app("pages/probe.py", timeout=60)
+    assert any("No run yet" in i.value for i in at.info)

@@ -7,7 +7,6 @@ in a real browser are in tests/test_signin.py; here the allowlist and what the a
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import umap
@@ -16,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from ches.engine.files import load_dataset
 from ches.engine.store import read_scores
 from ches.review import plan, team
-from conftest import ROOT, SAMPLE, make_fake_run
+from conftest import ROOT, SAMPLE, make_fake_run, ok
 
 TIMEOUT = 120
 
@@ -89,11 +88,6 @@ pytestmark_nav = pytest.mark.usefixtures("navigation_pages")
 def app(**query) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.query_params.update(query)
-    return at
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
     return at
 
 

@@ -17,7 +17,7 @@ from ches.review import decisions, plan
 from ches.review.agreement import TeamView
 from ches.review.browse import HIDDEN, filter_pairs, in_queue, next_undecided, team_column
 from ches.review.charts import kappa_heatmap
-from conftest import ROOT, make_fake_run
+from conftest import ROOT, make_fake_run, metric, ok
 
 TIMEOUT = 120
 pytestmark = pytest.mark.usefixtures("navigation_pages")
@@ -53,17 +53,6 @@ def app(run, page: str, annotator: str | None = None, **query) -> AppTest:
     at.query_params.update(run=run.name, **({"annotator": annotator} if annotator else {}), **query)
     at.run()
     return ok(at.switch_page(page).run())
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    found = [m.value for m in at.metric if m.label == label]
-    assert found, f"no metric {label!r}; have {[m.label for m in at.metric]}"
-    return found[0]
 
 
 def shown(at: AppTest) -> pd.DataFrame:

@@ -188,16 +188,11 @@ def test_hf_folder_names_the_row_it_cannot_store(tmp_path):
 
 @pytest.mark.usefixtures("navigation_pages")
 def test_export_page_writes_a_hugging_face_folder(workspace_env):
-    from streamlit.testing.v1 import AppTest
-
-    from conftest import ROOT
+    from conftest import open_app
 
     ds = load_records(records())
     run = make_fake_run(workspace_env.workspace / "runs" / "0123456789abcdef", ds)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["run_dir"] = str(run)
-    at.run()
-    at.switch_page("pages/export.py").run()
+    at = open_app("pages/export.py", run)
     at.radio(key="export_format").set_value("hf-trl").run()
     next(t for t in at.text_input if t.key == "export_name").input("for-dpo").run()
     at.button(key="export_go").click().run()

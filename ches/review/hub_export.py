@@ -97,7 +97,7 @@ def card(manifest: Mapping[str, Any]) -> str:
         f"max length {manifest.get('max_length')}, dtype {manifest.get('dtype')}",
         f"- **rule**: keep {keep}; drop flags: {', '.join(rule['drop_flags']) or 'none'}"
         + (f"; highest kept score {manifest['cutoff']:.6g}" if manifest.get("cutoff") is not None else ""),
-        f"- **decisions** (override the rule): " + (", ".join(f"{k} {v}" for k, v in manifest["decisions"].items())
+        "- **decisions** (override the rule): " + (", ".join(f"{k} {v}" for k, v in manifest["decisions"].items())
                                                     or "none") + f"; {c['overridden_by_decisions']} changed the outcome",
         *_team_lines(manifest.get("team") or {}),
         f"- **counts**: kept {c['kept']:,}, dropped {c['dropped']:,} "
