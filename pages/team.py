@@ -29,6 +29,7 @@ view = loaders.team()
 me = state.annotator()
 plan, plan_error = state.review_plan(run)
 admin, why_not = auth.can("adjudicate"), auth.refuse("adjudicate")
+pair_ids = table["pair_id"]
 
 st.title("Team")
 state.show_flash()
@@ -119,15 +120,15 @@ else:
 # ----------------------------------------------------------------------------------- agreement
 
 st.subheader("Agreement")
-status, stats = loaders.team_counts(run), loaders.team_agreement(run)
+status = agreement.team_status(pair_ids, view).value_counts()
 cols = st.columns(len(agreement.TEAM_STATUSES) + 1)
 for col, name in zip(cols, agreement.TEAM_STATUSES):
     col.metric(name.capitalize(), f"{int(status.get(name, 0)):,}")
-alpha = stats["alpha"]
+alpha = agreement.alpha(view, pair_ids)
 cols[-1].metric("Krippendorff's alpha", "—" if alpha != alpha else f"{alpha:.3f}",
                 help="Nominal, over this run's pairs decided by two or more annotators (1 = full agreement, "
                 "0 = chance; — when undefined: no such pair, or one decision value only).")
-kappas = stats["kappas"]
+kappas = agreement.kappa_table(view, pair_ids)
 kappas = kappas[kappas["shared"] > 0].reset_index(drop=True)
 if kappas.empty:
     st.caption("No pair of this run has been decided by two annotators yet: kappa needs shared pairs.")
@@ -150,7 +151,7 @@ if plan.blind and not admin:
     st.info("Review is blind: the conflicts (everyone's decisions) are shown to admins only.",
             icon=":material/visibility_off:")
     st.stop()
-found = stats["conflicts"]
+found = agreement.conflicts(view, pair_ids)
 found["row"] = found["pair_id"].map(dict(zip(table["pair_id"], table["row"])))
 risk = dict(zip(table["pair_id"], table[plan.metric if plan.metric in table.columns else "ln_ches"]))
 found = found.assign(_risk=found["pair_id"].map(risk)).sort_values("_risk", ascending=False, kind="stable")

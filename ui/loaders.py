@@ -21,7 +21,6 @@ from ches.engine.pairs import Dataset
 from ches.engine.pipeline import pair_tokens
 from ches.engine.report import dataset_name
 from ches.review import decisions as decision_log
-from ches.review import agreement
 from ches.review.agreement import TeamView, team_status
 from ches.review.browse import search_rows
 from ui.state import ws
@@ -190,22 +189,6 @@ def team_counts(run_dir: str | Path) -> dict[str, int]:
     db = str(ws().decisions)
     return _team_counts(str(run_dir), _run_version(run_dir), db, _db_version(db),
                         st.session_state.get(DECISIONS_VERSION, 0))
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _agreement(run_dir: str, run_version: int, db_path: str, file_version: tuple, session_version: int) -> dict:
-    pair_ids, view = scores(run_dir)["pair_id"], team()
-    return {"alpha": agreement.alpha(view, pair_ids), "kappas": agreement.kappa_table(view, pair_ids),
-            "conflicts": agreement.conflicts(view, pair_ids)}
-
-
-def team_agreement(run_dir: str | Path) -> dict:
-    """The Team page's statistics over the run: {"alpha": Krippendorff's alpha, "kappas": kappa_table,
-    "conflicts": conflicts} (ches.review.agreement), cached per run and database version (about 4 s at 100k
-    pairs, paid again only after a decision)."""
-    db = str(ws().decisions)
-    return _agreement(str(run_dir), _run_version(run_dir), db, _db_version(db),
-                      st.session_state.get(DECISIONS_VERSION, 0))
 
 
 def mine() -> dict[str, decision_log.Decision]:
