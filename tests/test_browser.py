@@ -502,11 +502,13 @@ def test_fast_key_presses_in_three_sessions_land_on_the_pair_on_screen(server):
                 due[i] = time.perf_counter() + rng.uniform(*BURST_GAP_S)
             pressed = time.perf_counter()
             seen: list[tuple[str, str, str]] = []
+            waiting = []                                    # each bar's own word on presses not yet saved
             for i, page in enumerate(pages):                # the server works through the queued presses
                 expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=SCORE_S * 1000)
                 page.wait_for_timeout(500)
                 expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_S * 1000)
                 assert not page.get_by_test_id("stException").count()
+                waiting.append(page.get_by_test_id("decisionBarStatus").inner_text())
                 for p in page.evaluate("() => window.__presses"):
                     assert p["head"], f"ann-{i} pressed {p['key']} with no pair on screen"
                     row = int(p["head"].split("·")[0].split()[1])
@@ -519,4 +521,41 @@ def test_fast_key_presses_in_three_sessions_land_on_the_pair_on_screen(server):
     logged = [(e.annotator, e.action, e.pair_id) for e in decisions.history(server.workspace / "decisions.sqlite")]
     wrong = set(logged) - set(seen)
     assert not wrong, f"{len(wrong)} event(s) on a pair that was not on screen at the press: {sorted(wrong)[:5]}"
-    assert sorted(logged) == sorted(seen), f"{len(seen)} presses, {len(logged)} events"
+    assert sorted(logged) == sorted(seen), f"{len(seen)} presses, {len(logged)} events; the bars say {waiting}"
+
+
+_BAR_HARNESS = """async (src) => {
+    // the page around the bar as Streamlit draws it: the pair's heading, then the bar in a shadow root
+    document.body.innerHTML = '<div data-testid="stMain"><h3>Row 7 · rank 1 of 2</h3>'
+        + '<div data-testid="stElementContainer"><div id="host"></div></div></div>';
+    const root = document.getElementById('host').attachShadow({mode: 'open'});
+    const url = URL.createObjectURL(new Blob([src], {type: 'text/javascript'}));
+    const render = (await import(url)).default;
+    window.__sent = [];
+    const buttons = [['keep', 'k'], ['drop', 'd'], ['flag', 'f'], ['undo', 'u']].map(([action, shortcut]) => (
+        {action, label: action, icon: '', kind: 'secondary', shortcut, help: ''}));
+    window.__draw = (drawn) => render({parentElement: root, setStateValue: (k, v) => window.__sent.push(v),
+        data: {pair: 'p7', drawn, enabled: true, buttons, acked: {}, note_placeholder: ''}});
+}"""
+
+
+def test_a_late_cleanup_of_an_earlier_draw_leaves_the_bar_working():
+    """Streamlit runs the bar's module once per draw, asynchronously, and calls the cleanup of a draw that
+    was overtaken after the next draw has run. That late cleanup must not switch the keys off: a press
+    afterwards is sent, on the pair on screen (it used to be dropped silently, and every press after it)."""
+    from playwright.sync_api import sync_playwright
+
+    js = (ROOT / "ui" / "decisionbar_component" / "bar.js").read_text(encoding="utf-8")
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: run `make browser` to install Debian's Chromium")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.evaluate(_BAR_HARNESS, js)
+            page.evaluate("() => { const first = window.__draw(1); window.__draw(2); first(); }")
+            page.keyboard.press("k")
+            sent = page.evaluate("() => window.__sent")
+        finally:
+            browser.close()
+    assert [[(p["seq"], p["pair"], p["action"]) for p in presses] for presses in sent] == [[(1, "p7", "keep")]]

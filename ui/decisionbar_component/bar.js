@@ -151,11 +151,14 @@ export default function (component) {
   pending = pending.filter((p) => p.seq > acked);
   parts.note.placeholder = data.note_placeholder;
   drawButtons(parts, data);
-  active = { root: parentElement, data, setStateValue, note: parts.note, status: parts.status,
-             heading: headingAbove(parentElement) };
+  const bar = { root: parentElement, data, setStateValue, note: parts.note, status: parts.status,
+                heading: headingAbove(parentElement) };
+  active = bar;
   showStatus();
   if (held.length) flushHeld();
+  // Streamlit runs this module once per draw, asynchronously, and may call a draw's cleanup after the next
+  // draw of the same element has run: only the draw that is still active is switched off.
   return () => {
-    if (active && active.root === parentElement) active = null;
+    if (active === bar) active = null;
   };
 }
