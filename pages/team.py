@@ -29,7 +29,6 @@ view = loaders.team()
 me = state.annotator()
 plan, plan_error = state.review_plan(run)
 admin, why_not = auth.can("adjudicate"), auth.refuse("adjudicate")
-pair_ids = table["pair_id"]
 
 st.title("Team")
 state.show_flash()
@@ -120,15 +119,15 @@ else:
 # ----------------------------------------------------------------------------------- agreement
 
 st.subheader("Agreement")
-status = agreement.team_status(pair_ids, view).value_counts()
+status, stats = loaders.team_counts(run), loaders.team_agreement(run)
 cols = st.columns(len(agreement.TEAM_STATUSES) + 1)
 for col, name in zip(cols, agreement.TEAM_STATUSES):
     col.metric(name.capitalize(), f"{int(status.get(name, 0)):,}")
-alpha = agreement.alpha(view, pair_ids)
+alpha = stats["alpha"]
 cols[-1].metric("Krippendorff's alpha", "—" if alpha != alpha else f"{alpha:.3f}",
                 help="Nominal, over this run's pairs decided by two or more annotators (1 = full agreement, "
                 "0 = chance; — when undefined: no such pair, or one decision value only).")
-kappas = agreement.kappa_table(view, pair_ids)
+kappas = stats["kappas"]
 kappas = kappas[kappas["shared"] > 0].reset_index(drop=True)
 if kappas.empty:
     st.caption("No pair of this run has been decided by two annotators yet: kappa needs shared pairs.")
@@ -151,7 +150,7 @@ if plan.blind and not admin:
     st.info("Review is blind: the conflicts (everyone's decisions) are shown to admins only.",
             icon=":material/visibility_off:")
     st.stop()
-found = agreement.conflicts(view, pair_ids)
+found = stats["conflicts"]
 found["row"] = found["pair_id"].map(dict(zip(table["pair_id"], table["row"])))
 risk = dict(zip(table["pair_id"], table[plan.metric if plan.metric in table.columns else "ln_ches"]))
 found = found.assign(_risk=found["pair_id"].map(risk)).sort_values("_risk", ascending=False, kind="stable")

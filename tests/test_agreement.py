@@ -28,6 +28,28 @@ def _team(db, table: dict[str, dict[str, str]]) -> TeamView:
 
 # ---------------------------------------------------------------------------- each annotator's own
 
+def test_the_view_read_once_is_what_current_and_current_by_annotator_read(db):
+    """TeamView.read reads the log once; `latest` and `by_annotator` must be what the two reads give, on a log
+    with undos (single and bulk), clears, re-decisions and three annotators interleaved."""
+    import random
+
+    rng = random.Random(7)
+    pairs = [f"p{i}" for i in range(12)]
+    for step in range(200):
+        ann = rng.choice(["ann-a", "ann-b", "ann-c"])
+        roll = rng.random()
+        if roll < 0.15:
+            decisions.undo(db, annotator=ann)
+        elif roll < 0.25:
+            decisions.record_many(db, rng.sample(pairs, 3), rng.choice(["keep", "drop"]), annotator=ann)
+        else:
+            decisions.record(db, rng.choice(pairs), rng.choice(["keep", "drop", "flag", "clear"]), annotator=ann)
+    view = TeamView.read(db)
+    assert view.latest == decisions.current(db) and list(view.latest) == list(decisions.current(db))
+    assert view.by_annotator == decisions.current_by_annotator(db)
+    assert 0 < len(view.latest) < len(pairs) * 3 and len(view.by_annotator) == 3
+
+
 def test_two_annotators_on_one_pair_keep_both_decisions(db):
     decisions.record(db, "p", "keep", annotator="ann-a")
     decisions.record(db, "p", "drop", annotator="ann-b")

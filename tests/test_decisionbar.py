@@ -10,6 +10,7 @@ from ches import workspace as wsp
 from ches.engine import store
 from ches.review import decisions
 from ches.review.plan import ReviewPlan, write_plan
+from conftest import ok
 from test_app import app, bar, open_page, plain, ranked_rows
 from ui import decisionbar
 
@@ -89,3 +90,30 @@ def test_caption_and_undo_are_about_this_pair_and_blind_hides_the_others(workspa
     assert mine["ann-a"][pid[ranked[0]]].decision == "keep"
     assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
     assert any(f"Row {ranked[0]}: undid your drop" in plain(i.value) for i in at.info)
+
+
+def test_undo_row_n_takes_back_the_decision_just_made_and_reopens_its_pair(workspace_env, flagged_run):
+    db = wsp.workspace(workspace_env.workspace).decisions
+    ranked = ranked_rows(flagged_run)
+    pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
+    decisions.record(db, pid[ranked[0]], "keep", annotator="ann-b")                     # a teammate's: stays
+    at = open_page(app(flagged_run, annotator="ann-a"), "pages/browse.py")
+    assert not [b for b in at.button if b.key == "decision_bar_undo_last"]              # nothing decided yet
+    bar(at, "drop").click("off topic").run()
+    assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")
+    assert at.button(key="decision_bar_undo_last").label == f"Undo row {ranked[0]} (drop)"
+    at.button(key="decision_bar_undo_last").click().run()
+    assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")                      # back on that pair
+    assert any(f"Row {ranked[0]}: undid your drop" in plain(i.value) for i in at.info)
+    assert pid[ranked[0]] not in decisions.current(db, annotator="ann-a")
+    assert decisions.current(db, annotator="ann-b")[pid[ranked[0]]].decision == "keep"
+    assert not [b for b in at.button if b.key == "decision_bar_undo_last"]              # nothing left to take back
+    # undoing on the pair itself (U) also clears the button: it never offers a decision that is gone
+    bar(at, "keep").click().run()
+    at.switch_page("pages/browse.py")
+    at.session_state["pair_row"] = ranked[0]
+    bar(ok(at.run()), "undo").click().run()
+    assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
+    at.button(key="skip").click().run()                                                 # on to another pair
+    assert not at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
+    assert not [b for b in at.button if b.key == "decision_bar_undo_last"]

@@ -17,7 +17,6 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from ches.review import decisions as decision_log
@@ -102,7 +101,8 @@ def _valid(press: object) -> dict | None:
 
 
 def _take_one(press: dict, bar: dict, db: Path, name: str, session: str) -> tuple[int | None, str, str]:
-    """Record one press (plain Python: no st.* call); (row to open, flash kind, message)."""
+    """Record one press (plain Python: no st.* call); (row to open, flash kind, message). A decision becomes
+    `bar["last"]`, the one the "Undo row N" button takes back once the bar has moved on to the next pair."""
     if press["pair"] not in bar["shown"]:
         return None, "warning", "A press for a pair this page was not showing was refused; nothing was recorded."
     row, following = bar["shown"][press["pair"]]
@@ -110,9 +110,12 @@ def _take_one(press: dict, bar: dict, db: Path, name: str, session: str) -> tupl
         return row, "warning", f"Row {row}: nothing recorded. Type your name first: it is saved with every decision."
     if press["action"] == UNDO:
         events = decision_log.undo(db, annotator=name, session=session, pair_id=press["pair"])
+        if (bar.get("last") or {}).get("pair") == press["pair"]:
+            bar["last"] = None
         return row, "info", (f"Row {row}: undid your {events[0].action}." if events
                              else f"Row {row}: you have no decision here to undo.")
     decision_log.record(db, press["pair"], press["action"], annotator=name, note=press["note"], session=session)
+    bar["last"] = {"pair": press["pair"], "row": row, "action": press["action"]}
     return (following if following is not None else row), "success", (
         f"Row {row}: {press['action']}" + (f". Next undecided: row {following}." if following is not None
                                            else ". No undecided pair left in this ranking."))
@@ -120,8 +123,9 @@ def _take_one(press: dict, bar: dict, db: Path, name: str, session: str) -> tupl
 
 def _bar() -> dict:
     """This session's bar bookkeeping: seen {client: last seq taken} (a client is one page load), shown
-    {pair_id: (row, following)} for the pairs its bar was drawn on, after (what `_settle` still has to do)."""
-    return st.session_state.setdefault(_BAR, {"seen": {}, "shown": {}, "after": None})
+    {pair_id: (row, following)} for the pairs its bar was drawn on, after (what `_settle` still has to do),
+    last (the latest decision the bar recorded: {pair, row, action}, or None)."""
+    return st.session_state.setdefault(_BAR, {"seen": {}, "shown": {}, "after": None, "last": None})
 
 
 def take(presses: Iterable[object]) -> int:
@@ -161,6 +165,19 @@ def _presses() -> list:
 
 def _on_presses() -> None:
     take(_presses())
+
+
+def _undo_last() -> None:
+    """The "Undo row N" button: undo my latest decision on the pair the bar last decided, and open it again."""
+    bar = _bar()
+    with _LOCK:
+        last, bar["last"] = bar.get("last"), None
+    if not last:
+        return
+    events = undo(last["pair"])
+    state.open_row(last["row"])
+    state.flash("info", f"Row {last['row']}: undid your {events[0].action}." if events
+                else f"Row {last['row']}: you have no decision there to undo.")
 
 
 # --------------------------------------------------------------------------------------- the caption
@@ -212,3 +229,7 @@ def show(pair_id: str, row: int, following: int | None) -> None:
                               "note_placeholder": "Note saved with the decision (optional)"},
                default={"presses": []}, on_presses_change=_on_presses)
     st.caption(_caption(pair_id, name))
+    last = bar.get("last")
+    if last and name and last["pair"] != pair_id:
+        st.button(f"Undo row {last['row']} ({last['action']})", key="decision_bar_undo_last", icon=":material/undo:",
+                  on_click=_undo_last, help="Undo the decision you just made and open that pair again")

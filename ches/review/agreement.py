@@ -48,8 +48,14 @@ class TeamView:
 
     @classmethod
     def read(cls, db) -> "TeamView":
-        """The view of the decision log `db` (a missing file is an empty log)."""
-        return cls(decision_log.current_by_annotator(db), decision_log.adjudications(db), decision_log.current(db))
+        """The view of the decision log `db` (a missing file is an empty log), from one read of it: `latest` is
+        the last decision in the log's order per pair (= decisions.current), `by_annotator` each one's own."""
+        by_annotator: dict[str, dict[str, Decision]] = {}
+        latest: dict[str, Decision] = {}
+        for d in decision_log.in_force(db):
+            by_annotator.setdefault(d.annotator, {})[d.pair_id] = d
+            latest[d.pair_id] = d
+        return cls(by_annotator, decision_log.adjudications(db), latest)
 
     @property
     def annotators(self) -> list[str]:

@@ -51,7 +51,7 @@ from __future__ import annotations
 from ches.review.decisions.jsonl import ImportResult, LineError, export_jsonl, import_jsonl
 from ches.review.decisions.log import (
     SCHEMA_VERSION, Decision, DecisionLogError, Event, adjudications, counts, current, current_by_annotator, history,
-    init, record, record_many, undo,
+    in_force, init, record, record_many, undo,
 )
 from ches.review.decisions.values import (
     ACTIONS, CLEAR, DECISION_VALUES, DECISIONS, DROP, FLAG, KEEP, STATUSES, UNDECIDED, UNDO,
@@ -62,5 +62,5 @@ __all__ = [
     "UNDECIDED", "UNDO",
     "Decision", "DecisionLogError", "Event", "ImportResult", "LineError",
     "adjudications", "counts", "current", "current_by_annotator", "export_jsonl", "history", "import_jsonl",
-    "init", "record", "record_many", "undo",
+    "in_force", "init", "record", "record_many", "undo",
 ]

@@ -209,6 +209,12 @@ def current_by_annotator(db: Db, *, annotator: str | None = None) -> dict[str, d
     return out
 
 
+def in_force(db: Db) -> list[Decision]:
+    """Every annotator's decision in force on every pair, in the log's order (adjudications excluded): what
+    `current` (the last per pair) and `current_by_annotator` are built from, read once."""
+    return _in_force(db, None)
+
+
 def adjudications(db: Db) -> dict[str, Decision]:
     """{pair_id: Decision}: the adjudication in force per pair, the last not-undone one of any adjudicator
     ('clear' withdraws it: the pair is then unsettled again)."""
