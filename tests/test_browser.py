@@ -1,6 +1,7 @@
 """End to end in a real headless Chromium: start scoring the bundled sample, reload mid-scoring and find the
 progress again, cancel it; score its first pairs, browse and keep a pair, open the token view and the map,
-export; then check the files on disk and the decisions database.
+export; then check the files on disk and the decisions database. The decision bar's script (bar.js) alone
+in a bare page, driven in the orders Streamlit can draw it in.
 
 Needs Debian's Chromium at /usr/bin/chromium (`make browser`); Playwright's own browser downloads are not
 used. Run with `pytest -m browser -s` to see the step timings. Screenshots go to tests/screenshots/.
@@ -534,9 +535,25 @@ _BAR_HARNESS = """async (src) => {
     window.__sent = [];
     const buttons = [['keep', 'k'], ['drop', 'd'], ['flag', 'f'], ['undo', 'u']].map(([action, shortcut]) => (
         {action, label: action, icon: '', kind: 'secondary', shortcut, help: ''}));
-    window.__draw = (drawn) => render({parentElement: root, setStateValue: (k, v) => window.__sent.push(v),
-        data: {pair: 'p7', drawn, enabled: true, buttons, acked: {}, note_placeholder: ''}});
+    window.__draw = (drawn, pair = 'p7') => render({parentElement: root, setStateValue: (k, v) => window.__sent.push(v),
+        data: {pair, drawn, enabled: true, buttons, acked: {}, note_placeholder: ''}});
+    window.__head = (text) => { document.querySelector('h3').innerText = text; };
+    window.__status = () => root.querySelector('[data-testid=decisionBarStatus]').textContent;
 }"""
+
+
+def _bar_page(pw):
+    """A bare Chromium page with bar.js loaded the way Streamlit loads it (a module from a blob URL)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: run `make browser` to install Debian's Chromium")
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    page = browser.new_page()
+    page.evaluate(_BAR_HARNESS, (ROOT / "ui" / "decisionbar_component" / "bar.js").read_text(encoding="utf-8"))
+    return browser, page
+
+
+def _sent(page) -> list[list[tuple[int, str, str]]]:
+    return [[(p["seq"], p["pair"], p["action"]) for p in presses] for presses in page.evaluate("() => window.__sent")]
 
 
 def test_a_late_cleanup_of_an_earlier_draw_leaves_the_bar_working():
@@ -545,17 +562,33 @@ def test_a_late_cleanup_of_an_earlier_draw_leaves_the_bar_working():
     afterwards is sent, on the pair on screen (it used to be dropped silently, and every press after it)."""
     from playwright.sync_api import sync_playwright
 
-    js = (ROOT / "ui" / "decisionbar_component" / "bar.js").read_text(encoding="utf-8")
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: run `make browser` to install Debian's Chromium")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser, page = _bar_page(pw)
         try:
-            page = browser.new_page()
-            page.evaluate(_BAR_HARNESS, js)
             page.evaluate("() => { const first = window.__draw(1); window.__draw(2); first(); }")
             page.keyboard.press("k")
-            sent = page.evaluate("() => window.__sent")
+            assert _sent(page) == [[(1, "p7", "keep")]]
         finally:
             browser.close()
-    assert [[(p["seq"], p["pair"], p["action"]) for p in presses] for presses in sent] == [[(1, "p7", "keep")]]
+
+
+def test_a_press_made_while_the_page_is_ahead_of_the_bar_waits_for_the_bar_and_takes_its_pair():
+    """The heading above the bar already shows the next pair (this run has not drawn the bar yet): a press is
+    held ("Saving 1 press…"), not sent with the old pair; when the bar is drawn with the new pair, it goes
+    with that pair, and the presses keep their order."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser, page = _bar_page(pw)
+        try:
+            page.evaluate("() => window.__draw(1)")
+            page.keyboard.press("d")
+            page.evaluate("() => window.__head('Row 8 · rank 2 of 2')")
+            page.keyboard.press("k")
+            page.keyboard.press("f")
+            assert _sent(page) == [[(1, "p7", "drop")]]
+            assert page.evaluate("() => window.__status()") == "Saving 3 presses…"
+            page.evaluate("() => window.__draw(2, 'p8')")
+            assert _sent(page)[-1] == [(1, "p7", "drop"), (2, "p8", "keep"), (3, "p8", "flag")]
+        finally:
+            browser.close()
