@@ -18,6 +18,8 @@ Each page runs in a fresh Python process (so "peak RSS" is that page's, imports 
   already has its map on disk.
 Bulk: 2,000 pairs kept through the Map page (a lasso selection injected as the browser sends it), and
 the same through decisions.record_many, against the reference of one record() call per pair.
+Reads: every decision in force after one more decision (decisions.in_force, incremental) against the
+whole log's query, on a log of 1.25 x --pairs decisions by two annotators.
 """
 from __future__ import annotations
 
@@ -165,6 +167,32 @@ def bulk_api(db: Path, pair_ids: list[str]) -> tuple[float, float]:
     return many, (time.perf_counter() - t) / 200
 
 
+def in_force_reads(db: Path, pair_ids: list[str]) -> tuple[float, float, int]:
+    """Seconds to read every decision in force after one more decision, as each rerun of a page does:
+    decisions.in_force (re-reads the keys touched since its last read) against the reference, the whole
+    log's window query (what it did before); median of 5 each, and how many decisions are in force."""
+    from ches.review import decisions
+    from ches.review.decisions import log
+
+    for old in db.parent.glob(db.name + "*"):                        # a kept workspace: start from an empty log
+        old.unlink()
+    half = len(pair_ids) // 2
+    decisions.record_many(db, pair_ids[:half], "keep", annotator="bench-a")
+    decisions.record_many(db, pair_ids[half // 2:], "drop", annotator="bench-b")
+    decisions.in_force(db)
+    fast, full = [], []
+    for i in range(5):
+        decisions.record(db, pair_ids[i], "flag", annotator="bench-a")
+        t = time.perf_counter()
+        got = decisions.in_force(db)
+        fast.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        want = log._in_force(db, None)
+        full.append(time.perf_counter() - t)
+        assert got == want, "in_force differs from the whole log's query"
+    return sorted(fast)[2], sorted(full)[2], len(got)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=10_000)
@@ -208,6 +236,10 @@ def main() -> None:
         print(f"decisions on {len(ids):,} pairs: record_many {many * len(ids):.3f} s ({many * 1e3:.3f} ms/pair); "
               f"reference, one record() per pair: {single * 1e3:.1f} ms/pair, {single * len(ids):.1f} s for "
               f"{len(ids):,}; ratio {single / many:.0f}x")
+        ids = pd.read_parquet(run / "scores.parquet", columns=["pair_id"])["pair_id"].tolist()
+        fast, full, n = in_force_reads(ws / "bench-in-force.sqlite", ids)
+        print(f"decisions in force after one more ({n:,} in force): in_force {fast * 1e3:.0f} ms; reference, "
+              f"the whole log's query: {full * 1e3:.0f} ms; ratio {full / fast:.1f}x")
         maps = {r["page"]: r for r in results if r["page"].startswith("map")}
         if maps:
             m, c = maps["map"], maps["map (cached)"]

@@ -953,3 +953,57 @@ def test_the_decision_vocabulary_is_spelled_only_in_the_decisions_module(db):
                         and id(node) not in in_fstrings):
                     spelled.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
     assert not spelled, spelled
+
+
+# ------------------------------------------------------------------------------ in_force, read incrementally
+
+def _expected_in_force(db) -> list[tuple]:
+    """`replay` of the whole history (annotations only), in the log's order: what in_force must return."""
+    events = [e for e in ann.history(db) if not e.adjudicated]     # an undo of an adjudication: not one
+    return [(e.pair_id, e.action, e.note, e.annotator, e.created_at, e.id)
+            for e in sorted(replay(events).values(), key=lambda e: e.seq)]
+
+
+def test_in_force_read_incrementally_equals_the_whole_history_after_every_action(db, monkeypatch):
+    """Random records, bulk records, clears, undos (all, one pair), adjudications and imports by three
+    annotators: after each, `in_force` (which re-reads only the keys touched since its last read) equals an
+    independent replay of the whole log; the full read ran once, every later read patched."""
+    full = []
+    read_all = ann_log._read_all
+    monkeypatch.setattr(ann_log, "_read_all", lambda *a: full.append(1) or read_all(*a))
+    other = db.with_name("other.sqlite")
+    rng = random.Random(5)
+    pairs, people = [f"p{i}" for i in range(12)], ["ann", "bo", "cy"]
+    for step in range(160):
+        who, pair = rng.choice(people), rng.choice(pairs)
+        op = rng.random()
+        if op < 0.45:
+            ann.record(db, pair, rng.choice(["keep", "drop", "flag", "clear"]), annotator=who, note=f"s{step}")
+        elif op < 0.55:
+            ann.record_many(db, rng.sample(pairs, 4), rng.choice(["keep", "drop"]), annotator=who)
+        elif op < 0.7:
+            ann.undo(db, annotator=who)
+        elif op < 0.8:
+            ann.undo(db, annotator=who, pair_id=pair)
+        elif op < 0.9:
+            ann.record(db, pair, rng.choice(["keep", "drop"]), annotator=who, adjudicate=True)
+        else:                                       # another log's events arrive by import
+            ann.record(other, pair, rng.choice(["keep", "flag"]), annotator="dee", note=f"s{step}")
+            out = db.with_name(f"other-{step}.jsonl")
+            ann.export_jsonl(other, out)
+            ann.import_jsonl(db, out)
+        got = [(d.pair_id, d.decision, d.note, d.annotator, d.at, d.event_id) for d in ann.in_force(db)]
+        assert got == _expected_in_force(db), f"step {step}"
+    assert len(full) == 1
+
+
+def test_in_force_reads_everything_again_for_another_file_at_the_same_path(db, tmp_path):
+    ann.record(db, "p1", "keep", annotator="ann")
+    ann.record(db, "p2", "drop", annotator="ann")
+    assert [d.pair_id for d in ann.in_force(db)] == ["p1", "p2"]
+    other = tmp_path / "other.sqlite"
+    ann.record(other, "p9", "flag", annotator="bo")
+    ann.record(other, "p8", "keep", annotator="bo")
+    ann.record(other, "p7", "keep", annotator="bo")       # another event at seq 2, and one more after it
+    os.replace(other, db)
+    assert [(d.pair_id, d.annotator) for d in ann.in_force(db)] == [("p9", "bo"), ("p8", "bo"), ("p7", "bo")]
