@@ -212,7 +212,8 @@ position = ranked_rows.index(row) + 1
 following = next_undecided(ranked_rows, row, undecided)
 
 head, nav = st.columns([3, 2])
-head.subheader(f"Row {row} · rank {position:,} of {len(ranked_rows):,}")
+title = f"Row {row} · rank {position:,} of {len(ranked_rows):,}"
+head.subheader(title)
 head.caption(f"LN-CHES {rec['ln_ches']:.4g} · CHES {rec['ches']:.4g} · edit similarity {rec['edit_sim']:.3f} · "
              f"last-hidden IP {rec['last_hidden_ip']:.4g} · percentile of {METRICS[metric].label} "
              f"{percentile_of(values, rec[metric]):.1f}")
@@ -224,7 +225,7 @@ if n2.button("Tokens", key="tokens", icon=":material/compare_arrows:", width="st
              help="Open this pair in the token view"):
     st.switch_page("pages/pair.py")
 state.show_flash()
-decisionbar.show(rec["pair_id"], row, following)
+decisionbar.show(rec["pair_id"], row, following, heading=title)
 row_flags = [f for f in str(rec["flags"]).split(",") if f]
 if row_flags:
     st.warning("  \n".join(f"**{render.escape_md(f)}**: {render.escape_md(FLAGS.get(f, ''))}" for f in row_flags),

@@ -509,13 +509,15 @@ def test_fast_key_presses_in_three_sessions_land_on_the_pair_on_screen(server):
                 page.wait_for_timeout(500)
                 expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_S * 1000)
                 assert not page.get_by_test_id("stException").count()
-                waiting.append(page.get_by_test_id("decisionBarStatus").inner_text())
+                waiting.append(page.get_by_test_id("decisionBarStatus").evaluate(
+                    "(el) => ({text: el.textContent, ...el.dataset, now: [...document.querySelectorAll("
+                    "'[data-testid=stMain] h3')].map((h) => h.innerText)})"))
                 for p in page.evaluate("() => window.__presses"):
                     assert p["head"], f"ann-{i} pressed {p['key']} with no pair on screen"
                     row = int(p["head"].split("·")[0].split()[1])
                     seen.append((f"ann-{i}", {"k": "keep", "d": "drop", "f": "flag"}[p["key"]], pid[row]))
             print(f"[browser] {presses} presses in {sessions} sessions; all handled {time.perf_counter() - pressed:.1f} s "
-                  "after the last")
+                  f"after the last; sent again (no answer for a while): {[w.get('resent') for w in waiting]}")
         finally:
             browser.close()
     assert len(seen) == presses
@@ -535,8 +537,9 @@ _BAR_HARNESS = """async (src) => {
     window.__sent = [];
     const buttons = [['keep', 'k'], ['drop', 'd'], ['flag', 'f'], ['undo', 'u']].map(([action, shortcut]) => (
         {action, label: action, icon: '', kind: 'secondary', shortcut, help: ''}));
-    window.__draw = (drawn, pair = 'p7') => render({parentElement: root, setStateValue: (k, v) => window.__sent.push(v),
-        data: {pair, drawn, enabled: true, buttons, acked: {}, note_placeholder: ''}});
+    window.__draw = (drawn, pair = 'p7', heading = 'Row 7 · rank 1 of 2', acked = {}) => render({parentElement: root,
+        setStateValue: (k, v) => window.__sent.push(v),
+        data: {pair, heading, drawn, enabled: true, buttons, acked, note_placeholder: ''}});
     window.__head = (text) => { document.querySelector('h3').innerText = text; };
     window.__status = () => root.querySelector('[data-testid=decisionBarStatus]').textContent;
 }"""
@@ -574,8 +577,9 @@ def test_a_late_cleanup_of_an_earlier_draw_leaves_the_bar_working():
 
 def test_a_press_made_while_the_page_is_ahead_of_the_bar_waits_for_the_bar_and_takes_its_pair():
     """The heading above the bar already shows the next pair (this run has not drawn the bar yet): a press is
-    held ("Saving 1 press…"), not sent with the old pair; when the bar is drawn with the new pair, it goes
-    with that pair, and the presses keep their order."""
+    held ("Saving 1 press…"), not sent with the old pair; a late draw of the old bar does not send it; when
+    the bar is drawn under the heading on screen, it goes with that bar's pair, and the presses keep their
+    order. A heading that comes back to the bar's own (checked every 250 ms) sends held presses too."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -586,9 +590,39 @@ def test_a_press_made_while_the_page_is_ahead_of_the_bar_waits_for_the_bar_and_t
             page.evaluate("() => window.__head('Row 8 · rank 2 of 2')")
             page.keyboard.press("k")
             page.keyboard.press("f")
+            page.evaluate("() => window.__draw(2)")                    # the old bar again, late
             assert _sent(page) == [[(1, "p7", "drop")]]
             assert page.evaluate("() => window.__status()") == "Saving 3 presses…"
-            page.evaluate("() => window.__draw(2, 'p8')")
+            page.evaluate("() => window.__draw(3, 'p8', 'Row 8 · rank 2 of 2')")
             assert _sent(page)[-1] == [(1, "p7", "drop"), (2, "p8", "keep"), (3, "p8", "flag")]
+
+            page.evaluate("() => window.__head('Row 9 · rank 3 of 3')")   # the page moves on, then back
+            page.keyboard.press("u")
+            assert len(_sent(page)) == 2
+            page.evaluate("() => window.__head('Row 8 · rank 2 of 2')")
+            page.wait_for_timeout(600)
+            assert _sent(page)[-1][-1] == (4, "p8", "undo")
+        finally:
+            browser.close()
+
+
+def test_presses_the_server_has_not_acknowledged_are_sent_again():
+    """A rerun request can go unanswered (seen in the three-session test: pages idle, presses unsaved, the
+    bar drawn once). With no new draw for 3 s, the bar sends its unacknowledged presses again, the same seqs
+    (the server takes each once); a draw that acknowledges them stops it."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser, page = _bar_page(pw)
+        try:
+            page.evaluate("() => window.__draw(1)")
+            page.keyboard.press("k")
+            page.wait_for_timeout(3600)
+            assert _sent(page) == [[(1, "p7", "keep")]] * 2
+            client = page.evaluate("() => window.__sent[0][0].client")
+            page.evaluate("(client) => window.__draw(2, 'p7', 'Row 7 · rank 1 of 2', {[client]: 1})", client)
+            page.wait_for_timeout(3600)
+            assert len(_sent(page)) == 2
+            assert page.evaluate("() => window.__status()") == ""
         finally:
             browser.close()

@@ -207,10 +207,12 @@ def _caption(pair_id: str, name: str) -> str:
     return "  \n".join(parts)
 
 
-def show(pair_id: str, row: int, following: int | None) -> None:
+def show(pair_id: str, row: int, following: int | None, heading: str | None = None) -> None:
     """Keep / Drop / Flag (each then opens `following`), Undo (of my decision on this pair) and the note:
     the same controls, labels and keys (K, D, F, U; never while typing in a text box) on every page that
-    shows a pair. Asks for a name first; the buttons stay disabled without one."""
+    shows a pair. Asks for a name first; the buttons stay disabled without one. `heading`: the text of the
+    heading this run drew above the bar for this pair; a press made while the page shows another heading
+    waits for the bar that belongs to it."""
     bar = _bar()
     if _settle(bar) | bool(take(_presses())):   # a settle cut short, or presses no callback saw (a test's)
         st.rerun()
@@ -224,7 +226,8 @@ def show(pair_id: str, row: int, following: int | None) -> None:
     buttons = [{"action": a, "label": label, "icon": icon, "kind": kind, "shortcut": SHORTCUTS[a],
                 "help": f"{help_text} ({SHORTCUTS[a].upper()})"} for a, label, icon, kind, help_text in _BUTTONS]
     bar["drawn"] = bar.get("drawn", 0) + 1            # new data each run: the page knows the bar was drawn again
-    _component(key=KEY, data={"pair": pair_id, "drawn": bar["drawn"], "enabled": bool(name), "buttons": buttons,
+    _component(key=KEY, data={"pair": pair_id, "heading": heading, "drawn": bar["drawn"], "enabled": bool(name),
+                              "buttons": buttons,
                               "acked": dict(bar["seen"]),
                               "note_placeholder": "Note saved with the decision (optional)"},
                default={"presses": []}, on_presses_change=_on_presses)

@@ -9,16 +9,21 @@
 // the server handles it. Text from the dataset is never put in here; labels are set as text, never as HTML.
 //
 // While a run redraws the page, the pair's heading can already show the next pair while this bar (drawn
-// below it, later in the run) still holds the previous one. A press made while the heading above the bar
-// differs from the one it had when the bar was drawn is held ("Saving…") until the bar is drawn again (each
-// run draws it with a new `data.drawn`, after the heading), and then takes that pair, the one the heading
-// shows: it is never sent with a pair that is no longer on screen.
+// below it, later in the run) still holds the previous one. The server sends the heading it drew above the
+// bar (`data.heading`, on Browse); a press made while the heading on screen differs from it is held
+// ("Saving…") until the two agree again (checked every 250 ms) or the bar is drawn again (each run draws it
+// with a new `data.drawn`, after the heading), and then takes the bar's pair, the one the heading shows: it
+// is never sent with a pair that is no longer on screen.
 
 const client = Math.random().toString(36).slice(2, 12);   // one page load; the server keeps a seq per client
 let seq = 0;
 let pending = [];          // presses sent, not yet acknowledged
 let held = [];             // presses made while the page above the bar was newer than the bar
-let active = null;         // the bar on the page: {root, data, setStateValue, note, status, heading}
+let active = null;         // the bar on the page: {root, data, setStateValue, note, status}
+let recheck = null;        // the timer that sends held presses once the page and the bar agree again
+let resend = null;         // the timer that sends unacknowledged presses again
+const RESEND_MS = 3000;
+let resent = 0;            // how many times (the status element's data-resent says)
 
 function typing(event) {
   const el = event.composedPath ? event.composedPath()[0] : event.target;
@@ -41,15 +46,38 @@ function headingAbove(root) {
   return head ? head.innerText : null;
 }
 
-// The heading above has changed since the bar was drawn: the page shows a newer pair than the bar holds.
+const words = (text) => (text || "").replace(/\s+/g, " ").trim();
+
+// The heading on screen is not the one the server drew above this bar: the page shows another pair.
 function behindThePage() {
-  return headingAbove(active.root) !== active.heading;
+  return !!active.data.heading && words(headingAbove(active.root)) !== words(active.data.heading);
 }
 
 function showStatus() {
   if (!active) return;
   const waiting = pending.length + held.length;
   active.status.textContent = waiting ? `Saving ${waiting} press${waiting > 1 ? "es" : ""}…` : "";
+  Object.assign(active.status.dataset, { pending: pending.length, held: held.length, drawn: active.data.drawn,
+                                         resent });
+}
+
+// The list goes to the server with every press. Presses the server has not acknowledged after a quiet
+// spell with no new draw (a rerun request that never came back) are sent again, less and less often; the
+// server takes each seq once, so a press sent twice is recorded once.
+function sendPending(bar) {
+  bar.setStateValue("presses", pending.slice());
+  resendAfter(RESEND_MS);
+}
+
+function resendAfter(ms) {
+  clearTimeout(resend);
+  resend = pending.length ? setTimeout(() => {
+    if (pending.length && active) {
+      resent += 1;
+      active.setStateValue("presses", pending.slice());
+      resendAfter(Math.min(2 * ms, 30000));
+    }
+  }, ms) : null;
 }
 
 function send(action, note) {
@@ -57,12 +85,11 @@ function send(action, note) {
   pending.push({ seq, client, pair: active.data.pair, action, note });
 }
 
-// Held presses go when the bar is drawn again (every run draws it with a new `data.drawn`): drawn after the
-// heading in the same run, it holds the pair the heading shows.
+// Held presses go with the bar's pair once the heading on screen is the one drawn above the bar.
 function flushHeld() {
   held.splice(0).forEach(({ action, note }) => send(action, note));
   showStatus();
-  active.setStateValue("presses", pending.slice());
+  sendPending(active);
 }
 
 function press(action) {
@@ -76,11 +103,19 @@ function press(action) {
   if (held.length || behindThePage()) {          // after any press still held: the order is kept
     held.push({ action, note });
     showStatus();
+    recheck = recheck || setInterval(() => {
+      if (!held.length) {
+        clearInterval(recheck);
+        recheck = null;
+      } else if (active && active.root.isConnected && !behindThePage()) {
+        flushHeld();
+      }
+    }, 250);
     return;
   }
   send(action, note);
   showStatus();
-  bar.setStateValue("presses", pending.slice());
+  sendPending(bar);
 }
 
 function onKey(event) {
@@ -149,13 +184,13 @@ export default function (component) {
   }
   const acked = (data.acked || {})[client] || 0;
   pending = pending.filter((p) => p.seq > acked);
+  resendAfter(RESEND_MS);                          // the server answered: wait a quiet spell again
   parts.note.placeholder = data.note_placeholder;
   drawButtons(parts, data);
-  const bar = { root: parentElement, data, setStateValue, note: parts.note, status: parts.status,
-                heading: headingAbove(parentElement) };
+  const bar = { root: parentElement, data, setStateValue, note: parts.note, status: parts.status };
   active = bar;
   showStatus();
-  if (held.length) flushHeld();
+  if (held.length && !behindThePage()) flushHeld();
   // Streamlit runs this module once per draw, asynchronously, and may call a draw's cleanup after the next
   // draw of the same element has run: only the draw that is still active is switched off.
   return () => {
