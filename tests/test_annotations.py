@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from ches.review import decisions as ann
 from ches.review.decisions import Decision, Event, LineError
+from ches.review.decisions import inforce
 from ches.review.decisions import jsonl as ann_jsonl
 from ches.review.decisions import log as ann_log
 
@@ -969,8 +970,8 @@ def test_in_force_read_incrementally_equals_the_whole_history_after_every_action
     annotators: after each, `in_force` (which re-reads only the keys touched since its last read) equals an
     independent replay of the whole log; the full read ran once, every later read patched."""
     full = []
-    read_all = ann_log._read_all
-    monkeypatch.setattr(ann_log, "_read_all", lambda *a: full.append(1) or read_all(*a))
+    read_all = inforce._read_all
+    monkeypatch.setattr(inforce, "_read_all", lambda *a: full.append(1) or read_all(*a))
     other = db.with_name("other.sqlite")
     rng = random.Random(5)
     pairs, people = [f"p{i}" for i in range(12)], ["ann", "bo", "cy"]

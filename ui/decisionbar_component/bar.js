@@ -11,14 +11,14 @@
 // While a run redraws the page, the pair's heading can already show the next pair while this bar (drawn
 // below it, later in the run) still holds the previous one. The server sends the heading it drew above the
 // bar (`data.heading`, on Browse); a press made while the heading on screen differs from it is held
-// ("Saving…") until the two agree again (checked every 250 ms) or the bar is drawn again (each run draws it
-// with a new `data.drawn`, after the heading), and then takes the bar's pair, the one the heading shows: it
-// is never sent with a pair that is no longer on screen.
+// ("Saving…") until the heading on screen is the one drawn above the bar on the page (checked every 250 ms
+// and at every draw), and then takes that bar's pair, the one the heading shows: it is never sent with a
+// pair that is no longer on screen.
 
 const client = Math.random().toString(36).slice(2, 12);   // one page load; the server keeps a seq per client
 let seq = 0;
 let pending = [];          // presses sent, not yet acknowledged
-let held = [];             // presses made while the page above the bar was newer than the bar
+let held = [];             // presses made while the heading on screen was not the bar's
 let active = null;         // the bar on the page: {root, data, setStateValue, note, status}
 let recheck = null;        // the timer that sends held presses once the page and the bar agree again
 let resend = null;         // the timer that sends unacknowledged presses again

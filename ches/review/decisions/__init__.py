@@ -44,15 +44,16 @@ Contract
     `undo(..., pair_id=p)` cancels only the annotator's last event on pair p.
 
 The modules: `values` (the vocabulary), `log` (the schema and its upgrades, writes, reads, the clock),
-`jsonl` (export and import).
+`inforce` (every decision in force, read incrementally), `jsonl` (export and import).
 """
 from __future__ import annotations
 
 from ches.review.decisions.jsonl import ImportResult, LineError, export_jsonl, import_jsonl
 from ches.review.decisions.log import (
     SCHEMA_VERSION, Decision, DecisionLogError, Event, adjudications, counts, current, current_by_annotator, history,
-    in_force, init, record, record_many, undo,
+    init, record, record_many, undo,
 )
+from ches.review.decisions.inforce import in_force
 from ches.review.decisions.values import (
     ACTIONS, CLEAR, DECISION_VALUES, DECISIONS, DROP, FLAG, KEEP, STATUSES, UNDECIDED, UNDO,
 )
