@@ -62,8 +62,8 @@ function showStatus() {
 }
 
 // The list goes to the server with every press. Presses the server has not acknowledged after a quiet
-// spell with no new draw (a rerun request that never came back) are sent again, less and less often; the
-// server takes each seq once, so a press sent twice is recorded once.
+// spell with no new draw and no run under way (a rerun request that never came back) are sent again, less
+// and less often; the server takes each seq once, so a press sent twice is recorded once.
 function sendPending(bar) {
   bar.setStateValue("presses", pending.slice());
   resendAfter(RESEND_MS);
@@ -72,7 +72,9 @@ function sendPending(bar) {
 function resendAfter(ms) {
   clearTimeout(resend);
   resend = pending.length ? setTimeout(() => {
-    if (pending.length && active) {
+    if (document.querySelector('[data-testid="stStatusWidget"]')) {
+      resendAfter(ms);                             // a run is under way: it answers (a re-send would cut it short)
+    } else if (pending.length && active) {
       resent += 1;
       active.setStateValue("presses", pending.slice());
       resendAfter(Math.min(2 * ms, 30000));
