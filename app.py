@@ -6,7 +6,7 @@ This file only routes: the pages live in pages/, the logic in ches/, what the pa
 """
 import streamlit as st
 
-from ui import auth, sidebar, state
+from ui import auth, decisionbar, sidebar, state
 
 st.set_page_config(page_title="CHES Studio", page_icon=":material/science:", layout="wide")
 
@@ -21,6 +21,7 @@ pg = st.navigation([
     st.Page("pages/probe.py", title="Probe", icon=":material/science:"),
 ], position="sidebar" if auth.admitted() else "hidden")     # signed out or off the team: no page list
 auth.gate()                 # with sign-in on (secrets.toml [auth]): nobody off the team gets further
+decisionbar.take_pending()  # presses no callback took: recorded before anything reads the decisions or the open pair
 state.sync_url()
 sidebar.show(jobs_here=pg.title != "Data & score")     # that page shows them beside its Score button
 pg.run()

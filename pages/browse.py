@@ -10,18 +10,19 @@ queue in the run's review plan (pages/team.py) works through it in its order ("M
 """
 import streamlit as st
 
-from ui import decisionbar, loaders, render, state, streamlit_patch
-from ches.review.browse import (HIDDEN, PAGE_SIZE, filter_pairs, has_any_flag, in_queue, next_undecided, page_count,
-                                page_of, percentile_of, team_column)
+from ui import decisionbar, loaders, render, sidebar, state, streamlit_patch
+from ches.review.browse import (HIDDEN, PAGE_SIZE, Undecided, decided_counts, filter_pairs, has_any_flag, in_queue,
+                                next_undecided, page_count, page_of, pair_to_open, percentile_of, team_column)
 from ches.review.agreement import TEAM_STATUSES
 from ches.review.charts import score_histogram, score_vs_length
-from ches.review.decisions import STATUSES, UNDECIDED
+from ches.review.decisions import STATUSES
 from ches.engine.pairs import FLAGS
 from ches.engine.metrics import METRICS
 
 streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
 
 TABLE = "browse_table"
+PANEL = "browse_pair"         # the pair panel's fragment: a press reruns it and the sidebar's counts, not the page
 MODE = "browse_mode"          # the layout control; the layout itself is state.LAYOUT (kept off this page, in the URL)
 QUEUE = "browse_queue"        # the "My queue" toggle; its value is state.MY_QUEUE (kept while other pages are open)
 
@@ -105,23 +106,20 @@ ranked = filter_pairs(table, metric=metric, percentile=band, score_range=score_r
                       team_filter=team_filter)
 
 queue = plan.queue(me) if me else ()
-queue_note = ""
+in_my_queue = False
 if mode == "review" and queue:
     # my queue in the run's review plan, in its order (the riskiest first), with the filters still applied
     if st.session_state.get(QUEUE) != st.session_state.get(state.MY_QUEUE, True):
         st.session_state[QUEUE] = st.session_state.get(state.MY_QUEUE, True)
-    on = st.toggle("My queue", key=QUEUE,
-                   on_change=lambda: st.session_state.update({state.MY_QUEUE: st.session_state[QUEUE]}),
-                   help=f"The {len(queue):,} pairs assigned to you on the Team page, in their order; off: the whole "
-                   "ranking.")
-    done = sum(1 for p in queue if p in mine)
-    queue_note = f"My queue: {done:,} of {len(queue):,} done · " if on else ""
-    if on:
+    in_my_queue = st.toggle("My queue", key=QUEUE,
+                            on_change=lambda: st.session_state.update({state.MY_QUEUE: st.session_state[QUEUE]}),
+                            help=f"The {len(queue):,} pairs assigned to you on the Team page, in their order; off: "
+                            "the whole ranking.")
+    if in_my_queue:
         ranked = in_queue(ranked, queue)
 elif queue:
     st.caption(f"{len(queue):,} pairs are assigned to you: the Review layout takes you through them in order.")
 ranked_rows = ranked["row"].tolist()
-undecided = ranked.loc[ranked["decision"] == UNDECIDED, "row"]
 
 if plan_error:
     st.warning(f"The run's review plan cannot be read ({plan_error}); review is not blind and nothing is "
@@ -129,24 +127,18 @@ if plan_error:
 if not me:
     st.caption("Give your name in the sidebar: until then *My decision* is undecided on every pair.")
 n_flagged = int((table["flags"] != "").sum())
-n_decided = int(table["pair_id"].isin(list(mine)).sum())
 if mode == "table":
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Pairs in run", f"{len(table):,}")
     m2.metric("Shown by filters", f"{len(ranked):,}")
     m3.metric("With data flags", f"{n_flagged:,}", help="Pairs with at least one load-time or scoring flag.")
-    m4.metric("Decided by me", f"{n_decided:,}", help="Pairs of this run with a keep / drop / flag decision of "
-              "yours (the team's: the Team status filter, the sidebar and the Team page).")
-else:
-    st.caption(f"{queue_note}{len(table):,} pairs in the run · {len(ranked):,} shown · {len(undecided):,} of "
-               f"them undecided by me · {n_decided:,} decided by me in the run · {n_flagged:,} with data flags")
+    m4.metric("Decided by me", f"{sum(decided_counts(loaders.pair_ids(run), mine).values()):,}",
+              help="Pairs of this run with a keep / drop / flag decision of yours (the team's: the Team status "
+              "filter, the sidebar and the Team page).")
 
 # -------------------------------------------------------------------------------- current pair
-current = st.session_state.get(state.PAIR_ROW)
-if current not in set(ranked_rows):
-    # Review opens the first pair I have not decided; Table the top of the ranking
-    first_open = undecided.iloc[0] if mode == "review" and len(undecided) else None
-    current = int(first_open) if first_open is not None else ranked_rows[0] if ranked_rows else None
+current = pair_to_open(ranked_rows, st.session_state.get(state.PAIR_ROW), Undecided(loaders.pair_of(run), mine),
+                       review=mode == "review")
 if current is not None:
     state.open_row(current)            # the same pair on Pair / tokens, on the Map, and in the address
 
@@ -204,42 +196,60 @@ if mode == "table":
                  })
     st.divider()
 
+
 # ---------------------------------------------------------------------------------- the pair
-row = int(current)
-rec = table.loc[table["row"] == row].iloc[0]
-pair_text = loaders.texts(run, [row]).iloc[0]
-position = ranked_rows.index(row) + 1
-following = next_undecided(ranked_rows, row, undecided)
+@st.fragment(key=PANEL)
+def pair_panel(ranked_rows: list[int], ranked_pids: list[str], review: bool, queue: tuple[str, ...]) -> None:
+    """The open pair with its decision bar. A fragment: a press (or Skip) reruns this panel and the sidebar's
+    counts, not the page; the ranking is the one the page computed, the decisions are read fresh."""
+    decisionbar.take_pending()
+    mine = loaders.mine()
+    undecided = Undecided(loaders.pair_of(run), mine)
+    row = pair_to_open(ranked_rows, st.session_state.get(state.PAIR_ROW), undecided, review)
+    state.open_row(row)
+    rec = table.loc[table["row"] == row].iloc[0]
+    pair_text = loaders.texts(run, [row]).iloc[0]
+    position = ranked_rows.index(row) + 1
+    following = next_undecided(ranked_rows, row, undecided)
+    refresh = [PANEL, sidebar.COUNTS] if review else "app"      # Table: the table and charts show it too
+    if review:
+        todo = len(ranked_pids) - sum(1 for p in ranked_pids if p in mine)
+        done = f"My queue: {sum(1 for p in queue if p in mine):,} of {len(queue):,} done · " if queue else ""
+        st.caption(f"{done}{len(table):,} pairs in the run · {len(ranked_rows):,} shown · {todo:,} of them undecided "
+                   f"by me · {sum(decided_counts(loaders.pair_ids(run), mine).values()):,} decided by me in the "
+                   f"run · {n_flagged:,} with data flags")
 
-head, nav = st.columns([3, 2])
-title = f"Row {row} · rank {position:,} of {len(ranked_rows):,}"
-head.subheader(title)
-head.caption(f"LN-CHES {rec['ln_ches']:.4g} · CHES {rec['ches']:.4g} · edit similarity {rec['edit_sim']:.3f} · "
-             f"last-hidden IP {rec['last_hidden_ip']:.4g} · percentile of {METRICS[metric].label} "
-             f"{percentile_of(values, rec[metric]):.1f}")
-n1, n2 = nav.columns(2)
-n1.button("Skip", key="skip", icon=":material/skip_next:", width="stretch", disabled=following is None,
-          on_click=state.open_row, args=(following if following is not None else row,),
-          help="Open the next undecided pair without deciding (S)", shortcut="s")
-if n2.button("Tokens", key="tokens", icon=":material/compare_arrows:", width="stretch",
-             help="Open this pair in the token view"):
-    st.switch_page("pages/pair.py")
+    title = f"Row {row} · rank {position:,} of {len(ranked_rows):,}"
+    head, nav = st.columns([3, 2])
+    head.caption(f"LN-CHES {rec['ln_ches']:.4g} · CHES {rec['ches']:.4g} · edit similarity {rec['edit_sim']:.3f} · "
+                 f"last-hidden IP {rec['last_hidden_ip']:.4g} · percentile of {METRICS[metric].label} "
+                 f"{percentile_of(values, rec[metric]):.1f}")
+    n1, n2 = nav.columns(2)
+    n1.button("Skip", key="skip", icon=":material/skip_next:", width="stretch", disabled=following is None,
+              on_click=decisionbar.open_row, args=(following if following is not None else row, refresh),
+              help="Open the next undecided pair without deciding (S)", shortcut="s")
+    if n2.button("Tokens", key="tokens", icon=":material/compare_arrows:", width="stretch",
+                 help="Open this pair in the token view"):
+        st.switch_page("pages/pair.py")
+    decisionbar.show(rec["pair_id"], row, following, heading=title, refresh=refresh)
+    row_flags = [f for f in str(rec["flags"]).split(",") if f]
+    if row_flags:
+        st.warning("  \n".join(f"**{render.escape_md(f)}**: {render.escape_md(FLAGS.get(f, ''))}" for f in row_flags),
+                   icon=":material/flag:")
+
+    prompt = render.parse_messages(pair_text["prompt"])
+    if len(prompt) > 1:
+        with st.expander(f"Earlier turns ({len(prompt) - 1})", icon=":material/forum:"):
+            render.conversation(prompt[:-1])
+    render.conversation(prompt[-1:])
+    # only where the flag is set: a missing value in the column reads back as NaN, never a prompt
+    rejected_prompt = render.parse_messages(pair_text["rejected_prompt"]) if "prompt_mismatch" in row_flags else []
+    if rejected_prompt:
+        with st.expander("The rejected side's prompt differs (prompt_mismatch)"):
+            render.conversation(rejected_prompt)
+    render.responses(pair_text["chosen"], pair_text["rejected"],
+                     (f" · {int(rec['len_chosen'])} positions", f" · {int(rec['len_rejected'])} positions"))
+
+
 state.show_flash()
-decisionbar.show(rec["pair_id"], row, following, heading=title)
-row_flags = [f for f in str(rec["flags"]).split(",") if f]
-if row_flags:
-    st.warning("  \n".join(f"**{render.escape_md(f)}**: {render.escape_md(FLAGS.get(f, ''))}" for f in row_flags),
-               icon=":material/flag:")
-
-prompt = render.parse_messages(pair_text["prompt"])
-if len(prompt) > 1:
-    with st.expander(f"Earlier turns ({len(prompt) - 1})", icon=":material/forum:"):
-        render.conversation(prompt[:-1])
-render.conversation(prompt[-1:])
-# only where the flag is set: a missing value in the column reads back as NaN, never a prompt
-rejected_prompt = render.parse_messages(pair_text["rejected_prompt"]) if "prompt_mismatch" in row_flags else []
-if rejected_prompt:
-    with st.expander("The rejected side's prompt differs (prompt_mismatch)"):
-        render.conversation(rejected_prompt)
-render.responses(pair_text["chosen"], pair_text["rejected"],
-                    (f" · {int(rec['len_chosen'])} positions", f" · {int(rec['len_rejected'])} positions"))
+pair_panel(ranked_rows, ranked["pair_id"].tolist(), mode == "review", queue if in_my_queue else ())

@@ -5,7 +5,7 @@ import streamlit as st
 from ui import decisionbar, loaders, render, state, streamlit_patch
 from ches.engine.metrics import METRICS
 from ches.review import charts
-from ches.review.browse import next_undecided
+from ches.review.browse import Undecided, next_undecided
 from ches.review.tokendiff import CUT_LABEL, legend_html, mark_cuts, merged_diff, pair_ops, tokens_html
 
 streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
@@ -51,10 +51,10 @@ if missing is not None:
 rec = table.loc[table["row"] == row].iloc[0]
 c3.page_link("pages/browse.py", label="Back to Browse", icon=":material/table_rows:")
 
-ranked = table.sort_values([metric, "row"], ascending=[False, True])
-undecided = ranked.loc[~ranked["pair_id"].isin(loaders.mine().keys()), "row"]
+ranked_rows = table.sort_values([metric, "row"], ascending=[False, True])["row"].tolist()
 state.show_flash()
-decisionbar.show(rec["pair_id"], row, next_undecided(ranked["row"].tolist(), row, undecided))
+decisionbar.show(rec["pair_id"], row, next_undecided(ranked_rows, row, Undecided(loaders.pair_of(run), loaders.mine())),
+                 heading=f"Row {row}")
 
 with render.user_errors():
     with st.spinner(f"Loading the model {key['model_id']} …"):

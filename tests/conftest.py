@@ -241,3 +241,21 @@ def metric(at, label: str) -> str:
     found = [m.value for m in at.metric if m.label == label]
     assert found, f"no metric {label!r}; have {[m.label for m in at.metric]}"
     return found[0]
+
+
+def heading(at) -> str:
+    """The open pair's heading ("Row N · rank ..."), which the decision bar draws above its buttons."""
+    import json
+
+    found = at.get("bidi_component")
+    assert len(found) == 1, found
+    return json.loads(found[0].proto.json)["heading"] or ""
+
+
+def said(at) -> str:
+    """What the decision bar says about the last press ("Row N: keep. Next undecided: ...", a refusal), or ""."""
+    import json
+
+    found = at.get("bidi_component")
+    assert len(found) == 1, found
+    return (json.loads(found[0].proto.json)["said"] or {}).get("text", "")

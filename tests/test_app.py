@@ -18,7 +18,7 @@ from ui import loaders, state
 from ches.engine import jobs, store
 from ches.review import decisions
 from ches import workspace as wsp
-from conftest import HOSTILE, ROOT, SAMPLE, metric, ok, write_pairs
+from conftest import HOSTILE, ROOT, SAMPLE, heading, metric, ok, said, write_pairs
 
 TIMEOUT = 300
 pytestmark = pytest.mark.usefixtures("navigation_pages")
@@ -397,7 +397,7 @@ def test_browse_renders_ranked_and_filters_change_the_count(workspace_env, sampl
     at = open_page(app(sample_run), "pages/browse.py")
     ranked = ranked_rows(sample_run)
     assert metric(at, "Pairs in run") == "24" and metric(at, "Shown by filters") == "24"
-    assert at.subheader[0].value == f"Row {ranked[0]} · rank 1 of 24"
+    assert heading(at) == f"Row {ranked[0]} · rank 1 of 24"
     table = at.dataframe[0].value
     assert table["row"].tolist() == ranked                        # riskiest first
     at.slider(key="browse_pct").set_value((50, 100)).run()
@@ -444,7 +444,7 @@ def test_the_prompt_mismatch_expander_shows_only_where_the_flag_is_set(workspace
     assert flags[1] == "prompt_mismatch" and (flags.drop(1) == "").all()
     for row in (1, 2, 3, 4):
         at = open_page(app(run, pair_row=row), "pages/browse.py")
-        assert at.subheader[0].value.startswith(f"Row {row} ·")
+        assert heading(at).startswith(f"Row {row} ·")
         shown = [e.label for e in at.expander if "prompt differs" in e.label]
         assert shown == (["The rejected side's prompt differs (prompt_mismatch)"] if row == 1 else []), row
         texts = [plain(m.value) for m in at.markdown] + [t.value for t in at.text]
@@ -458,7 +458,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     at = open_page(app(flagged_run, annotator="alice"), "pages/browse.py")
     ranked = ranked_rows(flagged_run)
     pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
-    assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
+    assert heading(at).startswith(f"Row {ranked[0]} ·")
     assert at.session_state["pair_row"] == ranked[0]                   # Pair / tokens follows Browse
     table_id = at.dataframe[0].proto.id
     bar(at, "keep").click(note="fine pair").run()
@@ -467,20 +467,20 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert set(now) == {pid[ranked[0]]}
     assert (now[pid[ranked[0]]].decision, now[pid[ranked[0]]].annotator, now[pid[ranked[0]]].note) == \
         ("keep", "alice", "fine pair")
-    assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")     # the next pair opened
+    assert heading(at).startswith(f"Row {ranked[1]} ·")     # the next pair opened
     assert at.session_state["pair_row"] == ranked[1]
     assert at.dataframe[0].proto.id != table_id                       # a fresh table: the old tick is gone
     assert metric(at, "Decided by me") == "1" and metric(at, "Keep") == "1"  # page tile and sidebar tile
     bar(at, "drop").click().run()
     assert decisions.current(db)[pid[ranked[1]]].decision == "drop"
-    assert at.subheader[0].value.startswith(f"Row {ranked[2]} ·")
+    assert heading(at).startswith(f"Row {ranked[2]} ·")
     # decision filter
     at.multiselect(key="browse_status").set_value(["undecided"]).run()
     assert metric(at, "Shown by filters") == "128"
     at.multiselect(key="browse_status").set_value([]).run()
     # Undo acts on my decision on the pair on screen: there is none on this one; on ranked[1], its drop only
     bar(at, "undo").click().run()
-    assert any(f"Row {ranked[2]}: you have no decision here to undo" in plain(i.value) for i in at.info)
+    assert f"Row {ranked[2]}: you have no decision here to undo" in said(at)
     assert len(decisions.current(db)) == 2
     at.session_state["pair_row"] = ranked[1]
     at.run()
@@ -488,8 +488,8 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     bar(at, "undo").click().run()
     assert at.dataframe[0].proto.id != table_id
     assert set(decisions.current(db)) == {pid[ranked[0]]}          # the keep on ranked[0], decided first, stays
-    assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")   # the undone pair stays open
-    assert any(f"Row {ranked[1]}: undid your drop" in plain(i.value) for i in at.info)
+    assert heading(at).startswith(f"Row {ranked[1]} ·")   # the undone pair stays open
+    assert f"Row {ranked[1]}: undid your drop" in said(at)
 
 
 def test_sidebar_run_picker_switches_runs(workspace_env, flagged_run, tmp_path):
@@ -523,12 +523,12 @@ def test_review_mode_goes_to_the_next_undecided_pair(workspace_env, flagged_run)
     at = open_page(app(flagged_run, annotator="rev"), "pages/browse.py")
     at.segmented_control(key="browse_mode").set_value("review").run()
     assert not at.dataframe and not at.get("plotly_chart")                   # the pair and its buttons only
-    assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
+    assert heading(at).startswith(f"Row {ranked[0]} ·")
     bar(at, "drop").click().run()
-    assert at.subheader[0].value.startswith(f"Row {ranked[2]} ·")           # ranked[1] is decided by me: skipped
-    assert any(f"Row {ranked[0]}: drop. Next undecided: row {ranked[2]}" in plain(s.value) for s in at.success)
+    assert heading(at).startswith(f"Row {ranked[2]} ·")           # ranked[1] is decided by me: skipped
+    assert f"Row {ranked[0]}: drop. Next undecided: row {ranked[2]}" in said(at)
     at.button(key="skip").click().run()
-    assert at.subheader[0].value.startswith(f"Row {ranked[3]} ·")
+    assert heading(at).startswith(f"Row {ranked[3]} ·")
     assert decisions.current(db)[pid[ranked[0]]].decision == "drop" and pid[ranked[2]] not in decisions.current(db)
 
 
@@ -547,7 +547,7 @@ def test_the_url_keeps_run_row_and_annotator_and_a_deep_link_opens_that_pair(wor
     link.run()
     link.switch_page("pages/browse.py").run()
     assert not link.exception
-    assert link.subheader[0].value.startswith("Row 77 ·") and link.session_state["annotator"] == "bob"
+    assert heading(link).startswith("Row 77 ·") and link.session_state["annotator"] == "bob"
     assert link.query_params["row"] == "77" and link.session_state["pair_row"] == 77   # Pair / tokens' row too
     # a link to a run that is not here says so, and shows no stale pair
     stray = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
@@ -652,7 +652,7 @@ def test_hostile_texts_show_literally_on_browse(workspace_env, hostile_run):
     shown = []
     for row in (1, 2):
         at = open_page(app(hostile_run, pair_row=row), "pages/browse.py")
-        assert at.subheader[0].value.startswith(f"Row {row} ·")
+        assert heading(at).startswith(f"Row {row} ·")
         shown += _assert_rendered_safely(at)
     for payload in HOSTILE:
         assert any(payload in t for t in shown), payload

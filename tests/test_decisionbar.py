@@ -10,7 +10,7 @@ from ches import workspace as wsp
 from ches.engine import store
 from ches.review import decisions
 from ches.review.plan import ReviewPlan, write_plan
-from conftest import ok
+from conftest import heading, ok, said
 from test_app import app, bar, open_page, plain, ranked_rows
 from ui import decisionbar
 
@@ -32,7 +32,7 @@ def test_each_press_is_taken_once_on_its_own_pair_even_when_sent_again(workspace
     at = open_page(app(flagged_run, annotator="ann-a"), "pages/browse.py")
     first = {"seq": 1, "client": "c1", "pair": pid[ranked[0]], "action": "drop", "note": "too short"}
     _send(at, first)
-    assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")
+    assert heading(at).startswith(f"Row {ranked[1]} ·")
     # the next press was made while the first pair was still on screen: it carries that pair, and the
     # list still holds the first press (not acknowledged yet): the first is not recorded twice
     again = {"seq": 2, "client": "c1", "pair": pid[ranked[0]], "action": "keep", "note": ""}
@@ -44,7 +44,7 @@ def test_each_press_is_taken_once_on_its_own_pair_even_when_sent_again(workspace
     # a press for a pair this session never showed, and a malformed one, are refused and say so
     _send(at, first, again, {"seq": 3, "client": "c1", "pair": "not-a-pair", "action": "keep", "note": ""},
           {"seq": "4", "client": "c1", "pair": pid[ranked[1]], "action": "keep"})
-    assert any("was not showing was refused" in plain(w.value) for w in at.warning)
+    assert "was not showing was refused" in said(at)
     assert len(decisions.history(db)) == 2
 
 
@@ -55,7 +55,7 @@ def test_without_a_name_a_press_is_refused_visibly(workspace_env, flagged_run):
     at = open_page(app(flagged_run), "pages/browse.py")
     assert bar(at, "keep").disabled
     _send(at, {"seq": 1, "client": "c1", "pair": pid[ranked[0]], "action": "keep", "note": ""})
-    assert any("Type your name first" in plain(w.value) for w in at.warning)
+    assert "Type your name first" in said(at)
     assert decisions.history(db) == []
 
 
@@ -88,8 +88,8 @@ def test_caption_and_undo_are_about_this_pair_and_blind_hides_the_others(workspa
     mine = decisions.current_by_annotator(db)
     assert pid[ranked[0]] not in mine["ann-b"] and mine["ann-b"][pid[ranked[5]]].decision == "flag"
     assert mine["ann-a"][pid[ranked[0]]].decision == "keep"
-    assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
-    assert any(f"Row {ranked[0]}: undid your drop" in plain(i.value) for i in at.info)
+    assert heading(at).startswith(f"Row {ranked[0]} ·")
+    assert f"Row {ranked[0]}: undid your drop" in said(at)
 
 
 def test_undo_row_n_takes_back_the_decision_just_made_and_reopens_its_pair(workspace_env, flagged_run):
@@ -100,11 +100,11 @@ def test_undo_row_n_takes_back_the_decision_just_made_and_reopens_its_pair(works
     at = open_page(app(flagged_run, annotator="ann-a"), "pages/browse.py")
     assert not [b for b in at.button if b.key == "decision_bar_undo_last"]              # nothing decided yet
     bar(at, "drop").click("off topic").run()
-    assert at.subheader[0].value.startswith(f"Row {ranked[1]} ·")
+    assert heading(at).startswith(f"Row {ranked[1]} ·")
     assert at.button(key="decision_bar_undo_last").label == f"Undo row {ranked[0]} (drop)"
     at.button(key="decision_bar_undo_last").click().run()
-    assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")                      # back on that pair
-    assert any(f"Row {ranked[0]}: undid your drop" in plain(i.value) for i in at.info)
+    assert heading(at).startswith(f"Row {ranked[0]} ·")                      # back on that pair
+    assert f"Row {ranked[0]}: undid your drop" in said(at)
     assert pid[ranked[0]] not in decisions.current(db, annotator="ann-a")
     assert decisions.current(db, annotator="ann-b")[pid[ranked[0]]].decision == "keep"
     assert not [b for b in at.button if b.key == "decision_bar_undo_last"]              # nothing left to take back
@@ -113,7 +113,7 @@ def test_undo_row_n_takes_back_the_decision_just_made_and_reopens_its_pair(works
     at.switch_page("pages/browse.py")
     at.session_state["pair_row"] = ranked[0]
     bar(ok(at.run()), "undo").click().run()
-    assert at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
+    assert heading(at).startswith(f"Row {ranked[0]} ·")
     at.button(key="skip").click().run()                                                 # on to another pair
-    assert not at.subheader[0].value.startswith(f"Row {ranked[0]} ·")
+    assert not heading(at).startswith(f"Row {ranked[0]} ·")
     assert not [b for b in at.button if b.key == "decision_bar_undo_last"]

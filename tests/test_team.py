@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from ches.engine.files import load_dataset
 from ches.engine.store import read_scores
 from ches.review import plan, team
-from conftest import ROOT, SAMPLE, make_fake_run, ok
+from conftest import ROOT, SAMPLE, heading, make_fake_run, ok
 
 TIMEOUT = 120
 
@@ -155,7 +155,7 @@ def test_deleting_a_run_names_its_probes_and_checks_and_a_teammate_is_told(run):
     teammate = app(run=run.name)
     teammate.run()
     ok(teammate.switch_page("pages/browse.py").run())
-    assert teammate.subheader                                    # the pair is open in the teammate's tab
+    assert heading(teammate)                                    # the pair is open in the teammate's tab
 
     at = app(run=run.name)
     ok(at.run())

@@ -17,7 +17,7 @@ from ches.review import decisions, plan
 from ches.review.agreement import TeamView
 from ches.review.browse import HIDDEN, filter_pairs, in_queue, next_undecided, team_column
 from ches.review.charts import kappa_heatmap
-from conftest import ROOT, make_fake_run, metric, ok
+from conftest import ROOT, heading, make_fake_run, metric, ok
 
 TIMEOUT = 120
 pytestmark = pytest.mark.usefixtures("navigation_pages")
@@ -61,7 +61,7 @@ def shown(at: AppTest) -> pd.DataFrame:
 
 
 def row_of(at: AppTest) -> int:
-    return int(at.subheader[0].value.split(" ·")[0].removeprefix("Row "))
+    return int(heading(at).split(" ·")[0].removeprefix("Row "))
 
 
 # -------------------------------------------------------------------------------------- Browse
@@ -198,6 +198,7 @@ def test_assignment_writes_the_plan_and_my_queue_drives_review(workspace_env, ru
     assert row_of(at) == rows[0]                                       # wraps around the queue
     progress = at.sidebar.dataframe[0].value
     assert progress.set_index("annotator").loc["ann-a", ["done", "left"]].tolist() == [1, 2]
+    at.run()             # Skip reran only the pair panel: AppTest then holds that fragment alone, not the page
     at.toggle(key="browse_queue").set_value(False).run()
     at.button(key="skip").click().run()
     assert row_of(ok(at)) == rows[1]                                   # the whole ranking again

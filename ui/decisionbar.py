@@ -144,18 +144,19 @@ def take(presses: Iterable[object]) -> int:
     return len(fresh)
 
 
-def _settle(bar: dict) -> bool:
-    """Open the row the last press asked for and say what was recorded; whether there was anything to do."""
+def _settle(bar: dict) -> None:
+    """Open the row the last press asked for, and keep what was recorded for the bar to say (`said`, shown by
+    the bar while that row is open: a message that is state, not a one-shot flash, so no rerun can lose it)."""
     after = bar["after"]
     if after is None:
-        return False
+        return
     _bump()
     if after["row"] is not None:
         st.session_state[state.PAIR_ROW] = after["row"]
+    row = st.session_state.get(state.PAIR_ROW)
     more = f"{after['taken']} decisions recorded; the last: " if after["taken"] > 1 and after["kind"] == "success" else ""
-    state.flash(after["kind"], more + after["message"])
+    bar["said"] = {"kind": after["kind"], "text": more + after["message"], "row": row}
     bar["after"] = None
-    return True
 
 
 def _presses() -> list:
@@ -163,21 +164,40 @@ def _presses() -> list:
     return list((value or {}).get("presses") or []) if isinstance(value, dict) else []
 
 
-def _on_presses() -> None:
+def take_pending() -> None:
+    """Finish what a press left (a settle cut short, or presses no callback saw): call it before choosing the
+    pair to show, so the pair drawn is the one the presses opened."""
+    _settle(_bar())
     take(_presses())
 
 
-def _undo_last() -> None:
+def _rerun(refresh: str | Sequence[str] | None) -> None:
+    if refresh:
+        st.rerun(scope=refresh)           # from a callback: "app", or only these fragments, not the whole page
+
+
+def open_row(row: int, refresh: str | Sequence[str] | None = None) -> None:
+    """A callback (Skip): open `row`, then rerun what `refresh` names."""
+    state.open_row(row)
+    _rerun(refresh)
+
+
+def _on_presses(refresh: str | Sequence[str] | None) -> None:
+    take(_presses())
+    _rerun(refresh)
+
+
+def _undo_last(refresh: str | Sequence[str] | None) -> None:
     """The "Undo row N" button: undo my latest decision on the pair the bar last decided, and open it again."""
     bar = _bar()
     with _LOCK:
         last, bar["last"] = bar.get("last"), None
-    if not last:
-        return
-    events = undo(last["pair"])
-    state.open_row(last["row"])
-    state.flash("info", f"Row {last['row']}: undid your {events[0].action}." if events
-                else f"Row {last['row']}: you have no decision there to undo.")
+    if last:
+        events = undo(last["pair"])
+        st.session_state[state.PAIR_ROW] = last["row"]
+        bar["said"] = {"kind": "info", "row": last["row"], "text": f"Row {last['row']}: undid your {events[0].action}."
+                       if events else f"Row {last['row']}: you have no decision there to undo."}
+    _rerun(refresh)
 
 
 # --------------------------------------------------------------------------------------- the caption
@@ -207,15 +227,15 @@ def _caption(pair_id: str, name: str) -> str:
     return "  \n".join(parts)
 
 
-def show(pair_id: str, row: int, following: int | None, heading: str | None = None) -> None:
-    """Keep / Drop / Flag (each then opens `following`), Undo (of my decision on this pair) and the note:
-    the same controls, labels and keys (K, D, F, U; never while typing in a text box) on every page that
-    shows a pair. Asks for a name first; the buttons stay disabled without one. `heading`: the text of the
-    heading this run drew above the bar for this pair; a press made while the page shows another heading
-    waits for the bar that belongs to it."""
+def show(pair_id: str, row: int, following: int | None, heading: str | None = None,
+         refresh: str | Sequence[str] | None = None) -> None:
+    """The pair's `heading` (drawn by the bar itself, so the heading on screen and the pair a press goes to
+    change together), Keep / Drop / Flag (each then opens `following`), Undo (of my decision on this pair) and
+    the note: the same controls, labels and keys (K, D, F, U; never while typing in a text box) on every page
+    that shows a pair. Asks for a name first; the buttons stay disabled without one. `refresh`: the keys of
+    the fragments a press reruns (the pair's panel, the sidebar's counts), instead of the whole page. Call
+    `take_pending()` before choosing the pair."""
     bar = _bar()
-    if _settle(bar) | bool(take(_presses())):   # a settle cut short, or presses no callback saw (a test's)
-        st.rerun()
     name = require_annotator()
     with _LOCK:
         shown = bar["shown"]
@@ -225,14 +245,18 @@ def show(pair_id: str, row: int, following: int | None, heading: str | None = No
             shown.pop(next(iter(shown)))
     buttons = [{"action": a, "label": label, "icon": icon, "kind": kind, "shortcut": SHORTCUTS[a],
                 "help": f"{help_text} ({SHORTCUTS[a].upper()})"} for a, label, icon, kind, help_text in _BUTTONS]
+    said = bar.get("said")
     bar["drawn"] = bar.get("drawn", 0) + 1            # new data each run: the page knows the bar was drawn again
+    refresh = refresh if isinstance(refresh, str) or refresh is None else list(refresh)
     _component(key=KEY, data={"pair": pair_id, "heading": heading, "drawn": bar["drawn"], "enabled": bool(name),
-                              "buttons": buttons,
-                              "acked": dict(bar["seen"]),
+                              "buttons": buttons, "acked": dict(bar["seen"]),
+                              "said": {"kind": said["kind"], "text": said["text"]}
+                              if said and said["row"] == row else None,
                               "note_placeholder": "Note saved with the decision (optional)"},
-               default={"presses": []}, on_presses_change=_on_presses)
+               default={"presses": []}, on_presses_change=lambda: _on_presses(refresh))
     st.caption(_caption(pair_id, name))
     last = bar.get("last")
     if last and name and last["pair"] != pair_id:
         st.button(f"Undo row {last['row']} ({last['action']})", key="decision_bar_undo_last", icon=":material/undo:",
-                  on_click=_undo_last, help="Undo the decision you just made and open that pair again")
+                  on_click=_undo_last, args=(refresh,),
+                  help="Undo the decision you just made and open that pair again")

@@ -7,11 +7,12 @@ import streamlit as st
 
 from ches.engine import store
 from ches.review.agreement import AGREED, CONFLICT, SETTLED, SINGLE
-from ches.review.browse import decision_status
+from ches.review.browse import decided_counts
 from ches.review.decisions import DROP, FLAG, KEEP
 from ches.review.plan import progress
 from ui import auth, jobspanel, loaders, state
 
+COUNTS = "sidebar_counts"     # the counts' fragment: a decision bar's press reruns it (`refresh`)
 NAME_BOX = "annotator_box"    # the sidebar's name box; the name itself is state.ANNOTATOR (not a widget key, so
                               # no page switch or run that skips the sidebar can drop it)
 
@@ -53,19 +54,22 @@ def show(jobs_here: bool = True) -> None:
                 st.session_state[NAME_BOX] = state.annotator()
             st.text_input("Annotator", key=NAME_BOX, placeholder="Your name (needed to decide)", on_change=_take_name,
                           help="Recorded with every keep / drop / flag decision; kept in the page address.")
-        if current is not None:
-            _counts(current)
+        counts()
 
 
-def _counts(run) -> None:
-    """My Keep / Drop / Flag on the run's pairs, the team's statuses in one line, and the plan's progress."""
-    pair_ids = loaders.scores(run)["pair_id"]
+@st.fragment(key=COUNTS)
+def counts() -> None:
+    """My Keep / Drop / Flag on the active run's pairs, the team's statuses in one line, and the plan's progress
+    (nothing without an active run). A fragment: a press reruns it, not the page (decisionbar `refresh`)."""
+    run = state.active_run()
+    if run is None:
+        return
     team, me = loaders.team(), state.annotator()
-    mine = decision_status(pair_ids, team.mine(me) if me else {}).value_counts()
+    mine = decided_counts(loaders.pair_ids(run), team.mine(me) if me else {})
     c1, c2, c3 = st.columns(3)
-    c1.metric("Keep", int(mine.get(KEEP, 0)))
-    c2.metric("Drop", int(mine.get(DROP, 0)))
-    c3.metric("Flag", int(mine.get(FLAG, 0)))
+    c1.metric("Keep", mine.get(KEEP, 0))
+    c2.metric("Drop", mine.get(DROP, 0))
+    c3.metric("Flag", mine.get(FLAG, 0))
     st.caption("Your decisions on this run's pairs." if me else "Your decisions: give your name to decide.")
     status = loaders.team_counts(run)
     st.caption("Team: " + " · ".join(f"{int(status.get(s, 0)):,} {s}" for s in (AGREED, CONFLICT, SETTLED))

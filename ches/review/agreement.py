@@ -17,7 +17,7 @@ over everyone (the `krippendorff` package), which allows any number of annotator
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Container, Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -91,15 +91,30 @@ def _status(values: list[str], settled: bool) -> str:
     return AGREED if len(set(values)) == 1 else CONFLICT
 
 
-def team_status(pair_ids: pd.Series, view: TeamView) -> pd.Series:
-    """The team status (one of TEAM_STATUSES) of each pair id, same index."""
+def _decided_status(view: TeamView, wanted: Container[str] | None = None) -> dict[str, str]:
+    """{pair_id: team status} over the pairs someone decided or settled (in `wanted`, if given): the cost
+    grows with the decisions, not with the run."""
     votes: dict[str, list[str]] = {}
     for decided in view.by_annotator.values():
         for pid, d in decided.items():
-            votes.setdefault(pid, []).append(d.decision)
+            if wanted is None or pid in wanted:
+                votes.setdefault(pid, []).append(d.decision)
     status = {pid: _status(v, pid in view.adjudicated) for pid, v in votes.items()}
-    status.update({pid: SETTLED for pid in view.adjudicated})
-    return pair_ids.map(status).astype(object).fillna(UNDECIDED)
+    status.update({pid: SETTLED for pid in view.adjudicated if wanted is None or pid in wanted})
+    return status
+
+
+def team_status(pair_ids: pd.Series, view: TeamView) -> pd.Series:
+    """The team status (one of TEAM_STATUSES) of each pair id, same index."""
+    return pair_ids.map(_decided_status(view)).astype(object).fillna(UNDECIDED)
+
+
+def team_counts(pair_ids: Collection[str], view: TeamView) -> dict[str, int]:
+    """{team status: how many of the (distinct) `pair_ids`} = team_status(...).value_counts(), in time that
+    grows with the decisions rather than the pairs (the sidebar shows it after every press)."""
+    counts = Counter(_decided_status(view, pair_ids).values())
+    counts[UNDECIDED] = len(pair_ids) - counts.total()
+    return {s: n for s, n in counts.items() if n}
 
 
 def _wanted(pair_ids: Iterable[str] | None) -> set[str] | None:

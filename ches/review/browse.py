@@ -15,7 +15,9 @@ Everything here works on the scores table only, except `search_rows`, which read
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -126,13 +128,40 @@ def filter_pairs(table: pd.DataFrame, *, metric: str = "ln_ches", percentile: tu
     return out[keep].sort_values([metric, "row"], ascending=[False, True], kind="stable", na_position="last")
 
 
-def next_undecided(ranked_rows: Sequence[int], current: int | None, undecided: Iterable[int]) -> int | None:
+def next_undecided(ranked_rows: Sequence[int], current: int | None, undecided: Container[int]) -> int | None:
     """The first undecided row after `current` in the ranking, wrapping around to the top; never `current`
-    itself; None when no other row is undecided."""
-    ranked = [int(r) for r in ranked_rows]
-    todo = {int(r) for r in undecided}
-    start = ranked.index(int(current)) + 1 if current is not None and int(current) in ranked else 0
-    return next((r for r in ranked[start:] + ranked[:start] if r in todo and r != current), None)
+    itself; None when no other row is undecided. Stops at the first undecided row it meets."""
+    n = len(ranked_rows)
+    try:
+        start = ranked_rows.index(current) + 1 if current is not None else 0
+    except ValueError:
+        start = 0
+    for k in range(n):
+        r = ranked_rows[(start + k) % n]
+        if r != current and r in undecided:
+            return int(r)
+    return None
+
+
+def pair_to_open(ranked_rows: Sequence[int], current: int | None, undecided: Container[int], review: bool) -> int | None:
+    """The row a pair view opens: `current` while the ranking holds it; else, in review, the first undecided row
+    (the top one when none is); else the top of the ranking; None for an empty ranking."""
+    if current is not None and current in ranked_rows:
+        return int(current)
+    first = next_undecided(ranked_rows, None, undecided) if review else None
+    return first if first is not None else int(ranked_rows[0]) if len(ranked_rows) else None
+
+
+@dataclass(frozen=True)
+class Undecided:
+    """The rows whose pair `decided` does not hold (`row in Undecided(...)`), looked up when asked: a pair panel
+    finds the next undecided pair after a press without recomputing the ranking's decision column."""
+    pair_of: Mapping[int, str]                # row -> pair id
+    decided: Container[str]                   # pair ids with a decision (e.g. mine)
+
+    def __contains__(self, row: object) -> bool:
+        pid = self.pair_of.get(row)           # type: ignore[call-overload]
+        return pid is not None and pid not in self.decided
 
 
 def in_queue(ranked: pd.DataFrame, queue: Sequence[str]) -> pd.DataFrame:
@@ -143,10 +172,11 @@ def in_queue(ranked: pd.DataFrame, queue: Sequence[str]) -> pd.DataFrame:
 
 
 def decided_counts(pair_ids: Iterable[str], decisions: Mapping[str, object] | None) -> dict[str, int]:
-    """{'keep': n, 'drop': n, 'flag': n} over the pairs that already have a decision (zero counts left out)."""
-    status = decision_status(pd.Series(list(pair_ids), dtype=object), decisions)
-    counts = status[status != UNDECIDED].value_counts()
-    return {d: int(counts[d]) for d in DECISION_VALUES if counts.get(d, 0)}
+    """{'keep': n, 'drop': n, 'flag': n} over the (distinct) pairs that already have a decision (zero counts left
+    out); with `pair_ids` a set, in time that grows with the decisions, not the pairs."""
+    ids = pair_ids if isinstance(pair_ids, set | frozenset) else set(pair_ids)
+    counts = Counter(getattr(d, "decision", d) for pid, d in (decisions or {}).items() if pid in ids)
+    return {d: counts[d] for d in DECISION_VALUES if counts[d]}
 
 
 def page_count(n: int, page_size: int = PAGE_SIZE) -> int:
