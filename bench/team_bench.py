@@ -1,19 +1,25 @@
-"""A team deciding at once: N browser sessions (headless Chromium) decide on ONE 10,000-pair run for a while.
+"""A team deciding at once: N browser sessions (headless Chromium) decide on ONE run for a while, on this commit
+and, in the same sitting, on a reference commit (a git worktree), so the ratio is honest on a noisy machine.
 
-    python bench/team_bench.py [--sessions 10] [--seconds 60] [--pairs 10000] [--keep DIR]
+    python bench/team_bench.py [--sessions 10] [--seconds 60] [--pairs 10000] [--decisions 0]
+                               [--baseline REV] [--keep DIR]
 
 A fresh `streamlit run app.py` on a temporary workspace holding one synthetic run (random scores, no model:
-tests/conftest.py's make_fake_run). Each session opens Browse in Review layout as its own annotator
-(bench-0 .. bench-N-1) and, until the time is up, reads the pair on screen, presses K, D or F, and waits
-for the next pair to appear (a brisk annotator who reads nothing). Measured:
+tests/conftest.py's make_fake_run) and `--decisions` decisions already made (keep, on random pairs, by the
+annotators in turn). Each session opens Browse in Review layout as its own annotator (bench-0 .. bench-N-1)
+and, until the time is up, reads the pair on screen, presses K, D or F, and waits for the next pair to appear
+(a brisk annotator who reads nothing). Measured:
 - arrival: presses sent vs decision events in the log, per annotator, and whether each event is on the pair
   that was on screen at its press (presses and events matched in order, per annotator);
 - latency, two ways: press -> event committed in the log (the event's timestamp; same machine clock) and
   press -> next pair on screen (what the annotator waits for); median and p95;
+- server CPU per press: the streamlit process's CPU seconds while deciding / decisions;
 - memory: the server's RSS (the streamlit process and its children) with 1 session open and idle, then with
   N; per added session = (RSS_N - RSS_1) / (N - 1).
+With --baseline REV the same bench runs first on REV (checked out with `git worktree`, served from there with
+this Python), then on the working tree, and a last table gives the ratios (reference / this).
 Needs Debian's Chromium at /usr/bin/chromium (`make browser`). Not a test: it asserts only that nothing is
-lost or misplaced, and prints a table.
+lost or misplaced, and prints tables.
 """
 from __future__ import annotations
 
@@ -46,8 +52,14 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 HEAD = re.compile(r"^Row (\d+) · rank")
-READ_HEAD = """() => { const h = [...document.querySelectorAll('[data-testid=stMain] h3')].map((e) => e.innerText)
-                        .find((t) => /^Row \\d+ · rank/.test(t)); return h || null; }"""
+# the pair's heading: drawn by the decision bar in its shadow root (this code), or an h3 on the page (older code)
+READ_HEAD = """() => { const ok = (t) => /^Row \\d+ · rank/.test(t || '');
+    for (const h of document.querySelectorAll('h3')) if (ok(h.innerText)) return h.innerText;
+    for (const el of document.querySelectorAll('*')) {
+        const h = el.shadowRoot && el.shadowRoot.querySelector('h3');
+        if (h && ok(h.textContent)) return h.textContent;
+    }
+    return null; }"""
 PAGE_S = 180
 
 
@@ -64,14 +76,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(workspace: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(workspace: Path, log: Path, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app.py` from `root` (this tree, or a reference commit's worktree: its own packages first)."""
     port = free_port()
     env = {**os.environ, "CHES_WORKSPACE": str(workspace), "CHES_DATA_ROOT": str(ROOT / "data"),
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root)}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                                  "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < 90:
@@ -89,6 +102,12 @@ def rss_mib(pid: int) -> float:
     """The server's resident memory: the process and its children."""
     p = psutil.Process(pid)
     return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of the server and its children so far."""
+    p = psutil.Process(pid)
+    return sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)])
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -150,9 +169,10 @@ async def bench(args, url: str, run: Path, proc: subprocess.Popen) -> dict:
             out["rss_1"] = rss_mib(proc.pid)
             pages += await asyncio.gather(*(open_session(browser, url, run.name, i)
                                             for i in range(1, args.sessions)))
-            await asyncio.sleep(5)
+            await asyncio.sleep(5 if args.sessions > 1 else 0)
             out["rss_n"] = rss_mib(proc.pid)
             presses: list = []
+            cpu0 = cpu_s(proc.pid)
             deadline = time.time() + args.seconds
             t0 = time.perf_counter()
             await asyncio.gather(*(decide(p, i, deadline, random.Random(i), presses) for i, p in enumerate(pages)))
@@ -160,6 +180,7 @@ async def bench(args, url: str, run: Path, proc: subprocess.Popen) -> dict:
             for page in pages:                                   # the server finishes what it was sent
                 await page.get_by_test_id("stStatusWidget").wait_for(state="detached", timeout=PAGE_S * 1000)
             await asyncio.sleep(2)
+            out["cpu_s"] = cpu_s(proc.pid) - cpu0
             out["rss_after"] = rss_mib(proc.pid)
             out["presses"] = presses
         finally:
@@ -167,32 +188,68 @@ async def bench(args, url: str, run: Path, proc: subprocess.Popen) -> dict:
     return out
 
 
+def seed(workspace: Path, run: Path, n: int, annotators: int) -> None:
+    """`n` keep decisions on random pairs of the run, made beforehand by the bench's annotators in turn."""
+    from ches.engine.store import read_scores
+
+    if n <= 0:
+        return
+    pids = random.Random(7).sample(read_scores(run)["pair_id"].tolist(), n)
+    for i in range(annotators):
+        decisions.record_many(workspace / "decisions.sqlite", pids[i::annotators], "keep", annotator=f"bench-{i}")
+
+
+def measure(args, root: Path, where: Path) -> dict:
+    """The bench on the app served from `root`, in a fresh workspace under `where`: the report's figures."""
+    workspace = where / "ws"
+    workspace.mkdir(parents=True, exist_ok=True)
+    run = make_run(workspace, args.pairs)
+    seed(workspace, run, args.decisions, args.sessions)
+    before = len(decisions.history(workspace / "decisions.sqlite"))
+    proc, url = start_server(workspace, where / "streamlit.log", root)
+    try:
+        res = asyncio.run(bench(args, url, run, proc))
+    finally:
+        stop(proc)
+    return report(args, run, workspace, res, before)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--pairs", type=int, default=10_000)
-    ap.add_argument("--keep", type=Path, help="keep the workspace here (default: a temporary folder)")
+    ap.add_argument("--decisions", type=int, default=0, help="decisions made before the bench starts")
+    ap.add_argument("--baseline", metavar="REV", help="also measure this commit first (a git worktree)")
+    ap.add_argument("--keep", type=Path, help="keep the workspaces here (default: a temporary folder)")
     args = ap.parse_args()
-    if args.sessions < 2:
-        ap.error("--sessions must be at least 2 (memory per added session)")
     with tempfile.TemporaryDirectory(prefix="team-bench-") as tmp:
-        workspace = (args.keep or Path(tmp)) / "ws"
-        workspace.mkdir(parents=True, exist_ok=True)
-        run = make_run(workspace, args.pairs)
-        proc, url = start_server(workspace, workspace.parent / "streamlit.log")
-        try:
-            res = asyncio.run(bench(args, url, run, proc))
-        finally:
-            stop(proc)
-        report(args, run, workspace, res)
+        where = args.keep or Path(tmp)
+        figures = {}
+        if args.baseline:
+            tree = Path(tmp) / "baseline"
+            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.baseline], cwd=ROOT, check=True)
+            try:
+                print(f"\n== reference: {args.baseline}")
+                figures["reference"] = measure(args, tree, where / "reference")
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
+        print("\n== this tree")
+        figures["this"] = measure(args, ROOT, where / "this")
+        if args.baseline:
+            ref, this = figures["reference"], figures["this"]
+            print(f"\nreference / this ({args.sessions} sessions, {args.pairs:,} pairs, {args.decisions:,} decisions "
+                  "before):")
+            for k in ("screen_p50", "screen_p95", "commit_p50", "cpu_per_press"):
+                print(f"  {k:<14} {ref[k]:.3f} / {this[k]:.3f} = {ref[k] / this[k]:.2f}x")
+            print(f"  {'decisions/s':<14} {ref['rate']:.2f} / {this['rate']:.2f} = {this['rate'] / ref['rate']:.2f}x faster")
 
 
-def report(args, run: Path, workspace: Path, res: dict) -> None:
+def report(args, run: Path, workspace: Path, res: dict, before: int) -> dict:
     from ches.engine.store import read_scores
 
     pid = read_scores(run).set_index("row")["pair_id"]
-    events = [e for e in decisions.history(workspace / "decisions.sqlite") if e.action != "undo"]
+    events = [e for e in decisions.history(workspace / "decisions.sqlite")[before:] if e.action != "undo"]
     by_ann: dict[str, list] = {}
     for e in events:
         by_ann.setdefault(e.annotator, []).append(e)
@@ -213,22 +270,27 @@ def report(args, run: Path, workspace: Path, res: dict) -> None:
             commit.append(datetime.fromisoformat(e.created_at).timestamp() - p["t_press"])
         screen += [p["t_screen"] - p["t_press"] for p in ps if p["t_screen"] is not None]
     n_sent, n_logged = len(presses), len(events)
+    figures = {"screen_p50": statistics.median(screen) if screen else float("nan"), "screen_p95": pct(screen, 0.95),
+               "commit_p50": statistics.median(commit) if commit else float("nan"),
+               "cpu_per_press": res["cpu_s"] / max(n_logged, 1), "rate": n_logged / res["wall_s"]}
     rows = [
         ("sessions", f"{args.sessions}"),
-        ("run", f"{args.pairs:,} pairs"),
+        ("run", f"{args.pairs:,} pairs, {before:,} decisions before"),
         ("time deciding", f"{res['wall_s']:.0f} s"),
         ("presses sent", f"{n_sent:,}"),
         ("decision events in the log", f"{n_logged:,}"),
         ("events on another pair than on screen", f"{wrong}"),
         ("presses with no next pair within 60 s", f"{sum(p['t_screen'] is None for p in presses)}"),
-        ("decisions / s (all sessions)", f"{n_logged / res['wall_s']:.1f}"),
-        ("press -> event committed: median / p95", f"{statistics.median(commit):.2f} s / {pct(commit, 0.95):.2f} s"
+        ("decisions / s (all sessions)", f"{figures['rate']:.1f}"),
+        ("press -> event committed: median / p95", f"{figures['commit_p50']:.2f} s / {pct(commit, 0.95):.2f} s"
          if commit else "-"),
-        ("press -> next pair on screen: median / p95", f"{statistics.median(screen):.2f} s / {pct(screen, 0.95):.2f} s"
+        ("press -> next pair on screen: median / p95", f"{figures['screen_p50']:.2f} s / {figures['screen_p95']:.2f} s"
          if screen else "-"),
+        ("server CPU per press", f"{figures['cpu_per_press']:.3f} s"),
         ("server RSS, 1 session", f"{res['rss_1']:.0f} MiB"),
         (f"server RSS, {args.sessions} sessions", f"{res['rss_n']:.0f} MiB"),
-        ("per added session", f"{(res['rss_n'] - res['rss_1']) / (args.sessions - 1):.1f} MiB"),
+        ("per added session", f"{(res['rss_n'] - res['rss_1']) / (args.sessions - 1):.1f} MiB"
+         if args.sessions > 1 else "-"),
         ("server RSS after deciding", f"{res['rss_after']:.0f} MiB"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -237,6 +299,7 @@ def report(args, run: Path, workspace: Path, res: dict) -> None:
         print(f"{k:<{width}}  {v}")
     assert n_logged == n_sent, f"{n_sent} presses sent, {n_logged} events in the log"
     assert wrong == 0, f"{wrong} events on another pair than the one on screen"
+    return figures
 
 
 if __name__ == "__main__":
