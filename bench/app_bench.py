@@ -100,13 +100,7 @@ CHILD = r"""
 import json, sys, time
 from pathlib import Path
 from streamlit.testing.v1 import AppTest
-from streamlit.runtime.pages_manager import PagesManager
 root, run, page, bulk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-init = PagesManager.__init__
-def no_v1(self, *a, **k):                      # as tests/conftest.py: the real server's navigation
-    init(self, *a, **k)
-    PagesManager.uses_pages_directory = False
-PagesManager.__init__ = no_v1
 at = AppTest.from_file(root + "/app.py", default_timeout=3600)
 at.session_state["run_dir"] = run
 at.session_state["annotator"] = "bench"

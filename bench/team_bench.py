@@ -80,7 +80,7 @@ def start_server(workspace: Path, log: Path, root: Path = ROOT) -> tuple[subproc
     """`streamlit run app.py` from `root` (this tree, or a reference commit's worktree: its own packages first)."""
     port = free_port()
     env = {**os.environ, "CHES_WORKSPACE": str(workspace), "CHES_DATA_ROOT": str(ROOT / "data"),
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root)}
+           "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                                  "--server.port", str(port), "--browser.gatherUsageStats", "false"],

@@ -10,7 +10,7 @@ queue in the run's review plan (pages/team.py) works through it in its order ("M
 """
 import streamlit as st
 
-from ui import decisionbar, loaders, render, sidebar, state, streamlit_patch
+from ui import decisionbar, frame, loaders, render, sidebar, state
 from ches.review.browse import (HIDDEN, PAGE_SIZE, Undecided, decided_counts, filter_pairs, has_any_flag, in_queue,
                                 next_undecided, page_count, page_of, pair_to_open, percentile_of, team_column)
 from ches.review.agreement import TEAM_STATUSES
@@ -19,7 +19,7 @@ from ches.review.decisions import STATUSES
 from ches.engine.pairs import FLAGS
 from ches.engine.metrics import METRICS
 
-streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
+frame.page("Browse")      # first: page config, sign-in gate, the URL's state, the sidebar
 
 TABLE = "browse_table"
 PANEL = "browse_pair"         # the pair panel's fragment: a press reruns it and the sidebar's counts, not the page

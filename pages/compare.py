@@ -5,14 +5,14 @@ from urllib.parse import urlencode
 import pandas as pd
 import streamlit as st
 
-from ui import loaders, render, state, streamlit_patch
+from ui import frame, loaders, render, state
 from ches.engine import store
 from ches.engine.metrics import METRICS
 from ches.review.charts import compare_scatter
 from ches.review.compare import MIN_SHARED, TOP_PERCENT, compare, movers
 from ches.review.export import Rule
 
-streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
+frame.page("Compare runs")      # first: page config, sign-in gate, the URL's state, the sidebar
 
 MOVERS = 20
 

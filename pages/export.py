@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import auth, loaders, render, state, streamlit_patch
+from ui import auth, frame, loaders, render, state
 from ches.review.charts import before_after_histogram, check_arms
 from ches.review.probe.check import CheckSettings, citation, run_check
 from ches.review.probe.settings import MIN_PAIRS, defaults as probe_defaults
@@ -20,7 +20,7 @@ from ches.review.hub_export import DATA_FILE, HF_FORMATS, export_folder, export_
 from ches.engine.report import dataset_stem
 from ches.engine.metrics import METRICS
 
-streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
+frame.page("Curate & export")      # first: page config, sign-in gate, the URL's state, the sidebar
 
 LAST = "export_last"          # (run folder, written file) of this session's latest export
 CONFIRM = "_export_confirm"   # the file an export would overwrite, waiting for the user's word

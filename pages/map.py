@@ -1,7 +1,7 @@
 """Map: a 2-D UMAP of the active run; select points to decide on them in bulk or open them in Browse."""
 import streamlit as st
 
-from ui import decisionbar, loaders, render, state, streamlit_patch
+from ui import decisionbar, frame, loaders, render, state
 from ches.engine.metrics import METRICS
 from ches.review import charts
 from ches.review import map as mapview
@@ -9,7 +9,7 @@ from ches.review.browse import decided_counts
 from ches.review.decisions import DROP, FLAG, KEEP
 from ches.review.projection import cached_layout, map_coordinates
 
-streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
+frame.page("Map")      # first: page config, sign-in gate, the URL's state, the sidebar
 
 VIEWS = {"pairs": "One point per pair (m⁻ − m⁺, centred)",
          "responses": "Chosen and rejected means (centred), joined by a line"}

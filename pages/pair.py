@@ -2,13 +2,13 @@
 import numpy as np
 import streamlit as st
 
-from ui import decisionbar, loaders, render, state, streamlit_patch
+from ui import decisionbar, frame, loaders, render, state
 from ches.engine.metrics import METRICS
 from ches.review import charts
 from ches.review.browse import Undecided, next_undecided
 from ches.review.tokendiff import CUT_LABEL, legend_html, mark_cuts, merged_diff, pair_ops, tokens_html
 
-streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
+frame.page("Pair / tokens")      # first: page config, sign-in gate, the URL's state, the sidebar
 
 INPUT = "_pair_row_input"
 AGREE = 1e-3      # relative difference from the stored score expected from batching and padding alone

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import loaders, render, state, streamlit_patch
+from ui import frame, loaders, render, state
 from ches.engine.metrics import METRICS
 from ches.review import charts
 from ches.review.probe import run_probe
@@ -19,7 +19,7 @@ from ches.review.probe.dpo import ProbeCancelled, load_policy
 from ches.review.probe.settings import MIN_PAIRS, ProbeSettings, defaults
 from ches.review.probe.storage import find_probe, list_probes, read_probe
 
-streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
+frame.page("Probe")      # first: page config, sign-in gate, the URL's state, the sidebar
 
 CANCEL = "_cancel_probe"
 OPEN = "probe_open"                 # the probe folder shown below (this page's own state)

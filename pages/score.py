@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import auth, jobspanel, loaders, render, state, streamlit_patch
+from ui import auth, frame, jobspanel, loaders, render, state
 from ches.engine import jobs, store
 from ches import workspace as wsp
 from ches.engine.files import HUB_PREFIX
@@ -25,7 +25,7 @@ from ches.review.plan import PLAN_FILE, PlanError, read_plan
 from ches.review.probe.check import checks_dir
 from ches.review.probe.storage import list_folders, list_probes
 
-streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
+frame.page("Data & score")      # first: page config, sign-in gate, the URL's state, the sidebar
 
 MAPPING = "_score_columns"   # {file path: {prompt / chosen / rejected: its column}} chosen on this page
 DELETE = "_score_delete"     # the run folder waiting for the user to confirm its deletion

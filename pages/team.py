@@ -16,9 +16,9 @@ from ches.review import decisions as decision_log
 from ches.review import team as team_rules
 from ches.review.charts import kappa_heatmap
 from ches.review.plan import PlanError, ReviewPlan, assign, progress, riskiest, write_plan
-from ui import auth, loaders, render, state, streamlit_patch
+from ui import auth, frame, loaders, render, state
 
-streamlit_patch.route_deep_links_through_app_py()    # a page run alone (a deep link): rerun through app.py
+frame.page("Team")      # first: page config, sign-in gate, the URL's state, the sidebar
 
 BLIND = "team_blind"
 PER_PAGE = 20

@@ -138,26 +138,6 @@ def flagged_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def navigation_pages(monkeypatch) -> None:
-    """Make AppTest run app.py (st.navigation) on every run, as the real server does.
-
-    A folder named pages/ next to app.py makes each AppTest run (which resets
-    PagesManager.uses_pages_directory) treat the app as an old-style multipage app and, on any run after
-    the first, execute the page file alone: no app.py, so no sidebar. The real server learns "not v1"
-    from the first st.navigation call and keeps it for the process; this fixture does the same.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-@pytest.fixture
 def workspace_env(monkeypatch, tmp_path) -> SimpleNamespace:
     """CHES_WORKSPACE and CHES_DATA_ROOT pointed at fresh temp folders: .workspace, .data_root."""
     ws, data = tmp_path / "workspace", tmp_path / "data"

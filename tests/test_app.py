@@ -21,7 +21,6 @@ from ches import workspace as wsp
 from conftest import HOSTILE, ROOT, SAMPLE, heading, metric, ok, said, write_pairs
 
 TIMEOUT = 300
-pytestmark = pytest.mark.usefixtures("navigation_pages")
 
 
 def app(run_dir: Path | None = None, **state) -> AppTest:

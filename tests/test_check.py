@@ -143,7 +143,7 @@ def test_cli_check_curation_prints_the_arms_and_the_verdict(check_run, capsys, w
     assert "the rule keeps 0 pair(s); the curated arm needs n = 3" in capsys.readouterr().err
 
 
-@pytest.mark.usefixtures("navigation_pages", "workspace_env")
+@pytest.mark.usefixtures("workspace_env")
 def test_export_page_checks_the_rule_and_shows_the_verdict(check_run):
     from conftest import open_app
 

@@ -204,7 +204,6 @@ def test_the_figure_is_a_density_above_the_scatter_limit():
 
 # ------------------------------------------------------------------------------------------ the page
 
-@pytest.mark.usefixtures("navigation_pages")
 def test_compare_page(workspace_env, tmp_path):
     ds = load_records(rows(30))
     runs = workspace_env.workspace / "runs"

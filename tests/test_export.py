@@ -612,7 +612,7 @@ def test_a_curation_check_is_the_same_whichever_team_rule_gave_its_decisions(tea
     assert E.score_rule(old) == E.score_rule(E.Rule(team="any_drop").as_dict())
 
 
-def test_curate_page_team_rule_changes_the_preview(workspace_env, flagged_run, navigation_pages):
+def test_curate_page_team_rule_changes_the_preview(workspace_env, flagged_run):
     """Curate & export: the team rule select changes the counts. Kept by the score rule: low[0..2];
     low[0] both drop (agreed), low[1] ann-a keep then ann-b drop (conflict), low[2] ann-a drop (single).
     latest drops all three; majority low[0], low[2]; adjudicated low[0] only (low[1] falls to the score rule)."""

@@ -46,7 +46,7 @@ def sample_ds():
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch, sample_ds, navigation_pages):
+def env(tmp_path, monkeypatch, sample_ds):
     """A workspace under tmp_path holding one synthetic run; the fake UMAP; cwd = repo root; app.py's
     navigation on every run, as on a real server."""
     ws = tmp_path / "ws"

@@ -352,7 +352,7 @@ def test_cli_refuses_bad_settings_in_one_line(tiny_run, capsys, extra, message):
 
 # ------------------------------------------------------------------------------------------- the page
 
-@pytest.mark.usefixtures("navigation_pages", "workspace_env")
+@pytest.mark.usefixtures("workspace_env")
 def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
     at = open_app("pages/probe.py", tiny_run)
     assert at.title[0].value == "Probe"
@@ -412,7 +412,7 @@ def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
     assert at.title[0].value == "Pair / tokens" and at.session_state["pair_row"] == worst
 
 
-@pytest.mark.usefixtures("navigation_pages", "workspace_env")
+@pytest.mark.usefixtures("workspace_env")
 def test_probe_page_says_when_no_pair_lost_and_lists_the_smallest_gains(tiny_run, tmp_path):
     import shutil
     run = tmp_path / "run"
@@ -428,7 +428,7 @@ def test_probe_page_says_when_no_pair_lost_and_lists_the_smallest_gains(tiny_run
     assert shown == ["row 3", "row 1", "row 2", "row 4"]                    # smallest gain first
 
 
-@pytest.mark.usefixtures("navigation_pages", "workspace_env")
+@pytest.mark.usefixtures("workspace_env")
 def test_probe_page_without_a_run_points_to_data_and_score():
     at = open_app("pages/probe.py", timeout=60)
     assert any("No run yet" in i.value for i in at.info)

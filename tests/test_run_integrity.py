@@ -259,7 +259,7 @@ def test_unfinished_and_broken_runs_are_listed_and_deleted(tiny_lm, tmp_path, mo
     assert store.list_unfinished(tmp_path) == []
 
 
-def test_the_app_offers_delete_for_unfinished_and_broken_runs(workspace_env, navigation_pages, tiny_lm):
+def test_the_app_offers_delete_for_unfinished_and_broken_runs(workspace_env, tiny_lm):
     from streamlit.testing.v1 import AppTest
 
     runs = workspace_env.workspace / "runs"

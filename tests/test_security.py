@@ -196,7 +196,6 @@ def test_the_model_field_takes_the_default_a_hub_id_or_a_folder_in_the_models_ro
         app_model(str(models / "org" / "tiny"), "smollm2")
 
 
-@pytest.mark.usefixtures("navigation_pages")
 def test_the_score_page_refuses_paths_in_the_hub_and_model_fields(secret, offline_hub, workspace_env):
     """Through the page: a path typed as a Hub name or a model is an error; nothing of the folder is read."""
     from streamlit.testing.v1 import AppTest

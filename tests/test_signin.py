@@ -160,20 +160,12 @@ def test_map_click_selects_a_point_a_view_switch_clears_it_and_browse_keeps_anno
             page.mouse.click(px, py)
 
         def chosen() -> None:
-            """Click the lonely point until the page says it is selected: a click that lands while a rerun
-            replaces the chart is lost (the browser's timing, not the page's), so up to three clicks, each on
-            a chart that is drawn and idle."""
-            for attempt in range(3):
-                idle(page)
-                page.wait_for_function(f"() => document.querySelector('{_CHART}')?._fullLayout?.xaxis?._offset "
-                                       "!== undefined")
-                click_point(lonely)
-                try:
-                    expect(main.get_by_text("1 pair(s) selected")).to_be_visible(timeout=PAGE_S * 1000 // 3)
-                    break
-                except AssertionError:
-                    if attempt == 2:
-                        raise
+            """One click on the lonely point, on a chart that is drawn and idle: the page says it is selected."""
+            idle(page)
+            page.wait_for_function(f"() => document.querySelector('{_CHART}')?._fullLayout?.xaxis?._offset "
+                                   "!== undefined")
+            click_point(lonely)
+            expect(main.get_by_text("1 pair(s) selected")).to_be_visible(timeout=PAGE_S * 1000)
             expect(main.get_by_text(re.compile(rf"^Row {rows[lonely]} · "))).to_be_visible()
             idle(page)
 
@@ -345,14 +337,9 @@ def test_sign_in_names_the_annotator_and_roles_are_enforced(tmp_path):
             idle(ada)
             option = ada.get_by_role("option", name=re.compile("sample.jsonl")).first    # the list is outside main
             delete = main.get_by_role("button", name="Delete …")
-            for _ in range(10):             # a rerun can close the list as it opens: open it again until picked
-                pick.click()
-                ada.wait_for_timeout(500)
-                if option.is_visible():
-                    option.click(force=True)  # it animates into place: the click must not wait for "stable"
-                    idle(ada)
-                if delete.is_enabled():
-                    break
+            pick.click()                                                    # one click opens the list
+            expect(option).to_be_visible(timeout=PAGE_S * 1000)
+            option.click(force=True)        # it animates into place: the click must not wait for "stable"
             expect(delete).to_be_enabled(timeout=PAGE_S * 1000)
             delete.click()
             expect(main.get_by_text("0 stored probe(s) and 0 curation check(s)")).to_be_visible(timeout=PAGE_S * 1000)

@@ -82,7 +82,6 @@ def run(workspace_env, monkeypatch):
     return make_fake_run(workspace_env.workspace / "runs" / "0123456789abcdef", load_dataset(SAMPLE), seed=4)
 
 
-pytestmark_nav = pytest.mark.usefixtures("navigation_pages")
 
 
 def app(**query) -> AppTest:
@@ -91,7 +90,6 @@ def app(**query) -> AppTest:
     return at
 
 
-@pytestmark_nav
 def test_review_layout_is_kept_by_the_url_a_reload_and_other_pages(run):
     at = app(run=run.name, annotator="ann-a")
     at.run()
@@ -123,7 +121,6 @@ def _select(at: AppTest, rows: list[int]) -> AppTest:
     return at._run(states)
 
 
-@pytestmark_nav
 def test_open_in_browse_keeps_the_annotator_and_a_view_switch_clears_the_selection(run):
     rows = read_scores(run)["row"].iloc[[3, 9]].tolist()
     at = app(run=run.name, annotator="ann-a")
@@ -144,7 +141,6 @@ def test_open_in_browse_keeps_the_annotator_and_a_view_switch_clears_the_selecti
     assert len(bars) == 1 and bars[0]["enabled"]
 
 
-@pytestmark_nav
 def test_deleting_a_run_names_its_probes_and_checks_and_a_teammate_is_told(run):
     (run / "probes" / "p1").mkdir(parents=True)
     (run / "probes" / "p1" / "manifest.json").write_text(json.dumps({"created_at": "2025-01-01T00:00:00"}))

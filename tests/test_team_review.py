@@ -20,7 +20,6 @@ from ches.review.charts import kappa_heatmap
 from conftest import ROOT, heading, make_fake_run, metric, ok
 
 TIMEOUT = 120
-pytestmark = pytest.mark.usefixtures("navigation_pages")
 
 
 @pytest.fixture

@@ -186,7 +186,6 @@ def test_hf_folder_names_the_row_it_cannot_store(tmp_path):
     assert len(load_dataset(tmp_path / "trl").pairs) == 2                          # TRL rows hold no such field
 
 
-@pytest.mark.usefixtures("navigation_pages")
 def test_export_page_writes_a_hugging_face_folder(workspace_env):
     from conftest import open_app
 

@@ -1,4 +1,4 @@
-"""What the Streamlit pages share; app.py and pages/*.py import its modules (`from ui import state, loaders`).
+"""What the Streamlit pages share; pages/*.py import its modules (`from ui import state, loaders`).
 
     state            the workspace, the active run, the annotator, the session id, the URL (?run=&row=&annotator=),
                      flash messages
@@ -6,8 +6,8 @@
                      identity, for a run key); one pair's token view; the decisions in force
     decisionbar      recording decisions (one, many, undo) and the Keep / Drop / Flag / Undo bar
     render           safe rendering: dataset text never as HTML or Markdown; conversations, responses, user errors
-    sidebar          the sidebar app.py draws: jobs, active run, annotator, decision counts
+    frame            what every page draws first (`frame.page(title)`): page config, sign-in gate, the URL's
+                     state, the sidebar; the app uses Streamlit's own pages/ mode, each page file runs alone
+    sidebar          the sidebar: page links, jobs, active run, annotator, decision counts
     jobspanel        scoring jobs: progress bars, Cancel, how a stopped job ended, Dismiss
-    streamlit_patch  the one private Streamlit attribute the app sets (deep links on a fresh server): every
-                     page calls `streamlit_patch.route_deep_links_through_app_py()` first, on every run
 """

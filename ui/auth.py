@@ -2,8 +2,8 @@
 names the annotator and <workspace>/team.toml (ches.review.team) gives the role. Without it, nothing here
 applies: people type a name and may do everything (`can` is always True).
 
-`gate()` runs before every page (app.py): not signed in, it shows the sign-in button; signed in but not on
-the team, it says so; either way the page stops, and app.py hides the page list (`admitted()`).
+`gate()` runs first on every page (ui.frame): not signed in, it shows the sign-in button; signed in but not on
+the team, it says so; either way the page stops before the sidebar draws the page links.
 `can(action)` disables what the role does not allow (Score, Delete a run, Export, adjudicate) and
 `refuse(action)` says why.
 """
@@ -56,16 +56,6 @@ def refuse(action: str) -> str | None:
     found = member()
     who = f"{found.name} is {found.role}" if found is not None else "nobody is signed in"
     return f"Only an admin may do this ({who}; roles are set in {team_rules.TEAM_FILE})."
-
-
-def admitted() -> bool:
-    """Whether this session may see the app's pages: sign-in is off, or a team member is signed in."""
-    if not enabled():
-        return True
-    try:
-        return member() is not None
-    except team_rules.TeamError:
-        return False
 
 
 def gate() -> None:

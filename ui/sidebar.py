@@ -1,5 +1,5 @@
-"""The sidebar app.py draws around every page: running jobs, the active run picker, the annotator, and for the
-active run my decision counts, the team's (agreed / conflict / settled) and, with a review plan, each assigned
+"""The sidebar every page draws (ui.frame): the page links, running jobs, the active run picker, the annotator, and
+for the active run my decision counts, the team's (agreed / conflict / settled) and, with a review plan, each assigned
 annotator's progress."""
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ from ches.review.decisions import DROP, FLAG, KEEP
 from ches.review.plan import progress
 from ui import auth, jobspanel, loaders, state
 
+PAGES = (("pages/score.py", "Data & score", ":material/database:"),
+         ("pages/browse.py", "Browse", ":material/table_rows:"),
+         ("pages/map.py", "Map", ":material/scatter_plot:"),
+         ("pages/pair.py", "Pair / tokens", ":material/compare_arrows:"),
+         ("pages/team.py", "Team", ":material/groups:"),
+         ("pages/export.py", "Curate & export", ":material/download:"),
+         ("pages/compare.py", "Compare runs", ":material/difference:"),
+         ("pages/probe.py", "Probe", ":material/science:"))
 COUNTS = "sidebar_counts"     # the counts' fragment: a decision bar's press reruns it (`refresh`)
 NAME_BOX = "annotator_box"    # the sidebar's name box; the name itself is state.ANNOTATOR (not a widget key, so
                               # no page switch or run that skips the sidebar can drop it)
@@ -28,9 +36,12 @@ def _take_name() -> None:
 
 
 def show(jobs_here: bool = True) -> None:
-    """Scoring jobs running now (unless the page shows them itself), active run picker, annotator name,
-    and this run's decision counts."""
+    """The page links, scoring jobs running now (unless the page shows them itself), active run picker,
+    annotator name, and this run's decision counts."""
     with st.sidebar:
+        for path, label, icon in PAGES:
+            st.page_link(path, label=label, icon=icon)
+        st.divider()
         if jobs_here:
             jobspanel.show("sidebar")
         runs = store.list_runs(state.ws().runs)
