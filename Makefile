@@ -1,10 +1,10 @@
-# Two commands (see README.md):  make run   |   make test
+# Two commands (see README.md):  make run   |   make test       (make check: the fast lane while you work)
 PY := .venv/bin/python
 PORT ?= 8501
 # make run WATCH=1: watch the source files and rerun pages on save (development; off by default)
 WATCH ?=
 
-.PHONY: run test browser
+.PHONY: run test check browser
 
 .venv/installed: requirements.txt
 	python3.11 -m venv .venv || python3 -m venv .venv
@@ -24,3 +24,6 @@ browser:                       # Debian's Chromium for the real-browser test (ne
 
 test: .venv/installed browser
 	$(PY) -m pytest -q
+
+check: .venv/installed          # the fast lane: no browser, no wheel, no real model (`make test` runs everything)
+	$(PY) -m pytest -q -m "not browser and not wheel and not real_model"

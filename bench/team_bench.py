@@ -52,14 +52,18 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 HEAD = re.compile(r"^Row (\d+) · rank")
-# the pair's heading: drawn by the decision bar in its shadow root (this code), or an h3 on the page (older code)
+# the pair's heading: an h3 on the page (older code), or drawn by the decision bar in its shadow root (this code;
+# its host element is found once and kept: the bench polls this every frame in every session, on the same CPU)
 READ_HEAD = """() => { const ok = (t) => /^Row \\d+ · rank/.test(t || '');
     for (const h of document.querySelectorAll('h3')) if (ok(h.innerText)) return h.innerText;
-    for (const el of document.querySelectorAll('*')) {
-        const h = el.shadowRoot && el.shadowRoot.querySelector('h3');
-        if (h && ok(h.textContent)) return h.textContent;
+    let host = window.__barHost;
+    if (!host || !host.isConnected) {
+        host = [...document.querySelectorAll('*')].find((el) => el.shadowRoot
+            && el.shadowRoot.querySelector('[data-testid=decisionBarHeading]')) || null;
+        window.__barHost = host;
     }
-    return null; }"""
+    const h = host && host.shadowRoot.querySelector('[data-testid=decisionBarHeading]');
+    return h && ok(h.textContent) ? h.textContent : null; }"""
 PAGE_S = 180
 
 

@@ -12,12 +12,7 @@ import contextlib
 import json
 import re
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,100 +20,38 @@ from typing import Any
 
 import pytest
 
+import browsers
+from browsers import PAGE_S, browser, new_page, streamlit_server
 from conftest import ROOT, SLOW_SITE
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = ROOT / "tests" / "screenshots"
 SAMPLE_PAIRS = 165
 SCORED = 12                   # "First N pairs": the real model scores these in seconds on 2 cores
 CANCELLED = 40                # the first pairs of the job that is cancelled through the page
 MAX_LENGTH = 256
 JOB_PAUSE_S = 3               # scoring jobs pause this long per chunk: the Cancel lands while the job runs
-SERVER_START_S = 90
 SCORE_S = 5 * 60              # 12 pairs at 256 tokens, the model loaded twice (page and job), on a shared CPU
 MAP_S = 3 * 60                # the first UMAP in a process compiles numba
-PAGE_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate the server's whole process group (streamlit and anything it started)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
 
 
 @pytest.fixture
 def server(tmp_path) -> Iterator[SimpleNamespace]:
-    """`streamlit run app.py` on a free port with a fresh workspace; killed (process group) afterwards."""
-    port = _free_port()
-    ws = tmp_path / "ws"
-    log_path = tmp_path / "streamlit.log"
-    site = tmp_path / "slow-site"                        # conftest.SLOW_SITE: scoring jobs pause per chunk
+    """The app on a free port with a fresh workspace; its scoring jobs pause per chunk (conftest.SLOW_SITE)."""
+    site = tmp_path / "slow-site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SLOW_SITE.format(pause=JOB_PAUSE_S))
-    env = {**os.environ, "CHES_WORKSPACE": str(ws), "CHES_DATA_ROOT": str(ROOT / "data"), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.port", str(port), "--browser.gatherUsageStats", "false"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        started = time.perf_counter()
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200 and r.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                pass
-            if time.perf_counter() - started > SERVER_START_S:
-                pytest.fail(f"streamlit not healthy after {SERVER_START_S} s:\n"
-                            f"{log_path.read_text(errors='replace')}")
-            time.sleep(0.5)
-        print(f"\n[browser] server healthy on port {port} after {time.perf_counter() - started:.1f} s")
-        yield SimpleNamespace(url=url, workspace=ws, log=log_path, proc=proc)
-    finally:
-        _stop(proc)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    with streamlit_server(tmp_path, tmp_path / "ws", env={"PYTHONPATH": path}) as s:
+        yield s
 
 
 @contextlib.contextmanager
 def chromium(height: int) -> Iterator[tuple[Any, list[str]]]:
     """A page 1400 px wide in Debian's headless Chromium, and the list its JavaScript errors go to."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: run `make browser` to install Debian's Chromium "
-                    "(Playwright's own browser downloads are not used).")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": height})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            yield page, errors
-        finally:
-            browser.close()
+    with browser() as b:
+        yield new_page(b, height)
 
 
 def test_score_browse_keep_tokens_map_export(server):
@@ -140,9 +73,7 @@ def test_score_browse_keep_tokens_map_export(server):
         sidebar = page.get_by_test_id("stSidebar")
 
         def idle(timeout_s: float = PAGE_S) -> None:
-            """Wait until the script run is over (Streamlit's "Running…" status widget gone)."""
-            page.wait_for_timeout(300)     # let a just-triggered rerun show its status widget
-            expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_s * 1000)
+            browsers.idle(page, timeout_s)
 
         def no_exception() -> None:
             exc = page.get_by_test_id("stException")
@@ -360,8 +291,7 @@ def test_reload_and_deep_links_keep_run_row_and_annotator(server):
         sidebar = page.get_by_test_id("stSidebar")
 
         def idle() -> None:
-            page.wait_for_timeout(300)
-            expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_S * 1000)
+            browsers.idle(page)
 
         def subheader():
             return main.get_by_role("heading", name=re.compile(r"^Row \d+ · rank"))
@@ -416,32 +346,26 @@ def test_reload_and_deep_links_keep_run_row_and_annotator(server):
 def test_eight_deep_links_at_once_to_a_fresh_server_all_show_the_run(server):
     """Eight tabs open deep links at the same moment on a server no session has reached yet: every page runs
     its frame (page links, sidebar, the run from the URL), none shows "No run yet"."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from ches.engine import store
 
     run = _stored_run(server.workspace)
     rows = store.read_scores(run)["row"].tolist()[:8]
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: run `make browser` to install Debian's Chromium")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            pages = [browser.new_page(viewport={"width": 1400, "height": 900}) for _ in rows]
-            for page, row in zip(pages, rows):        # all requests sent before any page has rendered
-                page.goto(f"{server.url}/browse?run={run.name}&row={row}", wait_until="commit")
-            for page, row in zip(pages, rows):
-                main = page.get_by_test_id("stMain")
-                expect(main.get_by_role("heading", name=re.compile(rf"^Row {row} · rank"))).to_be_visible(
-                    timeout=PAGE_S * 2000)
-                sidebar = page.get_by_test_id("stSidebar")      # the frame's page links and sidebar
-                expect(sidebar.get_by_role("link", name="Data & score")).to_be_visible(timeout=PAGE_S * 2000)
-                expect(sidebar).to_contain_text("Annotator", timeout=PAGE_S * 2000)
-                picked = [c.input_value() for c in sidebar.get_by_role("combobox").all()]
-                assert any(v.startswith("sample.jsonl · 165 pairs") for v in picked), picked
-                assert not main.get_by_text("No run yet").count()
-        finally:
-            browser.close()
+    with browser() as b:
+        pages = [new_page(b)[0] for _ in rows]
+        for page, row in zip(pages, rows):        # all requests sent before any page has rendered
+            page.goto(f"{server.url}/browse?run={run.name}&row={row}", wait_until="commit")
+        for page, row in zip(pages, rows):
+            main = page.get_by_test_id("stMain")
+            expect(main.get_by_role("heading", name=re.compile(rf"^Row {row} · rank"))).to_be_visible(
+                timeout=PAGE_S * 2000)
+            sidebar = page.get_by_test_id("stSidebar")      # the frame's page links and sidebar
+            expect(sidebar.get_by_role("link", name="Data & score")).to_be_visible(timeout=PAGE_S * 2000)
+            expect(sidebar).to_contain_text("Annotator", timeout=PAGE_S * 2000)
+            picked = [c.input_value() for c in sidebar.get_by_role("combobox").all()]
+            assert any(v.startswith("sample.jsonl · 165 pairs") for v in picked), picked
+            assert not main.get_by_text("No run yet").count()
 
 
 # --------------------------------------------------------------- every decision on the pair on screen
@@ -472,7 +396,7 @@ def test_fast_key_presses_in_three_sessions_land_on_the_pair_on_screen(server):
     moved to another pair (a press used to land on the pair the server had open, not the one on screen)."""
     import random
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from ches.engine import store
     from ches.review import decisions
@@ -481,52 +405,46 @@ def test_fast_key_presses_in_three_sessions_land_on_the_pair_on_screen(server):
     pid = store.read_scores(run).set_index("row")["pair_id"]
     presses, sessions = BURST_PRESSES, BURST_SESSIONS
     rng = random.Random(16)
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: run `make browser` to install Debian's Chromium")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            warm = browser.new_page()                     # the first session of a fresh server: the Data page
-            warm.goto(server.url)
-            expect(warm.get_by_role("heading", name="Data & score")).to_be_visible(timeout=PAGE_S * 1000)
-            warm.close()
-            pages = []
-            for i in range(sessions):
-                page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-                page.set_default_timeout(PAGE_S * 1000)
-                page.goto(f"{server.url}/browse?run={run.name}&annotator=ann-{i}&layout=review")
-                main = page.get_by_test_id("stMain")
-                expect(main.get_by_role("heading", name=re.compile(r"^Row \d+ · rank"))).to_be_visible(
-                    timeout=PAGE_S * 1000)
-                expect(main.get_by_test_id("stDataFrame")).to_have_count(0)       # ?layout=review: no table
-                expect(main.get_by_role("button", name="Keep")).to_be_enabled(timeout=PAGE_S * 1000)
-                main.get_by_role("heading", name="Browse").click()          # focus off the layout control
-                page.evaluate(_PRESS_PROBE)
-                pages.append(page)
-            due = [time.perf_counter() + 0.5 + 0.03 * i for i in range(sessions)]
-            for _ in range(presses):                 # each session: its next press 50-150 ms after its last
-                i = min(range(sessions), key=due.__getitem__)
-                time.sleep(max(0.0, due[i] - time.perf_counter()))
-                pages[i].keyboard.press(rng.choice("kdf"))
-                due[i] = time.perf_counter() + rng.uniform(*BURST_GAP_S)
-            pressed = time.perf_counter()
-            seen: list[tuple[str, str, str]] = []
-            waiting = []                                    # each bar's own word on presses not yet saved
-            for i, page in enumerate(pages):                # the server works through the queued presses
-                expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=SCORE_S * 1000)
-                page.wait_for_timeout(500)
-                expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_S * 1000)
-                assert not page.get_by_test_id("stException").count()
-                waiting.append(page.get_by_test_id("decisionBarStatus").evaluate(
-                    "(el) => ({text: el.textContent, ...el.dataset, now: window.__barHeading()})"))
-                for p in page.evaluate("() => window.__presses"):
-                    assert p["head"], f"ann-{i} pressed {p['key']} with no pair on screen"
-                    row = int(p["head"].split("·")[0].split()[1])
-                    seen.append((f"ann-{i}", {"k": "keep", "d": "drop", "f": "flag"}[p["key"]], pid[row]))
-            print(f"[browser] {presses} presses in {sessions} sessions; all handled {time.perf_counter() - pressed:.1f} s "
-                  f"after the last; sent again (no answer for a while): {[w.get('resent') for w in waiting]}")
-        finally:
-            browser.close()
+    with browser() as b:
+        warm = new_page(b)[0]                         # the first session of a fresh server: the Data page
+        warm.goto(server.url)
+        expect(warm.get_by_role("heading", name="Data & score")).to_be_visible(timeout=PAGE_S * 1000)
+        warm.close()
+        pages = []
+        for i in range(sessions):
+            page = new_page(b)[0]
+            page.set_default_timeout(PAGE_S * 1000)
+            page.goto(f"{server.url}/browse?run={run.name}&annotator=ann-{i}&layout=review")
+            main = page.get_by_test_id("stMain")
+            expect(main.get_by_role("heading", name=re.compile(r"^Row \d+ · rank"))).to_be_visible(
+                timeout=PAGE_S * 1000)
+            expect(main.get_by_test_id("stDataFrame")).to_have_count(0)       # ?layout=review: no table
+            expect(main.get_by_role("button", name="Keep")).to_be_enabled(timeout=PAGE_S * 1000)
+            main.get_by_role("heading", name="Browse").click()          # focus off the layout control
+            page.evaluate(_PRESS_PROBE)
+            pages.append(page)
+        due = [time.perf_counter() + 0.5 + 0.03 * i for i in range(sessions)]
+        for _ in range(presses):                 # each session: its next press 50-150 ms after its last
+            i = min(range(sessions), key=due.__getitem__)
+            time.sleep(max(0.0, due[i] - time.perf_counter()))
+            pages[i].keyboard.press(rng.choice("kdf"))
+            due[i] = time.perf_counter() + rng.uniform(*BURST_GAP_S)
+        pressed = time.perf_counter()
+        seen: list[tuple[str, str, str]] = []
+        waiting = []                                    # each bar's own word on presses not yet saved
+        for i, page in enumerate(pages):                # the server works through the queued presses
+            expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=SCORE_S * 1000)
+            page.wait_for_timeout(500)
+            expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_S * 1000)
+            assert not page.get_by_test_id("stException").count()
+            waiting.append(page.get_by_test_id("decisionBarStatus").evaluate(
+                "(el) => ({text: el.textContent, ...el.dataset, now: window.__barHeading()})"))
+            for p in page.evaluate("() => window.__presses"):
+                assert p["head"], f"ann-{i} pressed {p['key']} with no pair on screen"
+                row = int(p["head"].split("·")[0].split()[1])
+                seen.append((f"ann-{i}", {"k": "keep", "d": "drop", "f": "flag"}[p["key"]], pid[row]))
+        print(f"[browser] {presses} presses in {sessions} sessions; all handled {time.perf_counter() - pressed:.1f} s "
+              f"after the last; sent again (no answer for a while): {[w.get('resent') for w in waiting]}")
     assert len(seen) == presses
     logged = [(e.annotator, e.action, e.pair_id) for e in decisions.history(server.workspace / "decisions.sqlite")]
     wrong = set(logged) - set(seen)
@@ -551,14 +469,13 @@ _BAR_HARNESS = """async (src) => {
 }"""
 
 
-def _bar_page(pw):
+@contextlib.contextmanager
+def bar_page():
     """A bare Chromium page with bar.js loaded the way Streamlit loads it (a module from a blob URL)."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: run `make browser` to install Debian's Chromium")
-    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    page = browser.new_page()
-    page.evaluate(_BAR_HARNESS, (ROOT / "ui" / "decisionbar_component" / "bar.js").read_text(encoding="utf-8"))
-    return browser, page
+    with browser() as b:
+        page = new_page(b)[0]
+        page.evaluate(_BAR_HARNESS, (ROOT / "ui" / "decisionbar_component" / "bar.js").read_text(encoding="utf-8"))
+        yield page
 
 
 def _sent(page) -> list[list[tuple[int, str, str]]]:
@@ -569,64 +486,46 @@ def test_a_late_cleanup_of_an_earlier_draw_leaves_the_bar_working():
     """Streamlit runs the bar's module once per draw, asynchronously, and calls the cleanup of a draw that
     was overtaken after the next draw has run. That late cleanup must not switch the keys off: a press
     afterwards is sent, on the pair on screen (it used to be dropped silently, and every press after it)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser, page = _bar_page(pw)
-        try:
-            page.evaluate("() => { const first = window.__draw(1); window.__draw(2); first(); }")
-            page.keyboard.press("k")
-            assert _sent(page) == [[(1, "p7", "keep")]]
-        finally:
-            browser.close()
+    with bar_page() as page:
+        page.evaluate("() => { const first = window.__draw(1); window.__draw(2); first(); }")
+        page.keyboard.press("k")
+        assert _sent(page) == [[(1, "p7", "keep")]]
 
 
 def test_the_heading_on_screen_and_the_pair_a_press_goes_to_change_in_one_draw():
     """The bar draws the pair's heading itself: after each draw, the heading shows the pair the next press
     carries (presses before a draw keep the pair they were made on, in order); what the server said about
     the last press is shown until a press is waiting again."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser, page = _bar_page(pw)
-        try:
-            page.evaluate("() => window.__draw(1)")
-            assert page.evaluate("() => window.__text('decisionBarHeading')") == "Row 7 · rank 1 of 2"
-            page.keyboard.press("d")
-            page.keyboard.press("k")                                   # before the next draw: still row 7
-            page.evaluate("() => window.__draw(2, 'p8', 'Row 8 · rank 2 of 2', {}, "
-                          "{kind: 'success', text: 'Row 7: keep.'})")
-            assert page.evaluate("() => window.__text('decisionBarHeading')") == "Row 8 · rank 2 of 2"
-            page.keyboard.press("f")
-            assert _sent(page)[-1] == [(1, "p7", "drop"), (2, "p7", "keep"), (3, "p8", "flag")]
-            assert page.evaluate("() => window.__status()") == "Saving 3 presses…"
-            assert page.evaluate("() => window.__text('decisionBarSaid')") == ""       # not while saving
-            client = page.evaluate("() => window.__sent[0][0].client")
-            page.evaluate("(client) => window.__draw(3, 'p9', 'Row 9 · rank 3 of 3', {[client]: 3}, "
-                          "{kind: 'success', text: 'Row 8: flag.'})", client)
-            assert page.evaluate("() => window.__status()") == ""
-            assert page.evaluate("() => window.__text('decisionBarSaid')") == "Row 8: flag."
-        finally:
-            browser.close()
+    with bar_page() as page:
+        page.evaluate("() => window.__draw(1)")
+        assert page.evaluate("() => window.__text('decisionBarHeading')") == "Row 7 · rank 1 of 2"
+        page.keyboard.press("d")
+        page.keyboard.press("k")                                   # before the next draw: still row 7
+        page.evaluate("() => window.__draw(2, 'p8', 'Row 8 · rank 2 of 2', {}, "
+                      "{kind: 'success', text: 'Row 7: keep.'})")
+        assert page.evaluate("() => window.__text('decisionBarHeading')") == "Row 8 · rank 2 of 2"
+        page.keyboard.press("f")
+        assert _sent(page)[-1] == [(1, "p7", "drop"), (2, "p7", "keep"), (3, "p8", "flag")]
+        assert page.evaluate("() => window.__status()") == "Saving 3 presses…"
+        assert page.evaluate("() => window.__text('decisionBarSaid')") == ""       # not while saving
+        client = page.evaluate("() => window.__sent[0][0].client")
+        page.evaluate("(client) => window.__draw(3, 'p9', 'Row 9 · rank 3 of 3', {[client]: 3}, "
+                      "{kind: 'success', text: 'Row 8: flag.'})", client)
+        assert page.evaluate("() => window.__status()") == ""
+        assert page.evaluate("() => window.__text('decisionBarSaid')") == "Row 8: flag."
 
 
 def test_presses_the_server_has_not_acknowledged_are_sent_again():
     """A rerun request can go unanswered (seen in the three-session test: pages idle, presses unsaved, the
     bar drawn once). With no new draw for 5 s, the bar sends its unacknowledged presses again, the same seqs
     (the server takes each once); a draw that acknowledges them stops it."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser, page = _bar_page(pw)
-        try:
-            page.evaluate("() => window.__draw(1)")
-            page.keyboard.press("k")
-            page.wait_for_timeout(5600)
-            assert _sent(page) == [[(1, "p7", "keep")]] * 2
-            client = page.evaluate("() => window.__sent[0][0].client")
-            page.evaluate("(client) => window.__draw(2, 'p7', 'Row 7 · rank 1 of 2', {[client]: 1})", client)
-            page.wait_for_timeout(5600)
-            assert len(_sent(page)) == 2
-            assert page.evaluate("() => window.__status()") == ""
-        finally:
-            browser.close()
+    with bar_page() as page:
+        page.evaluate("() => window.__draw(1)")
+        page.keyboard.press("k")
+        page.wait_for_timeout(5600)
+        assert _sent(page) == [[(1, "p7", "keep")]] * 2
+        client = page.evaluate("() => window.__sent[0][0].client")
+        page.evaluate("(client) => window.__draw(2, 'p7', 'Row 7 · rank 1 of 2', {[client]: 1})", client)
+        page.wait_for_timeout(5600)
+        assert len(_sent(page)) == 2
+        assert page.evaluate("() => window.__status()") == ""

@@ -6,22 +6,13 @@ Needs Debian's Chromium at /usr/bin/chromium (`make browser`), like tests/test_b
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from test_browser import CHROMIUM, CHROMIUM_ARGS, PAGE_S, SERVER_START_S, _free_port, _stop, _stored_run
+from browsers import PAGE_S, browser, idle, new_page, streamlit_server
+from test_browser import _stored_run
 
 pytestmark = pytest.mark.browser
 
@@ -36,68 +27,6 @@ email = "bob@example.org"
 name = "Bob"
 role = "annotator"
 """
-
-
-@contextlib.contextmanager
-def streamlit_server(tmp_path: Path, workspace: Path, secrets: str = "") -> Iterator[SimpleNamespace]:
-    """`streamlit run app.py` on a free port with `secrets` as its only secrets file (empty: no sign-in)."""
-    port = _free_port()
-    url = f"http://localhost:{port}"        # the origin of the redirect_uri: the auth cookie is set for it
-    secrets_file = tmp_path / "secrets.toml"
-    secrets_file.write_text(secrets.replace("{url}", url), encoding="utf-8")
-    log_path = tmp_path / "streamlit.log"
-    env = {**os.environ, "CHES_WORKSPACE": str(workspace), "CHES_DATA_ROOT": str(ROOT / "data"),
-           "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
-           str(port), "--browser.gatherUsageStats", "false", "--secrets.files", str(secrets_file)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        started = time.perf_counter()
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.perf_counter() - started > SERVER_START_S:
-                pytest.fail(f"streamlit not healthy after {SERVER_START_S} s:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.5)
-        yield SimpleNamespace(url=url, workspace=workspace, log=log_path)
-    finally:
-        _stop(proc)
-
-
-@contextlib.contextmanager
-def browser() -> Iterator:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: run `make browser` to install Debian's Chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def new_page(b):
-    """A page 1400 x 900 in its own browser context (its own cookies: one person), and its JS errors."""
-    page = b.new_context(viewport={"width": 1400, "height": 900}).new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    return page, errors
-
-
-def idle(page) -> None:
-    from playwright.sync_api import expect
-
-    page.wait_for_timeout(300)
-    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_S * 1000)
 
 
 # ------------------------------------------------------------------------------------------------ the Map
@@ -284,7 +213,7 @@ def test_sign_in_names_the_annotator_and_roles_are_enforced(tmp_path):
     row = int(table["row"].iloc[7])
     with run_server_in_thread() as provider_server:
         provider = f"http://localhost:{provider_server.server_port}"
-        with streamlit_server(tmp_path, ws, SECRETS.replace("{provider}", provider)) as server, browser() as b:
+        with streamlit_server(tmp_path, ws, secrets=SECRETS.replace("{provider}", provider)) as server, browser() as b:
             bob, bob_errors = new_page(b)
             sign_in(bob, server.url, provider, "bob@example.org", f"browse?run={run.name}")
             main, sidebar = bob.get_by_test_id("stMain"), bob.get_by_test_id("stSidebar")

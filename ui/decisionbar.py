@@ -3,13 +3,16 @@
 Nothing is recorded without the annotator's name (`require_annotator` asks for it); every write bumps
 `loaders.DECISIONS_VERSION`, so the next read of `loaders.team()` sees it.
 
-The bar's Keep / Drop / Flag / Undo buttons, their keys (K / D / F / U) and the note box are one component
-(decisionbar_component/bar.js) with one fixed key. Its state is the page's cumulative list of presses
-{seq, client, pair, action, note}; `take` records each press whose seq is above the last one recorded for
-that page, on the pair id the press carries, and the bar is drawn again with that seq
-acknowledged. A press therefore lands on the pair that was on screen, however many presses Streamlit
-coalesced into one rerun and however late the server handles them; one it cannot take (no name, a pair this
-session was never shown, a malformed press) is acknowledged and refused with a message.
+The bar is one component (decisionbar_component/bar.js) with one fixed key: the pair's heading, Keep / Drop /
+Flag / Undo, their keys (K / D / F / U), the note box, and what was recorded. Its state is the page's
+cumulative list of presses {seq, client, pair, action, note}; `take` records each press whose seq is above
+the last one recorded for that page, on the pair id the press carries, and the bar is drawn again with that
+seq acknowledged. A press therefore lands on the pair whose heading was on screen, however many presses
+Streamlit coalesced into one rerun and however late the server handles them; one it cannot take (no name, a
+pair this session was never shown, a malformed press) is acknowledged and refused, and the bar says why.
+
+A press reruns what `show(..., refresh=...)` names (Browse: its pair panel and the sidebar's counts, both
+fragments), not the page. What a press recorded is state the bar draws (`said`), not a one-shot message.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ _component = st.components.v2.component("ches_decision_bar", js=(_ASSETS / "bar.
 
 def _take_name() -> None:
     st.session_state[state.ANNOTATOR] = str(st.session_state.get(_NAME_PROMPT) or "").strip()[:100]
+    st.rerun()                  # the whole page: "my decision", the filters and the counts are about this name now
 
 
 def require_annotator() -> str:
