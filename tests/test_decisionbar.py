@@ -117,3 +117,64 @@ def test_undo_row_n_takes_back_the_decision_just_made_and_reopens_its_pair(works
     at.button(key="skip").click().run()                                                 # on to another pair
     assert not heading(at).startswith(f"Row {ranked[0]} ·")
     assert not [b for b in at.button if b.key == "decision_bar_undo_last"]
+
+
+# ------------------------------------------------------------------ what a modified page may send
+
+def _press(seq, pair, action="keep", note="", client="c1"):
+    return {"seq": seq, "client": client, "pair": pair, "action": action, "note": note}
+
+
+def test_the_same_press_twice_in_one_list_or_two_presses_sharing_a_seq_are_recorded_once(workspace_env, flagged_run):
+    db = wsp.workspace(workspace_env.workspace).decisions
+    ranked = ranked_rows(flagged_run)
+    pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
+    at = open_page(app(flagged_run, annotator="ann-a"), "pages/browse.py")
+    first = _press(1, pid[ranked[0]], "drop")
+    _send(at, first, first, _press(1, pid[ranked[0]], "flag"))
+    assert [(e.pair_id, e.action) for e in decisions.history(db)] == [(pid[ranked[0]], "drop")]
+
+
+def test_malformed_presses_are_refused_with_a_message(workspace_env, flagged_run):
+    db = wsp.workspace(workspace_env.workspace).decisions
+    at = open_page(app(flagged_run, annotator="ann-a"), "pages/browse.py")
+    _send(at, "keep", {"seq": "2", "client": "c1", "pair": "p", "action": "keep"},
+          {"seq": 3, "client": "c 1<script>", "pair": "p", "action": "keep"})
+    assert "3 malformed press(es)" in said(at) and "nothing recorded" in said(at)
+    assert decisions.history(db) == []
+
+
+def test_a_press_numbered_far_ahead_is_refused_and_later_real_presses_still_land(workspace_env, flagged_run):
+    db = wsp.workspace(workspace_env.workspace).decisions
+    ranked = ranked_rows(flagged_run)
+    pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
+    at = open_page(app(flagged_run, annotator="ann-a"), "pages/browse.py")
+    _send(at, _press(10**18, pid[ranked[0]]))
+    assert "out of sequence" in said(at) and decisions.history(db) == []
+    _send(at, _press(10**18, pid[ranked[0]]), _press(1, pid[ranked[0]], "drop"))
+    _send(at, _press(10**18, pid[ranked[0]]), _press(2, pid[ranked[1]], "keep"))
+    assert [(e.pair_id, e.action) for e in decisions.history(db)] == [(pid[ranked[0]], "drop"),
+                                                                      (pid[ranked[1]], "keep")]
+
+
+def test_a_note_with_a_lone_surrogate_is_stored_and_the_session_goes_on(workspace_env, flagged_run):
+    db = wsp.workspace(workspace_env.workspace).decisions
+    ranked = ranked_rows(flagged_run)
+    pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
+    at = open_page(app(flagged_run, annotator="ann-a"), "pages/browse.py")
+    ok(_send(at, _press(1, pid[ranked[0]], note="bad \ud800 half")))
+    ok(_send(at, _press(1, pid[ranked[0]], note="bad \ud800 half"), _press(2, pid[ranked[1]], "drop")))
+    assert [(e.action, e.note) for e in decisions.history(db)] == [("keep", "bad ? half"), ("drop", "")]
+
+
+def test_one_update_takes_at_most_max_presses_and_refuses_the_rest_visibly(workspace_env, flagged_run):
+    db = wsp.workspace(workspace_env.workspace).decisions
+    ranked = ranked_rows(flagged_run)
+    pid = store.read_scores(flagged_run).set_index("row")["pair_id"]
+    at = open_page(app(flagged_run, annotator="ann-a"), "pages/browse.py")
+    flood = [_press(i + 1, pid[ranked[0]], "flag") for i in range(1500)]
+    _send(at, *flood)
+    assert len(decisions.history(db)) == decisionbar.MAX_PRESSES
+    assert f"1450 press(es) over the {decisionbar.MAX_PRESSES} one update may carry" in said(at)
+    data = json.loads(at.get("bidi_component")[0].proto.json)
+    assert data["acked"] == {"c1": 1500}                 # acknowledged: the page stops sending them

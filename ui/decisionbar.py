@@ -87,11 +87,25 @@ def undo(pair_id: str | None = None) -> list[decision_log.Event]:
 #
 # Streamlit stops a run (RerunException) at any st.* call once the next rerun is requested, callbacks
 # included, and a stopped run's thread may still be finishing while the next run of the same session
-# starts. So `take` makes its st.* calls first, then, under one lock, records and marks presses as taken in
-# plain Python (no st.* call between a write and its mark: a press is recorded exactly once), and only then
-# moves the page on (`_settle`); a settle cut short is finished by the next run.
+# starts. So `take` makes its st.* calls first, then, under the session's lock, records and marks presses as
+# taken in plain Python (no st.* call between a write and its mark: a press is recorded exactly once), and only
+# then moves the page on (`_settle`); a settle cut short is finished by the next run. The lock is the
+# session's own: one page, however it behaves, never holds up another annotator's press.
+#
+# The list comes from the browser, so a modified page can send anything: each update takes at most
+# MAX_PRESSES new presses (the bar holds only the few not yet acknowledged), a seq once per client, none
+# further than MAX_PRESSES past the client's last (nor past MAX_SEQ for a client not seen before), and says
+# what it refused.
 
-_LOCK = threading.Lock()
+MAX_PRESSES = 50
+MAX_SEQ = 1_000_000
+_LOCKS = threading.Lock()            # guards only the creation of a session's lock
+
+
+def _clean(text: str) -> str:
+    """`text` as UTF-8 can store it: a lone surrogate (possible in a JavaScript string) becomes "?"."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
 
 def _valid(press: object) -> dict | None:
     """A press as the page sent it, checked (it comes from the browser): None when malformed."""
@@ -99,9 +113,11 @@ def _valid(press: object) -> dict | None:
         return None
     seq, client, pair, action, note = (press.get(k) for k in ("seq", "client", "pair", "action", "note"))
     if not (type(seq) is int and seq > 0 and isinstance(client, str) and 0 < len(client) <= 40
-            and isinstance(pair, str) and pair and action in ACTIONS and isinstance(note, str | None)):
+            and client.isascii() and client.isalnum() and isinstance(pair, str) and 0 < len(pair) <= 200
+            and action in ACTIONS and isinstance(note, str | None)):
         return None
-    return {"seq": seq, "client": client, "pair": pair, "action": action, "note": (note or "").strip()[:_NOTE_MAX]}
+    return {"seq": seq, "client": client, "pair": _clean(pair), "action": action,
+            "note": _clean((note or "").strip()[:_NOTE_MAX])}
 
 
 def _take_one(press: dict, bar: dict, db: Path, name: str, session: str) -> tuple[int | None, str, str]:
@@ -132,20 +148,54 @@ def _bar() -> dict:
     return st.session_state.setdefault(_BAR, {"seen": {}, "shown": {}, "after": None, "last": None})
 
 
+def _lock(bar: dict) -> threading.Lock:
+    with _LOCKS:
+        return bar.setdefault("lock", threading.Lock())
+
+
+def _fresh(presses: list, seen: dict[str, int]) -> tuple[list[dict], list[str]]:
+    """The presses to take now, in order (at most MAX_PRESSES), and what was refused, in words."""
+    checked = [_valid(p) for p in presses]
+    refused = [f"{sum(p is None for p in checked)} malformed press(es)"] if None in checked else []
+    fresh, last, far = [], dict(seen), 0
+    for p in sorted((p for p in checked if p), key=lambda p: (p["client"], p["seq"])):
+        before = last.get(p["client"], 0)
+        if p["seq"] <= before:                       # taken already, or a second press with the same seq
+            continue
+        if p["seq"] > (before + MAX_PRESSES if before else MAX_SEQ):
+            far += 1
+            continue
+        last[p["client"]] = p["seq"]
+        fresh.append(p)
+    if far:
+        refused.append(f"{far} press(es) numbered out of sequence")
+    if len(fresh) > MAX_PRESSES:
+        refused.append(f"{len(fresh) - MAX_PRESSES} press(es) over the {MAX_PRESSES} one update may carry")
+    return fresh, refused
+
+
 def take(presses: Iterable[object]) -> int:
     """Record every press not taken before (by its page's seq), in order, each on the pair it carries; a
-    decision then opens that pair's `following`, an undo stays on its pair. How many presses were taken."""
+    decision then opens that pair's `following`, an undo stays on its pair. What a modified page may send
+    is bounded (MAX_PRESSES, MAX_SEQ) and refused with a message. How many presses were taken."""
     bar, db, name, session = _bar(), state.ws().decisions, state.annotator(), state.session_id()
-    with _LOCK:
-        fresh = sorted((p for p in map(_valid, presses or ()) if p and p["seq"] > bar["seen"].get(p["client"], 0)),
-                       key=lambda p: (p["client"], p["seq"]))
-        for press in fresh:
+    with _lock(bar):
+        fresh, refused = _fresh(list(presses or ()), bar["seen"])
+        for press in fresh[:MAX_PRESSES]:
             goto, kind, message = _take_one(press, bar, db, name, session)
             bar["seen"][press["client"]] = press["seq"]
             taken = (bar["after"] or {}).get("taken", 0) + (kind == "success")
             bar["after"] = {"row": goto, "kind": kind, "message": message, "taken": taken}
+        for press in fresh[MAX_PRESSES:]:                # acknowledged, so the page stops sending them
+            bar["seen"][press["client"]] = max(bar["seen"].get(press["client"], 0), press["seq"])
+        refused, bar["refused"] = (refused if refused != bar.get("refused") else []), refused   # said once
+        if refused:
+            after = bar["after"] or {"row": None, "message": "", "taken": 0}
+            bar["after"] = {**after, "kind": "warning", "message": (after["message"] + " " if after["message"]
+                                                                     else "") + "Refused, nothing recorded for them: "
+                            + "; ".join(refused) + "."}
     _settle(bar)
-    return len(fresh)
+    return len(fresh[:MAX_PRESSES])
 
 
 def _settle(bar: dict) -> None:
@@ -194,7 +244,7 @@ def _on_presses(refresh: str | Sequence[str] | None) -> None:
 def _undo_last(refresh: str | Sequence[str] | None) -> None:
     """The "Undo row N" button: undo my latest decision on the pair the bar last decided, and open it again."""
     bar = _bar()
-    with _LOCK:
+    with _lock(bar):
         last, bar["last"] = bar.get("last"), None
     if last:
         events = undo(last["pair"])
@@ -241,7 +291,7 @@ def show(pair_id: str, row: int, following: int | None, heading: str | None = No
     `take_pending()` before choosing the pair."""
     bar = _bar()
     name = require_annotator()
-    with _LOCK:
+    with _lock(bar):
         shown = bar["shown"]
         shown.pop(pair_id, None)
         shown[pair_id] = (int(row), None if following is None else int(following))
