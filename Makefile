@@ -25,5 +25,5 @@ browser:                       # Debian's Chromium for the real-browser test (ne
 test: .venv/installed browser
 	$(PY) -m pytest -q
 
-check: .venv/installed          # the fast lane: no browser, no wheel, no real model (`make test` runs everything)
-	$(PY) -m pytest -q -m "not browser and not wheel and not real_model"
+check: .venv/installed          # the fast lane: no browser, wheel, real model or slow test (`make test` runs all)
+	$(PY) -m pytest -q -m "not browser and not wheel and not real_model and not slow"

@@ -611,6 +611,7 @@ def _writer(db: str, worker: int, barrier) -> list[int]:
     return acked
 
 
+@pytest.mark.slow
 def test_eight_processes_writing_at_once_lose_nothing(tmp_path):
     db = str(tmp_path / "shared.db")
     ctx = multiprocessing.get_context("spawn")

@@ -154,6 +154,7 @@ def _score_form(model_dir, first: int) -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_again_resumes(
         workspace_env, tiny_model_dir, slow_jobs, kill_jobs, monkeypatch):
     """Through the page, with real `ches score` processes (tiny model): estimate, first N pairs, Score, a

@@ -266,6 +266,7 @@ def test_arbitrary_bytes_as_files(tmp_path_factory, data, suffix):
     outcome(lambda: load_dataset(path))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(lines=st.lists(st.binary(max_size=60) | json_values.map(lambda v: json.dumps(v).encode()), max_size=6),
        sep=st.sampled_from([b"\n", b"\r\n", b","]), suffix=st.sampled_from([".jsonl", ".csv", ".json"]))
@@ -282,6 +283,7 @@ def test_arbitrary_json_values(value, fmt):
     outcome(lambda: load_bytes(json.dumps(value).encode(), "v.jsonl", format=fmt))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(rows=st.lists(rowish, min_size=1, max_size=5), fmt=st.none() | st.sampled_from(sorted(FORMATS)))
 def test_rowlike_records_and_round_trip(rows, fmt):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +44,7 @@ def assert_same_table(mine, theirs):
         assert err.max() <= 1e-5, (metric, err.max())
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process_and_a_killed_run_resumes_on_one(tiny_model_dir, tmp_path):
     from ches.engine.files import load_dataset
     from ches.engine.models import load_model

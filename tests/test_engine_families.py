@@ -223,6 +223,7 @@ def test_a_sequence_too_long_for_the_device_is_a_clear_error(monkeypatch):
         embed_pairs(tiny_lm(FAMILIES[0][1]()), mixed_pairs()[:1], batch_tokens=1 << 12)
 
 
+@pytest.mark.slow
 def test_gpu_bench_dry_run_on_the_cpu(tmp_path):
     """bench/gpu_bench.py --shape tiny: every recipe runs and agrees; the JSON has what the GPU runs report."""
     import importlib.util

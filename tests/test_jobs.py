@@ -105,6 +105,7 @@ def group_gone(pid: int, timeout: float = 10) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_start_attach_cancel_keeps_chunks_and_a_second_start_resumes(tmp_path, jobs_dir, data, tiny_model_dir,
                                                                     tiny_lm, slow_jobs):
     runs = tmp_path / "runs"
@@ -150,6 +151,7 @@ def test_start_attach_cancel_keeps_chunks_and_a_second_start_resumes(tmp_path, j
     assert jobs.list_jobs(jobs_dir) == [] and store.is_complete(run_dir)
 
 
+@pytest.mark.slow
 def test_a_failing_job_says_why_and_a_stale_job_file_does_not_block_a_start(tmp_path, jobs_dir, data, reworded):
     run_dir = tmp_path / "runs" / "0123456789abcdef"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -176,6 +178,7 @@ def test_a_failing_job_says_why_and_a_stale_job_file_does_not_block_a_start(tmp_
     assert not job.log.exists() and not job.events.exists() and jobs.list_jobs(jobs_dir) == []
 
 
+@pytest.mark.slow
 def test_a_job_whose_printed_words_all_change_reports_the_same_status(tmp_path, jobs_dir, data, tiny_model_dir,
                                                                        tiny_lm, reworded):
     runs = tmp_path / "runs"

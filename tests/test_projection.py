@@ -90,6 +90,7 @@ def test_invalid_inputs_raise():
 # ----------------------------------------------------------------------------- projection (real UMAP)
 
 
+@pytest.mark.slow
 def test_project_real_umap_shape_dtype_deterministic():
     X = np.random.default_rng(1).normal(size=(40, 10))
     a = P.project(X, seed=3)

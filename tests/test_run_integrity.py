@@ -66,6 +66,7 @@ if sys.orig_argv[1:4] == ["-m", "ches", "score"]:
 """
 
 
+@pytest.mark.slow
 def test_two_processes_with_other_chunk_sizes_end_with_one_complete_run(tiny_lm, tiny_model_dir, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows(50)))
