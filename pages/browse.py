@@ -122,7 +122,7 @@ elif queue:
 ranked_rows = ranked["row"].tolist()
 
 if plan_error:
-    st.warning(f"The run's review plan cannot be read ({plan_error}); review is not blind and nothing is "
+    st.warning(f"The run's review plan cannot be read ({plan_error}); review is treated as blind and nothing is "
                "assigned until it is written again on the Team page.", icon=":material/warning:")
 if not me:
     st.caption("Give your name in the sidebar: until then *My decision* is undecided on every pair.")

@@ -106,7 +106,11 @@ team = team_report(decisions, rule, sel)
 if team["conflicts"]:
     settled = ", ".join(f"{n} by {'the ' * (k != 'adjudication')}{k}" for k, n in team["settled_by"].items())
     with st.expander(f"{team['conflicts']} conflict(s) among annotators on this run: {settled}", icon=":material/groups:"):
-        st.dataframe(pd.DataFrame(team["conflict_pairs"]).drop(columns="pair_id"), hide_index=True)
+        if state.review_plan(run)[0].blind and not auth.can("adjudicate"):
+            st.info("Review is blind: which annotator decided what is shown to admins only.",
+                    icon=":material/visibility_off:")
+        else:
+            st.dataframe(pd.DataFrame(team["conflict_pairs"]).drop(columns="pair_id"), hide_index=True)
 
 # ------------------------------------------------------------------------------------ curation check
 st.subheader("Curation check")

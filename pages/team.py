@@ -2,8 +2,9 @@
 overlap k, as one queue each) and how the team agrees (Krippendorff's alpha, Cohen's kappa per pair of
 annotators, the team statuses, the conflicts and who settled them).
 
-With sign-in on, only an admin (`ui.auth.can("adjudicate")`) changes the plan or settles a conflict, and while
-review is blind an annotator sees the statistics but not the conflicts (they name everyone's decisions).
+With sign-in on, only an admin (`ui.auth.can("adjudicate")`, checked again when a button is pressed:
+`state.allowed`) changes the plan or settles a conflict, and while review is blind an annotator sees the
+statistics but not the conflicts (they name everyone's decisions).
 Without sign-in everyone may do everything, as on every page.
 """
 from dataclasses import replace
@@ -47,6 +48,8 @@ st.subheader("Review plan")
 
 
 def _set_blind() -> None:
+    if not state.allowed("adjudicate"):
+        return
     now, _ = state.review_plan(run)                  # read again: keep the queues someone else wrote meanwhile
     write_plan(run, replace(now, blind=bool(st.session_state[BLIND])))
     state.flash("success", "Review is blind: nobody sees the others' decisions on a pair before deciding it."
@@ -88,7 +91,7 @@ with st.form("team_assign", border=True):
         names = [a.strip() for a in typed.split(",") if a.strip()]
     submitted = st.form_submit_button("Assign", icon=":material/assignment_ind:", type="primary", disabled=not admin,
                                       help=why_not or "Replaces the run's queues (decisions are kept).")
-if submitted and admin:
+if submitted and state.allowed("adjudicate"):
     try:
         queues = assign(riskiest(table, metric), names, int(n), int(overlap))
     except PlanError as e:
@@ -107,6 +110,8 @@ if plan.queues:
     st.dataframe(progress(plan, view.by_annotator), hide_index=True, key="team_queues")
 
     def _clear_queues() -> None:
+        if not state.allowed("adjudicate"):
+            return
         now, _ = state.review_plan(run)
         write_plan(run, replace(now, n=0, queues={}))
         state.flash("info", "The queues are cleared (decisions are kept).")
@@ -165,6 +170,8 @@ if not me:
 
 
 def _settle(pair_id: str, row: int, value: str) -> None:
+    if not state.allowed("adjudicate"):
+        return
     decision_log.record(state.ws().decisions, pair_id, value, annotator=state.annotator(), adjudicate=True,
                         session=state.session_id())
     _bump()

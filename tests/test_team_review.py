@@ -280,3 +280,78 @@ def test_the_blind_toggle_is_stored_with_the_run_and_keeps_the_queues(workspace_
     ok(at)
     after = plan.read_plan(run)
     assert after.blind and after.queues == {"ann-a": ("x",), "ann-b": ("y",)}
+
+
+# ------------------------------------------------------------------------- blind review fails closed
+
+SIGNIN_TEAM = """
+[[member]]
+email = "ada@example.org"
+name = "Ada"
+role = "admin"
+
+[[member]]
+email = "bob@example.org"
+name = "Bob"
+role = "annotator"
+"""
+
+
+def signed_in(run, page: str, email: str) -> AppTest:
+    """The app as `email` signed in (st.user as a sign-in sets it; [auth] in the secrets switches sign-in on)."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.secrets["auth"] = {"redirect_uri": "http://localhost/oauth2callback", "cookie_secret": "x"}
+    at.user = {"email": email, "is_logged_in": True}
+    at.query_params.update(run=run.name)
+    at.run()
+    return ok(at.switch_page(page).run())
+
+
+def test_blind_hides_who_decided_what_from_an_annotator_on_the_export_page(workspace_env, run):
+    (workspace_env.workspace / "team.toml").write_text(SIGNIN_TEAM, encoding="utf-8")
+    pid = ranked(run)["pair_id"].tolist()
+    write(db_of(workspace_env), {"Ada": {pid[0]: "keep"}, "Cat": {pid[0]: "drop"}})
+    plan.write_plan(run, plan.ReviewPlan(blind=True))
+    bob = signed_in(run, "pages/export.py", "bob@example.org")
+    names = " ".join(str(d.value.to_dict()) for d in bob.dataframe)
+    assert "Cat" not in names and "Ada" not in names
+    assert any("shown to admins only" in i.value for i in bob.info)
+    ada = signed_in(run, "pages/export.py", "ada@example.org")
+    assert any("Cat" in str(d.value.to_dict()) for d in ada.dataframe)      # the admin settles them: she sees
+
+
+def test_blind_says_others_are_hidden_on_every_pair_i_have_not_decided(workspace_env, run):
+    pid = ranked(run)["pair_id"].tolist()
+    write(db_of(workspace_env), {"ann-a": {pid[0]: "keep"}})
+    plan.write_plan(run, plan.ReviewPlan(blind=True))
+    captions = []
+    for row_pair in (0, 1):                        # rank 1: ann-a decided it; rank 2: nobody did
+        at = app(run, "pages/browse.py", "ann-b", layout="review")
+        if row_pair:
+            at.button(key="skip").click().run()
+        captions.append(" ".join(c.value for c in at.caption))
+    assert all("hidden until you decide" in c for c in captions), captions
+
+
+def test_an_unreadable_review_plan_reads_as_blind(workspace_env, run):
+    r = ranked(run)
+    pid, rows = r["pair_id"].tolist(), r["row"].tolist()
+    write(db_of(workspace_env), {"ann-a": {pid[0]: "keep"}})
+    (run / "review.json").write_text('{"blind": fal', encoding="utf-8")     # cut short
+    at = app(run, "pages/browse.py", "ann-b")
+    assert shown(at).loc[rows[0], "team"] == HIDDEN
+    assert any("treated as blind" in w.value for w in at.warning)
+
+
+def test_a_settle_is_checked_against_the_role_when_pressed_not_when_drawn(workspace_env, run):
+    team_file = workspace_env.workspace / "team.toml"
+    team_file.write_text(SIGNIN_TEAM, encoding="utf-8")
+    pid = ranked(run)["pair_id"].tolist()
+    write(db_of(workspace_env), {"Bob": {pid[0]: "keep"}, "Cat": {pid[0]: "drop"}})
+    ada = signed_in(run, "pages/team.py", "ada@example.org")
+    settle = ada.button(key=f"settle_keep_{pid[0]}")
+    assert not settle.disabled                                        # drawn for an admin
+    team_file.write_text(SIGNIN_TEAM.replace('role = "admin"', 'role = "annotator"'), encoding="utf-8")
+    settle.click().run()                                              # pressed after she lost the role
+    assert decisions.adjudications(db_of(workspace_env)) == {}
+    assert any("Not done: Only an admin may do this" in e.value.replace("\\", "") for e in ada.error)

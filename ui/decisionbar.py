@@ -23,7 +23,6 @@ from pathlib import Path
 import streamlit as st
 
 from ches.review import decisions as decision_log
-from ches.review.plan import PlanError, read_plan
 from ui import loaders, state
 from ui.render import escape_md
 
@@ -259,10 +258,7 @@ def _undo_last(refresh: str | Sequence[str] | None) -> None:
 def _caption(pair_id: str, name: str) -> str:
     view = loaders.team()
     run = state.active_run()
-    try:
-        blind = bool(run is not None and read_plan(run).blind)
-    except PlanError:
-        blind = True                     # an unreadable plan: keep others' decisions hidden, never shown early
+    blind = run is not None and state.review_plan(run)[0].blind     # an unreadable plan reads as blind
     mine = view.mine(name).get(pair_id) if name else None
     others = {a: d for a, d in view.visible_to(pair_id, name, blind).items() if a != name}
     parts = []
@@ -273,7 +269,7 @@ def _caption(pair_id: str, name: str) -> str:
         parts.append("You have not decided this pair.")
     if others:
         parts.append(" · ".join(f"{escape_md(a)}: {d.decision}" for a, d in sorted(others.items())))
-    elif blind and mine is None and view.on_pair(pair_id).keys() - {name}:
+    elif blind and mine is None:         # on every pair, decided by others or not: where they were stays unsaid
         parts.append("Others' decisions are hidden until you decide (blind review).")
     settled = view.adjudicated.get(pair_id)
     if settled is not None:

@@ -14,7 +14,7 @@ import streamlit as st
 
 from ches.engine import jobs, store
 from ches.engine.report import dataset_name
-from ui import loaders, state
+from ui import auth, loaders, state
 from ui.render import escape_md
 
 MY_JOBS = "_my_jobs"     # run folders whose job this session started or watched on Data & score: opened when done
@@ -79,14 +79,16 @@ def _panel(place: str, was_running: bool) -> None:
             if place == "sidebar":
                 st.caption(f"Scoring {escape_md(job.label)}")
                 _job_bar(st, s)
-                st.button("Cancel scoring", key=f"sidebar_cancel_{name}", on_click=jobs.cancel, args=(job,),
-                          icon=":material/stop:", help="Stops after the current batch; finished chunks are kept.")
+                st.button("Cancel scoring", key=f"sidebar_cancel_{name}", on_click=_cancel, args=(job,),
+                          icon=":material/stop:", disabled=not auth.can("score"),
+                          help=auth.refuse("score") or "Stops after the current batch; finished chunks are kept.")
                 continue
             bar, stop = st.columns([5, 1], vertical_alignment="bottom")
             _job_bar(bar, s)
-            stop.button("Cancel", key=f"main_cancel_{name}", on_click=jobs.cancel, args=(job,), icon=":material/stop:",
-                        width="stretch", help="Stops after the current batch; the finished chunks are kept, and "
-                        "scoring the same data with the same settings again resumes there.")
+            stop.button("Cancel", key=f"main_cancel_{name}", on_click=_cancel, args=(job,), icon=":material/stop:",
+                        width="stretch", disabled=not auth.can("score"), help=auth.refuse("score") or "Stops after "
+                        "the current batch; the finished chunks are kept, and scoring the same data with the same "
+                        "settings again resumes there.")
             st.caption(f"Scoring {escape_md(job.label)}" + (f" · {escape_md(s.estimate)}" if s.estimate else ""))
         else:
             note, dismiss = st.columns([5, 1], vertical_alignment="center")
@@ -94,6 +96,11 @@ def _panel(place: str, was_running: bool) -> None:
             (note.error if failed else note.warning)(f"{escape_md(job.label)}: {escape_md(job_outcome(s))}",
                                                     icon=":material/error:" if failed else ":material/cancel:")
             dismiss.button("Dismiss", key=f"main_dismiss_{name}", on_click=_dismiss, args=(job,), width="stretch")
+
+
+def _cancel(job: jobs.Job) -> None:
+    if state.allowed("score"):                    # the role as it is now, not when the button was drawn
+        jobs.cancel(job)
 
 
 def _dismiss(job: jobs.Job) -> None:

@@ -87,12 +87,12 @@ def require_run() -> Path:
 
 
 def review_plan(run_dir: str | Path) -> tuple[ReviewPlan, str | None]:
-    """The run's review plan (ches.review.plan: blind, queues) and, when its review.json cannot be read, why
-    (the default plan is returned then: not blind, nothing assigned; the Team page can write it again)."""
+    """The run's review plan (ches.review.plan: blind, queues) and, when its review.json cannot be read, why.
+    An unreadable plan fails closed: blind, nothing assigned (the Team page can write it again)."""
     try:
         return read_plan(run_dir), None
     except PlanError as e:
-        return ReviewPlan(), str(e)
+        return ReviewPlan(blind=True), str(e)
 
 
 # ------------------------------------------------------------------------------------- who decides
@@ -165,6 +165,15 @@ def sync_url() -> None:
     _set_param("row", st.session_state.get(PAIR_ROW) if run is not None else None)
     _set_param("annotator", annotator())
     _set_param("layout", layout() if layout() != DEFAULT_LAYOUT else None)
+
+
+def allowed(action: str) -> bool:
+    """For a callback: whether this session may do `action` now (ui.auth reads the roles from team.toml when the
+    action runs, not only when its button was drawn); if not, a flash message says why and nothing is done."""
+    if auth.can(action):
+        return True
+    flash("error", f"Not done: {auth.refuse(action)}")
+    return False
 
 
 # ---------------------------------------------------------------------------------- flash messages
