@@ -239,3 +239,16 @@ def said(at) -> str:
     found = at.get("bidi_component")
     assert len(found) == 1, found
     return (json.loads(found[0].proto.json)["said"] or {}).get("text", "")
+
+
+TEAM = """
+[[member]]
+email = "ada@example.org"
+name = "Ada"
+role = "admin"
+
+[[member]]
+email = "bob@example.org"
+name = "Bob"
+role = "annotator"
+"""     # a team.toml for sign-in tests: Ada the admin, Bob an annotator

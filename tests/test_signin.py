@@ -12,21 +12,10 @@ import numpy as np
 import pytest
 
 from browsers import PAGE_S, browser, idle, new_page, streamlit_server
+from conftest import TEAM
 from test_browser import _stored_run
 
 pytestmark = pytest.mark.browser
-
-TEAM = """
-[[member]]
-email = "ada@example.org"
-name = "Ada"
-role = "admin"
-
-[[member]]
-email = "bob@example.org"
-name = "Bob"
-role = "annotator"
-"""
 
 
 # ------------------------------------------------------------------------------------------------ the Map

@@ -17,7 +17,7 @@ from ches.review import decisions, plan
 from ches.review.agreement import TeamView
 from ches.review.browse import HIDDEN, filter_pairs, in_queue, next_undecided, team_column
 from ches.review.charts import kappa_heatmap
-from conftest import ROOT, heading, make_fake_run, metric, ok
+from conftest import ROOT, TEAM, heading, make_fake_run, metric, ok
 
 TIMEOUT = 120
 
@@ -284,17 +284,7 @@ def test_the_blind_toggle_is_stored_with_the_run_and_keeps_the_queues(workspace_
 
 # ------------------------------------------------------------------------- blind review fails closed
 
-SIGNIN_TEAM = """
-[[member]]
-email = "ada@example.org"
-name = "Ada"
-role = "admin"
 
-[[member]]
-email = "bob@example.org"
-name = "Bob"
-role = "annotator"
-"""
 
 
 def signed_in(run, page: str, email: str) -> AppTest:
@@ -308,7 +298,7 @@ def signed_in(run, page: str, email: str) -> AppTest:
 
 
 def test_blind_hides_who_decided_what_from_an_annotator_on_the_export_page(workspace_env, run):
-    (workspace_env.workspace / "team.toml").write_text(SIGNIN_TEAM, encoding="utf-8")
+    (workspace_env.workspace / "team.toml").write_text(TEAM, encoding="utf-8")
     pid = ranked(run)["pair_id"].tolist()
     write(db_of(workspace_env), {"Ada": {pid[0]: "keep"}, "Cat": {pid[0]: "drop"}})
     plan.write_plan(run, plan.ReviewPlan(blind=True))
@@ -345,13 +335,13 @@ def test_an_unreadable_review_plan_reads_as_blind(workspace_env, run):
 
 def test_a_settle_is_checked_against_the_role_when_pressed_not_when_drawn(workspace_env, run):
     team_file = workspace_env.workspace / "team.toml"
-    team_file.write_text(SIGNIN_TEAM, encoding="utf-8")
+    team_file.write_text(TEAM, encoding="utf-8")
     pid = ranked(run)["pair_id"].tolist()
     write(db_of(workspace_env), {"Bob": {pid[0]: "keep"}, "Cat": {pid[0]: "drop"}})
     ada = signed_in(run, "pages/team.py", "ada@example.org")
     settle = ada.button(key=f"settle_keep_{pid[0]}")
     assert not settle.disabled                                        # drawn for an admin
-    team_file.write_text(SIGNIN_TEAM.replace('role = "admin"', 'role = "annotator"'), encoding="utf-8")
+    team_file.write_text(TEAM.replace('role = "admin"', 'role = "annotator"'), encoding="utf-8")
     settle.click().run()                                              # pressed after she lost the role
     assert decisions.adjudications(db_of(workspace_env)) == {}
     assert any("Not done: Only an admin may do this" in e.value.replace("\\", "") for e in ada.error)
