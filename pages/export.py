@@ -130,7 +130,8 @@ with render.user_errors():
         cs = CheckSettings(n=int(check_n), seeds=int(check_seeds), batch_size=min(preset["batch_size"], int(check_n)),
                            lr=preset["lr"], beta=preset["beta"])
         k3.caption(render.escape_md(cs.describe()))
-        if st.button("Check this rule on the model", icon=":material/science:", key="check_go"):
+        if st.button("Check this rule on the model", icon=":material/science:", key="check_go",
+                     disabled=not auth.can("score"), help=auth.refuse("score")) and state.allowed("score"):
             bar = st.progress(0.0, text="Loading a fresh copy of the model …")
             run_check(run, rule, decisions, cs, progress=lambda done, total: bar.progress(
                 min(1.0, done / max(total, 1)), text=f"{done} / {total} pair passes (both arms, every seed)"))

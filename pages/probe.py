@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import frame, loaders, render, state
+from ui import auth, frame, loaders, render, state
 from ches.engine.metrics import METRICS
 from ches.review import charts
 from ches.review.probe import run_probe
@@ -88,7 +88,11 @@ with render.user_errors():
         st.caption(render.escape_md(settings.describe()) + (" · **stored**: running reopens it." if stored else ""))
 
 def _run(todo: list[ProbeSettings]) -> None:
-    """Run (or reopen) each probe in turn under one progress bar; Cancel stops the one running, keeps the done."""
+    """Run (or reopen) each probe in turn under one progress bar; Cancel stops the one running, keeps the done.
+    Trains model copies on the server: the role is checked when pressed (an admin's, with sign-in on)."""
+    if not auth.can("score"):
+        st.error(render.escape_md(f"Not done: {auth.refuse('score')}"), icon=":material/lock:")
+        return
     st.session_state[CANCEL] = False
     st.button("Cancel", on_click=_cancel, icon=":material/stop:", key="probe_cancel",
               help="Stops after the current micro-batch; the probe running is not stored.")
@@ -118,7 +122,8 @@ def _run(todo: list[ProbeSettings]) -> None:
             st.rerun()
 
 
-if st.button("Run probe", type="primary", icon=":material/play_arrow:", disabled=settings is None, key="probe_go"):
+if st.button("Run probe", type="primary", icon=":material/play_arrow:", key="probe_go", help=auth.refuse("score"),
+             disabled=settings is None or not auth.can("score")):
     _run([settings])
 
 # ------------------------------------------------------------------------------ 3. stored probes
@@ -171,7 +176,8 @@ shown = axis
 r1, r2, _ = st.columns([1, 2, 2])
 k = r1.number_input("Seeds", min_value=1, max_value=20, value=2, key="probe_repeat_k",
                     help="Run the open probe's settings again with seeds 1..k (stored ones are reopened).")
-if r2.button(f"Repeat with seeds 1..{int(k)}", icon=":material/replay:", key="probe_repeat"):
+if r2.button(f"Repeat with seeds 1..{int(k)}", icon=":material/replay:", key="probe_repeat",
+              disabled=not auth.can("score"), help=auth.refuse("score")):
     base = ProbeSettings.from_dict(manifest["settings"])
     _run([ProbeSettings.from_dict({**base.as_dict(), "seed": seed}) for seed in range(1, int(k) + 1)])
 m1, m2, m3, m4 = st.columns(4)

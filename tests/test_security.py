@@ -219,3 +219,12 @@ def test_the_score_page_refuses_paths_in_the_hub_and_model_fields(secret, offlin
     at.text_input(key="score_model").set_value(str(secret.folder)).run()
     assert "not the default model" in " ".join(e.value for e in at.error)
     assert at.button(key="score_go").disabled and at.button(key="score_estimate").disabled
+
+
+def test_the_app_listens_on_this_machine_only_unless_asked():
+    """`make run`, `streamlit run app.py` and `ches app` read .streamlit/config.toml (ches app as flags, before
+    the user's own, which win): localhost unless `--server.address` says otherwise."""
+    from ches.workspace import bundled, streamlit_flags
+
+    flags = streamlit_flags(bundled(".streamlit/config.toml"))
+    assert flags[flags.index("--server.address") + 1] == "localhost"

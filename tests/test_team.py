@@ -58,6 +58,8 @@ def test_team_file_gives_names_and_roles_and_nobody_else_gets_in(tmp_path):
     ('[[member]]\nemail = ""\nrole = "admin"', "member 1: 'email' must be a non-empty string"),
     ("[[member]\n", "not valid TOML"),
     ('[users]\nx = 1', "unknown section(s) ['users']"),
+    ('[[member]]\nemail = "a@b.c"\nname = "Ada"\nrole = "admin"\n[[member]]\nemail = "x@y.z"\nname = "Ada"\n'
+     'role = "annotator"', "member 2: the name 'Ada' is already another member's"),
 ])
 def test_a_wrong_team_file_names_the_entry(text, message):
     with pytest.raises(team.TeamError) as e:

@@ -345,3 +345,13 @@ def test_a_settle_is_checked_against_the_role_when_pressed_not_when_drawn(worksp
     settle.click().run()                                              # pressed after she lost the role
     assert decisions.adjudications(db_of(workspace_env)) == {}
     assert any("Not done: Only an admin may do this" in e.value.replace("\\", "") for e in ada.error)
+
+
+def test_an_annotator_cannot_start_the_probe_or_the_curation_check(workspace_env, run):
+    """Both train model copies on the server: an admin's to start, with sign-in on (checked when pressed)."""
+    (workspace_env.workspace / "team.toml").write_text(TEAM, encoding="utf-8")
+    bob = signed_in(run, "pages/probe.py", "bob@example.org")
+    go = bob.button(key="probe_go")
+    assert go.disabled and "Only an admin" in go.proto.help
+    bob = signed_in(run, "pages/export.py", "bob@example.org")
+    assert bob.button(key="check_go").disabled and "Only an admin" in bob.button(key="check_go").proto.help

@@ -94,6 +94,9 @@ def parse_team(text: str, source: str = TEAM_FILE) -> Team:
             raise TeamError(f"{where}: 'role' must be one of {ROLES}, got {role!r}")
         email = email.lower() if email else None
         name = _text(entry, "name", where) or email or subject
+        if any(m.name == name[:100] for m in members):          # a name is who decided: it must be one person
+            raise TeamError(f"{where}: the name {name[:100]!r} is already another member's; give each a name of "
+                            "their own")
         members.append(Member(email=email, subject=subject, name=name[:100], role=role))
     return Team(tuple(members))
 
