@@ -153,7 +153,8 @@ async def decide(page, i: int, deadline: float, rng: random.Random, presses: lis
         t_press = time.time()
         await page.keyboard.press(key)
         try:
-            await page.wait_for_function(f"(old) => ({READ_HEAD})() !== old", arg=head, timeout=60_000)
+            # every 20 ms, not every animation frame: ten pages polling at 60 Hz would load the shared CPU
+            await page.wait_for_function(f"(old) => ({READ_HEAD})() !== old", arg=head, timeout=60_000, polling=20)
             t_screen = time.time()
         except Exception:                      # no new pair within a minute: counted, never waited on forever
             t_screen = None

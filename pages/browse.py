@@ -11,7 +11,7 @@ queue in the run's review plan (pages/team.py) works through it in its order ("M
 import streamlit as st
 
 from ui import decisionbar, frame, loaders, render, sidebar, state
-from ches.review.browse import (HIDDEN, PAGE_SIZE, Undecided, decided_counts, filter_pairs, has_any_flag, in_queue,
+from ches.review.browse import (HIDDEN, PAGE_SIZE, Undecided, filter_pairs, has_any_flag, in_queue,
                                 next_undecided, page_count, page_of, pair_to_open, percentile_of, team_column)
 from ches.review.agreement import TEAM_STATUSES
 from ches.review.charts import score_histogram, score_vs_length
@@ -132,7 +132,7 @@ if mode == "table":
     m1.metric("Pairs in run", f"{len(table):,}")
     m2.metric("Shown by filters", f"{len(ranked):,}")
     m3.metric("With data flags", f"{n_flagged:,}", help="Pairs with at least one load-time or scoring flag.")
-    m4.metric("Decided by me", f"{sum(decided_counts(loaders.pair_ids(run), mine).values()):,}",
+    m4.metric("Decided by me", f"{sum(loaders.my_counts(run).values()):,}",
               help="Pairs of this run with a keep / drop / flag decision of yours (the team's: the Team status "
               "filter, the sidebar and the Team page).")
 
@@ -216,7 +216,7 @@ def pair_panel(ranked_rows: list[int], ranked_pids: list[str], review: bool, que
         todo = len(ranked_pids) - sum(1 for p in ranked_pids if p in mine)
         done = f"My queue: {sum(1 for p in queue if p in mine):,} of {len(queue):,} done · " if queue else ""
         st.caption(f"{done}{len(table):,} pairs in the run · {len(ranked_rows):,} shown · {todo:,} of them undecided "
-                   f"by me · {sum(decided_counts(loaders.pair_ids(run), mine).values()):,} decided by me in the "
+                   f"by me · {sum(loaders.my_counts(run).values()):,} decided by me in the "
                    f"run · {n_flagged:,} with data flags")
 
     title = f"Row {row} · rank {position:,} of {len(ranked_rows):,}"

@@ -24,7 +24,7 @@ from ches.engine.report import dataset_name
 from ches.review import decisions as decision_log
 from ches.review import agreement
 from ches.review.agreement import TeamView
-from ches.review.browse import search_rows
+from ches.review.browse import decided_counts, search_rows
 from ui.state import ws
 
 DECISIONS_VERSION = "_decisions_version"    # session state: bumped by each decision this session records
@@ -227,6 +227,24 @@ def team_agreement(run_dir: str | Path) -> dict:
     pairs, paid again only after a decision)."""
     db = str(ws().decisions)
     return _agreement(str(run_dir), _run_version(run_dir), db, _db_version(db),
+                      st.session_state.get(DECISIONS_VERSION, 0))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _my_counts(run_dir: str, run_version: int, annotator: str, db_path: str, file_version: tuple,
+               session_version: int) -> dict[str, int]:
+    return decided_counts(pair_ids(run_dir), team().mine(annotator))
+
+
+def my_counts(run_dir: str | Path) -> dict[str, int]:
+    """{'keep': n, 'drop': n, 'flag': n}: this session's annotator's decisions on the run's pairs ({} without a
+    name), cached per run, annotator and database version (the sidebar and Browse both show it after a press)."""
+    from ui.state import annotator
+
+    me, db = annotator(), str(ws().decisions)
+    if not me:
+        return {}
+    return _my_counts(str(run_dir), _run_version(run_dir), me, db, _db_version(db),
                       st.session_state.get(DECISIONS_VERSION, 0))
 
 

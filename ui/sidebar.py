@@ -7,7 +7,6 @@ import streamlit as st
 
 from ches.engine import store
 from ches.review.agreement import AGREED, CONFLICT, SETTLED, SINGLE
-from ches.review.browse import decided_counts
 from ches.review.decisions import DROP, FLAG, KEEP
 from ches.review.plan import progress
 from ui import auth, jobspanel, loaders, state
@@ -76,7 +75,7 @@ def counts() -> None:
     if run is None:
         return
     team, me = loaders.team(), state.annotator()
-    mine = decided_counts(loaders.pair_ids(run), team.mine(me) if me else {})
+    mine = loaders.my_counts(run)
     c1, c2, c3 = st.columns(3)
     c1.metric("Keep", mine.get(KEEP, 0))
     c2.metric("Drop", mine.get(DROP, 0))
