@@ -143,7 +143,8 @@ def _take_one(press: dict, bar: dict, db: Path, name: str, session: str) -> tupl
 def _bar() -> dict:
     """This session's bar bookkeeping: seen {client: last seq taken} (a client is one page load), shown
     {pair_id: (row, following)} for the pairs its bar was drawn on, after (what `_settle` still has to do),
-    last (the latest decision the bar recorded: {pair, row, action}, or None)."""
+    last (the latest decision the bar recorded: {pair, row, action}, or None); later also lock (the session's),
+    refused (what the last update refused, said once) and said (what the bar says about the last press)."""
     return st.session_state.setdefault(_BAR, {"seen": {}, "shown": {}, "after": None, "last": None})
 
 
