@@ -109,6 +109,9 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
     except (KeyboardInterrupt, Cancelled) as e:
         state = store.run_progress(run_dir) or store.RunProgress(0, len(dataset.pairs), False)
         raise Interrupted(run_dir, state.done, state.total) from e
+    except OSError:                    # another process scored and finalised the same run (its tidy-up took
+        if not is_complete(run_dir):   # the chunks folder this one was writing to): finalise() says so below
+            raise
     _barrier(world)
     if rank == 0:
         store.finalise(run_dir)

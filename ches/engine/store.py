@@ -380,9 +380,9 @@ def finalise(run_dir: Path) -> Path:
     """
     try:
         return _finalise(Path(run_dir))
-    except OSError:
-        if is_complete(run_dir):               # another process finalised the same run meanwhile
-            tidy(run_dir)
+    except (OSError, IncompleteRun):
+        if is_complete(run_dir):               # another process finalised the same run meanwhile (and its
+            tidy(run_dir)                      # tidy-up took the chunks this one was checking)
             return Path(run_dir)
         raise
 
