@@ -155,8 +155,16 @@ if plan.blind and not admin:
     st.info("Review is blind: the conflicts (everyone's decisions) are shown to admins only.",
             icon=":material/visibility_off:")
     st.stop()
+row_of = dict(zip(table["pair_id"], table["row"]))
+if me and view.adjudicated:                       # my settlements another adjudicator has since changed
+    changed = agreement.overridden(decision_log.history(state.ws().decisions), view.adjudicated, me)
+    told = [f"row {row_of[p]}: you settled {mine.action}, {render.escape_md(now.annotator)} settled {now.decision}"
+            for p, (mine, now) in changed.items() if p in row_of]
+    if told:
+        st.warning("Another adjudicator changed your settlement — " + "; ".join(sorted(told)) + ".",
+                   icon=":material/gavel:")
 found = stats["conflicts"]
-found["row"] = found["pair_id"].map(dict(zip(table["pair_id"], table["row"])))
+found["row"] = found["pair_id"].map(row_of)
 risk = dict(zip(table["pair_id"], table[plan.metric if plan.metric in table.columns else "ln_ches"]))
 found = found.assign(_risk=found["pair_id"].map(risk)).sort_values("_risk", ascending=False, kind="stable")
 open_ = found[found["status"] == agreement.CONFLICT]

@@ -355,3 +355,22 @@ def test_an_annotator_cannot_start_the_probe_or_the_curation_check(workspace_env
     assert go.disabled and "Only an admin" in go.proto.help
     bob = signed_in(run, "pages/export.py", "bob@example.org")
     assert bob.button(key="check_go").disabled and "Only an admin" in bob.button(key="check_go").proto.help
+
+
+def test_an_adjudicator_is_told_when_another_changed_her_settlement(workspace_env, run):
+    r = ranked(run)
+    pid, rows = r["pair_id"].tolist(), r["row"].tolist()
+    db = db_of(workspace_env)
+    write(db, {"ann-a": {pid[0]: "keep", pid[1]: "keep"}, "ann-b": {pid[0]: "drop", pid[1]: "drop"}})
+    decisions.record(db, pid[0], "keep", annotator="Ada", adjudicate=True)
+    decisions.record(db, pid[1], "drop", annotator="Ada", adjudicate=True)
+    at = app(run, "pages/team.py", "Ada")
+    assert not any("changed your settlement" in w.value for w in at.warning)
+    decisions.record(db, pid[0], "drop", annotator="Cat", adjudicate=True)     # Cat overrides one of them
+    decisions.record(db, pid[1], "keep", annotator="Cat", adjudicate=True)
+    decisions.undo(db, annotator="Cat", pair_id=pid[1])                        # ... and takes the other back
+    at = app(run, "pages/team.py", "Ada")
+    told = " ".join(w.value.replace("\\", "") for w in at.warning if "changed your settlement" in w.value)
+    assert f"row {rows[0]}: you settled keep, Cat settled drop" in told and f"row {rows[1]}:" not in told
+    cat = app(run, "pages/team.py", "Cat")
+    assert not any("changed your settlement" in w.value for w in cat.warning)     # Cat's were not changed

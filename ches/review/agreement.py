@@ -17,7 +17,7 @@ over everyone (the `krippendorff` package), which allows any number of annotator
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Container, Iterable
+from collections.abc import Collection, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -115,6 +115,21 @@ def team_counts(pair_ids: Collection[str], view: TeamView) -> dict[str, int]:
     counts = Counter(_decided_status(view, pair_ids).values())
     counts[UNDECIDED] = len(pair_ids) - counts.total()
     return {s: n for s, n in counts.items() if n}
+
+
+def overridden(events: Iterable[decision_log.Event], adjudicated: Mapping[str, Decision],
+               adjudicator: str) -> dict[str, tuple[decision_log.Event, Decision]]:
+    """{pair_id: (`adjudicator`'s settlement, the one in force)} on the pairs where another adjudicator settled
+    after her and her settlement was not undone: what she is told on the Team page. `events`: the log's
+    history; `adjudicated`: decisions.adjudications."""
+    events = list(events)
+    undone = {e.undoes for e in events if e.action == decision_log.UNDO}
+    mine: dict[str, decision_log.Event] = {}
+    for e in events:
+        if e.adjudicated and e.annotator == adjudicator and e.action in DECISION_VALUES and e.id not in undone:
+            mine[e.pair_id] = e
+    return {pid: (e, adjudicated[pid]) for pid, e in mine.items()
+            if pid in adjudicated and adjudicated[pid].annotator != adjudicator and adjudicated[pid].event_id > e.id}
 
 
 def _wanted(pair_ids: Iterable[str] | None) -> set[str] | None:
