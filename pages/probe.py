@@ -90,8 +90,7 @@ with render.user_errors():
 def _run(todo: list[ProbeSettings]) -> None:
     """Run (or reopen) each probe in turn under one progress bar; Cancel stops the one running, keeps the done.
     Trains model copies on the server: the role is checked when pressed (an admin's, with sign-in on)."""
-    if not auth.can("score"):
-        st.error(render.escape_md(f"Not done: {auth.refuse('score')}"), icon=":material/lock:")
+    if not state.allowed("score"):
         return
     st.session_state[CANCEL] = False
     st.button("Cancel", on_click=_cancel, icon=":material/stop:", key="probe_cancel",

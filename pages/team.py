@@ -156,13 +156,11 @@ if plan.blind and not admin:
             icon=":material/visibility_off:")
     st.stop()
 row_of = dict(zip(table["pair_id"], table["row"]))
-if me and view.adjudicated:                       # my settlements another adjudicator has since changed
-    changed = agreement.overridden(decision_log.history(state.ws().decisions), view.adjudicated, me)
-    told = [f"row {row_of[p]}: you settled {mine.action}, {render.escape_md(now.annotator)} settled {now.decision}"
-            for p, (mine, now) in changed.items() if p in row_of]
-    if told:
-        st.warning("Another adjudicator changed your settlement — " + "; ".join(sorted(told)) + ".",
-                   icon=":material/gavel:")
+told = [f"row {row_of[p]}: you settled {mine.action}, {render.escape_md(now.annotator)} settled {now.decision}"
+        for p, (mine, now) in loaders.overridden().items() if p in row_of]
+if told:                                          # my settlements another adjudicator has since changed
+    st.warning("Another adjudicator changed your settlement — " + "; ".join(sorted(told)) + ".",
+               icon=":material/gavel:")
 found = stats["conflicts"]
 found["row"] = found["pair_id"].map(row_of)
 risk = dict(zip(table["pair_id"], table[plan.metric if plan.metric in table.columns else "ln_ches"]))

@@ -516,9 +516,9 @@ def test_the_heading_on_screen_and_the_pair_a_press_goes_to_change_in_one_draw()
 
 
 def test_presses_the_server_has_not_acknowledged_are_sent_again():
-    """A rerun request can go unanswered (seen in the three-session test: pages idle, presses unsaved, the
-    bar drawn once). With no new draw for 5 s, the bar sends its unacknowledged presses again, the same seqs
-    (the server takes each once); a draw that acknowledges them stops it."""
+    """One press, as a person makes it; the bar itself delivers it at least once. With no new draw for 5 s
+    (a rerun request can go unanswered), the bar sends its unacknowledged presses again, the same seqs (the
+    server takes each once); a draw that acknowledges them stops it."""
     with bar_page() as page:
         page.evaluate("() => window.__draw(1)")
         page.keyboard.press("k")

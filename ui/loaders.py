@@ -25,7 +25,7 @@ from ches.review import decisions as decision_log
 from ches.review import agreement
 from ches.review.agreement import TeamView
 from ches.review.browse import decided_counts, search_rows
-from ui.state import ws
+from ui.state import annotator, ws
 
 DECISIONS_VERSION = "_decisions_version"    # session state: bumped by each decision this session records
 
@@ -239,8 +239,6 @@ def _my_counts(run_dir: str, run_version: int, annotator: str, db_path: str, fil
 def my_counts(run_dir: str | Path) -> dict[str, int]:
     """{'keep': n, 'drop': n, 'flag': n}: this session's annotator's decisions on the run's pairs ({} without a
     name), cached per run, annotator and database version (the sidebar and Browse both show it after a press)."""
-    from ui.state import annotator
-
     me, db = annotator(), str(ws().decisions)
     if not me:
         return {}
@@ -248,10 +246,22 @@ def my_counts(run_dir: str | Path) -> dict[str, int]:
                       st.session_state.get(DECISIONS_VERSION, 0))
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _overridden(adjudicator: str, db_path: str, file_version: tuple, session_version: int) -> dict:
+    return agreement.overridden(decision_log.history(db_path), team().adjudicated, adjudicator)
+
+
+def overridden() -> dict[str, tuple[decision_log.Event, decision_log.Decision]]:
+    """agreement.overridden for this session's annotator: their settlements another adjudicator has since
+    changed ({} without a name). Reads the whole log: cached per database version."""
+    me, db = annotator(), str(ws().decisions)
+    if not me or not team().adjudicated:
+        return {}
+    return _overridden(me, db, _db_version(db), st.session_state.get(DECISIONS_VERSION, 0))
+
+
 def mine() -> dict[str, decision_log.Decision]:
     """{pair_id: Decision}: this session's annotator's own decisions in force ({} until they give a name): what
     "decided", "undecided" and the decision colours mean on every page (Browse, Pair / tokens, the Map)."""
-    from ui.state import annotator
-
     me = annotator()
     return team().mine(me) if me else {}
