@@ -106,6 +106,51 @@ def test_hh_turns_and_empty_reply():
     assert pairs[2].chosen == "" and pairs[2].flags == ("empty_chosen",)
 
 
+def test_hh_transcript_may_start_with_human_without_a_blank_line():
+    """Single-turn HH files often drop the leading blank line ("Human: hi\\n\\nAssistant: hello"); leading spaces
+    or a single newline before the first "Human:" are not text before it either (issue 24)."""
+    texts = ["Human: hi\n\nAssistant: hello", "\n\nHuman: hi\n\nAssistant: hello", "\nHuman: hi\n\nAssistant: hello",
+             "  Human: hi\n\nAssistant: hello", " \n Human: hi\n\nAssistant: hello"]
+    ds = load_records([{"chosen": t, "rejected": t + "!"} for t in texts], format="hh")
+    assert ds.errors == [] and [(p.prompt, p.chosen) for p in ds.pairs] == [(({"role": "user", "content": "hi"},),
+                                                                             "hello")] * len(texts)
+    multi = "Human: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: "
+    ds = load_records([{"chosen": multi + "d", "rejected": multi + "e"}])
+    assert (ds.format, [m["content"] for m in ds.pairs[0].prompt], ds.pairs[0].rejected_prompt) == ("hh", ["a", "b", "c"], None)
+
+
+def test_hh_rows_that_do_not_split_cleanly_are_named_in_the_load_report():
+    """A turn marker left inside a user turn or the final reply, or a transcript that does not open with a Human
+    turn, is a row error naming the row; the good rows load, nothing is lost. "Human:" inside an assistant turn
+    is kept as text: real HH replies hold it (the model went on as the human)."""
+    from ches.engine.report import load_report
+
+    good = "\n\nHuman: hi\n\nAssistant: hello"
+    texts = [good,
+             "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and now?",               # 2: ends on a Human turn
+             "Human: hi\nAssistant: hello\nHuman: more\n\nAssistant: ok",          # 3: single-newline turns
+             "\n\nHuman: Human: hi\n\nAssistant: hello",                           # 4: a doubled marker
+             "\n\nHuman: hi\n\n Human: again\n\nAssistant: hello",                 # 5: a marker after a spaced blank line
+             "\n\nAssistant: hi\n\nHuman: q\n\nAssistant: a",                      # 6: opens with an Assistant turn
+             "\n\nAssistant: a",                                                   # 7: no Human turn at all
+             "Hi there\n\nAssistant: a",                                           # 8: text before any Human turn
+             "\n\nHuman: q\n\nAssistant: Human: what?\n\nHuman: eh\n\nAssistant: a",  # 9: kept (as in real HH)
+             "\n\nHuman: Say Human: twice\n\nAssistant: ok"]                       # 10: kept (mid-line, not a marker)
+    ds = load_records([{"chosen": t, "rejected": good} for t in texts])
+    report = load_report(ds)
+    assert [p.row for p in ds.pairs] == [1, 9, 10] and ds.records_read == len(texts)
+    assert list(report["errors"]["row"]) == [2, 3, 4, 5, 6, 7, 8] and report["skipped"] == 7
+    reasons = dict(zip(report["errors"]["row"], report["errors"]["reason"]))
+    assert reasons[2] == "'chosen' final reply still holds a turn marker ('\\n\\nHuman:'): it does not split cleanly"
+    assert reasons[3] == "'chosen' turn 1 (user) still holds a turn marker ('\\nAssistant:'): it does not split cleanly"
+    assert reasons[4] == "'chosen' turn 1 (user) still holds a turn marker ('Human:'): it does not split cleanly"
+    assert "turn 1 (user) still holds a turn marker" in reasons[5]
+    assert reasons[6] == reasons[7] == "'chosen' does not start with a 'Human:' turn"
+    assert reasons[8] == "'chosen' has text before the first 'Human:' turn"
+    assert ds.pairs[1].prompt[1] == {"role": "assistant", "content": "Human: what?"}
+    assert ds.pairs[2].prompt == ({"role": "user", "content": "Say Human: twice"},)
+
+
 def test_alpacafarm_preference_and_input():
     pairs = load_dataset(FIXTURES / "alpacafarm.csv").pairs
     assert pairs[1].prompt[0]["content"] == "Translate to French\nGood morning"
@@ -233,6 +278,21 @@ def test_real_hh_quirks():
     # in 4 mismatched rows a turn marker lost its "\n\n", so the chosen prompt ends with an assistant turn
     odd = [p.row - 1 for p in ds.pairs if p.prompt[-1]["role"] != "user"]
     assert len(odd) == 4 and set(odd) <= set(flagged(ds, "prompt_mismatch"))
+
+
+@real
+def test_real_hh_without_leading_blank_lines_parses_the_same():
+    """The issue's test file: the real HH rows, single-turn ones without their leading blank line."""
+    with gzip.open(HH, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for _, line in zip(range(300), f)]
+    flat = [{k: r[k].lstrip("\n") if r["chosen"].count("\n\nHuman:") == 1 else r[k] for k in ("chosen", "rejected")}
+            for r in rows]
+    assert sum(f != r for f, r in zip(flat, rows)) > 50
+    before, after = load_records(rows), load_records(flat)
+    assert (after.format, after.errors, len(after.pairs)) == ("hh", [], 300)
+    assert [(p.prompt, p.chosen, p.rejected_prompt, p.rejected) for p in after.pairs] == \
+           [(p.prompt, p.chosen, p.rejected_prompt, p.rejected) for p in before.pairs]
+    assert not any(m["content"].startswith("Human:") for p in after.pairs for m in p.prompt if m["role"] == "user")
 
 
 @real

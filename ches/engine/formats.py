@@ -15,7 +15,9 @@ Formats (detected from the first row whose keys match one; `format=` overrides)
 
 A string prompt becomes one user message, unless it is an HH-style dialogue ("\n\nHuman: ..\n\nAssistant: ..")
 whose turns become messages, as in the hh format (any format whose prompt is a string: trl_standard, ches_flat,
-alpacafarm, persona). Messages keep only role and content. A response given as a
+alpacafarm, persona). An hh transcript may open with "Human:" without its blank line; one that opens with no Human
+turn, or whose split leaves a turn marker in a user turn or after a blank line, is a row error (a "Human:" inside
+an assistant turn is text: real HH replies hold it). Messages keep only role and content. A response given as a
 message list is its final assistant message; the turns before it extend that side's prompt. When the
 two sides' prompts differ the pair keeps both (`rejected_prompt`) and is flagged prompt_mismatch.
 An AlpacaFarm / AlpacaEval tie (preference 0 or 1.5) holds no preference: it is skipped and counted as a tie
@@ -150,19 +152,31 @@ def _response(value: Any, key: str, prompt: tuple[Message, ...]) -> tuple[tuple[
 
 _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 _HH_ROLE = {"Human": "user", "Assistant": "assistant"}
+# a turn marker the split left in a message: in a user turn at any line's start; in an assistant turn or the
+# reply only after a blank line (real HH assistant turns hold "Human: .." as text: the model went on as the human)
+_HH_LEFT = {"user": re.compile(r"(?:^|\n)[ \t]*(?:Human|Assistant):"),
+            "assistant": re.compile(r"\n[ \t]*\n[ \t]*(?:Human|Assistant):")}
 
 
 def _hh(value: Any, key: str) -> tuple[tuple[Message, ...], str]:
-    """Split HH text at its LAST "\\n\\nAssistant:": (dialogue before as messages, final reply)."""
+    """Split HH text at its LAST "\\n\\nAssistant:": (dialogue before as messages, final reply).
+    The first "Human:" may come without its blank line; a transcript that does not split cleanly is a _RowProblem."""
     text = _str(value, key)
     cut = text.rfind("\n\nAssistant:")
     if cut < 0:
         raise _RowProblem(f"'{key}' has no '\\n\\nAssistant:' turn")
-    parts = _HH_TURN.split(text[:cut])
+    parts = _HH_TURN.split("\n\n" + text[:cut].lstrip(" \n"))
     if parts[0].strip():
         raise _RowProblem(f"'{key}' has text before the first 'Human:' turn")
     prompt = tuple({"role": _HH_ROLE[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2]))
-    return prompt, text[cut + len("\n\nAssistant:"):].strip()
+    if not prompt or prompt[0]["role"] != "user":
+        raise _RowProblem(f"'{key}' does not start with a 'Human:' turn")
+    reply = text[cut + len("\n\nAssistant:"):].strip()
+    turns = [(f"turn {i} ({m['role']})", m) for i, m in enumerate(prompt, 1)]
+    for where, m in turns + [("final reply", {"role": "assistant", "content": reply})]:
+        if left := _HH_LEFT[m["role"]].search(m["content"]):
+            raise _RowProblem(f"'{key}' {where} still holds a turn marker ({left.group()!r}): it does not split cleanly")
+    return prompt, reply
 
 
 def text_prompt(text: str) -> tuple[Message, ...]:
