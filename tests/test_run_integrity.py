@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -79,13 +80,13 @@ def test_two_processes_with_other_chunk_sizes_end_with_one_complete_run(tiny_lm,
     procs = [subprocess.Popen([sys.executable, "-m", "ches", "score", str(data), "--model", str(tiny_model_dir),
                                "--max-length", "64", "--chunk-size", size, "--out", str(runs), "--top", "1"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for size in ("4", "7")]
+             for size in ("8", "16")]
     results = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
     (run,) = runs.iterdir()
     plan_size = read_manifest(run)["chunk_size"]
-    assert plan_size in (4, 7)
-    adopted = [err for _, err in results if f"in chunks of {plan_size} pairs: using that, not {11 - plan_size}" in err]
+    assert plan_size in (8, 16)
+    adopted = [err for _, err in results if f"in chunks of {plan_size} pairs: using that, not {24 - plan_size}" in err]
     assert len(adopted) == 1                                          # the process that lost says so
     table = read_scores(run)
     assert table["row"].tolist() == list(range(1, 51))               # every planned pair, once
@@ -111,9 +112,9 @@ def test_a_resume_with_another_chunk_size_adopts_the_plan_and_says_so(tiny_lm, t
     ds = load_records(rows(20))
     run = unfinished(ds, tiny_lm, tmp_path, monkeypatch, chunk_size=8)
     with caplog.at_level(logging.WARNING):
-        score_dataset(ds, tiny_lm, runs_root=tmp_path, max_length=64, chunk_size=3)
+        score_dataset(ds, tiny_lm, runs_root=tmp_path, max_length=64, chunk_size=16)
     assert f"{run} was planned first (by another process or an earlier start) in chunks of 8 pairs: using that, " \
-           "not 3" in caplog.text
+           "not 16" in caplog.text
     assert read_manifest(run)["chunk_size"] == 8
 
 
@@ -198,6 +199,9 @@ def test_chunks_are_sized_by_time_as_well_as_pairs():
     crawl = Estimate(pairs=1, tokens=5_000, exact=True, tokens_per_second=10, seconds=500)          # 500 s a pair
     assert chunk_size_for(1000, crawl) == 1
     assert chunk_size_for(1000, Estimate(3, 0, False, 0.0, 0.0)) == 50               # nothing measured
+    # in whole blocks of pairs (8 on the CPU, 128 on a GPU), at least one
+    assert [chunk_size_for(1000, est, 8) for est in (fast, slow, crawl)] == [48, 8, 8]
+    assert [chunk_size_for(n, fast, 128) for n in (1, 20_480, 10**6)] == [128, 1024, 1024]
 
 
 def test_the_cli_sizes_the_chunks_from_the_measured_rate(tiny_lm, tmp_path, monkeypatch, capsys):
@@ -208,10 +212,36 @@ def test_the_cli_sizes_the_chunks_from_the_measured_rate(tiny_lm, tmp_path, monk
     data.write_text("\n".join(json.dumps(r) for r in rows(30)))
     assert cli.main(["score", str(data), "--max-length", "64", "--out", str(tmp_path / "runs"), "--top", "1"]) == 0
     (run,) = (tmp_path / "runs").iterdir()
-    assert read_manifest(run)["chunk_size"] == 6                     # 40 tokens/s / 200 tokens a pair x 30 s
+    assert read_manifest(run)["chunk_size"] == 8                     # 30 s at 40 tokens/s = 6 pairs: one block
     with pytest.raises(SystemExit):
         cli.main(["score", "--help"])
     assert "default: about 30 s of work at the rate the warm-up measures" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_numbers_are_the_same_bits_whatever_the_chunk_size_speed_or_batch_budget_of_a_resume(
+        tiny_lm, tmp_path, monkeypatch):
+    """A run key promises its numbers: chunks of 8, 24 or all 48 pairs, chunks sized by a fast or a slow
+    machine's warm-up, and a resume asking for another batch budget all give one table, bit for bit
+    (ranks: test_distributed.py). Before blocks, chunks of 16 and 96 pairs differed by 6e-5 in CHES."""
+    ds = load_records(rows(48))
+    ref = score_dataset(ds, tiny_lm, runs_root=tmp_path / "48", max_length=64, chunk_size=48)
+    for size in (8, 24):
+        assert_same_table(score_dataset(ds, tiny_lm, runs_root=tmp_path / str(size), max_length=64,
+                                        chunk_size=size), ref)
+    for name, per_second in (("fast", 1e6), ("slow", 10.0)):
+        with monkeypatch.context() as m:
+            m.setattr(pipeline, "estimate", lambda pairs, *a, per_second=per_second, **k:
+                      Estimate(len(pairs), 30 * len(pairs), True, per_second, 30 * len(pairs) / per_second))
+            run = score_dataset(ds, tiny_lm, runs_root=tmp_path / name, max_length=64)
+        assert read_manifest(run)["chunk_size"] == {"fast": 16, "slow": 8}[name]
+        assert_same_table(run, ref)
+    half = unfinished(load_records(rows(48)), tiny_lm, tmp_path / "resumed", monkeypatch)
+    lost = [store.chunk_path(half, i) for i in (3, 4, 5)]              # three chunks lost to a kill
+    for chunk in lost:
+        shutil.rmtree(chunk) if chunk.is_dir() else chunk.unlink()
+    assert score_dataset(ds, tiny_lm, runs_root=tmp_path / "resumed", max_length=64, batch_tokens=64) == half
+    assert read_manifest(half)["batch_tokens"] == 1024                # the plan's budget, not the resume's
+    assert_same_table(half, ref)
 
 
 # ----------------------------------------------------------------------------------- 4. nothing left behind

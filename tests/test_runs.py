@@ -134,7 +134,7 @@ def test_an_interrupted_run_keeps_its_chunks_and_resumes_with_the_rest(tiny_lm, 
 
     calls = counting_embed(monkeypatch)
     seen = []
-    again = score_dataset(ds, tiny_lm, runs_root=tmp_path / "runs", max_length=64, chunk_size=5,  # plan keeps 8
+    again = score_dataset(ds, tiny_lm, runs_root=tmp_path / "runs", max_length=64, chunk_size=16,  # plan keeps 8
                           progress=lambda done, total: seen.append((done, total)))
     assert again == run and calls == [8, 8, 8]                      # only the three missing chunks
     assert seen[0] == (32, 80) and seen[-1] == (80, 80)             # the bar starts where it stopped
@@ -196,7 +196,7 @@ def test_any_parquet_column_type_is_stored(tiny_lm, tmp_path):
 
 def test_run_helpers_for_the_app(tiny_lm, tmp_path):
     ds = load_records(rows(10))
-    run = score_dataset(ds, tiny_lm, runs_root=tmp_path, max_length=64, chunk_size=4)
+    run = score_dataset(ds, tiny_lm, runs_root=tmp_path, max_length=64, chunk_size=8)
     assert store.version_notice(run) is None
     m = read_manifest(run)
     m["versions"] = {**m["versions"], "torch": "1.0.0"}
@@ -228,7 +228,7 @@ def test_cli_sigterm_keeps_the_chunks_and_the_same_command_resumes(tiny_lm, tmp_
     monkeypatch.setattr(models, "load_model", lambda *a, **k: tiny_lm)
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows(60)))
-    argv = ["score", str(data), "--max-length", "64", "--chunk-size", "6", "--out", str(tmp_path / "runs"), "--top", "1"]
+    argv = ["score", str(data), "--max-length", "64", "--chunk-size", "8", "--out", str(tmp_path / "runs"), "--top", "1"]
     commit = store.commit_chunk
 
     def commit_then_sigterm(run_dir, index, **kwargs):             # a scheduler stops the job after a chunk
@@ -241,7 +241,7 @@ def test_cli_sigterm_keeps_the_chunks_and_the_same_command_resumes(tiny_lm, tmp_
     assert cli.main(argv) == 130
     err = capsys.readouterr().err
     kept = int(re.search(r"ches: interrupted: (\d+) of 60 pairs kept; run the same command to resume", err).group(1))
-    assert 6 <= kept < 60 and kept % 6 == 0 and "Traceback" not in err
+    assert 8 <= kept < 60 and kept % 8 == 0 and "Traceback" not in err
     assert re.search(r"60 pairs to score, [\d,]+ tokens; estimated \d+ (s|min) at [\d,]+ tokens/s", err)
     assert cli.main(["runs", "--out", str(tmp_path / "runs")]) == 0
     listing = capsys.readouterr().out
@@ -258,10 +258,12 @@ def test_pairs_the_chat_template_rejects_are_reported_and_none_left_is_an_error(
     ok = {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
           "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go"}]}
     empty = {"chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}
-    run = score_dataset(load_records([ok, empty, ok]), tiny_lm, runs_root=tmp_path / "a", max_length=64, chunk_size=1)
+    run = score_dataset(load_records([ok] * 8 + [empty] * 8 + [ok]), tiny_lm, runs_root=tmp_path / "a",
+                        max_length=64, chunk_size=8)                  # the second chunk: every pair rejected
     m = read_manifest(run)
-    assert m["pairs"] == 2 and read_scores(run)["row"].tolist() == [1, 3]
-    assert [e["row"] for e in m["rows_skipped"]] == [2] and "prompt template rejected" in m["rows_skipped"][0]["reason"]
+    assert m["pairs"] == 9 and read_scores(run)["row"].tolist() == [*range(1, 9), 17]
+    assert [e["row"] for e in m["rows_skipped"]] == list(range(9, 17))
+    assert "prompt template rejected" in m["rows_skipped"][0]["reason"]
     with pytest.raises(ValueError, match="no pair could be tokenized: row 1: the model's prompt template rejected"):
         score_dataset(load_records([empty]), tiny_lm, runs_root=tmp_path / "b", max_length=64)
     assert list((tmp_path / "b").iterdir()) == []

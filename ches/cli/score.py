@@ -64,11 +64,12 @@ def add_parsers(sub) -> None:
     s.add_argument("--batch-tokens", type=int, metavar="N", help="token budget per forward batch, "
                    "padding included (default: 1024 on CPU, 32768 on GPU)")
     s.add_argument("--chunk-size", type=int, metavar="N",
-                   help="pairs per chunk, the unit that is committed to disk and resumed (default: about "
-                   f"{CHUNK_SECONDS:.0f} s of work at the rate the warm-up measures, at most a twentieth of the "
-                   f"run but at least 16 pairs, at most {DEFAULT_CHUNK_PAIRS}: a Ctrl-C or kill loses about the "
-                   "last half-minute); a resumed run, or a second process on the same run, keeps the size the "
-                   "run was planned with")
+                   help="pairs per chunk, the unit that is committed to disk and resumed: a multiple of the "
+                   "block of pairs embedded together (8 on CPU, 128 on GPU), which keeps every number independent "
+                   f"of the chunk size (default: about {CHUNK_SECONDS:.0f} s of work at the rate the warm-up "
+                   f"measures, at most a twentieth of the run but at least 16 pairs, at most {DEFAULT_CHUNK_PAIRS}, "
+                   "in whole blocks: a Ctrl-C or kill loses about the last half-minute); a resumed run, or a second "
+                   "process on the same run, keeps the size the run was planned with")
     s.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs, i.e. ./workspace/runs)")
     s.add_argument("--top", type=int, default=10, metavar="K", help="pairs listed in the summary (default: 10)")
     s.add_argument("--trust-remote-code", action="store_true",
@@ -98,6 +99,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
+    from ches.engine.forward import block_pairs
     from ches.engine.models import load_model
     from ches.engine.pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
     from ches.engine.timing import chunk_size_for
@@ -130,6 +132,10 @@ def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
     events("step", what=f"loading the model {args.model}")
     lm = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     say(f"model {args.model} on {lm.device} ({str(lm.dtype).removeprefix('torch.')})")
+    block = block_pairs(lm.device)
+    if args.chunk_size is not None and args.chunk_size % block:
+        raise UserError(f"--chunk-size must be a multiple of {block} on {lm.device.type} (pairs are embedded in "
+                        f"blocks of {block}, so that no pair's numbers depend on the chunk size)")
     run_dir = run_path(runs_root, run_key(ds, lm, args.max_length))
     state = run_progress(run_dir)
     done = len(ds.pairs) if is_complete(run_dir) else state.done if state else 0
@@ -144,7 +150,7 @@ def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
         events("estimate", **asdict(est))
         say(f"{est} (measured in a warm-up" + (f", x {world} ranks)" if world > 1 else ")"))
         if state is None:                                  # a new run (a resume keeps its plan's size)
-            chunk_size = chunk_size or chunk_size_for(len(ds.pairs), est)
+            chunk_size = chunk_size or chunk_size_for(len(ds.pairs), est, block)
     events("step", what="scoring")
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)

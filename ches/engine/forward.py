@@ -107,6 +107,13 @@ def default_batch_tokens(device: torch.device) -> int:
     return 65536 if device.type == "cuda" else 1024
 
 
+def block_pairs(device: torch.device) -> int:
+    """Pairs embedded together (one `embed_pairs` call): 8 on the CPU, 128 on a GPU. The pipeline cuts a
+    run into blocks of this many consecutive pairs and chunks into whole blocks, so a pair's numbers depend
+    on its block alone: packing and batch shapes change float rounding, chunk sizes and ranks must not."""
+    return 128 if device.type == "cuda" else 8
+
+
 def default_row_tokens(device: torch.device) -> int:
     """Longest packed row (a longer segment gets a row of its own). A row's attention is dense over it,
     so short rows waste less; on the CPU 256-token rows (four per forward) measured 1.2x 1024-token

@@ -5,16 +5,20 @@
     from ches.engine.pipeline import score_dataset
     run_dir = score_dataset(load_dataset("data/sample.jsonl"), load_model(), runs_root="workspace/runs")
 
-1. The pairs are cut, in dataset order, into chunks of `chunk_size` pairs. Each chunk is committed to
+1. The pairs are cut, in dataset order, into blocks of forward.block_pairs (8 on the CPU, 128 on a GPU)
+   and the blocks into chunks of `chunk_size` pairs (a whole number of blocks). A block is embedded on its
+   own (one embed_pairs call), so a pair's numbers depend on its block, the plan's batch budget and the
+   machine's kernels, never on the chunk size, the number of ranks or how fast the machine was when the
+   plan was made: the same pairs, model and settings give the same bits. Each chunk is committed to
    the run folder on its own, atomically (store.commit_chunk), as soon as it is scored. The same call
    after a kill, Ctrl-C or SIGTERM computes only the missing chunks (a damaged one is named and scored
    again); store.finalise() checks that they hold every planned pair, then joins them. The plan is
    made once: a second process on the same run (or a resume) adopts its chunk size and says so.
    The chunk size, unless given (chunk_size_for): about CHUNK_SECONDS (30 s) of work at the rate the
    estimate's warm-up measures, at most a twentieth of the run (but at least 16 pairs), at most
-   store.DEFAULT_CHUNK_PAIRS (1024), at least 1. So a commit lands at least every ~30 s and at least
-   every 5% of the run: a Ctrl-C, Cancel or kill loses about the last half-minute (the chunk being
-   embedded, and one being written), never most of a run.
+   store.DEFAULT_CHUNK_PAIRS (1024), rounded down to whole blocks, at least one block. So a commit lands
+   about every 30 s (or every block, if one takes longer) and at least every 5% of the run: a Ctrl-C,
+   Cancel or kill loses about the last half-minute (the chunk being embedded, and one being written).
 2. Three stages overlap, so the accelerator does not wait on the CPU:
        tokenise chunk k+1 (thread)  |  embed chunk k (this thread)  |  score + write chunk k-1 (thread)
 3. Memory beyond the model, the dataset's texts and the engine's batches: at most 3 chunks of Embeddings
@@ -32,7 +36,8 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from itertools import groupby
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -42,8 +47,8 @@ import numpy as np
 from ches import __version__
 from ches.engine import metrics, store
 from ches.engine.pairs import Dataset, Pair
-from ches.engine.forward import (Cancelled, Embeddings, Progress, default_batch_tokens, embed_pairs, engine_path,
-                    token_states)
+from ches.engine.forward import (Cancelled, Embeddings, Progress, block_pairs, default_batch_tokens, embed_pairs,
+                                 engine_path, token_states)
 from ches.engine.models import LoadedModel
 from ches.engine.store import RunKey, is_complete, run_path
 from ches.engine.timing import Estimate, chunk_size_for
@@ -71,15 +76,17 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
                   chunk_size: int | None = None, progress: Progress | None = None,
                   should_stop: Callable[[], bool] | None = None, command: str | None = None) -> Path:
     """Run directory holding every metric for every pair: a finished run with the same key is reused,
-    an unfinished one resumed (in its plan's chunk size). `chunk_size` None: chunk_size_for a rate measured
-    by `estimate` (only when a new plan is made). `progress(responses done, responses total)` counts the
+    an unfinished one resumed (in its plan's chunk size and batch budget). `chunk_size` None: chunk_size_for
+    a rate measured by `estimate` (only when a new plan is made); given, a multiple of block_pairs. `progress(responses done, responses total)` counts the
     whole dataset, finished chunks included. Raises Interrupted (the finished chunks kept) on Ctrl-C,
     SIGTERM turned into KeyboardInterrupt, or `should_stop()`. Under torchrun every rank returns the run
     folder, which is complete once rank 0 has returned."""
     if not dataset.pairs:
         raise ValueError("the dataset has no usable pairs to score")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"the chunk size must be at least 1 pair, got {chunk_size}")
+    block = block_pairs(lm.device)
+    if chunk_size is not None and (chunk_size < 1 or chunk_size % block):
+        raise ValueError(f"the chunk size must be a multiple of {block} pairs (pairs are embedded in blocks of "
+                         f"{block}, so that no pair's numbers depend on the chunk size), got {chunk_size}")
     key = run_key(dataset, lm, max_length)
     run_dir = run_path(Path(runs_root), key)
     if is_complete(run_dir):
@@ -90,12 +97,16 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
         asked = chunk_size
         if chunk_size is None and not (run_dir / "plan.json").is_file():
             chunk_size = chunk_size_for(len(dataset.pairs), estimate(
-                dataset.pairs, lm, max_length=max_length, batch_tokens=batch_tokens, sample=32))
+                dataset.pairs, lm, max_length=max_length, batch_tokens=batch_tokens, sample=32), block)
         plan = store.start_run(run_dir, _plan(dataset, lm, key, run_dir, chunk_size or store.DEFAULT_CHUNK_PAIRS,
-                                              command), dataset.pairs)
+                                              batch_tokens or default_batch_tokens(lm.device), command),
+                               dataset.pairs)
         if (asked or chunk_size) not in (None, int(plan["chunk_size"])):
             log.warning("%s was planned first (by another process or an earlier start) in chunks of %d pairs: "
                         "using that, not %d", run_dir, plan["chunk_size"], asked or chunk_size)
+        if batch_tokens not in (None, plan.get("batch_tokens", batch_tokens)):
+            log.warning("%s was planned with batches of %d tokens: using that, not %d (the budget changes how "
+                        "pairs are packed, so float rounding)", run_dir, plan["batch_tokens"], batch_tokens)
         store.check_chunks(run_dir, plan)          # a damaged chunk is named and removed: scored again
     _barrier(world)
     plan = store.read_plan(run_dir)
@@ -104,7 +115,7 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
     todo = [i for i in range(store.chunk_count(plan)) if i not in done][rank::world]
     try:
         _score_chunks(lm, dataset.pairs, plan, todo, run_dir, max_length=max_length,
-                      batch_tokens=batch_tokens or default_batch_tokens(lm.device),
+                      batch_tokens=plan.get("batch_tokens") or batch_tokens or default_batch_tokens(lm.device),
                       progress=progress, should_stop=should_stop)
     except (KeyboardInterrupt, Cancelled) as e:
         state = store.run_progress(run_dir) or store.RunProgress(0, len(dataset.pairs), False)
@@ -118,11 +129,12 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
     return run_dir
 
 
-def _plan(dataset: Dataset, lm: LoadedModel, key: RunKey, run_dir: Path, chunk_size: int, command: str | None) -> dict:
+def _plan(dataset: Dataset, lm: LoadedModel, key: RunKey, run_dir: Path, chunk_size: int, batch_tokens: int,
+          command: str | None) -> dict:
     return {
         "key": key.__dict__, "run": run_dir.name, "created_at": datetime.now(timezone.utc).isoformat(),
         "app_version": __version__, "source": dataset.source, "split": dataset.split, "format": dataset.format,
-        "chunk_size": int(chunk_size),
+        "chunk_size": int(chunk_size), "block_pairs": block_pairs(lm.device), "batch_tokens": int(batch_tokens),
         "rows_skipped": dataset.rows_skipped, "subset": dataset.subset, "notes": list(dataset.notes),
         "device": str(lm.device), "attn_implementation": getattr(lm.model.config, "_attn_implementation", None),
         "engine_path": engine_path(lm), "command": command,
@@ -134,6 +146,7 @@ class _Chunk:
     index: int
     pairs: list[Pair]                 # the pairs the tokenizer accepted, flagged "truncated" where cut
     encoded: list[EncodedPair]
+    blocks: list[int]                 # the block each encoded pair belongs to (its dataset index // block_pairs)
     skipped: list[dict]               # pairs the chat template rejected: {"row", "reason", "pair_id"}
     seconds: float = 0.0              # embedding time
 
@@ -153,7 +166,8 @@ def _score_chunks(lm: LoadedModel, pairs: Sequence[Pair], plan: dict, todo: list
         progress(2 * pairs_done(), 2 * total)
     with ThreadPoolExecutor(1, thread_name_prefix="ches-tokenise") as tokenising, \
             ThreadPoolExecutor(1, thread_name_prefix="ches-write") as writing:
-        tokenise = lambda i: _tokenise(lm, pairs, store.chunk_rows(plan, i), i, max_length)  # noqa: E731
+        block = int(plan.get("block_pairs") or plan["chunk_size"])      # runs planned before blocks: the chunk
+        tokenise = lambda i: _tokenise(lm, pairs, store.chunk_rows(plan, i), i, max_length, block)  # noqa: E731
         ahead = tokenising.submit(tokenise, todo[0]) if todo else None
         writes: deque[Future] = deque()
         try:
@@ -169,8 +183,8 @@ def _score_chunks(lm: LoadedModel, pairs: Sequence[Pair], plan: dict, todo: list
                 base = pairs_done()
                 report = (lambda done, _, base=base: progress(2 * base + done, 2 * total)) if progress else None
                 started = time.perf_counter()
-                emb = embed_pairs(lm, chunk.encoded, batch_tokens=batch_tokens, progress=report,
-                                  should_stop=should_stop) if chunk.encoded else None
+                emb = _embed_blocks(lm, chunk, batch_tokens=batch_tokens, progress=report,
+                                    should_stop=should_stop) if chunk.encoded else None
                 chunk.seconds = time.perf_counter() - started
                 embedded.add(index)
                 while len(writes) >= 2:
@@ -186,18 +200,34 @@ def _score_chunks(lm: LoadedModel, pairs: Sequence[Pair], plan: dict, todo: list
         progress(2 * pairs_done(), 2 * total)
 
 
-def _tokenise(lm: LoadedModel, pairs: Sequence[Pair], rows: range, index: int, max_length: int) -> _Chunk:
+def _tokenise(lm: LoadedModel, pairs: Sequence[Pair], rows: range, index: int, max_length: int,
+              block: int) -> _Chunk:
     """Token ids of one chunk's pairs; a pair the tokenizer or chat template rejects is listed as skipped."""
-    chunk = _Chunk(index, [], [], [])
+    chunk = _Chunk(index, [], [], [], [])
     todo = [pairs[i] for i in rows]
-    for p, enc in zip(todo, encode_pairs(lm.tokenizer, todo, max_length)):
+    for j, p, enc in zip(rows, todo, encode_pairs(lm.tokenizer, todo, max_length)):
         if isinstance(enc, Exception):
             chunk.skipped.append({"row": p.row, "reason": f"the model's prompt template rejected this pair: {enc}",
                                   "pair_id": p.pair_id})
             continue
         chunk.encoded.append(enc)
+        chunk.blocks.append(j // block)
         chunk.pairs.append(replace(p, flags=p.flags + ("truncated",)) if enc.truncated else p)
     return chunk
+
+
+def _embed_blocks(lm: LoadedModel, chunk: _Chunk, *, batch_tokens: int, progress: Progress | None,
+                  should_stop: Callable[[], bool] | None) -> Embeddings:
+    """embed_pairs on each block of the chunk on its own (rows in chunk order): see the module's point 1."""
+    parts: list[Embeddings] = []
+    done = 0
+    for _, group in groupby(range(len(chunk.encoded)), key=chunk.blocks.__getitem__):
+        members = list(group)
+        report = (lambda k, _, done=done: progress(done + k, 2 * len(chunk.encoded))) if progress else None
+        parts.append(embed_pairs(lm, [chunk.encoded[i] for i in members], batch_tokens=batch_tokens,
+                                 progress=report, should_stop=should_stop))
+        done += 2 * len(members)
+    return Embeddings(*(np.concatenate([getattr(e, f.name) for e in parts]) for f in fields(Embeddings)))
 
 
 def _commit(run_dir: Path, chunk: _Chunk, emb: Embeddings | None, d: int, lm: LoadedModel) -> None:
