@@ -391,11 +391,14 @@ def test_a_flat_hh_prompt_string_becomes_its_turns_in_every_string_prompt_format
         ds = load_records(records, format=fmt)
         assert ds.errors == [] and [p.prompt for p in ds.pairs] == [p.prompt for p in as_hh.pairs], fmt
     assert max(len(p.prompt) for p in as_hh.pairs) >= 5                 # multi-turn dialogues among them
-    # a prompt that ends on a Human turn (no Assistant cue) and plain text are left as they are
+    # a prompt that ends on a Human turn (no Assistant cue) is split; plain text is left as it is
     ds = load_records([{"prompt": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and now?", "chosen": "a", "rejected": "b"},
                        {"prompt": "Say Human: and Assistant: in a sentence", "chosen": "a", "rejected": "b"}])
     assert [m["role"] for m in ds.pairs[0].prompt] == ["user", "assistant", "user"]
     assert ds.pairs[1].prompt == ({"role": "user", "content": "Say Human: and Assistant: in a sentence"},)
+    # a flat single-turn prompt with no Assistant turn at all, blank line or not (issue 24: "Human: " stayed)
+    ds = load_records([{"prompt": p, "chosen": "a", "rejected": "b"} for p in ("Human: hi", "\n\nHuman: hi  ")])
+    assert [p.prompt for p in ds.pairs] == [({"role": "user", "content": "hi"},)] * 2
 
 
 @real

@@ -45,7 +45,7 @@ def test_two_ranks_equal_one_process_and_a_killed_run_resumes_on_one(tiny_model_
     from ches.engine.files import load_dataset
     from ches.engine.models import load_model
     from ches.engine.pipeline import score_dataset
-    from ches.engine.store import done_chunks, is_complete, read_arrays, run_progress
+    from ches.engine.store import done_chunks, is_complete, run_progress
 
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": f"Question {i}: what is {i} + {i}?", "chosen": f"It is {2 * i}.",

@@ -180,9 +180,10 @@ def _hh(value: Any, key: str) -> tuple[tuple[Message, ...], str]:
 
 
 def text_prompt(text: str) -> tuple[Message, ...]:
-    """A string prompt as messages: an HH-style dialogue (it opens with a "Human:" turn and has an
-    "\n\nAssistant:" turn) split into its turns, a trailing empty "Assistant:" cue dropped; else one user turn."""
-    if "\n\nAssistant:" not in text or not text.lstrip(" \n").startswith("Human:"):
+    """A string prompt as messages: an HH-style dialogue (it opens with a "Human:" turn, blank line or not;
+    a single "Human: .." turn too) split into its turns, a trailing empty "Assistant:" cue dropped; else one
+    user turn."""
+    if not text.lstrip(" \n").startswith("Human:"):
         return ({"role": "user", "content": text},)
     parts = _HH_TURN.split("\n\n" + text.lstrip(" \n"))
     turns = [{"role": _HH_ROLE[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2])]
