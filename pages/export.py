@@ -9,7 +9,7 @@ import streamlit as st
 
 from ui import auth, frame, loaders, render, state
 from ches.review.charts import before_after_histogram, check_arms
-from ches.review.probe.check import CheckSettings, citation, run_check
+from ches.review.probe.check import CheckSettings, check_fit, citation, run_check
 from ches.review.probe.settings import MIN_PAIRS, defaults as probe_defaults
 from ches.engine.pairs import FLAGS
 from ches.review.agreement import DEFAULT_TEAM_RULE, TEAM_RULES
@@ -124,12 +124,14 @@ with render.user_errors():
         st.caption(f"The rule keeps {summary['after']} pair(s): a check needs at least {MIN_PAIRS}.")
     else:
         k1, k2, k3 = st.columns([1, 1, 2])
-        check_n = k1.number_input("Pairs per arm", min_value=MIN_PAIRS, value=max(MIN_PAIRS, min(preset["n"], summary["after"])),
-                                  key="check_n")
+        check_n = k1.number_input("Pairs per arm", min_value=MIN_PAIRS, value=None, placeholder="fitted to the rule",
+                                  key="check_n", help=f"Empty: {preset['n']}, or all the kept pairs if the rule "
+                                  "keeps fewer (the batch size follows n, as on the Probe page).")
         check_seeds = k2.number_input("Seeds", min_value=2, max_value=20, value=3, key="check_seeds")
-        cs = CheckSettings(n=int(check_n), seeds=int(check_seeds), batch_size=min(preset["batch_size"], int(check_n)),
-                           lr=preset["lr"], beta=preset["beta"])
-        k3.caption(render.escape_md(cs.describe()))
+        fit = check_fit(preset, summary["after"], None if check_n is None else int(check_n))
+        cs = CheckSettings(n=fit.n, seeds=int(check_seeds), batch_size=fit.batch_size, lr=preset["lr"],
+                           beta=preset["beta"])
+        k3.caption(render.escape_md(cs.describe() + (f" ({fit.note})" if fit.note else "")))
         if st.button("Check this rule on the model", icon=":material/science:", key="check_go",
                      disabled=not auth.can("score"), help=auth.refuse("score")) and state.allowed("score"):
             bar = st.progress(0.0, text="Loading a fresh copy of the model …")

@@ -5,7 +5,6 @@ interrupts the probe at its next progress update, and its callback sets a flag t
 between micro-batches. A probe folder appears only when complete, so a cancelled probe (or a reload)
 stores nothing.
 """
-import math
 from pathlib import Path
 
 import streamlit as st
@@ -14,9 +13,10 @@ from ui import auth, frame, loaders, render, state
 from ches.engine.metrics import METRICS
 from ches.review import charts
 from ches.review.probe import run_probe
-from ches.review.probe.analysis import band_means, band_points, probe_table, spearman
+from ches.review.probe.analysis import band_means, band_points, probe_table, significant, spearman
 from ches.review.probe.dpo import ProbeCancelled, load_policy
-from ches.review.probe.settings import MIN_PAIRS, ProbeSettings, defaults
+from ches.review.probe.settings import (MIN_PAIRS, ONE_EPOCH, ProbeSettings, default_band, defaults, one_epoch,
+                                        probe_fit)
 from ches.review.probe.storage import find_probe, list_probes, read_probe
 
 frame.page("Probe")      # first: page config, sign-in gate, the URL's state, the sidebar
@@ -52,13 +52,12 @@ c1, c2, c3 = st.columns([1, 2, 1])
 metric = c1.selectbox("Rank by", list(METRICS), format_func=lambda m: METRICS[m].label, key="probe_metric",
                       help="The paper's percentile study (Sec. 5) ranks by raw CHES.")
 if source == SOURCES[0]:
-    n_default = min(preset["n"], len(table))
-    top_band = (max(0, 100 - math.ceil(100 * n_default / len(table))), 100)    # the highest band holding n pairs
-    band = c2.slider("Percentile band", 0, 100, top_band, key="probe_band",
+    band = c2.slider("Percentile band", 0, 100, default_band(preset, table), key="probe_band",
                      help="Percentile of the metric over the whole run (100 = highest score = riskiest).")
-    n = c3.number_input("Pairs (n)", min_value=1, max_value=len(table), value=n_default,
-                        key="probe_n", help=f"The n pairs centred in the band: at least {MIN_PAIRS} and at least the batch size.")
-    subset = dict(subset="band", band=(float(band[0]), float(band[1])), n=int(n))
+    n = c3.number_input("Pairs (n)", min_value=1, max_value=len(table), value=None, placeholder="fitted to the band",
+                        key="probe_n", help=f"The n pairs centred in the band: at least {MIN_PAIRS} and at least the "
+                        f"batch size. Empty: {preset['n']}, or all the band's pairs if it holds fewer.")
+    subset = dict(subset="band", band=(float(band[0]), float(band[1])), n=None if n is None else int(n))
 elif focus:
     c2.info(f"The {len(focus)} pairs selected on the Map (shown on Browse).", icon=":material/filter_alt:")
     subset = dict(subset="ids", ids=tuple(focus))
@@ -70,22 +69,29 @@ else:
 # ---------------------------------------------------------------------------------- 2. settings
 st.subheader("2 · Training")
 s1, s2, s3, s4, s5 = st.columns(5)
-steps = s1.number_input("Steps", min_value=0, value=0, key="probe_steps", help="Optimizer steps; 0 = one epoch.")
-batch = s2.number_input("Batch (pairs)", min_value=1, value=min(preset["batch_size"], max(1, len(table))),
-                        key="probe_batch")
+batch = s2.number_input("Batch (pairs)", min_value=1, value=None, placeholder="fitted to n", key="probe_batch",
+                        help=f"Pairs per step. Empty: {preset['batch_size']}, or n if it is smaller.")
 lr = s3.number_input("Learning rate", min_value=0.0, value=preset["lr"], format="%.1e", step=1e-7, key="probe_lr",
                      help="RMSprop. The paper: 1e-7 for 1B-8B models; the bundled 135M model needs more to move.")
 beta = s4.number_input("β", min_value=0.0, value=preset["beta"], format="%.2f", step=0.05, key="probe_beta",
                        help="DPO's KL coefficient (the paper: 0.1).")
 seed = s5.number_input("Seed", min_value=0, value=0, key="probe_seed", help="Order of the pairs across steps.")
 
-settings = stored = None
+fit = settings = stored = None
 with render.user_errors():
     if subset is not None:
-        settings = ProbeSettings(metric=metric, steps=int(steps) or None, batch_size=int(batch), lr=float(lr),
-                                 beta=float(beta), seed=int(seed), **subset)
+        fit = probe_fit(preset, table, metric=metric, batch_size=None if batch is None else int(batch), **subset)
+steps = s1.number_input("Steps", min_value=1, value=None, key="probe_steps",
+                        placeholder=one_epoch(fit.n, fit.batch_size) if fit else "one epoch",
+                        help=f"Optimizer steps. Empty: {ONE_EPOCH} (as `ches probe` without --steps).")
+with render.user_errors():
+    if fit is not None:
+        settings = ProbeSettings(metric=metric, steps=None if steps is None else int(steps),
+                                 batch_size=fit.batch_size, lr=float(lr), beta=float(beta), seed=int(seed),
+                                 **{**subset, "n": fit.n})
         stored = find_probe(run, settings)
-        st.caption(render.escape_md(settings.describe()) + (" · **stored**: running reopens it." if stored else ""))
+        st.caption(render.escape_md(settings.describe() + (f" ({fit.note})" if fit.note else ""))
+                   + (" · **stored**: running reopens it." if stored else ""))
 
 def _run(todo: list[ProbeSettings]) -> None:
     """Run (or reopen) each probe in turn under one progress bar; Cancel stops the one running, keeps the done.
@@ -180,8 +186,8 @@ if r2.button(f"Repeat with seeds 1..{int(k)}", icon=":material/replay:", key="pr
     base = ProbeSettings.from_dict(manifest["settings"])
     _run([ProbeSettings.from_dict({**base.as_dict(), "seed": seed}) for seed in range(1, int(k) + 1)])
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Mean Δ log π(y⁺|x)", f"{summary['mean_delta_chosen']:+.4f}")
-m2.metric("Mean Δ log π(y⁻|x)", f"{summary['mean_delta_rejected']:+.4f}")
+m1.metric("Mean Δ log π(y⁺|x)", significant(summary["mean_delta_chosen"], signed=True), help="nats")
+m2.metric("Mean Δ log π(y⁻|x)", significant(summary["mean_delta_rejected"], signed=True), help="nats")
 m3.metric("Lost chosen likelihood", f"{summary['lost_chosen']} of {summary['pairs']}")
 m4.metric(f"Spearman({METRICS[shown].label}, Δ log π(y⁺|x))", f"{spearman(t[shown], t['delta_chosen']):.3f}",
           help="Negative = the higher the score, the larger the drop, as CHES predicts.")

@@ -134,13 +134,15 @@ def test_cli_check_curation_prints_the_arms_and_the_verdict(check_run, capsys, w
     assert cli.main(argv) == 0
     out, err = capsys.readouterr()
     (path, m), = check.list_checks(check_run)
-    assert m["verdict"] in out and f"curated   {m['stats']['arms']['curated']['mean_delta_chosen']:+13.4f}" in out
+    from ches.review.probe.analysis import significant
+    assert m["verdict"] in out
+    assert f"curated   {significant(m['stats']['arms']['curated']['mean_delta_chosen'], signed=True):>13}" in out
     assert "Traceback" not in out + err
     assert cli.main([*argv[:-2], "--lr", "0"]) == 2
     assert "learning rate must be a positive number" in capsys.readouterr().err
     assert cli.main(["check-curation", str(check_run), "--keep-lowest-percent", "10", "--n", "3",
                      "--batch-size", "3"]) == 2
-    assert "the rule keeps 0 pair(s); the curated arm needs n = 3" in capsys.readouterr().err
+    assert "too few pairs: the 0 kept pairs (a probe trains on at least 3)" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("workspace_env")
@@ -159,3 +161,66 @@ def test_export_page_checks_the_rule_and_shows_the_verdict(check_run):
     assert len(found) == 1 and found[0]["settings"]["n"] == 3 and found[0]["settings"]["seeds"] == 2
     shown = [x.value for x in [*at.success, *at.info]]
     assert any(v.replace("\\", "") == found[0]["verdict"] for v in shown), shown
+
+
+# ------------------------------------------------------------------- issue 24: small numbers, fitted defaults
+
+def test_a_verdict_on_tiny_changes_keeps_its_significant_digits():
+    # per-seed differences 0.0015, 0.0016, 0.0017 nats: mean 0.0016, sd 0.0001, 2 SE = 0.0002 / sqrt(3) = 0.000115
+    st = check.arm_stats(results_frame({(0, "curated"): [0.0015], (0, "random"): [0.0],
+                                        (1, "curated"): [0.0016], (1, "random"): [0.0],
+                                        (2, "curated"): [0.0017], (2, "random"): [0.0]}))
+    text = check.verdict(st)
+    assert "kept 0.00160 nats more chosen log-probability than the random arm, beyond the seed spread" in text
+    assert "per-seed differences +0.00160 nats; two standard errors 1.15e-04 nats" in text
+    assert "0.00 " not in text
+    from ches.review.probe.analysis import significant
+    assert [significant(x) for x in (0.0, 1 / 3, 2.0, -123.4, 0.0016, 2.5e-7)] == \
+        ["0", "0.333", "2.00", "-123", "0.00160", "2.50e-07"]
+    assert significant(0.0016, signed=True) == "+0.00160" and significant(float("nan")) == "n/a"
+
+
+def kept_count(run, percent: float) -> int:
+    """Pairs the rule the CLI and the page start from (lowest `percent` of LN-CHES) keeps, by `select` itself."""
+    return int(select(read_scores(run), Rule(keep_lowest_percent=percent))["kept"].sum())
+
+
+def test_cli_check_curation_without_n_fits_the_kept_pairs_and_says_so(check_run, capsys, workspace_env):
+    from ches.review.probe.settings import PAPER
+    kept = kept_count(check_run, 50)
+    assert 3 <= kept < PAPER["n"]                       # the tiny model gets the paper's n 512: far too many
+    argv = ["check-curation", str(check_run), "--keep-lowest-percent", "50", "--seeds", "2",
+            "--steps", "1", "--lr", "1e-3"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    batch = min(PAPER["batch_size"], kept)
+    assert f"using n = {kept} of the {kept} kept pairs, batch {batch}" in err
+    found = [m for _, m in check.list_checks(check_run) if m["settings"]["n"] == kept and m["settings"]["steps"] == 1
+             and m["rule"]["keep_lowest_percent"] == 50]
+    assert len(found) == 1 and found[0]["settings"]["batch_size"] == batch and "Traceback" not in out + err
+    # values that do not fit are refused, saying what would
+    assert cli.main([*argv, "--n", str(kept + 1)]) == 2
+    assert f"n = {kept + 1} is more than the {kept} kept pairs: choose n of at most {kept}" in capsys.readouterr().err
+    assert cli.main([*argv, "--batch-size", str(kept + 1)]) == 2
+    assert f"choose a batch size of at most {kept}" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("workspace_env")
+def test_export_page_check_defaults_follow_the_rule_and_say_what_they_chose(check_run):
+    from conftest import open_app
+    from ches.review.probe.settings import PAPER
+
+    at = open_app("pages/export.py", check_run, timeout=300)
+    at.slider(key="export_percent").set_value(50.0).run()      # fewer kept pairs than when the check first showed
+    at.number_input(key="check_seeds").set_value(2).run()
+    kept = kept_count(check_run, 50)
+    assert kept < kept_count(check_run, 95)                     # 95: the page's first rule
+    batch = min(PAPER["batch_size"], kept)
+    assert any(f"using n = {kept} of the {kept} kept pairs, batch {batch}" in c.value.replace("\\", "")
+               for c in at.caption), \
+        [c.value for c in at.caption]
+    at.button(key="check_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    found = [m for _, m in check.list_checks(check_run) if m["rule"] == Rule(keep_lowest_percent=50.0).as_dict()
+             and m["settings"]["seeds"] == 2 and m["settings"]["steps"] is None]      # the CLI's test took 1 step
+    assert len(found) == 1 and found[0]["settings"]["n"] == kept and found[0]["settings"]["batch_size"] == batch

@@ -336,10 +336,13 @@ def test_cli_probe_prints_the_summary_then_reuses_the_probe(tiny_run, tmp_path, 
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--subset", "top", "--n", "99"], "n = 99 is larger than the run (6 pairs)"),
+    (["--subset", "top", "--n", "99"], "n = 99 is more than the run's 6 pairs: choose n of at most 6"),
+    (["--subset", "top", "--batch-size", "7"], "n = 6 is below the batch size 7: choose a batch size of at most 6"),
+    (["--subset", "band", "90", "100"], "too few pairs: the 1 pair in ches percentiles 90-100"),
     (["--subset", "top", "--lr", "0"], "the learning rate must be a positive number (got 0)"),
     (["--subset", "top", "--n", "2", "--batch-size", "1"], "n = 2 is too few: a probe needs at least 3 pairs"),
-    (["--subset", "top", "--n", "3", "--batch-size", "4"], "n = 3 is below the batch size 4"),
+    (["--subset", "top", "--n", "3", "--batch-size", "4"],
+     "n = 3 is below the batch size 4: choose a batch size of at most 3, or a larger n"),
     (["--subset", "middle"], "unknown subset 'middle'"),
     (["--subset", "band", "10"], "--subset band needs LO HI"),
     (["--subset", "ids", "no-such-file.txt"], "no-such-file.txt"),
@@ -360,8 +363,9 @@ def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
     at.slider(key="probe_band").set_value((0, 100)).run()
     at.number_input(key="probe_n").set_value(2).run()
     assert any("n = 2 is too few" in e.value for e in at.error) and at.button(key="probe_go").disabled
+    at.number_input(key="probe_batch").set_value(4).run()
     at.number_input(key="probe_n").set_value(3).run()
-    assert any("below the batch size" in e.value for e in at.error)
+    assert any("below the batch size 4" in e.value and "at most 3" in e.value for e in at.error)
     at.number_input(key="probe_batch").set_value(3).run()
     at.number_input(key="probe_steps").set_value(1).run()
     at.number_input(key="probe_lr").set_value(1e-3).run()
@@ -371,7 +375,8 @@ def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
     m, results = storage.read_probe(opened)
     assert m["pairs"] == 3 and m["settings"]["band"] == [0.0, 100.0] and m["settings"]["metric"] == "ches"
     mean = (results["logp_chosen_after"] - results["logp_chosen_before"]).mean()
-    assert any(x.label == "Mean Δ log π(y⁺|x)" and x.value == f"{mean:+.4f}" for x in at.metric)
+    assert any(x.label == "Mean Δ log π(y⁺|x)" and x.value == analysis.significant(mean, signed=True)
+               for x in at.metric)
     assert any("Probe finished" in s.value for s in at.success)
     # the results follow the metric the probe selected by; the selectbox switches them
     t = analysis.probe_table(tiny_run, results)
@@ -432,3 +437,50 @@ def test_probe_page_says_when_no_pair_lost_and_lists_the_smallest_gains(tiny_run
 def test_probe_page_without_a_run_points_to_data_and_score():
     at = open_app("pages/probe.py", timeout=60)
     assert any("No run yet" in i.value for i in at.info)
+
+
+# ------------------------------------------------------------------- issue 24: defaults fitted to the run
+
+def test_cli_probe_without_n_or_batch_fits_the_run_and_says_so(tiny_run, capsys):
+    pairs = len(read_scores(tiny_run))
+    assert 3 <= pairs < settings.PAPER["n"]            # the tiny model gets the paper's n 512: more than the run
+    batch = min(settings.PAPER["batch_size"], pairs)
+    assert cli.main(["probe", str(tiny_run), "--subset", "top", "--steps", "1", "--lr", "1e-3"]) == 0
+    out, err = capsys.readouterr()
+    assert f"using n = {pairs} of the run's {pairs} pairs, batch {batch}" in err and "Traceback" not in out + err
+    found = [m for _, m in storage.list_probes(tiny_run) if m["settings"]["subset"] == "top"
+             and m["settings"]["steps"] == 1 and m["settings"]["lr"] == 1e-3]
+    assert len(found) == 1 and found[0]["pairs"] == pairs and found[0]["settings"]["batch_size"] == batch
+
+
+def test_cli_probe_help_and_the_page_say_the_same_about_steps(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["probe", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"optimizer steps (default: {settings.ONE_EPOCH})" in shown
+    page = (ROOT / "pages" / "probe.py").read_text(encoding="utf-8")
+    assert "ONE_EPOCH" in page
+
+
+@pytest.mark.usefixtures("workspace_env")
+def test_probe_page_fits_n_and_batch_to_the_band_and_steps_read_one_epoch(tiny_run):
+    at = open_app("pages/probe.py", tiny_run)
+    at.selectbox(key="probe_metric").set_value("ches").run()
+    at.slider(key="probe_band").set_value((50, 100)).run()
+    table = read_scores(tiny_run)
+    inside = int(table["ches"].rank(method="max", pct=True).mul(100).between(50, 100).sum())  # the band's pairs
+    assert 3 <= inside < len(table)
+    batch = min(settings.PAPER["batch_size"], inside)
+    epoch = math.ceil(inside / batch)
+    assert not at.error, [e.value for e in at.error]
+    assert any(f"using n = {inside} of the {inside} pairs in ches percentiles 50-100, batch {batch}"
+               in c.value.replace("\\", "") for c in at.caption), [c.value for c in at.caption]
+    steps = at.number_input(key="probe_steps")
+    assert steps.value is None
+    assert steps.proto.placeholder == f"one epoch ({epoch} step{'s' if epoch != 1 else ''})"
+    assert settings.ONE_EPOCH in steps.help
+    at.button(key="probe_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    m, _ = storage.read_probe(Path(at.session_state["probe_open"]))
+    assert m["pairs"] == inside and m["settings"]["batch_size"] == batch and m["steps"] == epoch
+    assert m["settings"]["steps"] is None

@@ -1,4 +1,5 @@
-"""Reading a probe's numbers: its summary, the join with the run's scores, band means, rank correlation.
+"""Reading a probe's numbers: its summary, the join with the run's scores, band means, rank correlation, and
+`significant`, the one way a change of log-probability (nats) is written for the CLI and the pages.
 
 delta_chosen = log pi(y+|x) after - before, delta_rejected likewise (see `ches.review.probe`);
 delta_chosen_per_token = delta_chosen / |y+| (|y+| = the run's len_chosen: content tokens + EOS).
@@ -15,6 +16,7 @@ For n >= 3 this equals (r_ab - r_ac r_bc) / sqrt((1 - r_ac^2)(1 - r_bc^2)) with 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +27,22 @@ from ches.engine.metrics import METRICS
 from ches.engine.store import read_scores
 from ches.review.browse import percentiles
 from ches.review.probe.storage import read_probe
+
+
+def significant(x: float, signed: bool = False) -> str:
+    """`x` to 3 significant figures, never rounded to zero: fixed notation for 1e-3 <= |x| < 1e5 ("0.00160",
+    "1.67", "123"), scientific otherwise ("2.50e-07"); "0" for zero, "n/a" for NaN. `signed`: a + before
+    positive values."""
+    x = float(x)
+    if math.isnan(x):
+        return "n/a"
+    if x == 0:
+        return "0"
+    sign = "+" if signed else ""
+    if 1e-3 <= abs(x) < 1e5:
+        decimals = max(0, 2 - math.floor(math.log10(abs(x))))
+        return f"{x:{sign}.{decimals}f}"
+    return f"{x:{sign}.2e}"
 
 
 def summarize(results: pd.DataFrame) -> dict:

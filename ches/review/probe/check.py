@@ -45,8 +45,9 @@ from ches.atomic import atomic_folder
 from ches.engine.forward import Progress
 from ches.engine.store import read_manifest, read_scores
 from ches.review.export import Rule, score_rule, select
+from ches.review.probe.analysis import significant
 from ches.review.probe.run import measure
-from ches.review.probe.settings import ProbeError, ProbeSettings
+from ches.review.probe.settings import Fit, Pool, ProbeError, ProbeSettings, fit_sizes, one_epoch
 from ches.review.probe.storage import RESULT_COLUMNS, is_complete, list_folders
 
 CHECK_VERSION = 1
@@ -76,7 +77,8 @@ class CheckSettings:
                              seed=seed)
 
     def describe(self) -> str:
-        train = "one epoch" if self.steps is None else f"{self.steps} step(s)"
+        """One line: pairs per arm, seeds, how each arm trains."""
+        train = one_epoch(self.n, self.batch_size) if self.steps is None else f"{self.steps} step(s)"
         return (f"{self.n} pairs per arm, seeds 0-{self.seeds - 1}; {train} of batch {self.batch_size}, "
                 f"{self.optimizer} lr {self.lr:g}, beta {self.beta:g}")
 
@@ -85,11 +87,18 @@ def samples(sel: pd.DataFrame, n: int, seed: int) -> dict[str, list[int]]:
     """The rows each arm trains on for `seed` (module docstring), sorted; ProbeError if a pool is too small."""
     kept, everything = sel.loc[sel["kept"], "row"].to_numpy(), sel["row"].to_numpy()
     if len(kept) < n:
-        raise ProbeError(f"the rule keeps {len(kept)} pair(s); the curated arm needs n = {n}: lower n or keep more")
+        raise ProbeError(f"the rule keeps {len(kept)} pair(s); the curated arm needs n = {n}: choose n of at most "
+                         f"{len(kept)} or keep more")
     if len(everything) < n:
         raise ProbeError(f"n = {n} is larger than the run ({len(everything)} pairs)")
     pick = lambda pool, arm: sorted(int(r) for r in np.random.default_rng([seed, arm]).choice(pool, n, replace=False))  # noqa: E731
     return {"curated": pick(kept, 1), "random": pick(everything, 2)}
+
+
+def check_fit(preset: Mapping[str, Any], kept: int, n: int | None = None, batch_size: int | None = None) -> Fit:
+    """n and batch size for each arm (`ches.review.probe.settings.fit_sizes`): n is drawn from the `kept` pairs
+    the rule keeps (the random arm draws from the whole run, which holds at least as many)."""
+    return fit_sizes(preset, Pool(int(kept), f"the {kept} kept pair{'' if kept == 1 else 's'}"), n, batch_size)
 
 
 def decisions_digest(sel: pd.DataFrame) -> str:
@@ -137,12 +146,12 @@ def arm_stats(results: pd.DataFrame) -> dict[str, Any]:
 
 
 def verdict(stats: Mapping[str, Any]) -> str:
-    """One plain sentence from `arm_stats`."""
+    """One plain sentence from `arm_stats`, its numbers in nats to 3 significant figures (`significant`)."""
     x = stats["difference"]
     where = "beyond" if stats["beyond"] else "within"
-    return (f"The curated arm kept {abs(x):.2f} nats {'more' if x >= 0 else 'less'} chosen log-probability than "
-            f"the random arm, {where} the seed spread (mean of {stats['seeds']} per-seed differences "
-            f"{x:+.2f}; two standard errors {stats['two_se']:.2f}).")
+    return (f"The curated arm kept {significant(abs(x))} nats {'more' if x >= 0 else 'less'} chosen log-probability "
+            f"than the random arm, {where} the seed spread (mean of {stats['seeds']} per-seed differences "
+            f"{significant(x, signed=True)} nats; two standard errors {significant(stats['two_se'])} nats).")
 
 
 # ----------------------------------------------------------------------------------------- run
@@ -199,12 +208,14 @@ def list_checks(run_dir: Path) -> list[tuple[Path, dict]]:
 
 def citation(run_dir: Path, rule: Rule, sel: pd.DataFrame | None = None) -> dict[str, Any] | None:
     """What an export manifest cites: the latest stored check of the same rule (None if there is none):
-    its key, verdict, statistics, settings, and whether it applied the same decisions as `sel` (the
-    export's `select` table) does."""
+    its key, verdict (written again from its statistics, so a check stored by an older version reads as a
+    new one does), statistics, settings, and whether it applied the same decisions as `sel` (the export's
+    `select` table) does."""
     same = [m for _, m in list_checks(run_dir) if score_rule(m.get("rule") or {}) == score_rule(rule.as_dict())]
     if not same:
         return None
     m = same[0]
-    return {"key": m["key"], "created_at": m["created_at"], "folder": f"checks/{m['key']}", "verdict": m["verdict"],
+    return {"key": m["key"], "created_at": m["created_at"], "folder": f"checks/{m['key']}",
+            "verdict": verdict(m["stats"]),
             "settings": m["settings"], "stats": {k: v for k, v in m["stats"].items() if not k.startswith("per_seed")},
             "same_decisions": None if sel is None else m["decisions_digest"] == decisions_digest(sel)}
