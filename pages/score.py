@@ -27,7 +27,7 @@ from ches.review.probe.storage import list_folders, list_probes
 
 frame.page("Data & score")      # first: page config, sign-in gate, the URL's state, the sidebar
 
-MAPPING = "_score_columns"   # {file path: {prompt / chosen / rejected: its column}} chosen on this page
+MAPPING = jobspanel.FORM_COLUMNS   # {file path: {prompt / chosen / rejected: its column}} chosen on this page
 DELETE = "_score_delete"     # the run folder waiting for the user to confirm its deletion
 ESTIMATE = "_score_estimate"  # (settings, sentence): the last estimate, shown while the settings stay the same
 SOURCES = ("Bundled sample", "Upload a file", "Path under the data root", "Hugging Face dataset")
@@ -50,6 +50,8 @@ def _open_selected() -> None:
 
 # ------------------------------------------------------------------------------------ 1. dataset
 st.subheader("1 · Dataset")
+if "score_source" not in st.session_state:      # a fresh session (a reload): what a running job scores, if one does
+    st.session_state.update(jobspanel.running_form(SOURCES))
 source = st.radio("Source", SOURCES, horizontal=True, key="score_source", label_visibility="collapsed")
 fmt = st.selectbox("Format", [None, *FORMATS], format_func=lambda f: "auto-detect" if f is None else f,
                    help="\n\n".join(f"**{k}**: {v}" for k, v in FORMATS.items()), key="score_format")
@@ -71,6 +73,10 @@ with render.user_errors():
             wsp.check_upload_size(up.size)
             path = wsp.save_upload(state.ws().uploads, up.getvalue(), up.name)
             uploaded = True
+        elif st.session_state.get(jobspanel.FORM_UPLOAD):         # the upload a running job scores
+            path, uploaded = wsp.existing(state.ws().uploads, st.session_state[jobspanel.FORM_UPLOAD], "uploads"), True
+            st.caption(f"Being scored: `{render.escape_md(loaders.dataset_name(path))}`, uploaded earlier "
+                       "(an upload replaces it).")
     elif source == SOURCES[2]:
         root = wsp.data_root()
         typed = st.text_input("Path (relative to the data root)", key="score_path",
@@ -140,10 +146,11 @@ model_typed = c1.text_input("Model", value=DEFAULT_MODEL, key="score_model",
 model_spec = None
 with render.user_errors():
     model_spec = wsp.app_model(model_typed, DEFAULT_MODEL)
-max_length = int(c2.number_input("Max length", min_value=16, max_value=131072, value=DEFAULT_MAX_LENGTH,
+max_length = int(c2.number_input("Max length", min_value=jobspanel.MAX_LENGTHS[0],
+                                 max_value=jobspanel.MAX_LENGTHS[1], value=DEFAULT_MAX_LENGTH,
                                  step=256, key="score_max_length",
                                  help="Max tokens per prompt + response; longer pairs are cut and flagged 'truncated'."))
-dtype = c3.selectbox("dtype", ["auto", "float32", "bfloat16"], key="score_dtype",
+dtype = c3.selectbox("dtype", jobspanel.DTYPES, key="score_dtype",
                      help="auto = bf16 on a GPU, fp32 on CPU. Sums are always accumulated in float64.")
 n_pairs = len(dataset.pairs) if dataset is not None else 0
 limit = c4.number_input("First N pairs", min_value=1, value=None, step=100,

@@ -231,6 +231,93 @@ def test_a_failed_job_shows_its_error_on_the_page(workspace_env):
     assert not at.error and not list(folder.iterdir())
 
 
+@pytest.fixture
+def sleeper():
+    """A process leading its own session that only sleeps: a running job's process, without a model."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _live_job(workspace_env, pid: int, args: list[str], events: list[dict], label: str = "orca_val.jsonl") -> jobs.Job:
+    """A job file for the run feedfacefeedface whose process `pid` is running (its real start time), started
+    with `args`, with `events` in its status file."""
+    from ches.engine.jobfile import process_start
+
+    folder, run_dir = workspace_env.workspace / "jobs", workspace_env.workspace / "runs" / "feedfacefeedface"
+    folder.mkdir(parents=True, exist_ok=True)
+    file = jobs.job_file(folder, run_dir)
+    writer = jobs.Events(file.with_suffix(".status.jsonl"))
+    for event in events:
+        writer(**event)
+    writer.close()
+    file.write_text(json.dumps({"run_dir": str(run_dir), "log": "", "pid": pid, "pid_started": process_start(pid),
+                                "args": args, "label": label, "started_at": "2025-01-01T00:00:00+00:00"}))
+    return jobs.read(file)
+
+
+def test_a_live_job_keeps_its_cancel_and_impossible_figures_are_not_shown(workspace_env, sleeper):
+    """The job's status file names another run and counts past its total: the job is live (its process runs),
+    so it shows as scoring with its Cancel, here and in the sidebar, and the impossible count is not shown."""
+    _live_job(workspace_env, sleeper.pid, [], [
+        {"event": "planned", "run": "/elsewhere/runs/0123456789abcdef", "total": 5, "done": 0},
+        {"event": "step", "what": "scoring"},
+        {"event": "progress", "done": 1_000_000_000, "total": 5, "rate": 3.0, "seconds_left": 1.0}])
+    at = app()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not at.button(key="main_cancel_feedfacefeedface").disabled
+    (bar,) = map(plain, _progress(at))
+    assert bar == "Scoring … · Not shown: the job's status file reports impossible figures (progress)"
+    assert any(plain(c.value).startswith("Scoring orca_val.jsonl") for c in at.caption)
+    open_page(at, "pages/browse.py")
+    assert not at.sidebar.button(key="sidebar_cancel_feedfacefeedface").disabled
+
+
+@pytest.mark.parametrize("where", ["data root", "upload"])
+def test_a_reload_during_a_job_shows_the_data_being_scored(workspace_env, sleeper, where):
+    """A fresh session of Data & score while a job scores orca_val.jsonl (a file in the data root, or an
+    upload) shows that file, with the job's settings, beside "Scoring orca_val.jsonl", not the bundled sample."""
+    folder = workspace_env.data_root if where == "data root" else workspace_env.workspace / "uploads" / "0123456789ab"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = write_pairs(folder / "orca_val.jsonl", 60).resolve()
+    args = jobs.score_args(data, runs=workspace_env.workspace / "runs", model="smollm2", max_length=512,
+                           dtype="float32", limit=40)
+    _live_job(workspace_env, sleeper.pid, args, [{"event": "step", "what": "loading the model smollm2"}],
+              label="orca_val.jsonl · 40 pairs · smollm2 · max 512")
+    at = app()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    if where == "data root":
+        assert at.radio(key="score_source").value == "Path under the data root"
+        assert at.text_input(key="score_path").value == "orca_val.jsonl"
+    else:
+        assert at.radio(key="score_source").value == "Upload a file"
+        assert any("Being scored: `orca\\_val\\.jsonl`" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert metric(at, "Pairs loaded") == "60"
+    assert (at.number_input(key="score_max_length").value, at.selectbox(key="score_dtype").value,
+            at.number_input(key="score_limit").value) == (512, "float32", 40)
+    assert any(plain(c.value).startswith("Scoring orca_val.jsonl · 40 pairs") for c in at.caption)
+
+
+def test_the_form_of_a_running_job_names_only_what_the_page_may_read(workspace_env, sleeper, tmp_path):
+    """A Hub job fills the Hub fields; a job reading a file outside the data root and the uploads (started
+    from the command line) fills nothing: the page never shows a path it could not read itself."""
+    from ui import jobspanel
+
+    sources = ("sample", "upload", "path", "hub")
+    hub = jobs.score_args("hf://datasets/owner/prefs", runs="r", model="smollm2", max_length=256, split="test")
+    _live_job(workspace_env, sleeper.pid, hub, [])
+    assert jobspanel.running_form(sources) == {
+        "score_source": "hub", "score_hub_name": "owner/prefs", "score_hub_split": "test", "score_hub_config": "",
+        "_hub_spec": ("owner/prefs", None, "test"), "score_model": "smollm2", "score_format": None,
+        "score_max_length": 256, "score_dtype": "auto"}
+    outside = write_pairs(tmp_path / "elsewhere.jsonl", 3)
+    _live_job(workspace_env, sleeper.pid, jobs.score_args(outside, runs="r", model="m", max_length=256), [])
+    assert jobspanel.running_form(sources) == {}
+
+
 def test_score_page_reopens_a_stored_run_and_says_when_it_was_made_with_other_versions(workspace_env, monkeypatch):
     """The run for these settings exists: Score opens it (no job) and says that it was made by other library
     versions (store.version_notice)."""
@@ -504,6 +591,30 @@ def test_sidebar_run_picker_switches_runs(workspace_env, flagged_run, tmp_path):
     at.selectbox(key="_run_pick").set_value(str(other)).run()
     assert at.session_state["run_dir"] == str(other)
     assert metric(at, "Pairs in run") == "1"
+
+
+def test_two_runs_of_one_file_made_the_same_minute_are_told_apart(workspace_env):
+    """The run picker names two runs of one file (same model, same max length) made the same minute by what
+    sets them apart (their dtype, the second each was made), not by their run ids alone."""
+    from ches.engine.formats import load_records
+    from conftest import make_fake_run
+
+    dataset = load_records([{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(3)],
+                           source="orca_val.jsonl")
+    for run_id, dtype, made in (("a" * 16, "float32", "10:00:05"), ("b" * 16, "bfloat16", "10:00:41")):
+        run = make_fake_run(workspace_env.workspace / "runs" / run_id, dataset)
+        m = json.loads((run / "manifest.json").read_text())
+        m["key"]["dtype"], m["created_at"] = dtype, f"2025-01-01T{made}+00:00"
+        (run / "manifest.json").write_text(json.dumps(m))
+    at = app()
+    at.run()
+    labels = at.selectbox(key="_run_pick").options
+    assert labels == ["orca_val.jsonl · 3 pairs · test/model · max 512 · bfloat16 · 2025-01-01 10:00:41 · bbbbbbbb",
+                      "orca_val.jsonl · 3 pairs · test/model · max 512 · float32 · 2025-01-01 10:00:05 · aaaaaaaa"]
+    folder = {"source": "x.jsonl", "pairs": 1, "created_at": "2025-01-01T10:00:05+00:00",
+              "key": {"model_id": "/srv/models/tiny-llama", "max_length": 64, "dtype": "float32"}}
+    assert loaders.run_label("/runs/cccccccccccccccc", folder) == \
+        "x.jsonl · 1 pairs · tiny-llama · max 64 · float32 · 2025-01-01 10:00:05 · cccccccc"     # a model folder: its name
 
 
 def test_decisions_wait_for_a_name(workspace_env, flagged_run):

@@ -248,9 +248,39 @@ def test_status_reads_the_events_and_never_the_log(tmp_path):
     stopped = status_of(tmp_path, [PLANNED, {"event": "interrupted", "done": 64, "total": 500}], LIES, alive=False)
     assert (stopped.state, stopped.error) == ("interrupted", "")
     assert status_of(tmp_path, [PLANNED, {"event": "interrupted"}], alive=False, cancelled=True).state == "cancelled"
-    elsewhere = status_of(tmp_path, [{**PLANNED, "run": "/r/0123456789abcdef"}], alive=True)
-    assert elsewhere.state == "failed" and "scores into 0123456789abcdef, not into feedfacefeedface" in elsewhere.error
     assert status_of(tmp_path, [], LIES, alive=True).total == 0                # nothing planned yet: "starting" bar
+
+
+def test_figures_that_cannot_be_true_are_not_shown_as_fact(tmp_path):
+    """The job's status file is checked: a count past its total, a negative, fractional or mistyped one, a
+    total the plan contradicts are left out (with the reason), never passed on as the job's progress."""
+    plan = {**PLANNED, "total": 5, "done": 0}
+    for wrong in ({"done": 1_000_000_000, "total": 5}, {"done": -3, "total": 5}, {"done": 2.5, "total": 5},
+                  {"done": True, "total": 5}, {"done": 4, "total": 3}, {"done": 40, "total": 500}):
+        s = status_of(tmp_path, [plan, {"event": "progress", "rate": 2.0, "seconds_left": 9.0, **wrong}], alive=True)
+        assert (s.state, s.done, s.total, s.rate, s.seconds_left) == ("running", 0, 5, "", ""), wrong
+        assert s.unreadable == "not shown: the job's status file reports impossible figures (progress)"
+    bad_plan = status_of(tmp_path, [{**PLANNED, "done": 900}, {"event": "progress", "done": 7, "total": 9}],
+                         alive=True)
+    assert (bad_plan.done, bad_plan.total) == (7, 9) and "(plan)" in bad_plan.unreadable
+    bad_estimate = status_of(tmp_path, [PLANNED, {**ESTIMATE, "pairs": -436}], alive=True)
+    assert bad_estimate.estimate == "" and "(estimate)" in bad_estimate.unreadable
+    assert status_of(tmp_path, [PLANNED, {**ESTIMATE, "pairs": 5000}], alive=True).estimate == ""   # > 500
+    sound = status_of(tmp_path, [plan, ESTIMATE | {"pairs": 5}, {"event": "progress", "done": 5, "total": 5}],
+                      alive=True)
+    assert (sound.done, sound.total, sound.unreadable) == (5, 5, "") and sound.estimate.startswith("5 pairs")
+
+
+def test_a_status_line_naming_another_run_is_ignored(tmp_path):
+    """A line about another run than the job's own says nothing about this job: it stays live (its Cancel
+    stays), its figures are not taken; once the process has ended without this run, the line explains it."""
+    other = {**PLANNED, "run": "/r/0123456789abcdef", "total": 7}
+    progress = {"event": "progress", "done": 76, "total": 500, "rate": 4.0, "seconds_left": 106.0}
+    live = status_of(tmp_path, [PLANNED, other, progress], alive=True)
+    assert (live.state, live.error, live.done, live.total) == ("running", "", 76, 500) and not live.unreadable
+    assert status_of(tmp_path, [{**PLANNED, "run": 12}], alive=True).state == "running"
+    done_elsewhere = status_of(tmp_path, [other, {"event": "complete"}], alive=False)
+    assert done_elsewhere.state == "failed" and "it scored into 0123456789abcdef" in done_elsewhere.error
 
 
 def test_the_status_file_is_read_at_both_ends_and_a_cut_line_is_skipped(tmp_path):
@@ -274,6 +304,19 @@ def test_score_args_pass_the_options_through():     # chunk sizes: test_run_inte
     argv = jobs.score_args("d.csv", runs="r", model="m", max_length=64, limit=5, chunk_size=16,
                            columns={"prompt": "q=1"})
     assert argv[-6:] == ["--limit", "5", "--chunk-size", "16", "--column", "prompt=q=1"]
+
+
+def test_a_jobs_settings_are_read_back_from_its_arguments():
+    """What a page shows of a running job (its data, model, length, ...) is what score_args wrote."""
+    argv = jobs.score_args("d.csv", runs="r", model="m", max_length=64, dtype="bfloat16", format="csv", limit=5,
+                           chunk_size=16, columns={"prompt": "q=1", "chosen": "good"})
+    assert jobs.settings_of(argv) == jobs.ScoreSettings("d.csv", "m", 64, "bfloat16", "csv", None, None,
+                                                        (("prompt", "q=1"), ("chosen", "good")), 5)
+    hub = jobs.score_args("hf://datasets/o/n", runs="r", model="m", max_length=64, split="test", config="c")
+    assert (jobs.settings_of(hub).split, jobs.settings_of(hub).config) == ("test", "c")
+    for wrong in ([], ["d.csv", "--model"], ["d.csv", "--model", "m"], [*argv, "--device", "cuda"],
+                  ["d.csv", "--model", "m", "--max-length", "-3"], ["d.csv", "--model", "m", "--max-length", "x"]):
+        assert jobs.settings_of(wrong) is None, wrong
 
 
 # ------------------------------------------------------------------ job files: tampered, stale, raced

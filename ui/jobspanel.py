@@ -3,26 +3,87 @@
 
 Shown in the sidebar (running jobs only) and on Data & score ("main": also the stopped ones). Jobs are
 read from the workspace (ches.engine.jobs), so every tab and session sees the same ones; the session that
-started or watched a job opens its run when it is complete (`follow_job`).
+started or watched a job opens its run when it is complete (`follow_job`); a fresh session of Data & score
+shows the data and settings a running job scores with (`running_form`).
 """
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
 
+from ches import workspace as wsp
 from ches.engine import jobs, store
+from ches.engine.files import HUB_PREFIX
+from ches.engine.formats import FORMATS
+from ches.engine.hub import hub_id
 from ches.engine.report import dataset_name
 from ui import auth, loaders, state
 from ui.render import escape_md
 
 MY_JOBS = "_my_jobs"     # run folders whose job this session started or watched on Data & score: opened when done
 POLL_S = 1.0             # how often a page with a running job reads its progress
+FORM_COLUMNS = "_score_columns"     # Data & score's column mappings: {file path: {prompt / chosen / rejected: column}}
+FORM_UPLOAD = "_score_kept_upload"  # an upload being scored, under the uploads folder: shown until another is uploaded
+DTYPES = ("auto", "float32", "bfloat16")    # Data & score's dtype choices
+MAX_LENGTHS = (16, 131072)                  # and the max lengths it accepts
 
 
 def job_label(source: object, pairs: int, model_spec: str, max_length: int) -> str:
     return f"{dataset_name(source)} · {pairs:,} pairs · {model_spec} · max {max_length}"
+
+
+def running_form(sources: Sequence[str]) -> dict[str, object]:
+    """Data & score's fields (session state keys) as the newest running scoring job was started with, for a
+    fresh session: a reload shows the data being scored, not the default. `sources` are the page's four
+    source choices (sample, upload, path under the data root, Hub). Only a file the page may read (the
+    bundled sample, an upload: FORM_UPLOAD, a file in the data root) and values its fields accept are set;
+    {} when no job runs, or it reads another file, or its arguments cannot be read."""
+    live = [j for j in jobs.list_jobs(state.ws().jobs) if jobs.status(j).running]
+    s = jobs.settings_of(live[-1].args) if live else None
+    if s is None:
+        return {}
+    if s.data.startswith(HUB_PREFIX):
+        try:
+            name = hub_id(s.data.removeprefix(HUB_PREFIX))
+        except ValueError:
+            return {}
+        split = s.split or "train"
+        form: dict[str, object] = {"score_source": sources[3], "score_hub_name": name, "score_hub_split": split,
+                                   "score_hub_config": s.config or "", "_hub_spec": (name, s.config, split)}
+    else:
+        placed = _placed(Path(s.data), sources)
+        if placed is None:
+            return {}
+        form, file = placed
+        if s.columns:
+            form[FORM_COLUMNS] = {str(file): dict(s.columns)}
+    form["score_model"] = s.model
+    if s.format is None or s.format in FORMATS:
+        form["score_format"] = s.format
+    if MAX_LENGTHS[0] <= s.max_length <= MAX_LENGTHS[1]:
+        form["score_max_length"] = s.max_length
+    if s.dtype in DTYPES:
+        form["score_dtype"] = s.dtype
+    if s.limit is not None:
+        form["score_limit"] = s.limit
+    return form
+
+
+def _placed(file: Path, sources: Sequence[str]) -> tuple[dict[str, object], Path] | None:
+    """Where Data & score reads `file` from (its source and the field naming the file) and the file as the
+    page names it: the bundled sample, an upload, a file in the data root; None for any other file."""
+    with contextlib.suppress(OSError):
+        if file.resolve() == wsp.SAMPLE.resolve():
+            return {"score_source": sources[0]}, wsp.SAMPLE
+    for index, root, key in ((1, state.ws().uploads, FORM_UPLOAD), (2, wsp.data_root(), "score_path")):
+        with contextlib.suppress(OSError, ValueError):
+            found = wsp.existing(root, file)
+            if found.is_file():
+                return {"score_source": sources[index], key: str(found.relative_to(Path(root).resolve()))}, found
+    return None
 
 
 def follow_job(run_dir: str | Path) -> None:
@@ -110,10 +171,12 @@ def _dismiss(job: jobs.Job) -> None:
 
 def _job_bar(where, s: jobs.JobStatus) -> None:
     """A running job's progress bar: what it is doing (until it scores), pairs done, speed and time left,
-    as the job itself reports them."""
+    as the job itself reports them (figures that cannot be true left out, and said so)."""
     doing = escape_md(s.step[:1].upper() + s.step[1:]) + " …" if s.step and s.step != "scoring" else ""
+    doubt = f" · {escape_md(s.unreadable[:1].upper() + s.unreadable[1:])}" if s.unreadable else ""
     if not s.total:
-        where.progress(0.0, text=doing or "Starting the scoring process …")
+        where.progress(0.0, text=(doing or ("Scoring …" if s.step else "Starting the scoring process …")) + doubt)
         return
-    where.progress(min(1.0, s.done / s.total), text=(f"{doing} · " if doing else "") + f"{s.done:,} / {s.total:,} pairs"
-                   + (f" · {s.rate}" if s.rate else "") + (f" · {s.seconds_left} left" if s.seconds_left else ""))
+    figures = f"{s.done:,} / {s.total:,} pairs" + (f" · {s.rate}" if s.rate else "") \
+        + (f" · {s.seconds_left} left" if s.seconds_left else "")
+    where.progress(min(1.0, s.done / s.total), text=(f"{doing} · " if doing else "") + figures + doubt)

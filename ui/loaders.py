@@ -104,13 +104,15 @@ def search(run_dir: str | Path, query: str) -> set[int]:
 
 
 def run_label(run_dir: str | Path, m: dict | None = None) -> str:
-    """Plain-text label for a run, dataset name first: dataset, pairs, model, max length, date, and the
-    run id last (pickers match labels, so two runs must never share one)."""
+    """Plain-text label for a run, dataset name first: dataset, pairs, model (a model folder by its name),
+    max length, dtype, when it was made (to the second) and the run id last: two runs of one file made the
+    same minute differ in what differs between them, and pickers match labels, so two never share one."""
     m = m if m is not None else manifest(run_dir)
     key = m.get("key", {})
-    return (f"{dataset_name(m.get('source'))} · {m.get('pairs', '?')} pairs · {key.get('model_id', '?')} · "
-            f"max {key.get('max_length', '?')} · {str(m.get('created_at', ''))[:16].replace('T', ' ')} · "
-            f"{Path(run_dir).name[:8]}")
+    model, made = str(key.get("model_id", "?")), str(m.get("created_at", ""))[:19].replace("T", " ")
+    return (f"{dataset_name(m.get('source'))} · {m.get('pairs', '?')} pairs · "
+            f"{Path(model).name if os.path.isabs(model) else model} · max {key.get('max_length', '?')} · "
+            f"{key.get('dtype', '?')} · {made} · {Path(run_dir).name[:8]}")
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -3,6 +3,7 @@
     job = jobs.start(ws.jobs, run_dir, ["data.jsonl", "--model", "smollm2", "--out", str(ws.runs)])
     jobs.status(job)     # JobStatus: state, what it is doing, pairs done / kept / total, the estimate, an error
     jobs.cancel(job)     # SIGTERM to its process group: the CLI keeps the finished chunks, exits 130
+    jobs.settings_of(job.args)   # ScoreSettings: what it scores, and how (score_args read back)
 
 A job is named by the run folder it scores (`<jobs_dir>/<run id>.json`): the run key decides the folder,
 so the same dataset, model and settings are the same job. The process runs in its own session (a page
@@ -28,8 +29,10 @@ one JSON object per line, appended and flushed:
     {"event": "error", "message": "what the user should read"}
     {"event": "complete"}
 
-status() reads those events and the run folder (finished chunks; complete or not) and nothing else; a
-value of the wrong type in an event is ignored.
+status() reads those events and the run folder (finished chunks; complete or not) and nothing else. Whether
+a job is live is its process's alone: an event naming another run than the job's is ignored, and figures
+that cannot be true (not whole numbers, done > total, a total the run folder or the plan contradicts) are
+left out, with JobStatus.unreadable saying so; a value of the wrong type in an event is ignored.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,8 +53,8 @@ from ches.engine import store
 from ches.engine.jobfile import STARTING_S, Job, locked, process_start, raw, read, running, terminate
 from ches.engine.timing import Estimate, duration
 
-__all__ = ["STARTING_S", "STATUS_ENV", "Events", "Job", "JobStatus", "cancel", "find", "forget",
-           "job_file", "list_jobs", "read", "read_events", "score_args", "start", "status"]
+__all__ = ["STARTING_S", "STATUS_ENV", "Events", "Job", "JobStatus", "ScoreSettings", "cancel", "find", "forget",
+           "job_file", "list_jobs", "read", "read_events", "score_args", "settings_of", "start", "status"]
 
 STATUS_ENV = "CHES_JOB_STATUS"   # the file `ches score` appends its events to
 _HEAD = _TAIL = 16 * 1024        # status() reads the first and last bytes of the status file
@@ -67,6 +71,7 @@ class JobStatus:
     estimate: str            # the token count and time estimated before scoring (str(Estimate); "" until known)
     error: str               # why a failed or broken job failed, as the user should read it ("" otherwise)
     step: str = ""           # what a running job is doing now ("loading the model", ...; "" when over)
+    unreadable: str = ""     # why figures of the status file are left out ("" when every one could be true)
 
     @property
     def running(self) -> bool:
@@ -140,6 +145,48 @@ def score_args(data: str | Path, *, runs: str | Path, model: str, max_length: in
     return argv
 
 
+@dataclass(frozen=True)
+class ScoreSettings:
+    """What `score_args` was given, read back from a job's arguments by `settings_of`."""
+    data: str                            # the file, or HUB_PREFIX + a Hub id
+    model: str
+    max_length: int
+    dtype: str = "auto"
+    format: str | None = None
+    split: str | None = None
+    config: str | None = None
+    columns: tuple[tuple[str, str], ...] = ()   # (ours, theirs), in the order given
+    limit: int | None = None
+
+
+_OPTIONS = {"--model": "model", "--max-length": "max_length", "--dtype": "dtype", "--format": "format",
+            "--split": "split", "--config": "config", "--limit": "limit", "--out": None, "--chunk-size": None}
+
+
+def settings_of(args: Sequence[str]) -> ScoreSettings | None:
+    """The settings `score_args` wrote as `args` (a job's arguments), the runs folder and chunk size left out;
+    None when `args` are not such a list (an option it never writes, a value missing, a count that is not one)."""
+    if not args or len(args) % 2 != 1:
+        return None
+    found: dict[str, object] = {"data": args[0]}
+    columns = []
+    for flag, value in zip(args[1::2], args[2::2]):
+        if flag == "--column" and "=" in value:
+            ours, _, theirs = value.partition("=")
+            columns.append((ours, theirs))
+        elif flag not in _OPTIONS:
+            return None
+        elif _OPTIONS[flag] in ("max_length", "limit"):
+            if not value.isdigit() or int(value) < 1:
+                return None
+            found[_OPTIONS[flag]] = int(value)
+        elif _OPTIONS[flag]:
+            found[_OPTIONS[flag]] = value
+    if "model" not in found or "max_length" not in found:
+        return None
+    return ScoreSettings(**found, columns=tuple(columns))
+
+
 def find(jobs_dir: str | Path, run_dir: str | Path) -> Job | None:
     return read(job_file(jobs_dir, run_dir))
 
@@ -181,47 +228,81 @@ def forget(job: Job) -> None:
 
 
 def status(job: Job) -> JobStatus:
-    """Where the job stands, read from its run folder (finished chunks) and its status file (events)."""
+    """Where the job stands, read from its run folder (finished chunks) and its status file (events).
+
+    Whether it is live is its process's alone (jobfile.running). An event that names another run than the
+    job's own is ignored. Figures from the status file are used only when they can be true: whole numbers,
+    0 <= done <= total, and the total the run folder and the plan agree on; an event whose figures cannot
+    be true is left out, and `unreadable` says so."""
     job = read(job.file) or job                 # cancelled meanwhile, or its pid written since
     if job.problem:
         return JobStatus("broken", 0, 0, 0, "", "", "", f"the job file {job.file.name} is not a job: {job.problem}")
     progress = store.run_progress(job.run_dir)
     kept, total = (progress.done, progress.total) if progress else (0, 0)
-    last = {e["event"]: e for e in read_events(job.events)}     # the latest event of each kind
-    planned, live = last.get("planned", {}), last.get("progress", {})
-    total = total or _count(planned.get("total")) or _count(live.get("total"))
-    estimate = _estimate_text(last.get("estimate"))
+    events = read_events(job.events)
+    elsewhere = [str(e["run"]) for e in events if not _names_its_run(e, job)]
+    last = {e["event"]: e for e in events if _names_its_run(e, job)}     # the latest event of each kind
+    doubted = []                                # the events whose figures cannot be true
+    planned = _pairs(last.get("planned"), total)
+    if planned is None:
+        doubted.append("plan")
+    total = total or (planned or (0, 0))[1]
+    live = _pairs(last.get("progress"), total)
+    if live is None:
+        doubted.append("progress")
+    total = total or (live or (0, 0))[1]
+    estimate = _estimate_text(last.get("estimate"), total)
+    if "estimate" in last and not estimate:
+        doubted.append("estimate")
     error = ""
-    run = planned.get("run")
-    if isinstance(run, str) and run and Path(run).name != job.run_dir.name:
-        error = (f"the job scores into {Path(run).name}, not into {job.run_dir.name}: "
-                 "the page and the job read the data differently")
     if progress and progress.complete:
         state = "complete"
-    elif running(job) and not error:
+    elif running(job):
         state = "running" if job.pid is not None else "starting"
     elif job.cancelled:
         state = "cancelled"
-    elif error or "error" in last:
-        state, error = "failed", error or str(last["error"].get("message", "")).strip()
+    elif "error" in last:
+        state, error = "failed", str(last["error"].get("message", "")).strip()
     elif "interrupted" in last:
         state = "interrupted"
+    elif "complete" in last:
+        state = "failed"
+        error = f"the scoring process finished, but the run folder {job.run_dir.name} holds no complete run"
+        if elsewhere:
+            error += (f": it scored into {Path(elsewhere[-1]).name[:64]} (the page and the job read the data "
+                      "differently)")
     else:
         state = "failed"
         error = f"the scoring process ended without finishing (killed, or it crashed; its output: {job.log})"
     alive = state in ("starting", "running")
-    done = total if state == "complete" else max(kept, _count(live.get("done")) if alive else 0)
-    rate, left = (_number(live.get("rate")), _number(live.get("seconds_left"))) if alive else (None, None)
+    shown = last.get("progress", {}) if alive and live else {}       # a live count dies with its process
+    done = total if state == "complete" else max(kept, live[0] if shown else 0)
+    rate, left = _number(shown.get("rate")), _number(shown.get("seconds_left"))
     step = str(last.get("step", {}).get("what", ""))[:80] if alive else ""
     if state == "starting":
         step = "starting the scoring process"
+    unreadable = f"not shown: the job's status file reports impossible figures ({', '.join(doubted)})" if doubted \
+        else ""
     return JobStatus(state, done, kept, total, duration(left) if left is not None else "", _rate_text(rate),
-                     estimate, error, step)
+                     estimate, error, step, unreadable)
 
 
-def _count(value: object) -> int:
-    """A count from an event: a non-negative whole number, else 0."""
-    return value if type(value) is int and value > 0 else 0
+def _names_its_run(event: dict, job: Job) -> bool:
+    """False for an event that names a run (its "run") other than the job's own; True for every other."""
+    run = event.get("run", str(job.run_dir))
+    return isinstance(run, str) and Path(run).name == job.run_dir.name
+
+
+def _pairs(event: dict | None, total: int) -> tuple[int, int] | None:
+    """(done, total) of a "planned" or "progress" event, (0, 0) without one; None when its figures cannot be
+    true: not whole numbers, done < 0, done > total, total < 1, or another total than the one already known
+    (`total`; 0 when none is known yet)."""
+    if event is None:
+        return 0, 0
+    done, theirs = event.get("done"), event.get("total")
+    if type(done) is not int or type(theirs) is not int or not 0 <= done <= theirs or theirs < 1:
+        return None
+    return (done, theirs) if not total or theirs == total else None
 
 
 def _number(value: object) -> float | None:
@@ -271,13 +352,17 @@ def read_events(path: str | Path) -> list[dict]:
     return found
 
 
-def _estimate_text(fields: object) -> str:
-    if not isinstance(fields, dict) or not fields:
+def _estimate_text(fields: object, total: int) -> str:
+    """The estimate event as text; "" when there is none or its figures cannot be true (whole numbers of
+    pairs, at most `total` when that is known, and of tokens; a finite speed and time, not negative)."""
+    if not isinstance(fields, dict):
         return ""
-    try:
-        return str(Estimate(**{k: v for k, v in fields.items() if k != "event"}))
-    except (TypeError, ValueError, OverflowError):
+    pairs, tokens, exact, speed, seconds = (fields.get(k) for k in ("pairs", "tokens", "exact", "tokens_per_second",
+                                                                      "seconds"))
+    if (type(pairs) is not int or type(tokens) is not int or not isinstance(exact, bool) or pairs < 0 or tokens < 0
+            or (total and pairs > total) or _number(speed) is None or _number(seconds) is None):
         return ""
+    return str(Estimate(pairs, tokens, exact, float(speed), float(seconds)))
 
 
 def _rate_text(pairs_per_second: float | None) -> str:
