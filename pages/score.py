@@ -192,7 +192,7 @@ def _score(ds: Dataset) -> None:
                            max_length=max_length, dtype=dtype, format=fmt, columns=mapping, limit=limit,
                            config=hub[1] if hub else None, split=hub[2] if hub else None)
     job, started = jobs.start(state.ws().jobs, run_dir, argv,
-                              label=jobspanel.job_label(ds.source, len(todo.pairs), model_spec, max_length))
+                              label=jobspanel.job_label(ds.source, len(todo.pairs), model_spec, max_length, dtype))
     jobspanel.follow_job(run_dir)
     if not started:
         state.flash("info", f"These pairs are already being scored with these settings (since "

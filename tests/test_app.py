@@ -179,6 +179,7 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     (job,) = jobs.list_jobs(workspace_env.workspace / "jobs")
     assert "--limit" in job.args and job.args[job.args.index("--limit") + 1] == str(first)
     assert "--chunk-size" not in job.args                      # the CLI sizes the chunks (timing.chunk_size_for)
+    assert job.label == f"pairs.jsonl · {first} pairs · {tiny_model_dir.name} · max 128 · auto"
     _until(at, lambda at: jobs.status(job).kept >= 16 and _progress(at), "progress after a chunk")
     assert re.match(r"\d+ / 40 pairs", _progress(at)[0])
     assert "run_dir" not in at.session_state                    # nothing opened before it is complete

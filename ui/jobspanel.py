@@ -31,8 +31,10 @@ DTYPES = ("auto", "float32", "bfloat16")    # Data & score's dtype choices
 MAX_LENGTHS = (16, 131072)                  # and the max lengths it accepts
 
 
-def job_label(source: object, pairs: int, model_spec: str, max_length: int) -> str:
-    return f"{dataset_name(source)} · {pairs:,} pairs · {model_spec} · max {max_length}"
+def job_label(source: object, pairs: int, model_spec: str, max_length: int, dtype: str) -> str:
+    """What a job is called on a page: dataset, pairs, model (a model folder by its name), max length, dtype."""
+    model = Path(model_spec).name if Path(model_spec).is_absolute() else model_spec
+    return f"{dataset_name(source)} · {pairs:,} pairs · {model} · max {max_length} · {dtype}"
 
 
 def running_form(sources: Sequence[str]) -> dict[str, object]:
