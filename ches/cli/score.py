@@ -2,7 +2,7 @@
 
     ches score DATA [--split S] [--config C] [--column OURS=THEIRS ...] [--limit N] [--model M] [--format F]
                [--max-length N] [--dtype D] [--device D] [--batch-tokens N] [--chunk-size N] [--out DIR] [--top K]
-    ches runs [--out DIR]
+    ches runs [--out DIR] [--repair RUN]
 
 People read stderr (what was loaded, the estimate, a progress bar) and stdout (the summary). A scoring job
 (ches/engine/jobs.py) reads neither: with $CHES_JOB_STATUS set, `score` appends its events to that file as
@@ -76,8 +76,15 @@ def add_parsers(sub) -> None:
                    help="allow a model's own Python code to run (off by default: only for models you trust)")
     s.set_defaults(func=cmd_score)
 
-    r = sub.add_parser("runs", help="list stored runs")
+    r = sub.add_parser("runs", help="list stored runs, or mend a damaged one",
+                       description="List the stored runs: complete, unfinished (with the command that resumes "
+                       "them) and damaged ones (with the command that mends them).")
     r.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs)")
+    r.add_argument("--repair", metavar="RUN", help="mend the run folder RUN (a path, or a run id under --out) and "
+                   "say what was done to each file: a complete run with a cut-short or garbled file is made "
+                   "unfinished (the next `ches score` of its data scores it again), an unfinished run whose "
+                   "plan.json cannot be read is removed (its finished chunks cannot be checked without it), "
+                   "and what a killed tidy-up left in a complete run is removed")
     r.set_defaults(func=cmd_runs)
 
 
@@ -103,7 +110,8 @@ def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
     from ches.engine.models import load_model
     from ches.engine.pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
     from ches.engine.timing import chunk_size_for
-    from ches.engine.store import is_complete, read_manifest, read_scores, read_texts, run_path, run_progress
+    from ches.engine.store import (is_complete, read_manifest, read_scores, read_texts, reopen_damaged, run_path,
+                                   run_progress)
 
     if args.max_length < 2:
         raise UserError("--max-length must be at least 2")
@@ -137,6 +145,7 @@ def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
         raise UserError(f"--chunk-size must be a multiple of {block} on {lm.device.type} (pairs are embedded in "
                         f"blocks of {block}, so that no pair's numbers depend on the chunk size)")
     run_dir = run_path(runs_root, run_key(ds, lm, args.max_length))
+    reopen_damaged(run_dir)                            # a cut-short file of a complete run: scored again
     state = run_progress(run_dir)
     done = len(ds.pairs) if is_complete(run_dir) else state.done if state else 0
     events("planned", run=str(run_dir), total=len(ds.pairs), done=done)
@@ -274,19 +283,40 @@ class ProgressBar:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ches.engine.store import list_runs, list_unfinished, run_size
+    """`ches runs`: every run, one line each (a damaged one with the command that mends it); with --repair
+    RUN, what store.repair did to that run, one line per file."""
+    from ches.engine.store import list_runs, list_unfinished, repair, run_size
 
     root = runs_folder(args.out)
+    if args.repair:
+        folder = Path(args.repair) if Path(args.repair).is_dir() else root / args.repair
+        said = repair(folder)
+        print(f"{folder}:\n" + "\n".join(f"  {line}" for line in said))
+        return 0
     runs, unfinished = list_runs(root), list_unfinished(root)
     if not runs and not unfinished:
         print("no runs yet: ches score DATA")
     for path, m in runs:
+        if damage := _damage(path):
+            print(damage)
+            continue
         print(f"{path.name}  {m['created_at'][:19]}  {m['pairs']:>7} pairs  {megabytes(run_size(path)):>8.1f} MB  "
               f"{m['key']['model_id']}  max_length {m['key']['max_length']}  {m['source']}")
     for path, plan, p in unfinished:
         if p is None:
-            print(f"{path.name}  broken: its plan.json cannot be read (delete the folder)")
+            print(_damage(path) or f"{path.name}  broken: it cannot be read (delete the folder)")
             continue
         print(f"{path.name}  {plan['created_at'][:19]}  unfinished: {p.done} of {p.total} pairs  "
               f"{plan['key']['model_id']}  {plan['source']}" + (f"\n    resume: {plan['command']}" if plan.get("command") else ""))
     return 0
+
+
+def _damage(run_dir: Path) -> str | None:
+    """`ches runs`' line for a damaged run (the file, why, the command that mends it), or None."""
+    from ches.engine.store import DamagedRun, check_run
+
+    try:
+        check_run(run_dir)
+    except DamagedRun as e:
+        return f"{run_dir.name}  broken: its {e.path.name} cannot be read: {e.why}; mend it with: {e.command}"
+    return None

@@ -89,6 +89,7 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
                          f"{block}, so that no pair's numbers depend on the chunk size), got {chunk_size}")
     key = run_key(dataset, lm, max_length)
     run_dir = run_path(Path(runs_root), key)
+    store.reopen_damaged(run_dir)                 # a cut-short file of a complete run: scored again
     if is_complete(run_dir):
         store.tidy(run_dir)                       # what a kill inside finalise left behind
         return run_dir

@@ -33,10 +33,12 @@ delete) in one place, so that the invariants each step relies on are read togeth
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import platform
+import shlex
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -94,6 +96,21 @@ class RunKey:
 
 class IncompleteRun(ValueError):
     """finalise() found chunks missing or damaged: the run is not marked complete."""
+
+
+class DamagedRun(ValueError):
+    """A file of a run folder cannot be read (cut short, garbled or missing): `path`, `why`, the `command` that
+    mends the run (`ches runs --repair RUN`, see repair()), and a message that says all three."""
+
+    def __init__(self, path: Path, why: str):
+        self.path, self.why = Path(path), why
+        self.command = f"ches runs --repair {shlex.quote(str(self.path.parent))}"
+        super().__init__(f"{path} cannot be read: {why}; mend the run with: {self.command}")
+
+
+def _damaged(path: Path, error: BaseException) -> DamagedRun:
+    return DamagedRun(path, "it is missing" if isinstance(error, FileNotFoundError)
+                      else f"cut short or garbled ({error})")
 
 
 class RunProgress(NamedTuple):
@@ -154,7 +171,21 @@ def _json(value) -> str:
 
 
 def read_plan(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "plan.json").read_text())
+    """The run's plan. FileNotFoundError when there is none; DamagedRun when it cannot be read."""
+    return _read_json(Path(run_dir) / "plan.json", ("chunk_size", "total_pairs"))
+
+
+def _read_json(path: Path, keys: Sequence[str]) -> dict:
+    """The JSON object in `path`, which must hold `keys`; DamagedRun when it does not (cut short, garbled),
+    FileNotFoundError when there is no such file."""
+    try:
+        value = json.loads(path.read_bytes())
+    except ValueError as e:
+        raise _damaged(path, e) from e
+    missing = [k for k in keys if not isinstance(value, dict) or k not in value]
+    if missing:
+        raise DamagedRun(path, f"garbled (no {', '.join(missing)})")
+    return value
 
 
 def ids_digest(ids: Iterable[tuple[int, str]]) -> str:
@@ -295,17 +326,21 @@ def _newest_mtime(path: Path) -> float:
         return time.time()
 
 
-def tidy(run_dir: Path) -> None:
+def tidy(run_dir: Path) -> list[str]:
     """A complete run keeps only its files: remove chunks/, plan.json and the temp files of its run files
-    (left by killed or concurrent finalisers, whose write then fails harmlessly: the run is complete)."""
+    (left by killed or concurrent finalisers, whose write then fails harmlessly: the run is complete).
+    Returns the names of what was there to remove ("chunks/" for the folder); nothing for an unfinished run."""
     run_dir = Path(run_dir)
     if not is_complete(run_dir):
-        return
+        return []
+    found = [name for name in ("plan.json", "chunks/") if (run_dir / name).exists()]
     (run_dir / "plan.json").unlink(missing_ok=True)
     shutil.rmtree(run_dir / "chunks", ignore_errors=True)
     for entry in run_dir.iterdir():
         if temp_of(entry.name) in RUN_FILES:
             atomic_remove(entry)
+            found.append(entry.name)
+    return found
 
 
 def commit_chunk(run_dir: Path, index: int, *, scores: dict | pd.DataFrame, pairs: Sequence[Pair],
@@ -474,24 +509,159 @@ def write_run(run_dir: Path, *, manifest: dict, scores: pd.DataFrame, pairs: Seq
 
 
 # ----------------------------------------------------------------------------------- reading
+# Each reader of a run file raises DamagedRun (a ValueError naming the file and `ches runs --repair`) when
+# the file is missing, cut short or garbled.
+_UNREADABLE = (OSError, ValueError, EOFError, pa.ArrowException)
+
+
 def read_manifest(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "manifest.json").read_text())
+    """The manifest of a complete run; FileNotFoundError when there is none (the run is not complete)."""
+    return _read_json(Path(run_dir) / "manifest.json", ("key", "pairs"))
 
 
 def read_scores(run_dir: Path) -> pd.DataFrame:
     """The scores table, one row per pair, in dataset order."""
-    return pd.read_parquet(Path(run_dir) / "scores.parquet")
+    path = Path(run_dir) / "scores.parquet"
+    try:
+        return pd.read_parquet(path)
+    except _UNREADABLE as e:
+        raise _damaged(path, e) from e
 
 
 def read_arrays(run_dir: Path) -> dict[str, np.ndarray]:
     """S_plus, S_minus (n, d), memory-mapped (float32; float64 in runs made before chunked scoring)."""
-    return {name: np.load(Path(run_dir) / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ARRAYS}
+    return {name: _load_npy(Path(run_dir) / f"{name}.npy") for name in ARRAYS}
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)    # a cut-short file fails here (mmap length)
+    except _UNREADABLE as e:
+        raise _damaged(path, e) from e
 
 
 def read_texts(run_dir: Path, rows: Sequence[int] | None = None) -> pd.DataFrame:
     """Texts of the given source rows only (Parquet filter pushdown), or of all rows."""
     filters = None if rows is None else [("row", "in", [int(r) for r in rows])]
-    return pq.read_table(Path(run_dir) / "texts.parquet", filters=filters).to_pandas()
+    path = Path(run_dir) / "texts.parquet"
+    try:
+        return pq.read_table(path, filters=filters).to_pandas()
+    except _UNREADABLE as e:
+        raise _damaged(path, e) from e
+
+
+def check_run(run_dir: Path) -> None:
+    """Raise DamagedRun naming the first file of the run folder that cannot be used as it is; None when all can.
+
+    A complete run: manifest.json, and each finished file's footer or header (its row count against the
+    manifest's pairs; no table is read, so it is cheap). An unfinished one: plan.json. A damaged chunk is
+    not checked here: a resume checks every chunk and scores a bad one again.
+    """
+    run_dir = Path(run_dir)
+    if not is_complete(run_dir):
+        if (run_dir / "plan.json").exists() or (run_dir / "chunks").exists():
+            try:
+                read_plan(run_dir)
+            except FileNotFoundError as e:
+                raise _damaged(run_dir / "plan.json", e) from e
+        return
+    pairs = int(read_manifest(run_dir)["pairs"])
+    for name in ("scores.parquet", "texts.parquet", *(f"{a}.npy" for a in ARRAYS)):
+        path = run_dir / name
+        rows = _rows(path)
+        if rows != pairs:
+            raise DamagedRun(path, f"cut short or garbled ({rows} rows, not the {pairs} of manifest.json)")
+
+
+def _rows(path: Path) -> int:
+    """The rows of a finished file, from its Parquet footer or its .npy header only."""
+    if path.suffix == ".npy":
+        shape = _load_npy(path).shape
+        if len(shape) != 2:
+            raise DamagedRun(path, f"garbled (shape {shape}, not (rows, d))")
+        return shape[0]
+    try:
+        return pq.read_metadata(path).num_rows
+    except _UNREADABLE as e:
+        raise _damaged(path, e) from e
+
+
+def reopen_damaged(run_dir: Path) -> DamagedRun | None:
+    """When a file of the complete run at `run_dir` is damaged (check_run), make the run unfinished so that
+    scoring it again scores it afresh (reopen), log a warning naming the file, and return the damage; else
+    None, nothing touched. What `ches score` and score_dataset do before they reuse a complete run."""
+    if not is_complete(run_dir):
+        return None
+    try:
+        check_run(run_dir)
+    except DamagedRun as e:
+        log.warning("%s cannot be read: %s; it is scored again", e.path, e.why)
+        reopen(run_dir, e)
+        return e
+    return None
+
+
+def reopen(run_dir: Path, damage: DamagedRun) -> list[str]:
+    """Make the complete run at `run_dir` unfinished: manifest.json goes first (so the folder never reads as
+    complete with a file gone), then the other finished files. A plan and chunks left by a tidy-up that was
+    cut short stay (the next scoring checks them and joins them again), and so does whatever else is there
+    (the review plan, probes, checks). One line per file removed, saying why."""
+    run_dir = Path(run_dir)
+    said = []
+    for name in ("manifest.json", "scores.parquet", "texts.parquet", *(f"{a}.npy" for a in ARRAYS)):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        path.unlink(missing_ok=True)
+        said.append(f"{name}: {damage.why}: removed" if path == damage.path
+                    else "manifest.json: removed: the run is no longer complete" if name == "manifest.json"
+                    else f"{name}: removed (written again with the rest)")
+    return said
+
+
+def repair(run_dir: Path) -> list[str]:
+    """Mend the run folder as far as it can be mended: one line per file saying what was done, then what next.
+
+    - a complete run with a damaged file (check_run): reopen it, so that `ches score` of its data scores it again
+    - an unfinished run whose plan cannot be read: restart it (its chunks go too)
+    - a complete run with the leftovers of a tidy-up that was cut short (a kill): tidy it
+    Raises ValueError when `run_dir` is not a run folder.
+    """
+    run_dir = Path(run_dir)
+    if not any((run_dir / name).exists() for name in ("manifest.json", "plan.json", "chunks")):
+        raise ValueError(f"{run_dir} is not a run folder (no manifest.json, plan.json or chunks)")
+    try:
+        check_run(run_dir)
+    except DamagedRun as e:
+        if not is_complete(run_dir):
+            return _restart(run_dir, e)
+        try:
+            source = f" ({read_manifest(run_dir)['source']})"
+        except (OSError, ValueError, KeyError):
+            source = ""
+        return [*reopen(run_dir, e), f"the next `ches score` of its data{source} scores it again"]
+    if not is_complete(run_dir):
+        plan = read_plan(run_dir)
+        return [f"nothing to mend: {len(done_chunks(run_dir, plan))} of {chunk_count(plan)} chunks scored so far"
+                + (f"; `{plan['command']}` resumes it" if plan.get("command") else "")]
+    left = tidy(run_dir)
+    return [*(f"{name}: left by a tidy-up that was cut short: removed" for name in left),
+            "the run is complete and readable" if left else "nothing to mend: the run is complete and readable"]
+
+
+def _restart(run_dir: Path, damage: DamagedRun) -> list[str]:
+    """An unfinished run whose plan cannot be read: remove the plan, the chunks (their pairs cannot be checked
+    without it) and the temp files of both, and the folder when nothing else is in it."""
+    chunks = len(_numbered(run_dir))
+    said = [f"plan.json: {damage.why}" + (": removed" if (run_dir / "plan.json").exists() else "")]
+    if chunks:
+        said.append(f"chunks/: its {chunks} finished chunks removed: without the plan their pairs cannot be checked")
+    for entry in run_dir.iterdir():
+        if entry.name in RUN_FILES or temp_of(entry.name) in RUN_FILES:
+            atomic_remove(entry)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()                             # only when nothing else is there
+    return [*said, "the next `ches score` of its data starts it afresh"]
 
 
 def read_pairs(run_dir: Path, rows: Sequence[int] | None = None) -> list[Pair]:
@@ -523,29 +693,39 @@ def run_progress(run_dir: Path) -> RunProgress | None:
 
 
 def list_runs(runs_root: Path) -> list[tuple[Path, dict]]:
-    """Complete runs under the root, newest first; unreadable folders are skipped."""
+    """Complete runs under the root, newest first; unreadable folders are skipped. A complete run's plan and
+    chunks (a tidy-up cut short by a kill) are removed on the way (tidy: safe beside a finaliser)."""
     runs = []
     root = Path(runs_root)
     if not root.is_dir():
         return runs
     for d in root.iterdir():
         try:
-            if d.is_dir() and is_complete(d):
-                runs.append((d, read_manifest(d)))
+            if not (d.is_dir() and is_complete(d)):
+                continue
+            runs.append((d, read_manifest(d)))
         except (OSError, ValueError):
             continue
+        if (d / "plan.json").exists() or (d / "chunks").exists():   # a tidy-up cut short (a kill): finish it
+            try:
+                tidy(d)
+            except OSError as e:
+                log.warning("%s: the leftovers of its scoring could not be removed (%s)", d, e)
     return sorted(runs, key=lambda r: r[1].get("created_at", ""), reverse=True)
 
 
 def list_unfinished(runs_root: Path) -> list[tuple[Path, dict, RunProgress | None]]:
     """Runs started but not finished (interrupted, or scoring now), newest first, with their progress;
-    then broken ones (a folder with chunks/ or plan.json whose plan cannot be read: plan {}, progress None),
-    which delete_run removes."""
+    then broken ones (a folder with chunks/ or plan.json whose plan cannot be read, or a complete one whose
+    manifest cannot: plan {}, progress None), which repair mends and delete_run removes."""
     found, broken = [], []
     root = Path(runs_root)
     for d in (root.iterdir() if root.is_dir() else []):
         try:
-            if not d.is_dir() or is_complete(d) or not ((d / "plan.json").exists() or (d / "chunks").exists()):
+            if d.is_dir() and is_complete(d):
+                read_manifest(d)                    # unreadable: broken (below)
+                continue
+            if not d.is_dir() or not ((d / "plan.json").exists() or (d / "chunks").exists()):
                 continue
             progress = run_progress(d)
             if progress is None:
