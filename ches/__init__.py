@@ -62,6 +62,14 @@ class Run(os.PathLike):
         return read_manifest(self.path)
 
     @property
+    def model(self) -> str:
+        """The model the run was scored with, as `from_pretrained` takes it (a Hub id, a folder; the bundled
+        default: its local folder, no download): train the model whose hidden states chose the pairs."""
+        from ches.engine.models import resolve
+
+        return resolve(self.manifest["key"]["model_id"])
+
+    @property
     def scores(self) -> "pd.DataFrame":
         """One row per pair: row, pair_id, every metric of ches.engine.metrics.METRICS, lengths, flags."""
         from ches.engine.store import read_scores

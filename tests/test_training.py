@@ -6,8 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import ast
 import os
 import re
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -20,7 +23,7 @@ from ches.engine.formats import load_records
 from ches.review import decisions as decision_log
 from ches.review.export import ExportError, ExportExists, Rule
 from ches.review.hub_export import DATA_FILE, export_hf
-from conftest import SAMPLE, make_fake_run
+from conftest import ROOT, SAMPLE, make_fake_run
 
 N = 16
 
@@ -99,13 +102,29 @@ def test_curate_trl_form_and_decisions(run, workspace_env):
         ches.curate(run, decisions=workspace_env.workspace / "missing.sqlite")
 
 
+@pytest.mark.real_model
+def test_the_readme_training_example_runs_as_written_offline(tmp_path):
+    """README, Into training: the code block as written, in a fresh folder, with the Hub unreachable
+    (offline mode: any download fails): it scores with the bundled model, curates and trains it."""
+    block = re.search(r"\n## Into training\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    (tmp_path / "data").symlink_to(ROOT / "data")
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **offline, "CHES_WORKSPACE": str(tmp_path / "workspace")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = ast.literal_eval(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    assert 0 < counts["kept"] < counts["pairs"] == 32, counts                         # the 95% rule dropped some
+    assert "'train_loss'" in done.stdout                                              # trainer.train() ran its steps
+
+
 def test_one_dpo_step_with_trl_on_a_curated_set(run, tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
     from trl import DPOConfig, DPOTrainer
 
     ds = ches.curate(run, rule=Rule(keep_lowest_percent=50), decisions={}, format="trl")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert run.model == str(tiny_model_dir)                                          # what was scored: what to train
+    tokenizer = AutoTokenizer.from_pretrained(run.model)
     assert tokenizer.chat_template                                                  # TRL applies it to the messages
     model = LlamaForCausalLM.from_pretrained(tiny_model_dir)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
