@@ -54,9 +54,8 @@ if focus:
     c1, c2 = st.columns([4, 1])
     c1.info(f"Showing only the {len(focus)} pairs selected elsewhere (e.g. a lasso on the Map).",
             icon=":material/filter_alt:")
-    if c2.button("Clear selection", key="browse_clear_focus", icon=":material/filter_alt_off:"):
-        st.session_state.pop(state.FOCUS_ROWS, None)
-        st.rerun()
+    c2.button("Clear selection", key="browse_clear_focus", icon=":material/filter_alt_off:",
+              on_click=lambda: st.session_state.pop(state.FOCUS_ROWS, None))
 
 values = table[metric]
 with st.expander("Filters", expanded=mode == "table", icon=":material/tune:"):

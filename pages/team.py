@@ -71,37 +71,46 @@ if auth.enabled():
 else:
     members = None
 
+
+
+def _assign() -> None:
+    """Assign's callback: it runs before the page is drawn, so the page shows the new queues without a
+    rerun (a rerun in a run would drop another click that run carries: bench/click_bench.py)."""
+    if not state.allowed("adjudicate"):
+        return
+    ss = st.session_state
+    picked = ss["team_names"] if members is not None else [a.strip() for a in ss["team_names"].split(",") if a.strip()]
+    metric, n, overlap = ss["team_metric"], int(ss["team_n"]), int(ss["team_k"])
+    try:
+        queues = assign(riskiest(table, metric), picked, n, overlap)
+    except PlanError as e:
+        state.flash("error", str(e))
+        return
+    now, _ = state.review_plan(run)
+    write_plan(run, ReviewPlan(blind=now.blind, metric=metric, n=n, overlap=overlap, queues=queues))
+    state.flash("success", f"Assigned the {n:,} riskiest pairs by {METRICS[metric].label} to {len(queues)} "
+                           f"annotators, {overlap} per pair.")
+
+
 with st.form("team_assign", border=True):
     st.markdown("**Assign the riskiest pairs** — each annotator gets a queue (Browse, Review layout: *My queue*).")
     c1, c2, c3 = st.columns(3)
-    metric = c1.selectbox("Riskiest by", list(METRICS), format_func=lambda m: METRICS[m].label,
+    c1.selectbox("Riskiest by", list(METRICS), format_func=lambda m: METRICS[m].label,
                           index=list(METRICS).index(plan.metric) if plan.metric in METRICS else 0, key="team_metric")
-    n = c2.number_input("Pairs (the riskiest N)", min_value=0, max_value=len(table), step=1, key="team_n",
+    c2.number_input("Pairs (the riskiest N)", min_value=0, max_value=len(table), step=1, key="team_n",
                         value=min(plan.n, len(table)) if plan.queues else min(100, len(table)))
-    overlap = c3.number_input("Overlap k (annotators per pair)", min_value=1, max_value=50, step=1, key="team_k",
+    c3.number_input("Overlap k (annotators per pair)", min_value=1, max_value=50, step=1, key="team_k",
                               value=plan.overlap if plan.queues else 2,
                               help="Each of the N pairs goes to k different annotators: their agreement is measured "
                               "on those pairs.")
     if members is not None:
-        names = st.multiselect("Annotators", members, default=[a for a in plan.queues if a in members],
-                               key="team_names", help=f"The members listed in {team_rules.TEAM_FILE}.")
+        st.multiselect("Annotators", members, default=[a for a in plan.queues if a in members],
+                       key="team_names", help=f"The members listed in {team_rules.TEAM_FILE}.")
     else:
-        typed = st.text_input("Annotators (comma-separated names, as they type them in the sidebar)",
-                              value=", ".join(plan.queues), key="team_names", placeholder="ann-a, ann-b")
-        names = [a.strip() for a in typed.split(",") if a.strip()]
-    submitted = st.form_submit_button("Assign", icon=":material/assignment_ind:", type="primary", disabled=not admin,
-                                      help=why_not or "Replaces the run's queues (decisions are kept).")
-if submitted and state.allowed("adjudicate"):
-    try:
-        queues = assign(riskiest(table, metric), names, int(n), int(overlap))
-    except PlanError as e:
-        st.error(str(e), icon=":material/error:")
-    else:
-        now, _ = state.review_plan(run)
-        write_plan(run, ReviewPlan(blind=now.blind, metric=metric, n=int(n), overlap=int(overlap), queues=queues))
-        state.flash("success", f"Assigned the {int(n):,} riskiest pairs by {METRICS[metric].label} to "
-                               f"{len(queues)} annotators, {int(overlap)} per pair.")
-        st.rerun()
+        st.text_input("Annotators (comma-separated names, as they type them in the sidebar)",
+                      value=", ".join(plan.queues), key="team_names", placeholder="ann-a, ann-b")
+    st.form_submit_button("Assign", icon=":material/assignment_ind:", type="primary", disabled=not admin,
+                          on_click=_assign, help=why_not or "Replaces the run's queues (decisions are kept).")
 
 if plan.queues:
     by = METRICS[plan.metric].label if plan.metric in METRICS else plan.metric

@@ -18,6 +18,7 @@ from ches.review.agreement import TeamView
 from ches.review.browse import HIDDEN, filter_pairs, in_queue, next_undecided, team_column
 from ches.review.charts import kappa_heatmap
 from conftest import ROOT, TEAM, heading, make_fake_run, metric, ok
+from ui.render import escape_md
 
 TIMEOUT = 120
 
@@ -211,7 +212,7 @@ def test_assignment_writes_the_plan_and_my_queue_drives_review(workspace_env, ru
     ok(at.switch_page("pages/team.py").run())
     at.number_input(key="team_k").set_value(3)
     at.button(key="FormSubmitter:team_assign-Assign").click().run()
-    assert any("overlap must be from 1 to the number of annotators (2)" in e.value for e in at.error)
+    assert any(escape_md("overlap must be from 1 to the number of annotators (2)") in e.value for e in at.error)
     assert json.loads((run / "review.json").read_text())["queues"] == stored["queues"]
 
 
