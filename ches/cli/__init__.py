@@ -7,20 +7,27 @@
     ches decisions export|import FILE                                                                  decisions.py
     ches probe RUN --subset top|bottom|band LO HI|ids FILE [--n N] [--steps K] [--lr LR] [--beta B]      probe.py
     ches check-curation RUN [--keep-lowest-percent X | --threshold T] [--n N] [--seeds K]                probe.py
+    ches project RUN [--view pairs|responses] [--n-neighbors K] [--min-dist D]                        project.py
     ches app [streamlit args]                                                                             app.py
 
 RUN is a run folder, or a run id (or a unique prefix of one) under --runs ($CHES_WORKSPACE/runs).
 User errors (UserError, and the ValueError / OSError subclasses the library raises) print one line on
-stderr and exit 2; they never show a traceback. Ctrl-C exits 130.
+stderr and exit 2; they never show a traceback. Ctrl-C exits 130. Run as a job (ches/engine/jobs.py), a
+command writes its events to $CHES_JOB_STATUS (`job_events`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ches import __version__
+from ches.engine import jobs
 from ches.engine.pairs import DataError
 from ches.engine.models import ModelError
 from ches.engine.store import is_complete
@@ -52,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ches.cli import app, compare, decisions, export, probe, score
+    from ches.cli import app, compare, decisions, export, probe, project, score
 
     p = argparse.ArgumentParser(prog="ches", description="CHES Studio: find preference pairs that cause "
                                 "likelihood displacement in DPO (Razin et al., ICLR 2025).")
     p.add_argument("--version", action="version", version=f"ches {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (score, export, compare, decisions, probe, app):
+    for group in (score, export, compare, decisions, probe, project, app):
         group.add_parsers(sub)
     return p
 
@@ -83,3 +90,26 @@ def resolve_run(ref: str, runs_root: str | Path) -> Path:
         if len(hits) > 1:
             raise RunNotFound(f"run id prefix {ref!r} is ambiguous: {', '.join(sorted(d.name for d in hits))}")
     raise RunNotFound(f"{ref!r} is neither a run folder nor a run id under {root} (list them: ches runs)")
+
+
+@contextlib.contextmanager
+def job_events(write: bool = True) -> Iterator[jobs.Events]:
+    """A command's job events (jobs.Events on $CHES_JOB_STATUS; written nowhere without it, or unless `write`):
+    SIGTERM (Cancel) stops the command like Ctrl-C and writes "interrupted"; a failure writes "error" with the
+    line `main` prints. The command writes its "step", "progress" and "complete" events itself."""
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with contextlib.closing(jobs.Events(os.environ.get(jobs.STATUS_ENV) if write else None)) as events:
+            try:
+                yield events
+            except KeyboardInterrupt:
+                events("interrupted")
+                raise
+            except Exception as e:
+                events("error", message=str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}")
+                raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,7 +1,7 @@
 """`ches probe`: check CHES's prediction on a run with a few DPO steps (ches/review/probe).
 
     ches probe RUN --subset top|bottom|band LO HI|ids FILE [--metric M] [--n N] [--steps K] [--batch-size B]
-               [--lr LR] [--beta B] [--optimizer O] [--seed S] [--device D] [--top K] [--runs DIR]
+               [--lr LR] [--beta B] [--optimizer O] [--seed S [S ...]] [--device D] [--top K] [--runs DIR]
 
     ches check-curation RUN [--metric M] [--keep-lowest-percent X | --threshold T] [--drop-flags F,F]
                [--decisions DB] [--annotator NAME] [--n N] [--seeds K] [--steps K] [--batch-size B] [--lr LR]
@@ -9,18 +9,32 @@
 
 n and the batch size left out are fitted to the run (`ches.review.probe.settings.fit_sizes`), and the
 output says what was chosen. The same settings again reuse the stored probe / check (nothing is retrained).
+The Probe page and the Curate & export page run both as jobs (ches/engine/jobs.py) with the arguments
+`probe_args` and `check_args` write; their events: a step before each long step, progress in pair passes,
+"complete" with the folder stored (the last seed's probe; the check).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ches.cli import resolve_run, runs_folder
+from ches.atomic import atomic_write_text
+from ches.cli import job_events, resolve_run, runs_folder
 from ches.cli.export import add_rule_arguments, rule_and_decisions
+from ches.engine import jobs
 from ches.engine.metrics import METRICS
+from ches.review.export import Rule
 from ches.review.probe.settings import (BUNDLED, ONE_EPOCH, OPTIMIZERS, PAPER, Fit, ProbeError, ProbeSettings,
                                         defaults, probe_fit, read_ids)
+
+if TYPE_CHECKING:
+    from ches.review.probe.check import CheckSettings     # imports torch: not at start-up
 
 
 def add_parsers(sub) -> None:
@@ -48,7 +62,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--lr", type=float, metavar="LR", help="learning rate (default: see above)")
     p.add_argument("--beta", type=float, metavar="B", help="DPO's beta (default: 0.1)")
     p.add_argument("--optimizer", default="rmsprop", choices=list(OPTIMIZERS), help="(default: rmsprop)")
-    p.add_argument("--seed", type=int, default=0, help="order of the pairs across steps (default: 0)")
+    p.add_argument("--seed", type=int, nargs="+", default=[0], metavar="S", help="order of the pairs across steps; "
+                   "several seeds train one probe each, in turn (default: 0)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--top", type=int, default=10, metavar="K", help="pairs listed that lost the most (default: 10)")
     p.add_argument("--runs", metavar="DIR", help="runs folder for a run id (default: $CHES_WORKSPACE/runs)")
@@ -104,33 +119,86 @@ def probe_settings(args: argparse.Namespace, model_id: str, table) -> tuple[Prob
     pick = lambda value, name: d[name] if value is None else value  # noqa: E731
     return ProbeSettings(subset=kind, n=fit.n, metric=args.metric, band=band, ids=ids or (), steps=args.steps,
                          batch_size=fit.batch_size, lr=pick(args.lr, "lr"), beta=pick(args.beta, "beta"),
-                         optimizer=args.optimizer, seed=args.seed), fit
+                         optimizer=args.optimizer, seed=args.seed[0]), fit
+
+
+def probe_args(run_dir: str | Path, s: ProbeSettings, seeds: Sequence[int] = (), *, rows_dir: str | Path) -> list[str]:
+    """The `ches probe` arguments that train `s` on `run_dir`, once per seed in `seeds` (default: s.seed). Listed
+    rows (subset "ids") go to `rows_dir/rows-<digest>.txt`, written once: the same rows give the same arguments."""
+    argv = [str(run_dir), "--subset", s.subset]
+    if s.subset == "band":
+        argv += [repr(float(s.band[0])), repr(float(s.band[1]))]
+    elif s.subset == "ids":
+        text = "".join(f"{r}\n" for r in s.ids)
+        path = Path(rows_dir) / f"rows-{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+        argv.append(str(path))
+    if s.subset != "ids":
+        argv += ["--n", str(s.n)]
+    argv += ["--metric", s.metric, "--batch-size", str(s.batch_size), "--lr", repr(float(s.lr)), "--beta",
+             repr(float(s.beta)), "--optimizer", s.optimizer]
+    if s.steps is not None:
+        argv += ["--steps", str(s.steps)]
+    return [*argv, "--seed", *(str(int(seed)) for seed in (seeds or [s.seed]))]
+
+
+class Ticker:
+    """A progress callback (done, total) in pair passes: a tqdm bar for people (stderr) and the job's "progress"
+    events, at most one a second and the last (rate = passes since the first call / seconds since then)."""
+
+    def __init__(self, events: jobs.Events, what: str):
+        from tqdm import tqdm
+        self.bar = tqdm(desc=what, unit="pass", file=sys.stderr, dynamic_ncols=True)
+        self.events, self.first, self.sent = events, None, float("-inf")
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+        now = time.monotonic()
+        self.first = self.first or (now, done)
+        if now - self.sent < 1 and done < total:
+            return
+        self.sent, (t0, d0) = now, self.first
+        rate = (done - d0) / (now - t0) if done > d0 else None
+        self.events("progress", done=done, total=total, rate=rate, seconds_left=(total - done) / rate if rate else None)
+
+    def __enter__(self) -> "Ticker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    """`ches probe`: one probe per seed (a stored one is reused), each summary printed; the job's events."""
     from ches.engine.store import read_manifest, read_scores
     from ches.review.probe import run_probe
     from ches.review.probe.dpo import load_policy
     from ches.review.probe.storage import find_probe
 
-    run_dir = resolve_run(args.run, runs_folder(args.runs))
-    s, fit = probe_settings(args, read_manifest(run_dir)["key"]["model_id"], read_scores(run_dir))
-    if fit.note:
-        print(f"probe: {fit.note} (fitted to the run; --n and --batch-size choose)", file=sys.stderr)
-    found = find_probe(run_dir, s)
-    if found is None:
-        lm = load_policy(run_dir, device=args.device, trust_remote_code=args.trust_remote_code)
-        print(f"probe: {s.describe()}; model {lm.model_id} on {lm.device}", file=sys.stderr)
-        with tqdm(desc="probe", unit="pass", file=sys.stderr, dynamic_ncols=True) as bar:
-            def tick(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-            found = run_probe(run_dir, s, lm, progress=tick)
-    else:
-        print("reusing the stored probe with these settings (nothing retrained)", file=sys.stderr)
-    print(probe_summary(run_dir, found, s.metric, args.top))
+    with job_events() as events:
+        run_dir = resolve_run(args.run, runs_folder(args.runs))
+        s, fit = probe_settings(args, read_manifest(run_dir)["key"]["model_id"], read_scores(run_dir))
+        if fit.note:
+            print(f"probe: {fit.note} (fitted to the run; --n and --batch-size choose)", file=sys.stderr)
+        todo = [replace(s, seed=seed) for seed in args.seed]
+        with Ticker(events, "probe") as tick:
+            for i, one in enumerate(todo):
+                found = find_probe(run_dir, one)
+                of = f" (probe {i + 1} of {len(todo)})" if len(todo) > 1 else ""
+                if found is None:
+                    events("step", what=f"loading a fresh copy of the model{of}")
+                    lm = load_policy(run_dir, device=args.device, trust_remote_code=args.trust_remote_code)
+                    print(f"probe: {one.describe()}; model {lm.model_id} on {lm.device}", file=sys.stderr)
+                    events("step", what=f"training and measuring{of}")
+                    found = run_probe(run_dir, one, lm, progress=lambda done, total, i=i: tick(
+                        i * total + done, len(todo) * total))
+                else:
+                    print(f"reusing the stored probe with these settings{of} (nothing retrained)", file=sys.stderr)
+                print(probe_summary(run_dir, found, one.metric, args.top))
+        events("complete", result=str(found))
     return 0
 
 
@@ -173,26 +241,42 @@ def check_settings(args: argparse.Namespace, model_id: str, kept: int):
                          lr=pick(args.lr, "lr"), beta=pick(args.beta, "beta"), optimizer=args.optimizer), fit
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def check_args(run_dir: str | Path, rule: Rule, cs: CheckSettings, *, decisions: str | Path | None = None,
+               annotator: str | None = None) -> list[str]:
+    """The `ches check-curation` arguments that check `rule` (ches.review.export.Rule; a threshold replaces the
+    percent) with CheckSettings `cs` on `run_dir`: the decisions in the database `decisions` (default: the
+    workspace's), by the rule's team rule or, given `annotator`, that annotator's alone."""
+    argv = [str(run_dir), "--metric", rule.metric]
+    argv += (["--threshold", repr(float(rule.threshold))] if rule.threshold is not None
+             else ["--keep-lowest-percent", repr(float(rule.keep_lowest_percent))])
+    argv += [f"--drop-flags={','.join(rule.drop_flags)}", f"--annotator={annotator}" if annotator
+             else f"--team-rule={rule.team}"]
+    if decisions is not None:
+        argv.append(f"--decisions={decisions}")
+    argv += ["--n", str(cs.n), "--seeds", str(cs.seeds), "--batch-size", str(cs.batch_size), "--lr",
+             repr(float(cs.lr)), "--beta", repr(float(cs.beta)), "--optimizer", cs.optimizer]
+    return argv + (["--steps", str(cs.steps)] if cs.steps is not None else [])
 
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """`ches check-curation`: both arms over every seed (a stored check is reused), the summary; the job's events."""
     from ches.engine.store import read_manifest, read_scores
     from ches.review.export import select
     from ches.review.probe.check import run_check
 
-    run_dir = resolve_run(args.run, runs_folder(args.runs))
-    rule, current = rule_and_decisions(args)
-    kept = int(select(read_scores(run_dir), rule, current)["kept"].sum())
-    cs, fit = check_settings(args, read_manifest(run_dir)["key"]["model_id"], kept)
-    if fit.note:
-        print(f"check: {fit.note} (fitted to the rule; --n and --batch-size choose)", file=sys.stderr)
-    print(f"check: {rule.describe()}; {cs.describe()}", file=sys.stderr)
-    with tqdm(desc="check", unit="pass", file=sys.stderr, dynamic_ncols=True) as bar:
-        def tick(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-        found = run_check(run_dir, rule, current, cs, device=args.device, progress=tick)
-    print(check_summary(found))
+    with job_events() as events:
+        run_dir = resolve_run(args.run, runs_folder(args.runs))
+        rule, current = rule_and_decisions(args)
+        kept = int(select(read_scores(run_dir), rule, current)["kept"].sum())
+        cs, fit = check_settings(args, read_manifest(run_dir)["key"]["model_id"], kept)
+        if fit.note:
+            print(f"check: {fit.note} (fitted to the rule; --n and --batch-size choose)", file=sys.stderr)
+        print(f"check: {rule.describe()}; {cs.describe()}", file=sys.stderr)
+        events("step", what=f"training {cs.seeds} seeds × 2 arms, a fresh copy of the model each")
+        with Ticker(events, "check") as tick:
+            found = run_check(run_dir, rule, current, cs, device=args.device, progress=tick)
+        print(check_summary(found))
+        events("complete", result=str(found))
     return 0
 
 

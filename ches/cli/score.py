@@ -16,13 +16,12 @@ import os
 import signal
 import sys
 import time
-from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from ches.cli import USER_ERRORS, UserError, runs_folder
+from ches.cli import UserError, job_events, runs_folder
 from ches.engine import jobs
 from ches.engine.files import load_dataset
 from ches.engine.formats import FORMATS
@@ -89,17 +88,11 @@ def add_parsers(sub) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """`ches score`, with the job's events: "interrupted", "error" (the message main prints) or "complete"."""
+    """`ches score`, with the job's events (rank 0's): "interrupted", "error" (the message main prints) or
+    "complete" (`job_events`)."""
     rank = int(os.environ.get("RANK", "0"))
-    with closing(jobs.Events(os.environ.get(jobs.STATUS_ENV) if rank == 0 else None)) as events:
-        try:
-            code = _score(args, rank, events)
-        except KeyboardInterrupt:
-            events("interrupted")
-            raise
-        except Exception as e:
-            events("error", message=str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}")
-            raise
+    with job_events(write=rank == 0) as events:
+        code = _score(args, rank, events)
         if code == 0:
             events("complete")
         return code

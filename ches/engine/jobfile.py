@@ -1,13 +1,17 @@
-"""Job files: what `ches.engine.jobs` records per scoring job, read and checked; the lock; the process.
+"""Job files: what `ches.engine.jobs` records per job, read and checked; the lock; the process.
 
-A job file is `<jobs_dir>/<run id>.json`, written by jobs.start (atomically, under `locked`):
+A job runs `ches <kind> ARGS` on one run. Its file is `<jobs_dir>/<name>.json` (`job_name`: a scoring job
+is named by its run id, any other kind by kind, run id and a digest of its arguments), written by
+jobs.start (atomically, under `locked`):
 
-    {"run_dir": "<runs>/<run id>", "log": "<jobs_dir>/<run id>.log", "pid": int | null, "pid_started": text,
-     "args": [texts], "label": text, "started_at": ISO 8601, "cancelled": bool}
+    {"kind": "score" | "probe" | "check-curation" | "project", "run_dir": "<runs>/<run id>",
+     "log": "<jobs_dir>/<name>.log", "pid": int | null, "pid_started": text, "args": [texts], "label": text,
+     "started_at": ISO 8601, "cancelled": bool}
 
-`read` checks every field: a file that is not such a record (invalid JSON, a pid that is not a positive
-whole number, a missing or mistyped field, a run folder not named like the file) is a broken `Job`, with
-its `problem`, never an exception. The log and status files are the job file's siblings, whatever it says.
+A file without "kind" is a scoring job (as every job file was before other kinds existed). `read` checks
+every field: a file that is not such a record (invalid JSON, a pid that is not a positive whole number, a
+missing or mistyped field, an unknown kind, a name other than the one its kind, run and arguments give) is
+a broken `Job`, with its `problem`, never an exception. The log and status files are the job file's siblings, whatever it says.
 A process is the job's only when its pid and start time (`pid_started`: /proc, or `ps` without /proc)
 both match (`running`); only then, and only if it leads its own process group, is it signalled.
 """
@@ -15,36 +19,53 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 STARTING_S = 60          # a job file without a pid this old belongs to a start that died before spawning
 _MAX_JOB_FILE = 1 << 20  # a job file is a few hundred bytes: a larger one is not read
+KINDS = ("score", "probe", "check-curation", "project")   # the `ches` command a job runs
+
+
+def job_name(kind: str, run_dir: str | Path, args: Sequence[str] = ()) -> str:
+    """A job's name (its files' stem): the run id for scoring (the run key covers its settings), else
+    `<kind>-<run id>-<digest of args>`: the same run with the same arguments is the same job."""
+    run_id = Path(run_dir).name
+    if kind == "score":
+        return run_id
+    return f"{kind}-{run_id}-{hashlib.sha256(json.dumps(list(args)).encode()).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)
 class Job:
-    run_dir: Path            # the run it scores: the job's identity
-    file: Path               # <jobs_dir>/<run id>.json
-    log: Path                # the process's stdout and stderr: <jobs_dir>/<run id>.log
+    run_dir: Path            # the run it scores or reads: with the kind and args, the job's identity
+    file: Path               # <jobs_dir>/<name>.json
+    log: Path                # the process's stdout and stderr: <jobs_dir>/<name>.log
     pid: int | None          # None while the starting process has not spawned it yet
-    args: tuple[str, ...]    # arguments of `ches score`
-    label: str               # what to call it on a page (dataset, pairs, model)
+    args: tuple[str, ...]    # arguments of `ches <kind>`
+    label: str               # what to call it on a page (dataset, pairs, model; a probe's settings)
     started_at: str          # ISO 8601, UTC: with the file, names this start of the job
     cancelled: bool          # cancel() was called
     pid_started: str | None = None   # the process's start time as recorded at spawn (see process_start)
     problem: str = ""        # why the file is not a valid job ("" for a valid one): a broken job
+    kind: str = "score"      # the `ches` command it runs (KINDS)
+
+    @property
+    def name(self) -> str:
+        """The job's name (`job_name`), its files' stem."""
+        return self.file.stem
 
     @property
     def events(self) -> Path:
-        """The status file the job's process writes its events to: <jobs_dir>/<run id>.status.jsonl."""
+        """The status file the job's process writes its events to: <jobs_dir>/<name>.status.jsonl."""
         return self.file.with_suffix(".status.jsonl")
 
 
@@ -98,13 +119,17 @@ def _job(path: Path, record: object) -> Job:
     problems = []
     run_dir, pid, pid_started = record.get("run_dir"), record.get("pid"), record.get("pid_started")
     args, label, started_at = record.get("args"), record.get("label", ""), record.get("started_at")
-    if not isinstance(run_dir, str) or Path(run_dir).name != path.stem:
-        problems.append(f"its run_dir {run_dir!r} is not a run folder named {path.stem}")
+    kind = record.get("kind", "score")
+    if kind not in KINDS:
+        problems.append(f"its kind {kind!r} is none of {', '.join(KINDS)}")
+    args_ok = isinstance(args, list) and all(isinstance(a, str) for a in args)
+    if not isinstance(run_dir, str) or (kind in KINDS and args_ok and job_name(kind, run_dir, args) != path.stem):
+        problems.append(f"its run_dir {run_dir!r}, kind and args do not name the job {path.stem}")
     if pid is not None and (type(pid) is not int or pid <= 0):
         problems.append(f"its pid {pid!r} is not a positive whole number")
     if pid_started is not None and not isinstance(pid_started, str):
         problems.append(f"its pid_started {pid_started!r} is not a text")
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+    if not args_ok:
         problems.append("its args are not a list of texts")
     if not isinstance(label, str):
         problems.append("its label is not a text")
@@ -117,7 +142,7 @@ def _job(path: Path, record: object) -> Job:
     if problems:
         return _broken(path, "; ".join(problems))
     return Job(Path(run_dir), path, path.with_suffix(".log"), pid, tuple(args), label, started_at,
-               record.get("cancelled", False), pid_started)
+               record.get("cancelled", False), pid_started, kind=kind)
 
 
 def _broken(path: Path, problem: str) -> Job:
