@@ -1,4 +1,6 @@
-"""Curate & export: choose which pairs to keep, preview the effect, write the subset with a manifest."""
+"""Curate & export: choose which pairs to keep, preview the effect, check the rule on the model, write the subset
+with a manifest. The curation check runs as a job (`ches check-curation`, ches/engine/jobs.py), one per run,
+rule and settings: its progress and Cancel show under its button, and its verdict when it is stored."""
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -7,9 +9,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import auth, frame, loaders, render, state
+from ui import auth, frame, jobspanel, loaders, render, state
+from ches.cli.probe import check_args
+from ches.engine import jobs
 from ches.review.charts import before_after_histogram, check_arms
-from ches.review.probe.check import CheckSettings, check_fit, citation, run_check
+from ches.review.probe.check import CheckSettings, check_fit, check_key, checks_dir, citation, decisions_digest
+from ches.review.probe.storage import is_complete
 from ches.review.probe.settings import MIN_PAIRS, defaults as probe_defaults
 from ches.engine.pairs import FLAGS
 from ches.review.agreement import DEFAULT_TEAM_RULE, TEAM_RULES
@@ -24,6 +29,7 @@ frame.page("Curate & export")      # first: page config, sign-in gate, the URL's
 
 LAST = "export_last"          # (run folder, written file) of this session's latest export
 CONFIRM = "_export_confirm"   # the file an export would overwrite, waiting for the user's word
+FOLLOW = "_check_job"         # the check job this session started or watched: (job file, its check folder)
 FORMATS = {"input": "As in the source (each pair's original record; CSV / Parquet sources become JSON Lines)",
            "trl": "TRL conversational (prompt / chosen / rejected as messages)",
            "hf": "Hugging Face dataset folder, as in the source (Parquet + a dataset card with the manifest)",
@@ -114,6 +120,8 @@ if team["conflicts"]:
 
 # ------------------------------------------------------------------------------------ curation check
 st.subheader("Curation check")
+if (done := jobspanel.finished(FOLLOW)) and is_complete(Path(done)):
+    st.success("Curation check finished and stored with the run: its verdict is below.", icon=":material/science:")
 st.caption("Does training on what this rule keeps spare the chosen response's likelihood? The check trains fresh "
            "copies of the run's model with the probe's DPO on n pairs drawn from the kept pairs and on n pairs drawn "
            "from the whole run, for each seed, and compares the change of log π(y⁺|x). The export's manifest cites "
@@ -132,12 +140,22 @@ with render.user_errors():
         cs = CheckSettings(n=fit.n, seeds=int(check_seeds), batch_size=fit.batch_size, lr=preset["lr"],
                            beta=preset["beta"])
         k3.caption(render.escape_md(cs.describe() + (f" ({fit.note})" if fit.note else "")))
+        db = state.ws().decisions
+        argv = check_args(run, rule, cs, decisions=db if db.is_file() else None,
+                          annotator=state.annotator() if only_mine else None)
+        target = str(checks_dir(run) / check_key(run, rule, decisions_digest(sel), cs))
+        job = jobspanel.page_job("check-curation", run, argv, follow=FOLLOW, opens=target)
+        busy = job is not None and jobs.status(job).running
         if st.button("Check this rule on the model", icon=":material/science:", key="check_go",
-                     disabled=not auth.can("score"), help=auth.refuse("score")) and state.allowed("score"):
-            bar = st.progress(0.0, text="Loading a fresh copy of the model …")
-            run_check(run, rule, decisions, cs, progress=lambda done, total: bar.progress(
-                min(1.0, done / max(total, 1)), text=f"{done} / {total} pair passes (both arms, every seed)"))
-            bar.empty()
+                     disabled=not auth.can("score") or busy, help=auth.refuse("score") or (
+                         "Running: its progress is below." if busy else "Trains in the background: you can leave "
+                         "this page, reload it or cancel; the verdict shows here when it is stored.")) \
+                and state.allowed("score"):
+            if not is_complete(Path(target)):          # a stored one is shown below
+                jobspanel.start("check-curation", run, argv, label=f"{rule.describe()}; {cs.describe()} · run "
+                                f"{run.name[:8]}", follow=FOLLOW, opens=target)
+            st.rerun()
+        jobspanel.in_place(job, FOLLOW)
     cited = citation(run, rule, sel)
     if cited is None:
         st.caption("No check of this rule yet.")

@@ -1,13 +1,21 @@
-"""Map: a 2-D UMAP of the active run; select points to decide on them in bulk or open them in Browse."""
+"""Map: a 2-D UMAP of the active run; select points to decide on them in bulk or open them in Browse.
+
+A layout not stored yet is computed by a job (`ches project`, ches/engine/jobs.py), one per run, view and
+UMAP parameters, started when the page first needs it: its progress and Cancel show here and in the
+sidebar, a reload or another tab finds it again, and the map appears once it is stored with the run. A
+cancelled or failed one stays shown (how it ended) until Compute the map starts it again, or Dismiss.
+"""
 import streamlit as st
 
-from ui import decisionbar, frame, loaders, render, state
+from ui import decisionbar, frame, jobspanel, loaders, render, state
+from ches.cli.project import project_args
+from ches.engine import jobs
 from ches.engine.metrics import METRICS
 from ches.review import charts
 from ches.review import map as mapview
 from ches.review.browse import decided_counts
 from ches.review.decisions import DROP, FLAG, KEEP
-from ches.review.projection import cached_layout, map_coordinates
+from ches.review.projection import cached_layout
 
 frame.page("Map")      # first: page config, sign-in gate, the URL's state, the sidebar
 
@@ -15,6 +23,7 @@ VIEWS = {"pairs": "One point per pair (m⁻ − m⁺, centred)",
          "responses": "Chosen and rejected means (centred), joined by a line"}
 COLOR_BY = {"metric": "Score", "decision": "Decision", "flag": "Flag"}
 PENDING = "_map_pending"      # (decision, pair ids) waiting for the annotator to confirm an overwrite
+FOLLOW = "_map_job"           # the layout job this session started or watched: (job file, (view, UMAP parameters))
 
 run = state.require_run()
 table = loaders.scores(run)
@@ -40,14 +49,26 @@ with st.expander("UMAP parameters", icon=":material/tune:"):
 
 coords = None
 with render.user_errors():
+    done = jobspanel.finished(FOLLOW)
     coords = cached_layout(run, view, **params)
+    if coords is not None and done == (view, params):
+        st.success("Map computed and stored with the run.", icon=":material/scatter_plot:")
     if coords is None:
+        argv = project_args(run, view, **params)
+        job = jobspanel.page_job("project", run, argv, follow=FOLLOW, opens=(view, params))
+        label = f"{VIEWS[view]}, n_neighbors {params['n_neighbors']}, min_dist {params['min_dist']:g} · run " \
+            f"{run.name[:8]}"
+        if job is None:                         # nothing recorded for these settings: compute them
+            job = jobspanel.start("project", run, argv, label=label, follow=FOLLOW, opens=(view, params))
         points = len(table) * (1 if view == "pairs" else 2)
-        with st.status(f"Computing the map of {points:,} points (once per run and parameters) …",
-                       expanded=True) as status:
-            line = st.empty()
-            coords = map_coordinates(run, view, progress=line.text, **params)
-            status.update(label="Map computed and stored with the run.", state="complete", expanded=False)
+        if jobs.status(job).running:
+            st.info(f"Computing the map of {points:,} points in the background (once per run, view and UMAP "
+                    "parameters; it is stored with the run): you can leave this page or reload it.",
+                    icon=":material/hourglass_top:")
+        elif st.button("Compute the map", key="map_compute", type="primary", icon=":material/play_arrow:"):
+            jobspanel.start("project", run, argv, label=label, follow=FOLLOW, opens=(view, params))
+            st.rerun()
+        jobspanel.in_place(job, FOLLOW)
 if coords is None:
     st.stop()
 

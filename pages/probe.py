@@ -1,33 +1,38 @@
 """Probe: check CHES's prediction on the run's own model (a few DPO steps on a subset, log-probs before/after).
 
-The probe runs inside this page's script (unlike scoring, it is not a job). Cancel reruns the page, which
-interrupts the probe at its next progress update, and its callback sets a flag that `should_stop` reads
-between micro-batches. A probe folder appears only when complete, so a cancelled probe (or a reload)
-stores nothing.
+A probe runs as a job (`ches probe`, ches/engine/jobs.py), one per run and settings: Run (or Repeat) starts
+it, or follows the one already running with those settings; its progress and Cancel show under the button
+and in the sidebar, a reload or another tab finds it again, and the probe opens here once it is stored. A
+probe folder appears only when complete, so a cancelled probe stores nothing.
 """
 from pathlib import Path
 
 import streamlit as st
 
-from ui import auth, frame, loaders, render, state
+from ui import auth, frame, jobspanel, loaders, render, state
+from ches.cli.probe import probe_args
+from ches.engine import jobs
 from ches.engine.metrics import METRICS
 from ches.review import charts
-from ches.review.probe import run_probe
 from ches.review.probe.analysis import band_means, band_points, probe_table, significant, spearman
-from ches.review.probe.dpo import ProbeCancelled, load_policy
 from ches.review.probe.settings import (MIN_PAIRS, ONE_EPOCH, ProbeSettings, default_band, defaults, one_epoch,
-                                        probe_fit)
-from ches.review.probe.storage import find_probe, list_probes, read_probe
+                                        probe_fit, select_rows)
+from ches.review.probe.storage import is_complete, list_probes, probe_path, read_probe
 
 frame.page("Probe")      # first: page config, sign-in gate, the URL's state, the sidebar
 
-CANCEL = "_cancel_probe"
+FOLLOW = {"run": "_probe_job", "repeat": "_probe_repeat_job"}   # each button's job this session follows: opened
 OPEN = "probe_open"                 # the probe folder shown below (this page's own state)
 SOURCES = ("Percentile band", "Map / Browse selection")
 
 run = state.require_run()
 table = loaders.scores(run)
 key = loaders.manifest(run)["key"]
+for follow in FOLLOW.values():
+    done = jobspanel.finished(follow)          # (probe folder, what to say) of a job followed here that is over
+    if done and is_complete(Path(done[0])):
+        st.session_state[OPEN] = done[0]
+        state.flash("success", done[1])
 st.title("Probe")
 state.show_flash()
 st.caption("Does CHES predict likelihood displacement on *your* model? The probe trains a fresh copy of the run's "
@@ -35,12 +40,28 @@ st.caption("Does CHES predict likelihood displacement on *your* model? The probe
            "log π(y⁻|x) before and after, summed over the response tokens and EOS: the positions CHES uses. "
            "In the paper (Sec. 5) the chosen likelihood drops most on the highest-CHES pairs. The run's scores "
            "are never changed; each probe is stored with the run.")
-if st.session_state.pop(CANCEL, False):
-    st.warning("Probe cancelled; nothing was stored.", icon=":material/cancel:")
 
 
-def _cancel() -> None:
-    st.session_state[CANCEL] = True
+def _job(todo: list[ProbeSettings], button: str, said: str) -> tuple[list[str], jobs.Job | None, tuple[str, str]]:
+    """The `ches probe` arguments that train `todo` (one settings, one probe per seed), the job they name if one
+    is recorded, and what it opens when done: the last seed's probe folder and `said`."""
+    argv = probe_args(run, todo[0], [s.seed for s in todo], rows_dir=state.ws().jobs)
+    opens = (str(probe_path(run, select_rows(table, todo[-1]), todo[-1])), said)
+    return argv, jobspanel.page_job("probe", run, argv, follow=FOLLOW[button], opens=opens), opens
+
+
+def _start(todo: list[ProbeSettings], button: str, said: str) -> None:
+    """Start the probe job for `todo`, or reopen the probes when every one is stored. It trains model copies on
+    the server: the role is checked when pressed (an admin's, with sign-in on)."""
+    if not state.allowed("score"):
+        return
+    argv, _, opens = _job(todo, button, said)
+    if all(is_complete(Path(probe_path(run, select_rows(table, s), s))) for s in todo):
+        st.session_state[OPEN] = opens[0]
+        state.flash("success", "Reopened the stored probe." if len(todo) == 1 else "Reopened the stored probes.")
+        return
+    jobspanel.start("probe", run, argv, label=f"{todo[0].describe()} · seeds {', '.join(str(s.seed) for s in todo)}"
+                    f" · run {run.name[:8]}", follow=FOLLOW[button], opens=opens)
 
 
 # ------------------------------------------------------------------------------------ 1. the pairs
@@ -77,7 +98,7 @@ beta = s4.number_input("β", min_value=0.0, value=preset["beta"], format="%.2f",
                        help="DPO's KL coefficient (the paper: 0.1).")
 seed = s5.number_input("Seed", min_value=0, value=0, key="probe_seed", help="Order of the pairs across steps.")
 
-fit = settings = stored = None
+fit = settings = stored = job = None
 with render.user_errors():
     if subset is not None:
         fit = probe_fit(preset, table, metric=metric, batch_size=None if batch is None else int(batch), **subset)
@@ -89,47 +110,20 @@ with render.user_errors():
         settings = ProbeSettings(metric=metric, steps=None if steps is None else int(steps),
                                  batch_size=fit.batch_size, lr=float(lr), beta=float(beta), seed=int(seed),
                                  **{**subset, "n": fit.n})
-        stored = find_probe(run, settings)
+        stored = is_complete(probe_path(run, select_rows(table, settings), settings))
         st.caption(render.escape_md(settings.describe() + (f" ({fit.note})" if fit.note else ""))
                    + (" · **stored**: running reopens it." if stored else ""))
+        job = _job([settings], "run", "Probe finished and stored with the run.")[1]
 
-def _run(todo: list[ProbeSettings]) -> None:
-    """Run (or reopen) each probe in turn under one progress bar; Cancel stops the one running, keeps the done.
-    Trains model copies on the server: the role is checked when pressed (an admin's, with sign-in on)."""
-    if not state.allowed("score"):
-        return
-    st.session_state[CANCEL] = False
-    st.button("Cancel", on_click=_cancel, icon=":material/stop:", key="probe_cancel",
-              help="Stops after the current micro-batch; the probe running is not stored.")
-    bar = st.progress(0.0, text="Loading a fresh copy of the model …")
+busy = job is not None and jobs.status(job).running
+if st.button("Run probe", type="primary", icon=":material/play_arrow:", key="probe_go",
+             disabled=settings is None or not auth.can("score") or busy,
+             help=auth.refuse("score") or ("Running: its progress is below." if busy else "Trains in the background: "
+                                           "you can leave this page, reload it or cancel; the probe opens when stored.")):
     with render.user_errors():
-        found, reopened = None, 0
-        try:
-            for i, s in enumerate(todo):
-                def progress(done: int, total: int, i=i) -> None:
-                    bar.progress(min(1.0, (i + done / max(total, 1)) / len(todo)),
-                                 text=f"probe {i + 1} of {len(todo)}: {done} / {total} pair passes "
-                                 "(before, training, after)")
-                stored_ = find_probe(run, s)
-                reopened += stored_ is not None
-                found = run_probe(run, s, None if stored_ else load_policy(run), progress=progress,
-                                  should_stop=lambda: bool(st.session_state.get(CANCEL)))
-        except ProbeCancelled:
-            st.session_state.pop(CANCEL, None)
-            st.warning("Probe cancelled; the probe running was not stored.")
-        else:
-            st.session_state.pop(CANCEL, None)
-            st.session_state[OPEN] = str(found)
-            done = len(todo) - reopened
-            state.flash("success", "Reopened the stored probe." if len(todo) == 1 and reopened else
-                        "Probe finished and stored with the run." if len(todo) == 1 else
-                        f"{done} probe(s) trained and stored, {reopened} reopened.")
-            st.rerun()
-
-
-if st.button("Run probe", type="primary", icon=":material/play_arrow:", key="probe_go", help=auth.refuse("score"),
-             disabled=settings is None or not auth.can("score")):
-    _run([settings])
+        _start([settings], "run", "Probe finished and stored with the run.")
+        st.rerun()
+jobspanel.in_place(job, FOLLOW["run"])
 
 # ------------------------------------------------------------------------------ 3. stored probes
 st.subheader("3 · Probes of this run")
@@ -181,10 +175,19 @@ shown = axis
 r1, r2, _ = st.columns([1, 2, 2])
 k = r1.number_input("Seeds", min_value=1, max_value=20, value=2, key="probe_repeat_k",
                     help="Run the open probe's settings again with seeds 1..k (stored ones are reopened).")
+base = ProbeSettings.from_dict(manifest["settings"])
+repeat = [ProbeSettings.from_dict({**base.as_dict(), "seed": seed}) for seed in range(1, int(k) + 1)]
+again = f"Probes with seeds 1..{int(k)} stored with the run."
+repeating = None
+with render.user_errors():
+    repeating = _job(repeat, "repeat", again)[1]
 if r2.button(f"Repeat with seeds 1..{int(k)}", icon=":material/replay:", key="probe_repeat",
-              disabled=not auth.can("score"), help=auth.refuse("score")):
-    base = ProbeSettings.from_dict(manifest["settings"])
-    _run([ProbeSettings.from_dict({**base.as_dict(), "seed": seed}) for seed in range(1, int(k) + 1)])
+             disabled=not auth.can("score") or (repeating is not None and jobs.status(repeating).running),
+             help=auth.refuse("score")):
+    with render.user_errors():
+        _start(repeat, "repeat", again)
+        st.rerun()
+jobspanel.in_place(repeating, FOLLOW["repeat"])
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Mean Δ log π(y⁺|x)", significant(summary["mean_delta_chosen"], signed=True), help="nats")
 m2.metric("Mean Δ log π(y⁻|x)", significant(summary["mean_delta_rejected"], signed=True), help="nats")

@@ -182,6 +182,56 @@ def slow_jobs(monkeypatch, tmp_path):
     return SimpleNamespace(slow=slow, fast=fast)
 
 
+# Loaded by a job's interpreter at start-up (through PYTHONPATH): a probe, curation check or map job waits while
+# the gate file exists, so that a test sees it running and its Cancel lands however fast the machine is; a map
+# job's UMAP is a stand-in (the first two input columns: no numba compile).
+TASK_SITE = """
+import os, sys, time, types
+if sys.orig_argv[1:3] == ["-m", "ches"] and sys.orig_argv[3:4] != ["score"]:
+    while os.path.exists({gate!r}):
+        time.sleep(0.05)
+    class UMAP:
+        def __init__(self, **kwargs):
+            pass
+        def fit_transform(self, X):
+            return X[:, :2].copy()
+    sys.modules["umap"] = types.ModuleType("umap")
+    sys.modules["umap"].UMAP = UMAP
+"""
+
+
+@pytest.fixture
+def task_jobs(monkeypatch, tmp_path):
+    """Probe, check and map jobs started while this fixture is active wait at start-up while the gate is closed
+    (closed at first; `release()` opens it, `hold()` closes it) and lay maps out with a stand-in UMAP. `over(job)`
+    waits until a job has stopped running and gives its status. Jobs of the workspace still running at the end
+    (a failed test) are killed."""
+    import os
+    import time
+
+    from ches.engine import jobs
+    from ches.workspace import workspace
+
+    site, gate = tmp_path / "task-site", tmp_path / "gate"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(TASK_SITE.format(gate=str(gate)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+
+    def over(job: jobs.Job, timeout: float = 300) -> jobs.JobStatus:
+        started = time.monotonic()
+        while (s := jobs.status(job)).running:
+            if time.monotonic() - started > timeout:
+                pytest.fail(f"job still {s} after {timeout} s; log:\n{job.log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+        return s
+
+    gate.touch()
+    yield SimpleNamespace(hold=gate.touch, release=lambda: gate.unlink(missing_ok=True), over=over)
+    for job in jobs.list_jobs(workspace().jobs):
+        if job.pid is not None and jobs.status(job).running:
+            os.killpg(job.pid, 9)
+
+
 def write_pairs(path: Path, n: int) -> Path:
     """n distinct pairs of about 100 tokens each (random words) as JSON Lines at `path`."""
     import numpy as np

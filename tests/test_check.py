@@ -11,10 +11,13 @@ import pytest
 
 import ches.cli as cli
 import ches.review.probe.check as check
+from ches.engine import jobs
 from ches.engine.formats import load_records
 from ches.engine.store import read_scores
 from ches.review.export import Rule, export, select
 from ches.review.probe.settings import ProbeError
+from ches.workspace import workspace
+from conftest import ok, open_app
 
 RECORDS = [{"prompt": f"Question {i}: what is {i} plus {i}?", "chosen": f"It is {2 * i}." + " Sure." * (i % 3),
             "rejected": f"Maybe {2 * i + 1}, I am not certain." + " Hm." * (i % 4)} for i in range(8)]
@@ -145,22 +148,75 @@ def test_cli_check_curation_prints_the_arms_and_the_verdict(check_run, capsys, w
     assert "too few pairs: the 0 kept pairs (a probe trains on at least 3)" in capsys.readouterr().err
 
 
-@pytest.mark.usefixtures("workspace_env")
-def test_export_page_checks_the_rule_and_shows_the_verdict(check_run):
-    from conftest import open_app
+def check_form(run):
+    """Curate & export in a new session: keep the lowest 60% of LN-CHES, a check of 3 pairs per arm, 2 seeds."""
+    at = open_app("pages/export.py", run, timeout=300)
+    at.slider(key="export_percent").set_value(60.0)
+    at.number_input(key="check_n").set_value(3)
+    return ok(at.number_input(key="check_seeds").set_value(2).run())
 
-    at = open_app("pages/export.py", check_run, timeout=300)
-    at.slider(key="export_percent").set_value(60.0).run()
-    assert any("No check of this rule yet" in c.value for c in at.caption)
-    at.number_input(key="check_n").set_value(3).run()
-    at.number_input(key="check_seeds").set_value(2).run()
-    at.button(key="check_go").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+
+@pytest.mark.usefixtures("workspace_env")
+def test_the_check_is_a_job_a_second_tab_sees_it_cancel_stops_it_and_the_verdict_shows(check_run, task_jobs,
+                                                                                         tmp_path):
+    """The check starts `ches check-curation` as a job and the page returns at once; another session with the
+    same rule and settings sees it and cannot start a second; Cancel stops it (nothing stored); started again,
+    its verdict shows when it is stored."""
+    import shutil
+
+    run, folder = tmp_path / "run", workspace().jobs
+    shutil.copytree(check_run, run, ignore=shutil.ignore_patterns("checks"))
     rule = Rule(metric="ln_ches", keep_lowest_percent=60.0)
-    found = [m for _, m in check.list_checks(check_run) if m["rule"] == rule.as_dict()]
-    assert len(found) == 1 and found[0]["settings"]["n"] == 3 and found[0]["settings"]["seeds"] == 2
+    at = check_form(run)
+    assert any("No check of this rule yet" in c.value for c in at.caption)
+    at.button(key="check_go").click().run()               # the job waits at its gate: the page has returned
+    ok(at)
+    (job,) = jobs.list_jobs(folder)
+    assert job.kind == "check-curation" and jobs.status(job).running and check.list_checks(run) == []
+    assert at.button(key="check_go").disabled and at.button(key=f"main_cancel_{job.name}") is not None
+
+    other = check_form(run)                               # another tab, the same rule and settings
+    assert other.button(key="check_go").disabled and other.button(key=f"main_cancel_{job.name}") is not None
+    assert [j.pid for j in jobs.list_jobs(folder)] == [job.pid]
+
+    at.button(key=f"main_cancel_{job.name}").click().run()
+    assert task_jobs.over(job).state == "cancelled"
+    ok(at.run())
+    assert any("Curation check cancelled: nothing was stored." in w.value.replace("\\", "") for w in at.warning)
+    assert check.list_checks(run) == []
+
+    task_jobs.release()
+    at.button(key="check_go").click().run()               # again: a new process
+    (again,) = jobs.list_jobs(folder)
+    assert again.pid != job.pid and task_jobs.over(again).state == "complete"
+    ok(at.run())                                          # what the page's polling does when the job ends
+    (path, m), = check.list_checks(run)
+    assert m["rule"] == rule.as_dict() and m["settings"]["n"] == 3 and m["settings"]["seeds"] == 2
+    assert any("Curation check finished" in s.value for s in at.success)
     shown = [x.value for x in [*at.success, *at.info]]
-    assert any(v.replace("\\", "") == found[0]["verdict"] for v in shown), shown
+    assert any(v.replace("\\", "") == m["verdict"] for v in shown), shown
+    assert jobs.list_jobs(folder) == []
+
+
+def test_check_args_give_the_cli_the_rule_and_settings_the_page_chose(check_run, tmp_path):
+    from ches.cli.export import rule_and_decisions
+    from ches.cli.probe import check_args, check_settings
+    from ches.review import decisions
+
+    db = tmp_path / "decisions.sqlite"
+    pid = read_scores(check_run)["pair_id"].iloc[0]
+    decisions.record(db, pid, "drop", annotator="-ann")          # a name that reads like an option
+    cs = check.CheckSettings(n=3, seeds=2, steps=1, batch_size=3, lr=1e-3, beta=0.2)
+    for rule, who in ((Rule(metric="ches", keep_lowest_percent=62.5, drop_flags=()), None),
+                      (Rule(metric="ln_ches", threshold=-0.25, drop_flags=("identical", "duplicate"),
+                            team="majority"), None),
+                      (Rule(keep_lowest_percent=50.0), "-ann")):
+        argv = check_args(check_run, rule, cs, decisions=db, annotator=who)
+        args = cli.build_parser().parse_args(["check-curation", *argv])
+        back, current = rule_and_decisions(args)
+        assert back == rule and args.annotator == who and args.decisions == str(db)
+        assert current.latest[pid].decision == "drop"
+        assert check_settings(args, "test/model", len(RECORDS))[0] == cs
 
 
 # ------------------------------------------------------------------- issue 24: small numbers, fitted defaults
@@ -206,8 +262,8 @@ def test_cli_check_curation_without_n_fits_the_kept_pairs_and_says_so(check_run,
 
 
 @pytest.mark.usefixtures("workspace_env")
-def test_export_page_check_defaults_follow_the_rule_and_say_what_they_chose(check_run):
-    from conftest import open_app
+def test_export_page_check_defaults_follow_the_rule_and_say_what_they_chose(check_run, task_jobs):
+    from ches.cli.probe import check_settings
     from ches.review.probe.settings import PAPER
 
     at = open_app("pages/export.py", check_run, timeout=300)
@@ -221,6 +277,9 @@ def test_export_page_check_defaults_follow_the_rule_and_say_what_they_chose(chec
         [c.value for c in at.caption]
     at.button(key="check_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    found = [m for _, m in check.list_checks(check_run) if m["rule"] == Rule(keep_lowest_percent=50.0).as_dict()
-             and m["settings"]["seeds"] == 2 and m["settings"]["steps"] is None]      # the CLI's test took 1 step
-    assert len(found) == 1 and found[0]["settings"]["n"] == kept and found[0]["settings"]["batch_size"] == batch
+    (job,) = jobs.list_jobs(workspace().jobs)             # what the job checks, as `ches check-curation` reads it
+    args = cli.build_parser().parse_args(["check-curation", *job.args])
+    cs, fit = check_settings(args, "test/model", kept)
+    assert (args.keep_lowest_percent, args.threshold, cs.seeds, cs.n, cs.batch_size, cs.steps, fit.note) == \
+        (50.0, None, 2, kept, batch, None, "")
+    assert jobs.cancel(job)

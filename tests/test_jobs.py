@@ -200,12 +200,13 @@ def test_a_job_whose_printed_words_all_change_reports_the_same_status(tmp_path, 
                      "estimating the time (a short measured warm-up)", "scoring"]
 
 
-def status_of(tmp_path, events: list[dict], log: str = "", *, alive: bool, cancelled: bool = False) -> jobs.JobStatus:
-    """The status of a job with these events in its status file and `log` as its output, whose process is
-    alive (this test's own pid) or over (a process that has exited)."""
+def status_of(tmp_path, events: list[dict], log: str = "", *, alive: bool, cancelled: bool = False,
+              kind: str = "score") -> jobs.JobStatus:
+    """The status of a job of this kind with these events in its status file and `log` as its output, whose
+    process is alive (this test's own pid) or over (a process that has exited)."""
     jobs_dir, run_dir = tmp_path / "jobs", tmp_path / "runs" / "feedfacefeedface"
     jobs_dir.mkdir(exist_ok=True)
-    file = jobs.job_file(jobs_dir, run_dir)
+    file = jobs.job_file(jobs_dir, run_dir, kind=kind)
     (jobs_dir / "x.log").write_text(log)
     file.with_suffix(".status.jsonl").unlink(missing_ok=True)
     writer = jobs.Events(file.with_suffix(".status.jsonl"))
@@ -219,7 +220,7 @@ def status_of(tmp_path, events: list[dict], log: str = "", *, alive: bool, cance
         over.wait()
         pid = over.pid
     job = jobs.Job(run_dir, file, jobs_dir / "x.log", pid, (), "", "2025-01-01T00:00:00+00:00", cancelled,
-                   process_start(pid))
+                   process_start(pid), kind=kind)
     return jobs.status(job)
 
 
@@ -249,6 +250,57 @@ def test_status_reads_the_events_and_never_the_log(tmp_path):
     assert (stopped.state, stopped.error) == ("interrupted", "")
     assert status_of(tmp_path, [PLANNED, {"event": "interrupted"}], alive=False, cancelled=True).state == "cancelled"
     assert status_of(tmp_path, [], LIES, alive=True).total == 0                # nothing planned yet: "starting" bar
+
+
+def test_a_probe_check_or_map_job_stands_where_its_events_say(tmp_path):
+    """A job other than scoring has no run folder to read: it is complete once it said so (with what it stored,
+    even while its process still prints), else live while its process runs; its progress counts pair passes."""
+    progress = {"event": "progress", "done": 12, "total": 48, "rate": 0.5, "seconds_left": 72.0}
+    live = status_of(tmp_path, [{"event": "step", "what": "training and measuring"}, progress], LIES, alive=True,
+                     kind="probe")
+    assert (live.state, live.done, live.kept, live.total, live.step) == ("running", 12, 0, 48, "training and measuring")
+    assert (live.rate, live.seconds_left, live.estimate, live.result) == ("2.00 s/pair pass", "1 min 12 s", "", "")
+    fast = status_of(tmp_path, [{**progress, "rate": 3.0}], alive=True, kind="check-curation")
+    assert fast.rate == "3.0 pair passes/s"
+    done = status_of(tmp_path, [progress, {"event": "complete", "result": "/r/checks/0123"}], alive=True,
+                     kind="check-curation")
+    assert (done.state, done.result, done.error) == ("complete", "/r/checks/0123", "")
+    crashed = status_of(tmp_path, [progress], LIES, alive=False, kind="project")
+    assert crashed.state == "failed" and crashed.error.startswith("the map process ended without finishing")
+    assert (crashed.done, crashed.total, crashed.rate) == (0, 0, "")
+    failed = status_of(tmp_path, [{"event": "error", "message": "n = 9 is more than the run's 6 pairs"}],
+                       alive=False, kind="probe")
+    assert (failed.state, failed.error) == ("failed", "n = 9 is more than the run's 6 pairs")
+    assert status_of(tmp_path, [{"event": "interrupted"}], alive=False, kind="probe").state == "interrupted"
+    assert status_of(tmp_path, [{"event": "interrupted"}], alive=False, cancelled=True, kind="probe").state == \
+        "cancelled"
+    wrong = status_of(tmp_path, [{**progress, "done": 49}], alive=True, kind="probe")
+    assert (wrong.done, wrong.total) == (0, 0) and "impossible figures (progress)" in wrong.unreadable
+
+
+def test_a_job_is_named_by_its_kind_its_run_and_its_arguments(tmp_path):
+    """The same run with the same arguments is the same job; other arguments or another kind, another job. A
+    scoring job keeps its run id as its name, and a job file written before kinds existed is a scoring job."""
+    folder, run = tmp_path / "jobs", tmp_path / "runs" / "feedfacefeedface"
+    argv = [str(run), "--subset", "top", "--n", "3"]
+    assert jobs.job_file(folder, run) == folder / "feedfacefeedface.json"
+    probe = jobs.job_file(folder, run, kind="probe", args=argv)
+    assert probe.name.startswith("probe-feedfacefeedface-") and probe == jobs.job_file(folder, run, kind="probe",
+                                                                                      args=list(argv))
+    assert probe != jobs.job_file(folder, run, kind="probe", args=[*argv[:-1], "4"])
+    assert len({probe, jobs.job_file(folder, run, kind="check-curation", args=argv),
+                jobs.job_file(folder, run, kind="project", args=argv)}) == 3
+    with pytest.raises(ValueError, match="unknown job kind 'rm'"):
+        jobs.start(folder, run, argv, kind="rm")
+    folder.mkdir()
+    old = folder / "feedfacefeedface.json"
+    old.write_text(json.dumps(VALID).replace("RUNS", str(tmp_path / "runs")))      # no "kind"
+    assert (jobs.read(old).kind, jobs.read(old).problem, jobs.read(old).name) == ("score", "", "feedfacefeedface")
+    record = {**VALID, "kind": "probe", "args": argv, "run_dir": str(run)}
+    probe.write_text(json.dumps(record))
+    assert (jobs.read(probe).kind, jobs.read(probe).problem) == ("probe", "")
+    probe.write_text(json.dumps({**record, "args": [*argv[:-1], "4"]}))            # another job's arguments
+    assert "do not name the job" in jobs.read(probe).problem
 
 
 def test_figures_that_cannot_be_true_are_not_shown_as_fact(tmp_path):
@@ -359,6 +411,8 @@ TAMPERED = {
     "another run's folder": {**VALID, "run_dir": "RUNS/0123456789abcdef"}, "args a text": {**VALID, "args": "--x"},
     "label a number": {**VALID, "label": 3}, "cancelled a text": {**VALID, "cancelled": "yes"},
     "pid_started a number": {**VALID, "pid": 1, "pid_started": 5}, "a list": [VALID], "null": None,
+    "an unknown kind": {**VALID, "kind": "rm"}, "a probe in a scoring job's file": {**VALID, "kind": "probe"},
+    "a kind that is a list": {**VALID, "kind": ["score"]},
 }
 
 

@@ -2,7 +2,8 @@
 
 1. ches/engine (dataset -> numbers) never imports ches/review (what people do with the numbers).
 2. ches/ imports neither streamlit nor the front end (ui, pages).
-3. pages/ compute nothing: no import of the forward pass or the tokeniser.
+3. pages/ compute nothing: no import of the forward pass or the tokeniser; the Probe, Curate & export and Map
+   pages start, show and cancel jobs, and import no training, model loading or projection.
 4. No module over MAX_LINES lines unless its docstring says why after LONG_REASON.
    Files are renamed into place only by ches/atomic.py.
 5. The definition lives in docs/CHES.md; no source cites the old, out-of-repository spec; every module is
@@ -92,6 +93,20 @@ def test_ches_never_imports_streamlit_or_the_front_end():
 
 def test_pages_compute_nothing():
     assert violations(modules("pages"), "ches.engine.forward", "ches.engine.tokens") == {}
+
+
+JOB_PAGES = ("pages/probe.py", "pages/export.py", "pages/map.py")    # the probe, the curation check, the Map
+TRAINING = ("torch", "umap", "ches.engine.models", "ches.engine.pipeline", "ches.review.probe.run",
+            "ches.review.probe.dpo", "ches.review.probe.run_probe", "ches.review.probe.measure",
+            "ches.review.probe.check.run_check", "ches.review.probe.check.measure",
+            "ches.review.projection.map_coordinates", "ches.review.projection.project",
+            "ches.review.projection.pca_scores", "ches.review.projection.view_matrix")
+
+
+def test_the_probe_check_and_map_pages_only_start_jobs():
+    """They run as jobs (ches/engine/jobs.py): the pages import jobs and what ches reads, never what trains a
+    model copy, loads a model or lays out the Map."""
+    assert violations([ROOT / p for p in JOB_PAGES], *TRAINING) == {}
 
 
 def test_every_rename_into_place_is_in_the_atomic_module():

@@ -1,8 +1,10 @@
-"""AppTest for the Map and Curate & export pages, plus ches.review.map and the map figure (ches.review.charts).
+"""AppTest for the Map and Curate & export pages, plus ches.review.map and the map figure (ches.review.charts),
+and `ches project`, the job that computes the Map.
 
 A synthetic run (random sums and scores over data/sample.jsonl) stands in for a scored one, and a fake
-UMAP (first two input columns) keeps the map fast. AppTest cannot lasso, so a selection is injected
-as the plotly chart's widget state: the same JSON the browser sends.
+UMAP (first two input columns) keeps the map fast: the run's maps for the default parameters are stored
+before a page opens, and a map job (conftest.task_jobs) uses a fake too. AppTest cannot lasso, so a
+selection is injected as the plotly chart's widget state: the same JSON the browser sends.
 """
 from __future__ import annotations
 
@@ -18,10 +20,14 @@ import umap
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
+import ches.cli as cli
+from ches.cli.project import project_args
+from ches.engine import jobs
 from ches.review import charts, decisions
 from ches.review import map as mapview
 from ches.engine.files import load_dataset
 from ches.review.export import manifest_path
+from ches.review.projection import cached_layout, map_coordinates
 from ches.engine.store import read_scores
 from conftest import make_fake_run as make_run
 
@@ -47,13 +53,15 @@ def sample_ds():
 
 @pytest.fixture
 def env(tmp_path, monkeypatch, sample_ds):
-    """A workspace under tmp_path holding one synthetic run; the fake UMAP; cwd = repo root; app.py's
-    navigation on every run, as on a real server."""
+    """A workspace under tmp_path holding one synthetic run with its maps for the default UMAP parameters (the
+    fake UMAP); cwd = repo root; app.py's navigation on every run, as on a real server."""
     ws = tmp_path / "ws"
     monkeypatch.setenv("CHES_WORKSPACE", str(ws))
     monkeypatch.setattr(umap, "UMAP", FakeUMAP)
     monkeypatch.chdir(ROOT)
     run = make_run(ws / "runs" / "0123456789abcdef", sample_ds)
+    for view in ("pairs", "responses"):
+        map_coordinates(run, view, n_neighbors=15, min_dist=0.1)
     return {"ws": ws, "run": run, "table": read_scores(run)}
 
 
@@ -213,6 +221,60 @@ def test_map_page_renders_both_views(env, view):
     assert list((env["run"] / "projection").glob("layout-*.npy"))  # cached on disk
     at.radio(key="map_color").set_value("decision").run()
     no_errors(at)
+
+
+def test_the_map_is_a_job_a_second_tab_sees_it_cancel_stops_it_and_the_map_shows(env, task_jobs):
+    """A map not stored yet: the page starts `ches project` as a job and returns at once; another session with
+    the same parameters sees that job and starts none; Cancel stops it; Compute the map starts it again, and
+    the map shows when it is stored."""
+    folder = env["ws"] / "jobs"
+    at = app("map.py", env["run"]).run()
+    no_errors(at)
+    assert at.get("plotly_chart") and jobs.list_jobs(folder) == []         # stored: no job
+    at.slider(key="map_n_neighbors").set_value(5).run()                      # not stored: a job, waiting at its gate
+    no_errors(at)
+    (job,) = jobs.list_jobs(folder)
+    assert job.kind == "project" and jobs.status(job).running and not at.get("plotly_chart")
+    assert any("Computing the map of" in i.value for i in at.info)
+    assert cached_layout(env["run"], "pairs", n_neighbors=5, min_dist=0.1) is None
+
+    other = app("map.py", env["run"]).run()                                  # another tab, the same parameters
+    other.slider(key="map_n_neighbors").set_value(5).run()
+    no_errors(other)
+    assert other.button(key=f"main_cancel_{job.name}") is not None
+    assert [j.pid for j in jobs.list_jobs(folder)] == [job.pid]
+
+    at.button(key=f"main_cancel_{job.name}").click().run()
+    assert task_jobs.over(job).state == "cancelled"
+    at.run()
+    no_errors(at)
+    assert any("Map cancelled: nothing was stored." in w.value.replace("\\", "") for w in at.warning)
+    assert [j.pid for j in jobs.list_jobs(folder)] == [job.pid]               # not started again by itself
+
+    task_jobs.release()
+    at.button(key="map_compute").click().run()
+    (again,) = jobs.list_jobs(folder)
+    assert again.pid != job.pid and task_jobs.over(again).state == "complete"
+    at.run()                                                                 # what the page's polling does
+    no_errors(at)
+    assert at.get("plotly_chart") and any("Map computed and stored" in s.value for s in at.success)
+    assert cached_layout(env["run"], "pairs", n_neighbors=5, min_dist=0.1) is not None
+    assert jobs.list_jobs(folder) == []
+
+
+def test_ches_project_stores_the_map_the_page_reads_and_says_so_to_its_job(env, monkeypatch, tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv(jobs.STATUS_ENV, str(events))
+    argv = project_args(env["run"], "responses", n_neighbors=7, min_dist=0.25)
+    args = cli.build_parser().parse_args(["project", *argv])
+    assert (args.view, args.n_neighbors, args.min_dist) == ("responses", 7, 0.25)
+    assert cli.main(["project", *argv]) == 0
+    assert "stored in" in capsys.readouterr().out
+    stored = cached_layout(env["run"], "responses", n_neighbors=7, min_dist=0.25)
+    assert stored is not None and stored.shape == (2 * len(env["table"]), 2)
+    said = [json.loads(line) for line in events.read_text().splitlines()]
+    assert said[-1] == {"event": "complete", "result": str(env["run"] / "projection")}
+    assert any(e["event"] == "step" and e["what"].startswith("UMAP of") for e in said)
 
 
 def test_map_selection_bulk_decision_lands_in_the_db(env):

@@ -12,13 +12,18 @@ import pandas as pd
 import pytest
 import torch
 
+from streamlit.testing.v1 import AppTest
+
 import ches.cli as cli
 import ches.review.probe.run
+from ches.cli.probe import probe_args, probe_settings
+from ches.engine import jobs
 from ches.engine.formats import load_records
 from ches.engine.store import read_manifest, read_pairs, read_scores
 from ches.engine.tokens import encode_pair
 from ches.review.probe import analysis, dpo, run_probe, settings, storage
-from conftest import ROOT, make_fake_run, open_app
+from ches.workspace import workspace
+from conftest import ROOT, make_fake_run, metric, ok, open_app
 
 # Short pairs so that a tiny model trains in well under a second; row 4 has an empty rejected reply (R = 0).
 RECORDS = [
@@ -296,13 +301,6 @@ def test_a_probe_folder_is_written_whole_and_the_first_one_wins(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["k1"]                  # no temp folder left
 
 
-def test_the_probe_page_cancels_through_the_probe_not_the_forward_pass():
-    import ast
-    tree = ast.parse((ROOT / "pages" / "probe.py").read_text(encoding="utf-8"))
-    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "ches.engine.forward" not in modules and "ches.review.probe.dpo" in modules
-
-
 def test_a_run_scored_with_other_weights_is_refused(tmp_path, tiny_dir):
     ds = load_records(RECORDS[:3], source="fake.jsonl")
     run = make_fake_run(tmp_path / "run", ds)
@@ -355,10 +353,74 @@ def test_cli_refuses_bad_settings_in_one_line(tiny_run, capsys, extra, message):
 
 # ------------------------------------------------------------------------------------------- the page
 
+def probe_form(run: Path) -> AppTest:
+    """The Probe page in a new session, with 3 pairs of the whole CHES band, batch 3, 1 step, lr 1e-3."""
+    at = open_app("pages/probe.py", run)
+    at.selectbox(key="probe_metric").set_value("ches")
+    at.slider(key="probe_band").set_value((0, 100))
+    at.number_input(key="probe_n").set_value(3)
+    at.number_input(key="probe_batch").set_value(3)
+    at.number_input(key="probe_steps").set_value(1)
+    return ok(at.number_input(key="probe_lr").set_value(1e-3).run())
+
+
+def warnings(at: AppTest) -> list[str]:
+    return [w.value.replace("\\", "") for w in at.warning]
+
+
+def successes(at: AppTest) -> list[str]:
+    return [w.value.replace("\\", "") for w in at.success]
+
+
 @pytest.mark.usefixtures("workspace_env")
-def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
+def test_the_probe_is_a_job_a_second_tab_sees_it_cancel_stops_it_and_the_result_opens(tiny_run, task_jobs,
+                                                                                         tmp_path):
+    """Run starts `ches probe` as a job and the page returns at once; another session with the same settings
+    sees that job and cannot start a second; Cancel stops it (nothing stored); Run again, and the probe opens
+    in both sessions when it is stored."""
+    import shutil
+
+    run, folder = tmp_path / "run", workspace().jobs
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("probes"))
+    at = probe_form(run)
+    wanted = settings.ProbeSettings(subset="band", band=(0.0, 100.0), n=3, metric="ches", steps=1, batch_size=3,
+                                    lr=1e-3, beta=at.number_input(key="probe_beta").value)
+    target = storage.probe_path(run, settings.select_rows(read_scores(run), wanted), wanted)
+    at.button(key="probe_go").click().run()               # the job waits at its gate: the page has returned
+    ok(at)
+    (job,) = jobs.list_jobs(folder)
+    assert job.kind == "probe" and jobs.status(job).running and not target.exists()
+    assert at.button(key="probe_go").disabled and at.button(key=f"main_cancel_{job.name}") is not None
+
+    other = probe_form(run)                               # another tab, the same settings
+    assert other.button(key="probe_go").disabled and other.button(key=f"main_cancel_{job.name}") is not None
+    assert [j.pid for j in jobs.list_jobs(folder)] == [job.pid]
+
+    at.button(key=f"main_cancel_{job.name}").click().run()
+    assert task_jobs.over(job).state == "cancelled"
+    ok(at.run())
+    assert "Probe cancelled: nothing was stored." in " ".join(warnings(at)) and not target.exists()
+    assert "probe_open" not in at.session_state
+
+    task_jobs.release()
+    at.button(key="probe_go").click().run()               # Run again: a new process
+    (again,) = jobs.list_jobs(folder)
+    assert again.pid != job.pid and task_jobs.over(again).state == "complete"
+    ok(at.run())                                          # what the page's polling does when the job ends
+    assert at.session_state["probe_open"] == str(target)
+    assert "Probe finished and stored with the run." in successes(at)
+    m, results = storage.read_probe(target)
+    mean = (results["logp_chosen_after"] - results["logp_chosen_before"]).mean()
+    assert metric(at, "Mean Δ log π(y⁺|x)") == analysis.significant(mean, signed=True)
+    ok(other.run())
+    assert other.session_state["probe_open"] == str(target)      # the other tab watched it: opened there too
+    assert jobs.list_jobs(folder) == []                   # a finished job leaves no record
+
+
+@pytest.mark.usefixtures("workspace_env")
+def test_probe_page_shows_a_probe_repeats_it_and_links_to_the_tokens(tiny_run, task_jobs):
+    task_jobs.release()
     at = open_app("pages/probe.py", tiny_run)
-    assert at.title[0].value == "Probe"
     at.selectbox(key="probe_metric").set_value("ches").run()
     at.slider(key="probe_band").set_value((0, 100)).run()
     at.number_input(key="probe_n").set_value(2).run()
@@ -369,37 +431,40 @@ def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
     at.number_input(key="probe_batch").set_value(3).run()
     at.number_input(key="probe_steps").set_value(1).run()
     at.number_input(key="probe_lr").set_value(1e-3).run()
-    at.button(key="probe_go").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.button(key="probe_go").click().run()                # stored by the test above, or trained now
+    for job in jobs.list_jobs(workspace().jobs):
+        task_jobs.over(job)
+    ok(at.run())
+    assert not at.error, [e.value for e in at.error]
     opened = Path(at.session_state["probe_open"])
     m, results = storage.read_probe(opened)
     assert m["pairs"] == 3 and m["settings"]["band"] == [0.0, 100.0] and m["settings"]["metric"] == "ches"
-    mean = (results["logp_chosen_after"] - results["logp_chosen_before"]).mean()
-    assert any(x.label == "Mean Δ log π(y⁺|x)" and x.value == analysis.significant(mean, signed=True)
-               for x in at.metric)
-    assert any("Probe finished" in s.value for s in at.success)
     # the results follow the metric the probe selected by; the selectbox switches them
     t = analysis.probe_table(tiny_run, results)
     axis = at.selectbox(key=f"probe_axis_{m['key']}")
     assert axis.value == "ches"
-    assert any(x.label == "Spearman(CHES, Δ log π(y⁺|x))" and x.value == f"{analysis.spearman(t['ches'], t['delta_chosen']):.3f}"
-               for x in at.metric)
+    assert metric(at, "Spearman(CHES, Δ log π(y⁺|x))") == f"{analysis.spearman(t['ches'], t['delta_chosen']):.3f}"
     axis.set_value("ln_ches").run()
-    assert any(x.label == "Spearman(LN-CHES, Δ log π(y⁺|x))"
-               and x.value == f"{analysis.spearman(t['ln_ches'], t['delta_chosen']):.3f}" for x in at.metric)
+    assert metric(at, "Spearman(LN-CHES, Δ log π(y⁺|x))") == \
+        f"{analysis.spearman(t['ln_ches'], t['delta_chosen']):.3f}"
     # "lost the most" only when a pair lost; otherwise the smallest gains, said so
     lost = int((results["logp_chosen_after"] < results["logp_chosen_before"]).sum())
     headers = [x.value for x in at.markdown]
     assert ("##### Pairs that lost the most chosen likelihood" in headers) == (lost > 0)
     assert ("##### Pairs with the smallest gains of chosen likelihood" in headers) == (lost == 0)
-    # repeat with seeds 1..2: two more probes of the same settings, one point with a spread on the figure
+    # repeat with seeds 1..2: one job trains two more probes of the same settings, one point with a spread
     at.number_input(key="probe_repeat_k").set_value(2).run()
     at.button(key="probe_repeat").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    ok(at)
+    (job,) = jobs.list_jobs(workspace().jobs)
+    assert job.args[-3:] == ("--seed", "1", "2") and task_jobs.over(job).state == "complete"
+    ok(at.run())
+    assert not at.error, [e.value for e in at.error]
     same = [pm for _, pm in storage.list_probes(tiny_run)
             if {**pm["settings"], "seed": 0} == {**m["settings"], "seed": 0}]
     assert sorted(pm["settings"]["seed"] for pm in same) == [0, 1, 2]
-    assert any("2 probe(s) trained and stored, 0 reopened" in s.value.replace("\\", "") for s in at.success)
+    assert "Probes with seeds 1..2 stored with the run." in successes(at)
+    assert storage.read_probe(Path(at.session_state["probe_open"]))[0]["settings"]["seed"] == 2
     # lr 0 is refused with a message, not a traceback
     at.number_input(key="probe_lr").set_value(0.0).run()
     assert not at.exception and any("learning rate" in e.value for e in at.error)
@@ -410,6 +475,8 @@ def test_probe_page_runs_a_probe_shows_it_and_links_to_the_tokens(tiny_run):
     at.radio(key="probe_source").set_value("Map / Browse selection").run()
     assert not at.exception and any("3 listed rows; 1 step(s)" in c.value.replace("\\", "") for c in at.caption)
     # the pair that lost the most (or gained the least) opens in Pair / tokens
+    at.session_state["probe_open"] = str(opened)
+    at.run()
     delta = results["logp_chosen_after"] - results["logp_chosen_before"]
     worst = int(results["row"][delta.idxmin()])
     at.button(key=f"probe_tokens_{worst}").click().run()
@@ -463,7 +530,7 @@ def test_cli_probe_help_and_the_page_say_the_same_about_steps(capsys):
 
 
 @pytest.mark.usefixtures("workspace_env")
-def test_probe_page_fits_n_and_batch_to_the_band_and_steps_read_one_epoch(tiny_run):
+def test_probe_page_fits_n_and_batch_to_the_band_and_steps_read_one_epoch(tiny_run, task_jobs):
     at = open_app("pages/probe.py", tiny_run)
     at.selectbox(key="probe_metric").set_value("ches").run()
     at.slider(key="probe_band").set_value((50, 100)).run()
@@ -481,6 +548,20 @@ def test_probe_page_fits_n_and_batch_to_the_band_and_steps_read_one_epoch(tiny_r
     assert settings.ONE_EPOCH in steps.help
     at.button(key="probe_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    m, _ = storage.read_probe(Path(at.session_state["probe_open"]))
-    assert m["pairs"] == inside and m["settings"]["batch_size"] == batch and m["steps"] == epoch
-    assert m["settings"]["steps"] is None
+    (job,) = jobs.list_jobs(workspace().jobs)             # what the job trains, as `ches probe` reads its arguments
+    args = cli.build_parser().parse_args(["probe", *job.args])
+    s, fit = probe_settings(args, read_manifest(tiny_run)["key"]["model_id"], table)
+    assert (s.n, s.batch_size, s.steps, s.band, args.seed, fit.note) == (inside, batch, None, (50.0, 100.0), [0], "")
+    assert jobs.cancel(job)
+
+
+def test_probe_args_give_the_cli_the_settings_the_page_chose(tiny_run, tmp_path):
+    table, model = read_scores(tiny_run), read_manifest(tiny_run)["key"]["model_id"]
+    for s in (settings.ProbeSettings(subset="band", band=(12.5, 87.5), n=3, metric="ln_ches", steps=2, batch_size=3,
+                                     lr=3e-4, beta=0.25, optimizer="adam", seed=4),
+              settings.ProbeSettings(subset="ids", ids=(6, 2, 5, 2), n=3, batch_size=2, lr=1e-3),
+              settings.ProbeSettings(subset="top", n=4, batch_size=2, lr=1e-7)):
+        argv = probe_args(tiny_run, s, [s.seed, 9], rows_dir=tmp_path / "jobs")
+        assert probe_args(tiny_run, s, [s.seed, 9], rows_dir=tmp_path / "jobs") == argv    # the same job
+        args = cli.build_parser().parse_args(["probe", *argv])
+        assert probe_settings(args, model, table)[0] == s and args.seed == [s.seed, 9]

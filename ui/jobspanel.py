@@ -1,15 +1,19 @@
-"""The scoring jobs panel: each job's progress bar (what it is doing) and Cancel, how a stopped one ended
-(or why a job record is broken) and Dismiss.
+"""The jobs panel: each job's progress bar (what it is doing) and Cancel, how a stopped one ended (or why a
+job record is broken) and Dismiss.
 
-Shown in the sidebar (running jobs only) and on Data & score ("main": also the stopped ones). Jobs are
-read from the workspace (ches.engine.jobs), so every tab and session sees the same ones; the session that
-started or watched a job opens its run when it is complete (`follow_job`); a fresh session of Data & score
-shows the data and settings a running job scores with (`running_form`).
+Shown in the sidebar (running jobs of every kind), on Data & score ("main": the scoring jobs, stopped ones
+too, and the other kinds while they run) and, for a probe, a curation check or the Map's layout, where its
+page starts it (`page_job`, `in_place`). Jobs are read from the workspace (ches.engine.jobs), so every tab
+and session sees the same ones. The session that started or watched a scoring job opens its run when it is
+complete (`follow_job`); one that started or watched another job opens its result (`start`, `page_job`,
+`finished`); a fresh session of Data & score shows the data and settings a running job scores with
+(`running_form`).
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import streamlit as st
@@ -43,7 +47,7 @@ def running_form(sources: Sequence[str]) -> dict[str, object]:
     source choices (sample, upload, path under the data root, Hub). Only a file the page may read (the
     bundled sample, an upload: FORM_UPLOAD, a file in the data root) and values its fields accept are set;
     {} when no job runs, or it reads another file, or its arguments cannot be read."""
-    live = [j for j in jobs.list_jobs(state.ws().jobs) if jobs.status(j).running]
+    live = [j for j in jobs.list_jobs(state.ws().jobs) if j.kind == "score" and jobs.status(j).running]
     s = jobs.settings_of(live[-1].args) if live else None
     if s is None:
         return {}
@@ -95,10 +99,76 @@ def follow_job(run_dir: str | Path) -> None:
         mine.append(str(run_dir))
 
 
-def job_outcome(s: jobs.JobStatus) -> str:
+def start(kind: str, run_dir: Path, args: list[str], *, label: str, follow: str, opens: object) -> jobs.Job:
+    """Start `ches <kind> *args` as a job (or attach to the one running with these arguments) and follow it in
+    this session under the session key `follow`: `finished(follow)` gives back `opens` once it is done."""
+    job, started = jobs.start(state.ws().jobs, run_dir, args, kind=kind, label=label)
+    st.session_state[follow] = (str(job.file), opens)
+    if not started:
+        since = datetime.fromisoformat(job.started_at).strftime("%H:%M:%S")
+        state.flash("info", f"This {jobs.WHAT[kind]} is already running with these settings (since {since} UTC): "
+                            "this page follows it.")
+    return job
+
+
+def page_job(kind: str, run_dir: Path, args: Sequence[str], *, follow: str, opens: object) -> jobs.Job | None:
+    """The job of this kind for `run_dir` and `args`, if one is recorded (running or stopped), for a page to
+    show where it starts it (`in_place`). One that runs is followed in this session from now on (another tab,
+    a reload), as `start` does."""
+    job = jobs.find(state.ws().jobs, run_dir, kind=kind, args=args)
+    if job is not None and jobs.status(job).running:
+        st.session_state[follow] = (str(job.file), opens)
+    return job
+
+
+def finished(follow: str) -> object | None:
+    """The `opens` of the job followed under `follow`, once that job is complete or its record is gone (the
+    jobs panel removes a complete job's record; check that its result is there); None while it runs, when it
+    stopped without finishing (its page shows how, with Dismiss), or when none is followed. Given once."""
+    held = st.session_state.get(follow)
+    if not held:
+        return None
+    job = jobs.read(Path(held[0]))
+    if job is not None and jobs.status(job).state != "complete":
+        return None
+    del st.session_state[follow]
+    return held[1]
+
+
+def in_place(job: jobs.Job | None, follow: str) -> None:
+    """`job` (from `page_job`) where its page starts it: running, its bar and Cancel, read again every POLL_S;
+    stopped, how it ended and Dismiss; complete, nothing (its record removed). When it stops running the whole
+    page runs again, and opens its result (`finished`)."""
+    if job is None:
+        return
+    s = jobs.status(job)
+    if s.state == "complete":
+        with contextlib.suppress(OSError, ValueError):
+            jobs.forget(job)
+        return
+    st.fragment(_in_place, run_every=POLL_S if s.running else None)(job, follow, s.running)
+
+
+def _in_place(job: jobs.Job, follow: str, was_running: bool) -> None:
+    now = jobs.read(job.file)
+    s = jobs.status(job) if now is not None and now.started_at == job.started_at else None
+    if s is None or s.running != was_running or s.state == "complete":
+        st.rerun()                                # over (or gone, or started again): the page reads the result
+    _row(job, s, follow)
+
+
+def job_title(job: jobs.Job) -> str:
+    """What a job is called in the panel: "Scoring <label>", "Probe: <label>", "Map: <label>", ..."""
+    return f"Scoring {job.label}" if job.kind == "score" else f"{jobs.WHAT[job.kind].capitalize()}: {job.label}"
+
+
+def job_outcome(s: jobs.JobStatus, kind: str = "score") -> str:
     """What a job that is over left behind, in the words the user acts on."""
     if s.state == "broken":
         return f"{s.error[:1].upper()}{s.error[1:]}. Dismiss removes the record."
+    what = jobs.WHAT[kind].capitalize()
+    if kind != "score":
+        return f"{what} failed: {s.error}" if s.state == "failed" else f"{what} {s.state}: nothing was stored."
     kept = (f"{s.kept:,} of {s.total:,} pairs kept; Score again to resume." if s.total
             else "It stopped before any pair was scored.")
     if s.state == "failed":
@@ -107,58 +177,66 @@ def job_outcome(s: jobs.JobStatus) -> str:
 
 
 def show(place: str) -> None:
-    """Every scoring job of the workspace, from any tab or session: a running one with its progress bar and
-    Cancel; on the page itself ("main") also how a stopped one ended. Polls while a job runs."""
+    """Every job of the workspace, from any tab or session: a running one with its progress bar and Cancel; on
+    Data & score ("main") also how a stopped scoring job ended. Polls while a job runs."""
     running = any(jobs.status(j).running for j in jobs.list_jobs(state.ws().jobs))
     st.fragment(_panel, run_every=POLL_S if running else None)(place, running)
 
 
 def _panel(place: str, was_running: bool) -> None:
     mine = st.session_state.setdefault(MY_JOBS, [])
-    finished = [r for r in mine if store.is_complete(Path(r))]
+    finished_runs = [r for r in mine if store.is_complete(Path(r))]
     shown = []
     for job in jobs.list_jobs(state.ws().jobs):
         s = jobs.status(job)
-        if s.state == "complete":                 # the run is listed everywhere now; the record has done its work
+        if s.state == "complete":                 # listed (a run) or stored (a probe, check, map) now: done
             with contextlib.suppress(OSError, ValueError):
                 jobs.forget(job)
-        elif place == "main" or s.running:
+        elif s.running or (place == "main" and job.kind == "score"):
             shown.append((job, s))
-            if place == "main" and s.running:
+            if place == "main" and s.running and job.kind == "score":
                 follow_job(job.run_dir)           # watched here (after a reload too): open its run when done
-    if finished:
-        for r in finished:
+    if finished_runs:
+        for r in finished_runs:
             mine.remove(r)
-        state.set_run(finished[-1])
-        m = loaders.manifest(finished[-1])
+        state.set_run(finished_runs[-1])
+        m = loaders.manifest(finished_runs[-1])
         state.flash("success", f"Scored {m['pairs']} pairs ({m.get('seconds', 0):.1f} s of scoring). The run is "
                                "active: open Browse, Map or Pair / tokens.")
         st.rerun()
     if any(s.running for _, s in shown) != was_running:
         st.rerun()                                # a job started or ended elsewhere: poll, or stop polling
     for job, s in shown:
-        name = job.run_dir.name
-        if s.running:
-            if place == "sidebar":
-                st.caption(f"Scoring {escape_md(job.label)}")
-                _job_bar(st, s)
-                st.button("Cancel scoring", key=f"sidebar_cancel_{name}", on_click=_cancel, args=(job,),
-                          icon=":material/stop:", disabled=not auth.can("score"),
-                          help=auth.refuse("score") or "Stops after the current batch; finished chunks are kept.")
-                continue
-            bar, stop = st.columns([5, 1], vertical_alignment="bottom")
-            _job_bar(bar, s)
-            stop.button("Cancel", key=f"main_cancel_{name}", on_click=_cancel, args=(job,), icon=":material/stop:",
-                        width="stretch", disabled=not auth.can("score"), help=auth.refuse("score") or "Stops after "
-                        "the current batch; the finished chunks are kept, and scoring the same data with the same "
-                        "settings again resumes there.")
-            st.caption(f"Scoring {escape_md(job.label)}" + (f" · {escape_md(s.estimate)}" if s.estimate else ""))
-        else:
-            note, dismiss = st.columns([5, 1], vertical_alignment="center")
-            failed = s.state in ("failed", "broken")
-            (note.error if failed else note.warning)(f"{escape_md(job.label)}: {escape_md(job_outcome(s))}",
-                                                    icon=":material/error:" if failed else ":material/cancel:")
-            dismiss.button("Dismiss", key=f"main_dismiss_{name}", on_click=_dismiss, args=(job,), width="stretch")
+        if place != "sidebar":
+            _row(job, s)
+            continue
+        st.caption(escape_md(job_title(job)))
+        _job_bar(st, job.kind, s)
+        st.button("Cancel scoring" if job.kind == "score" else f"Cancel the {jobs.WHAT[job.kind]}",
+                  key=f"sidebar_cancel_{job.name}", on_click=_cancel, args=(job,), icon=":material/stop:",
+                  disabled=not auth.can("score"), help=auth.refuse("score") or _CANCEL_HELP[job.kind == "score"])
+
+
+_CANCEL_HELP = {True: "Stops after the current batch; the finished chunks are kept, and scoring the same data "
+                      "with the same settings again resumes there.",
+                False: "Stops it at once; nothing is stored."}
+
+
+def _row(job: jobs.Job, s: jobs.JobStatus, follow: str | None = None) -> None:
+    """One job on a page: running, its bar, Cancel and what it is; stopped, how it ended and Dismiss."""
+    if s.running:
+        bar, stop = st.columns([5, 1], vertical_alignment="bottom")
+        _job_bar(bar, job.kind, s)
+        stop.button("Cancel", key=f"main_cancel_{job.name}", on_click=_cancel, args=(job,), icon=":material/stop:",
+                    width="stretch", disabled=not auth.can("score"),
+                    help=auth.refuse("score") or _CANCEL_HELP[job.kind == "score"])
+        st.caption(escape_md(job_title(job)) + (f" · {escape_md(s.estimate)}" if s.estimate else ""))
+        return
+    note, dismiss = st.columns([5, 1], vertical_alignment="center")
+    failed = s.state in ("failed", "broken")
+    (note.error if failed else note.warning)(f"{escape_md(job.label)}: {escape_md(job_outcome(s, job.kind))}",
+                                            icon=":material/error:" if failed else ":material/cancel:")
+    dismiss.button("Dismiss", key=f"main_dismiss_{job.name}", on_click=_dismiss, args=(job, follow), width="stretch")
 
 
 def _cancel(job: jobs.Job) -> None:
@@ -166,19 +244,23 @@ def _cancel(job: jobs.Job) -> None:
         jobs.cancel(job)
 
 
-def _dismiss(job: jobs.Job) -> None:
+def _dismiss(job: jobs.Job, follow: str | None) -> None:
     with contextlib.suppress(ValueError):        # restarted meanwhile: it shows its progress instead
         jobs.forget(job)
+    held = st.session_state.get(follow) if follow else None
+    if held and held[0] == str(job.file):
+        del st.session_state[follow]              # nothing to open: it stopped without finishing
 
 
-def _job_bar(where, s: jobs.JobStatus) -> None:
-    """A running job's progress bar: what it is doing (until it scores), pairs done, speed and time left,
-    as the job itself reports them (figures that cannot be true left out, and said so)."""
+def _job_bar(where, kind: str, s: jobs.JobStatus) -> None:
+    """A running job's progress bar: what it is doing (a scoring job: until it scores), what is done, speed
+    and time left, as the job itself reports them (figures that cannot be true left out, and said so)."""
     doing = escape_md(s.step[:1].upper() + s.step[1:]) + " …" if s.step and s.step != "scoring" else ""
     doubt = f" · {escape_md(s.unreadable[:1].upper() + s.unreadable[1:])}" if s.unreadable else ""
     if not s.total:
-        where.progress(0.0, text=(doing or ("Scoring …" if s.step else "Starting the scoring process …")) + doubt)
+        waiting = f"{jobs.WHAT[kind].capitalize()} …" if s.step else f"Starting the {jobs.WHAT[kind]} process …"
+        where.progress(0.0, text=(doing or waiting) + doubt)
         return
-    figures = f"{s.done:,} / {s.total:,} pairs" + (f" · {s.rate}" if s.rate else "") \
+    figures = f"{s.done:,} / {s.total:,} {jobs.UNITS[kind][1]}" + (f" · {s.rate}" if s.rate else "") \
         + (f" · {s.seconds_left} left" if s.seconds_left else "")
     where.progress(min(1.0, s.done / s.total), text=(f"{doing} · " if doing else "") + figures + doubt)
