@@ -281,3 +281,85 @@ def test_sign_in_names_the_annotator_and_roles_are_enforced(tmp_path):
     decided = decisions.current(ws / "decisions.sqlite")
     assert [(d.decision, d.annotator) for d in decided.values()] == [("keep", "Bob")]
     assert list(decided) == [table.set_index("row").loc[row, "pair_id"]]
+
+
+def test_an_annotator_sees_nothing_blind_hides_and_cannot_cancel_a_job_or_start_a_probe_or_check(tmp_path):
+    """Bob (annotator) signs in while a blind review runs and a scoring job (started by Ada, the admin) is live:
+    Data & score and the sidebar show that job's Cancel disabled; on Browse the riskiest pair (Ada: keep,
+    Cat: drop) and the next one (nobody decided it) both say that others' decisions are hidden, and neither
+    name shows; Curate & export's conflicts say who decided what is for admins only (no table), and its
+    curation check is disabled; so is the Probe page's Run probe."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from oidc_provider_mock import run_server_in_thread
+    from playwright.sync_api import expect
+
+    from ches.engine import jobs, store
+    from ches.review import decisions, plan
+    from test_app import _live_job
+
+    ws = tmp_path / "ws"
+    run = _stored_run(ws)
+    (ws / "team.toml").write_text(TEAM, encoding="utf-8")
+    ranked = store.read_scores(run).sort_values(["ln_ches", "row"], ascending=[False, True])
+    (first, second), (pid, _) = ranked["row"].tolist()[:2], ranked["pair_id"].tolist()[:2]
+    decisions.record(ws / "decisions.sqlite", pid, "keep", annotator="Ada")
+    decisions.record(ws / "decisions.sqlite", pid, "drop", annotator="Cat")
+    plan.write_plan(run, plan.ReviewPlan(blind=True))
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        _live_job(SimpleNamespace(workspace=ws), job.pid, [], [{"event": "step", "what": "scoring"}],
+                  label="sample.jsonl · 165 pairs · smollm2")
+        hidden = "Others' decisions are hidden until you decide (blind review)."
+        with run_server_in_thread() as provider_server:
+            provider = f"http://localhost:{provider_server.server_port}"
+            with streamlit_server(tmp_path, ws, secrets=SECRETS.replace("{provider}", provider)) as server, \
+                    browser() as b:
+                bob, errors = new_page(b)
+                main, sidebar = bob.get_by_test_id("stMain"), bob.get_by_test_id("stSidebar")
+                sign_in(bob, server.url, provider, "bob@example.org")
+                expect(sidebar).to_contain_text("Bob · annotator", timeout=PAGE_S * 1000)
+                # (c) the admin's job: its Cancel is there, disabled, on Data & score (and in the sidebar, below)
+                expect(main.get_by_role("button", name="Cancel", exact=True)).to_be_disabled(timeout=PAGE_S * 1000)
+
+                # (b) Browse, blind: the pair Ada and Cat decided, then (Skip, one click) one nobody decided
+                bob.goto(f"{server.url}/browse?run={run.name}&layout=review")
+                for row, rank in ((first, 1), (second, 2)):
+                    heading = main.get_by_role("heading", name=re.compile(rf"^Row {row} · rank {rank} of"))
+                    expect(heading).to_be_visible(timeout=PAGE_S * 1000)
+                    expect(main.get_by_text(hidden)).to_be_visible(timeout=PAGE_S * 1000)
+                    expect(main.get_by_text(re.compile(r"\b(Ada|Cat): (keep|drop)"))).to_have_count(0)
+                    if rank == 1:
+                        expect(sidebar.get_by_role("button", name="Cancel scoring")).to_be_disabled()
+                        main.get_by_role("button", name="Skip").click()
+
+                # (a) Curate & export, blind: the conflict is counted, who decided what is not shown
+                sidebar.get_by_role("link", name="Curate & export").click()
+                conflicts_said = "1 conflict(s) among annotators"
+                conflicts = main.get_by_text(conflicts_said)
+                expect(conflicts).to_be_visible(timeout=PAGE_S * 1000)
+                conflicts.click()
+                expect(main.get_by_text("which annotator decided what is shown to admins only")).to_be_visible(
+                    timeout=PAGE_S * 1000)
+                panel = main.get_by_role("group").filter(has_text=conflicts_said)   # the expander (a <details>)
+                expect(panel).to_have_count(1)
+                expect(panel.get_by_test_id("stDataFrame")).to_have_count(0)    # no table (its grid is a canvas:
+                expect(main.get_by_text(re.compile(r"\b(Ada|Cat)\b"))).to_have_count(0)   # no text to look for)
+                check = main.get_by_role("button", name="Check this rule on the model")
+                check.scroll_into_view_if_needed()
+                expect(check).to_be_disabled()
+
+                # (c) the probe: an admin's to start
+                sidebar.get_by_role("link", name="Probe").click()
+                expect(main.get_by_role("button", name="Run probe")).to_be_disabled(timeout=PAGE_S * 1000)
+                expect(sidebar.get_by_role("button", name="Cancel scoring")).to_be_disabled()
+                assert not main.get_by_test_id("stException").count()
+                assert not errors, errors
+    finally:
+        job.kill()
+        job.wait()
+    (left,) = jobs.list_jobs(ws / "jobs")
+    assert not left.cancelled                                          # Bob cancelled nothing, decided nothing
+    assert sorted(decisions.current_by_annotator(ws / "decisions.sqlite")) == ["Ada", "Cat"]
