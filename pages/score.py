@@ -180,6 +180,7 @@ def _target(ds: Dataset, *, load: bool):
 
 def _score(ds: Dataset) -> None:
     _, todo, run_dir = _target(ds, load=False)
+    damage = store.reopen_damaged(run_dir)     # a complete run with a damaged file: scored again, as `ches score` does
     if store.is_complete(run_dir):
         state.set_run(run_dir)
         notice = store.version_notice(run_dir)
@@ -194,6 +195,9 @@ def _score(ds: Dataset) -> None:
     job, started = jobs.start(state.ws().jobs, run_dir, argv,
                               label=jobspanel.job_label(ds.source, len(todo.pairs), model_spec, max_length, dtype))
     jobspanel.follow_job(run_dir)
+    if damage is not None:
+        state.flash("warning", f"The stored run for these pairs could not be used: {damage.path.name} cannot be read "
+                               f"({damage.why}). It is scored again; its review plan, probes and checks are kept.")
     if not started:
         state.flash("info", f"These pairs are already being scored with these settings (since "
                          f"{job.started_at[11:19]} UTC): this page follows that job.")
@@ -202,6 +206,11 @@ def _score(ds: Dataset) -> None:
 def _estimate(ds: Dataset) -> str:
     lm, todo, run_dir = _target(ds, load=True)
     if store.is_complete(run_dir):
+        try:
+            store.check_run(run_dir)
+        except store.DamagedRun as e:
+            return (f"The stored run for these settings cannot be used ({e.path.name} cannot be read): Score "
+                    "scores it again.")
         return "Already scored with these settings: Score reopens the stored run."
     with st.spinner("Counting tokens and measuring the speed on a few batches …"):
         pending = pending_pairs(todo, run_dir)
@@ -218,7 +227,7 @@ with where:
     jobspanel.show("main")
 if go.button("Score", type="primary", icon=":material/play_arrow:", disabled=not ready or not auth.can("score"),
              key="score_go", width="stretch", help=auth.refuse("score") or "Scores in the background: you can "
-             "leave this page, reload it or cancel; the run opens when done."):
+             "leave this page, reload it or cancel; the run opens when done.") and state.allowed("score"):
     with render.user_errors():
         _score(dataset)
         st.rerun()

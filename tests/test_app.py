@@ -344,6 +344,44 @@ def test_score_page_reopens_a_stored_run_and_says_when_it_was_made_with_other_ve
     assert at.session_state["run_dir"] == str(stored) and jobs.list_jobs(workspace_env.workspace / "jobs") == []
 
 
+def test_score_scores_a_damaged_stored_run_again_instead_of_reopening_it(workspace_env, monkeypatch):
+    """The run for these settings is complete but its scores.parquet was cut short: Score does not reopen it but
+    makes it unfinished and starts the job that scores it again (as `ches score` does), saying which file could
+    not be read; the run's review plan stays. The Estimate says so before."""
+    from ches.engine.formats import load_records
+    from conftest import make_fake_run
+
+    stored = make_fake_run(workspace_env.workspace / "runs" / "stored",
+                           load_records([{"prompt": "p", "chosen": "a", "rejected": "b"}], source="one.jsonl"))
+    (stored / "review.json").write_text('{"blind": true}')
+    scores = stored / "scores.parquet"
+    scores.write_bytes(scores.read_bytes()[: scores.stat().st_size // 2])          # cut short
+    for name in ("model", "model_identity"):
+        monkeypatch.setattr(loaders, name, lambda spec, dtype="auto": object())
+    monkeypatch.setattr("ches.engine.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="stored"))
+    started = []
+
+    def start(jobs_dir, run_dir, args, **kw):
+        started.append(Path(run_dir))
+        return SimpleNamespace(started_at="2025-01-01T00:00:00+00:00"), True
+
+    monkeypatch.setattr(jobs, "start", start)
+    at = app()
+    at.run()
+    at.button(key="score_estimate").click().run()
+    assert any("cannot be used (scores.parquet cannot be read): Score scores it again" in plain(c.value)
+               for c in at.caption), [c.value for c in at.caption]
+    assert store.is_complete(stored)                                   # the Estimate changes nothing
+    at.button(key="score_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert started == [stored] and not store.is_complete(stored) and (stored / "review.json").exists()
+    said = [plain(w.value) for w in at.warning]
+    assert any("scores.parquet cannot be read (cut short or garbled" in w and "It is scored again" in w
+               for w in said), said
+    assert not any("Reopened the stored run" in plain(m.value) for m in [*at.success, *at.warning])
+    assert "run_dir" not in at.session_state
+
+
 def test_an_upload_is_capped_once_decompressed_and_conversion_notes_are_shown(workspace_env, monkeypatch):
     import gzip
     import io

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from pathlib import Path
 
 import pytest
@@ -54,16 +55,27 @@ def score_cli(data: Path, runs: Path, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-# ----------------------------------------------------------------------------------- 1. a cut-short plan
-def test_a_cut_short_plan_names_itself_and_the_repair_which_starts_the_run_afresh(cli_lm, tmp_path, monkeypatch,
-                                                                                 capsys):
+def data_file(tmp_path: Path) -> tuple[Path, Path]:
+    """A .jsonl of 16 pairs, and the runs folder to score it into."""
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows(16)))
-    runs = tmp_path / "runs"
-    with monkeypatch.context() as m:                                  # killed before finalise
+    return data, tmp_path / "runs"
+
+
+def killed_before_finalise(data: Path, runs: Path, capsys, monkeypatch) -> Path:
+    """`ches score` of `data` with every chunk committed, killed before finalise: the run folder."""
+    with monkeypatch.context() as m:
         m.setattr(store, "finalise", lambda run_dir: run_dir)
         score_cli(data, runs, capsys)
     (run,) = runs.iterdir()
+    return run
+
+
+# ----------------------------------------------------------------------------------- 1. a cut-short plan
+def test_a_cut_short_plan_names_itself_and_the_repair_which_starts_the_run_afresh(cli_lm, tmp_path, monkeypatch,
+                                                                                 capsys):
+    data, runs = data_file(tmp_path)
+    run = killed_before_finalise(data, runs, capsys, monkeypatch)
     (run / "plan.json").write_text('{\n  "key": {"dataset_')           # cut short
     code, _, err = score_cli(data, runs, capsys)
     assert code == 2
@@ -118,9 +130,7 @@ def test_a_damaged_file_is_named_with_the_command_that_mends_it_when_it_is_read(
 
 
 def test_the_cli_scores_a_damaged_run_again_and_the_repair_reopens_one(cli_lm, tmp_path, capsys, caplog):
-    data = tmp_path / "d.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows(16)))
-    runs = tmp_path / "runs"
+    data, runs = data_file(tmp_path)
     assert score_cli(data, runs, capsys)[0] == 0
     (run,) = runs.iterdir()
     cut_short(run / "scores.parquet")
@@ -159,6 +169,75 @@ def test_the_app_says_which_file_is_damaged_and_how_to_mend_it(workspace_env, na
     errors = [e.value.replace("\\", "") for e in at.error]          # without escape_md's backslashes
     assert any(f"{run / name} cannot be read: cut short or garbled (" in e and f"ches runs --repair {run}" in e
                for e in errors), errors
+
+
+def test_a_damaged_texts_file_met_by_the_search_box_is_named_with_the_command(workspace_env):
+    """Browse's search reads every text: a cut-short texts.parquet raises DamagedRun there too (not Arrow's own
+    error), and the page names the file and the command that mends the run."""
+    from ches.review.browse import search_rows
+
+    run = make_fake_run(workspace_env.workspace / "runs" / "0123456789abcdef",
+                        load_records(rows(12), source="twelve.jsonl"))
+    cut_short(run / "texts.parquet")
+    with pytest.raises(store.DamagedRun) as e:
+        search_rows(run, "answer")
+    assert e.value.path == run / "texts.parquet"
+    at = open_app("pages/browse.py", run, annotator="ann", browse_query="answer")    # no exception: ok()
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert any(f"{run / 'texts.parquet'} cannot be read: cut short or garbled (" in e
+               and f"ches runs --repair {run}" in e for e in errors), errors
+
+
+def test_a_reopened_run_that_keeps_its_review_plan_is_listed_with_the_command_and_can_be_deleted(cli_lm, tmp_path,
+                                                                                                capsys):
+    """`ches runs --repair` makes a complete run with a damaged file unfinished: with no manifest, plan or chunks
+    left but its review plan and probes kept, it is still a run: `ches runs` lists it as unfinished with the
+    command that scores it again (which does, keeping the review plan), and delete_run removes it."""
+    data, runs = data_file(tmp_path)
+    assert score_cli(data, runs, capsys)[0] == 0
+    (run,) = runs.iterdir()
+    (run / "review.json").write_text('{"blind": true}')
+    (run / "probes" / "0123").mkdir(parents=True)
+    cut_short(run / "texts.parquet")
+    assert cli.main(["runs", "--repair", str(run)]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in run.iterdir()) == ["probes", store.REOPENED, "review.json"]
+
+    assert store.list_runs(runs) == []
+    ((listed, said, progress),) = store.list_unfinished(runs)
+    assert listed == run and progress == store.RunProgress(0, 16, False)
+    assert said["why"].startswith("texts.parquet: cut short or garbled (")
+    command = said["command"]
+    assert command == (f"ches score {data} --model {cli_lm.model_id} --max-length 64 --dtype float32 "
+                       f"--out {runs}")
+    assert cli.main(["runs", "--out", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert f"{run.name}  " in out and "unfinished: 0 of 16 pairs" in out and f"resume: {command}" in out, out
+    assert cli.main(["runs", "--repair", str(run)]) == 0
+    assert f"nothing to mend: it was made unfinished (texts.parquet: cut short or garbled (" in capsys.readouterr().out
+
+    assert cli.main(shlex.split(command)[1:]) == 0                         # the command, as listed, scores it again
+    store.check_run(run)
+    assert sorted(p.name for p in run.iterdir()) == sorted([*RUN_FILES, "probes", "review.json"])
+
+    cut_short(run / "scores.parquet")                                 # reopened again, then deleted
+    store.repair(run)
+    store.delete_run(run)
+    assert not run.exists() and store.list_unfinished(runs) == []
+
+
+def test_a_restarted_run_that_keeps_its_review_plan_stays_a_run(cli_lm, tmp_path, monkeypatch, capsys):
+    """An unfinished run whose plan.json cannot be read is restarted by the repair (plan and chunks removed); a
+    review plan left in the folder keeps it a run: listed (broken) and deletable."""
+    data, runs = data_file(tmp_path)
+    run = killed_before_finalise(data, runs, capsys, monkeypatch)
+    (run / "review.json").write_text("{}")
+    (run / "plan.json").write_text('{"key": ')
+    store.repair(run)
+    assert sorted(p.name for p in run.iterdir()) == [store.REOPENED, "review.json"]
+    assert [d for d, _, progress in store.list_unfinished(runs) if progress is None] == [run]
+    store.delete_run(run)
+    assert not run.exists()
 
 
 # ----------------------------------------------------------------------------------- 3. a killed tidy-up

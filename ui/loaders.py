@@ -122,8 +122,12 @@ def _search(run_dir: str, query: str, mtime: int) -> set[int]:
 
 
 def search(run_dir: str | Path, query: str) -> set[int]:
-    """Rows whose prompt or responses contain `query` (case-insensitive; cached per query)."""
-    return _search(str(run_dir), query, _run_version(run_dir))
+    """Rows whose prompt or responses contain `query` (case-insensitive; cached per query; a damaged texts file:
+    `_stop_damaged`)."""
+    try:
+        return _search(str(run_dir), query, _run_version(run_dir))
+    except store.DamagedRun as e:
+        _stop_damaged(e)
 
 
 def run_label(run_dir: str | Path, m: dict | None = None) -> str:

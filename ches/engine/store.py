@@ -23,6 +23,10 @@ A run is written in chunks while it is scored, so a kill loses at most the chunk
                      /texts.parquet         row, pair_id, prompt, chosen, rejected, rejected_prompt, record (JSON)
                      /S_plus.npy S_minus.npy  per-response sums (n, d) float32, no pickle
                      /manifest.json         written last: a folder with a manifest is complete
+A complete run with a damaged file is made unfinished (reopen: `ches score`, the app's Score, `ches runs --repair`):
+                     /reopened.json         why, what the manifest said, the command that scores it again; it keeps
+                                            a folder left with only its review plan, probes or checks a run (listed,
+                                            deletable) until it is scored again
 
 Scores are computed in float64 before the sums are stored as float32, so a run costs n x d x 8 bytes
 plus its texts. key = sha256 of (dataset source hash, model id, weights fingerprint, template, max
@@ -61,6 +65,8 @@ DEFAULT_CHUNK_PAIRS = 1024   # the most pairs per chunk (the unit committed to d
 ARRAYS = ("S_plus", "S_minus")
 CHUNK_FILES = ("scores.parquet", "texts.parquet", "S_plus.npy", "S_minus.npy")   # meta.json holds their checksums
 RUN_FILES = ("scores.parquet", "texts.parquet", "S_plus.npy", "S_minus.npy", "manifest.json", "plan.json", "chunks")
+REOPENED = "reopened.json"   # a run whose numbers were removed (reopen, repair) while what goes with it stays (review
+                             # plan, probes, checks): why, what it was, the command that scores it again (see reopen)
 STALE_TEMP_S = 600.0         # a chunk's temp folder untouched this long belongs to a dead writer
 log = logging.getLogger(__name__)
 TEXTS_SCHEMA = pa.schema([
@@ -327,14 +333,15 @@ def _newest_mtime(path: Path) -> float:
 
 
 def tidy(run_dir: Path) -> list[str]:
-    """A complete run keeps only its files: remove chunks/, plan.json and the temp files of its run files
+    """A complete run keeps only its files: remove chunks/, plan.json, reopened.json and the temp files of its run files
     (left by killed or concurrent finalisers, whose write then fails harmlessly: the run is complete).
     Returns the names of what was there to remove ("chunks/" for the folder); nothing for an unfinished run."""
     run_dir = Path(run_dir)
     if not is_complete(run_dir):
         return []
-    found = [name for name in ("plan.json", "chunks/") if (run_dir / name).exists()]
+    found = [name for name in ("plan.json", "chunks/", REOPENED) if (run_dir / name).exists()]
     (run_dir / "plan.json").unlink(missing_ok=True)
+    (run_dir / REOPENED).unlink(missing_ok=True)          # scored again: the run is what its manifest says
     shutil.rmtree(run_dir / "chunks", ignore_errors=True)
     for entry in run_dir.iterdir():
         if temp_of(entry.name) in RUN_FILES:
@@ -542,10 +549,16 @@ def _load_npy(path: Path) -> np.ndarray:
 
 def read_texts(run_dir: Path, rows: Sequence[int] | None = None) -> pd.DataFrame:
     """Texts of the given source rows only (Parquet filter pushdown), or of all rows."""
+    return read_texts_table(run_dir, rows=rows).to_pandas()
+
+
+def read_texts_table(run_dir: Path, *, columns: Sequence[str] | None = None,
+                     rows: Sequence[int] | None = None) -> pa.Table:
+    """texts.parquet as an Arrow table: only `columns` (all: None), only the given source rows (all: None)."""
     filters = None if rows is None else [("row", "in", [int(r) for r in rows])]
     path = Path(run_dir) / "texts.parquet"
     try:
-        return pq.read_table(path, filters=filters).to_pandas()
+        return pq.read_table(path, columns=None if columns is None else list(columns), filters=filters)
     except _UNREADABLE as e:
         raise _damaged(path, e) from e
 
@@ -602,11 +615,18 @@ def reopen_damaged(run_dir: Path) -> DamagedRun | None:
 
 
 def reopen(run_dir: Path, damage: DamagedRun) -> list[str]:
-    """Make the complete run at `run_dir` unfinished: manifest.json goes first (so the folder never reads as
-    complete with a file gone), then the other finished files. A plan and chunks left by a tidy-up that was
-    cut short stay (the next scoring checks them and joins them again), and so does whatever else is there
-    (the review plan, probes, checks). One line per file removed, saying why."""
+    """Make the complete run at `run_dir` unfinished: reopened.json is written (why, what the manifest said, the
+    command that scores the run again: so that a folder left with its review plan, probes or checks and no plan
+    or chunks is still a run that list_unfinished lists and delete_run removes), then manifest.json goes (so the
+    folder never reads as complete with a file gone), then the other finished files. A plan and chunks left by a
+    tidy-up that was cut short stay (the next scoring checks them and joins them again), and so does whatever
+    else is there (the review plan, probes, checks). One line per file removed, saying why."""
     run_dir = Path(run_dir)
+    try:
+        manifest = read_manifest(run_dir)
+    except (OSError, ValueError):                    # the damaged file may be the manifest itself
+        manifest = {}
+    _mark_reopened(run_dir, damage, manifest)
     said = []
     for name in ("manifest.json", "scores.parquet", "texts.parquet", *(f"{a}.npy" for a in ARRAYS)):
         path = run_dir / name
@@ -619,6 +639,51 @@ def reopen(run_dir: Path, damage: DamagedRun) -> list[str]:
     return said
 
 
+def _mark_reopened(run_dir: Path, damage: DamagedRun, manifest: dict) -> None:
+    record = {"why": f"{damage.path.name}: {damage.why}", "reopened_at": datetime.now(timezone.utc).isoformat(),
+              "command": score_command(manifest, run_dir.parent),
+              **{k: manifest[k] for k in ("key", "source", "split", "created_at", "total_pairs", "pairs")
+                 if k in manifest}}
+    atomic_write_text(run_dir / REOPENED, _json(record))
+
+
+def score_command(manifest: dict, runs_root: Path) -> str | None:
+    """The `ches score` command that scores the run of `manifest` again into `runs_root`, from what the manifest
+    records (data, model, max length, dtype, split, the first N pairs); None when it names no data or model. A
+    run loaded through a column mapping or a Hub config needs those flags added: the manifest does not keep them."""
+    key, subset = manifest.get("key") or {}, manifest.get("subset") or {}
+    if not manifest.get("source") or not key.get("model_id"):
+        return None
+    argv = ["ches", "score", str(manifest["source"]), "--model", str(key["model_id"])]
+    for flag, value in (("--max-length", key.get("max_length")), ("--dtype", key.get("dtype")),
+                        ("--split", manifest.get("split")), ("--limit", subset.get("limit"))):
+        if value is not None:
+            argv += [flag, str(value)]
+    return shlex.join([*argv, "--out", str(runs_root)])
+
+
+def read_reopened(run_dir: Path) -> dict | None:
+    """What reopened.json says of a run made unfinished by reopen (why, reopened_at, command, and key, source,
+    created_at, total_pairs as its manifest said, when it could be read); None when there is none. An unreadable
+    one reads as {"why": ...}: the folder is still a run."""
+    path = Path(run_dir) / REOPENED
+    try:
+        value = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        return {"why": f"{REOPENED} cannot be read ({e})"}
+    return value if isinstance(value, dict) else {"why": f"{REOPENED} is garbled"}
+
+
+def _reopened_total(said: dict) -> int | None:
+    """The pairs of a reopened run when reopened.json names its data (key, source, created_at, total_pairs)."""
+    if not (isinstance(said.get("key"), dict) and "model_id" in said["key"] and isinstance(said.get("source"), str)
+            and isinstance(said.get("created_at"), str) and isinstance(said.get("total_pairs"), int)):
+        return None
+    return said["total_pairs"]
+
+
 def repair(run_dir: Path) -> list[str]:
     """Mend the run folder as far as it can be mended: one line per file saying what was done, then what next.
 
@@ -628,8 +693,13 @@ def repair(run_dir: Path) -> list[str]:
     Raises ValueError when `run_dir` is not a run folder.
     """
     run_dir = Path(run_dir)
+    if not is_run_folder(run_dir):
+        raise ValueError(f"{run_dir} is not a run folder (no manifest.json, plan.json, chunks or {REOPENED})")
     if not any((run_dir / name).exists() for name in ("manifest.json", "plan.json", "chunks")):
-        raise ValueError(f"{run_dir} is not a run folder (no manifest.json, plan.json or chunks)")
+        said = read_reopened(run_dir) or {}
+        return [f"nothing to mend: it was made unfinished ({said.get('why', 'a file was damaged')}) and holds no "
+                "numbers; " + (f"`{said['command']}` scores it again" if said.get("command")
+                               else "the next `ches score` of its data scores it again")]
     try:
         check_run(run_dir)
     except DamagedRun as e:
@@ -651,7 +721,8 @@ def repair(run_dir: Path) -> list[str]:
 
 def _restart(run_dir: Path, damage: DamagedRun) -> list[str]:
     """An unfinished run whose plan cannot be read: remove the plan, the chunks (their pairs cannot be checked
-    without it) and the temp files of both, and the folder when nothing else is in it."""
+    without it) and the temp files of both, and the folder when nothing else is in it (else reopened.json says
+    what happened, so that the folder is still listed and can be deleted)."""
     chunks = len(_numbered(run_dir))
     said = [f"plan.json: {damage.why}" + (": removed" if (run_dir / "plan.json").exists() else "")]
     if chunks:
@@ -659,8 +730,13 @@ def _restart(run_dir: Path, damage: DamagedRun) -> list[str]:
     for entry in run_dir.iterdir():
         if entry.name in RUN_FILES or temp_of(entry.name) in RUN_FILES:
             atomic_remove(entry)
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()                             # only when nothing else is there
+    left = {entry.name for entry in run_dir.iterdir()}
+    if left <= {REOPENED}:
+        (run_dir / REOPENED).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()                         # only when nothing else is there
+    elif REOPENED not in left:                      # its review plan, probes or checks stay: still a run (listed,
+        _mark_reopened(run_dir, damage, {})         # deletable)
     return [*said, "the next `ches score` of its data starts it afresh"]
 
 
@@ -717,7 +793,12 @@ def list_runs(runs_root: Path) -> list[tuple[Path, dict]]:
 def list_unfinished(runs_root: Path) -> list[tuple[Path, dict, RunProgress | None]]:
     """Runs started but not finished (interrupted, or scoring now), newest first, with their progress;
     then broken ones (a folder with chunks/ or plan.json whose plan cannot be read, or a complete one whose
-    manifest cannot: plan {}, progress None), which repair mends and delete_run removes."""
+    manifest cannot: plan {}, progress None), which repair mends and delete_run removes.
+
+    A run reopened (reopen: a damaged file; no manifest, plan or chunks, its review plan, probes or checks kept) is
+    unfinished with 0 pairs done: its "plan" is what reopened.json says (read_reopened: why, reopened_at, the
+    command that scores it again as `command`, the manifest's key, source, created_at); when that does not name
+    its data (the damaged file was the manifest), it is listed with the broken ones, that dict beside None."""
     found, broken = [], []
     root = Path(runs_root)
     for d in (root.iterdir() if root.is_dir() else []):
@@ -726,6 +807,11 @@ def list_unfinished(runs_root: Path) -> list[tuple[Path, dict, RunProgress | Non
                 read_manifest(d)                    # unreadable: broken (below)
                 continue
             if not d.is_dir() or not ((d / "plan.json").exists() or (d / "chunks").exists()):
+                said = read_reopened(d) if d.is_dir() else None
+                if said is not None:
+                    total = _reopened_total(said)
+                    (broken if total is None else found).append((d, said, None if total is None
+                                                                  else RunProgress(0, total, False)))
                 continue
             progress = run_progress(d)
             if progress is None:
@@ -742,13 +828,18 @@ def run_size(run_dir: Path) -> int:
     return sum(p.stat().st_size for p in Path(run_dir).rglob("*") if p.is_file())
 
 
+def is_run_folder(run_dir: Path) -> bool:
+    """Whether `run_dir` is a run: complete (manifest.json), being scored (plan.json, chunks/) or reopened."""
+    return any((Path(run_dir) / name).exists() for name in ("manifest.json", "plan.json", "chunks", REOPENED))
+
+
 def delete_run(run_dir: Path) -> None:
-    """Remove a run folder (finished or not); refuses a folder that is not a run. Decisions live elsewhere,
-    keyed by pair content: they are kept. The manifest goes first, so a half-deleted folder never reads
+    """Remove a run folder (finished, unfinished or reopened); refuses a folder that is not a run. Decisions live
+    elsewhere, keyed by pair content: they are kept. The manifest goes first, so a half-deleted folder never reads
     as a complete run."""
     run_dir = Path(run_dir)
-    if not any((run_dir / name).exists() for name in ("manifest.json", "plan.json", "chunks")):
-        raise ValueError(f"{run_dir} is not a run folder (no manifest.json, plan.json or chunks)")
+    if not is_run_folder(run_dir):
+        raise ValueError(f"{run_dir} is not a run folder (no manifest.json, plan.json, chunks or {REOPENED})")
     (run_dir / "manifest.json").unlink(missing_ok=True)
     shutil.rmtree(run_dir)
 

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from ches.engine import store
 from ches.engine.metrics import METRICS
 from ches.review.agreement import TEAM_STATUSES, TeamView, team_status
 from ches.review.decisions import DECISION_VALUES, STATUSES, UNDECIDED
@@ -230,7 +230,7 @@ def search_rows(run_dir: str | Path, query: str) -> set[int]:
     query = query.strip() if isinstance(query, str) else ""
     if not query:
         return set()
-    table = pq.read_table(Path(run_dir) / "texts.parquet", columns=["row", *_TEXT_COLUMNS])
+    table = store.read_texts_table(Path(run_dir), columns=["row", *_TEXT_COLUMNS])   # DamagedRun names the file
     table = table.cast(pa.schema([pa.field("row", table.schema.field("row").type)] +
                                  [pa.field(c, pa.string()) for c in _TEXT_COLUMNS]))  # an all-None column reads as null
     needle = query.lower()
