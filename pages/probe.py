@@ -24,6 +24,7 @@ frame.page("Probe")      # first: page config, sign-in gate, the URL's state, th
 FOLLOW = {"run": "_probe_job", "repeat": "_probe_repeat_job"}   # each button's job this session follows: opened
 OPEN = "probe_open"                 # the probe folder shown below (this page's own state)
 SOURCES = ("Percentile band", "Map / Browse selection")
+RAN = "Probe finished and stored with the run."
 
 run = state.require_run()
 table = loaders.scores(run)
@@ -42,21 +43,21 @@ st.caption("Does CHES predict likelihood displacement on *your* model? The probe
            "are never changed; each probe is stored with the run.")
 
 
-def _job(todo: list[ProbeSettings], button: str, said: str) -> tuple[list[str], jobs.Job | None, tuple[str, str]]:
-    """The `ches probe` arguments that train `todo` (one settings, one probe per seed), the job they name if one
-    is recorded, and what it opens when done: the last seed's probe folder and `said`."""
+def _plan(todo: list[ProbeSettings], said: str) -> tuple[list[str], tuple[str, str]]:
+    """The `ches probe` arguments that train `todo` (one settings, one probe per seed) and what their job opens
+    when it is done: the last seed's probe folder, and `said`."""
     argv = probe_args(run, todo[0], [s.seed for s in todo], rows_dir=state.ws().jobs)
-    opens = (str(probe_path(run, select_rows(table, todo[-1]), todo[-1])), said)
-    return argv, jobspanel.page_job("probe", run, argv, follow=FOLLOW[button], opens=opens), opens
+    return argv, (str(probe_path(run, select_rows(table, todo[-1]), todo[-1])), said)
 
 
 def _start(todo: list[ProbeSettings], button: str, said: str) -> None:
-    """Start the probe job for `todo`, or reopen the probes when every one is stored. It trains model copies on
-    the server: the role is checked when pressed (an admin's, with sign-in on)."""
+    """Start the probe job for `todo`, followed by `button`'s session key, or reopen the probes when every one
+    is stored. It trains model copies on the server: the role is checked when pressed (an admin's, with
+    sign-in on)."""
     if not state.allowed("score"):
         return
-    argv, _, opens = _job(todo, button, said)
-    if all(is_complete(Path(probe_path(run, select_rows(table, s), s))) for s in todo):
+    argv, opens = _plan(todo, said)
+    if all(is_complete(probe_path(run, select_rows(table, s), s)) for s in todo):
         st.session_state[OPEN] = opens[0]
         state.flash("success", "Reopened the stored probe." if len(todo) == 1 else "Reopened the stored probes.")
         return
@@ -113,7 +114,8 @@ with render.user_errors():
         stored = is_complete(probe_path(run, select_rows(table, settings), settings))
         st.caption(render.escape_md(settings.describe() + (f" ({fit.note})" if fit.note else ""))
                    + (" · **stored**: running reopens it." if stored else ""))
-        job = _job([settings], "run", "Probe finished and stored with the run.")[1]
+        argv, opens = _plan([settings], RAN)
+        job = jobspanel.page_job("probe", run, argv, follow=FOLLOW["run"], opens=opens)
 
 busy = job is not None and jobs.status(job).running
 if st.button("Run probe", type="primary", icon=":material/play_arrow:", key="probe_go",
@@ -121,7 +123,7 @@ if st.button("Run probe", type="primary", icon=":material/play_arrow:", key="pro
              help=auth.refuse("score") or ("Running: its progress is below." if busy else "Trains in the background: "
                                            "you can leave this page, reload it or cancel; the probe opens when stored.")):
     with render.user_errors():
-        _start([settings], "run", "Probe finished and stored with the run.")
+        _start([settings], "run", RAN)
         st.rerun()
 jobspanel.in_place(job, FOLLOW["run"])
 
@@ -180,7 +182,8 @@ repeat = [ProbeSettings.from_dict({**base.as_dict(), "seed": seed}) for seed in 
 again = f"Probes with seeds 1..{int(k)} stored with the run."
 repeating = None
 with render.user_errors():
-    repeating = _job(repeat, "repeat", again)[1]
+    argv, opens = _plan(repeat, again)
+    repeating = jobspanel.page_job("probe", run, argv, follow=FOLLOW["repeat"], opens=opens)
 if r2.button(f"Repeat with seeds 1..{int(k)}", icon=":material/replay:", key="probe_repeat",
              disabled=not auth.can("score") or (repeating is not None and jobs.status(repeating).running),
              help=auth.refuse("score")):
