@@ -390,8 +390,8 @@ def _layout(run: Path, view: str, p: dict[str, Any], *, compute: bool, progress:
 
     def layout() -> np.ndarray:
         X = umap_input()
-        say(f"UMAP of {N:,} points in {X.shape[1]} dimensions (the first UMAP in a server process also "
-            "compiles numba: about 35 s) …")
+        say(f"UMAP of {N:,} points in {X.shape[1]} dimensions (the first UMAP in a process also compiles numba: "
+            "about 35 s) …")
         return project(X, n_neighbors=p["n_neighbors"], min_dist=p["min_dist"], seed=p["seed"])
 
     return _cached(folder / f"layout-{layout_key}.npy", (N, 2), layout)
