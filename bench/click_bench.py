@@ -16,6 +16,8 @@ click whose count never shows is lost. The patterns are what our pages do (see t
                    ending elsewhere, as the jobs panel does.
 - in_fragment:     the button is inside a polling fragment (run_every 0.5 s) and its callback records the
                    click: Cancel and Dismiss in the jobs panel.
+- beside_fragment: the same, with the button drawn beside the polling fragment (by the page run), not in it:
+                   what the jobs panel does now (Cancel and Dismiss outside the fragment that polls).
 - body_rerun:      the page's body calls st.rerun() once per page view before the button is drawn (a
                    pending message, a URL sync), and the button's effect is its return value.
 
@@ -87,6 +89,14 @@ def panel():
     st.button("Add", on_click=add)
 panel()
 """,
+    "beside_fragment": HEAD + """
+time.sleep(0.3)
+@st.fragment(run_every=0.5)
+def progress():
+    st.markdown(f"count={st.session_state.n}")
+progress()
+st.button("Add", on_click=add)
+""",
     "body_rerun": HEAD + """
 st.session_state.setdefault("view", 0)
 st.session_state.view += 1
@@ -136,7 +146,7 @@ def run_pattern(name: str, clicks: int, sessions: int, wait_s: float, rng: rando
         with browser() as b:
             pages = [b.new_context(viewport={"width": 1200, "height": 800}).new_page() for _ in range(sessions)]
             for page in pages:
-                page.goto(url)
+                page.goto(url, timeout=120000)
             page = pages[0]
             page.get_by_role("button", name="Add").wait_for(timeout=60_000)
             expected = count_on(page)

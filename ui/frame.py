@@ -14,7 +14,7 @@ import gc
 
 import streamlit as st
 
-from ui import auth, decisionbar, sidebar, state
+from ui import auth, decisionbar, jobspanel, sidebar, state
 
 HOME = "pages/score.py"       # where "/" (app.py) leads
 
@@ -31,5 +31,6 @@ def page(title: str) -> None:
     st.set_page_config(page_title=f"{title} · CHES Studio", page_icon=":material/science:", layout="wide")
     auth.gate()
     decisionbar.take_pending()     # recorded before anything reads the decisions or the open pair
+    jobspanel.open_finished()      # a scoring job of this session has finished: its run is the active one
     state.sync_url()
     sidebar.show(jobs_here=title != "Data & score")

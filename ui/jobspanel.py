@@ -136,9 +136,9 @@ def finished(follow: str) -> object | None:
 
 
 def in_place(job: jobs.Job | None, follow: str) -> None:
-    """`job` (from `page_job`) where its page starts it: running, its bar and Cancel, read again every POLL_S;
-    stopped, how it ended and Dismiss; complete, nothing (its record removed). When it stops running the whole
-    page runs again, and opens its result (`finished`)."""
+    """`job` (from `page_job`) where its page starts it: running, its bar (read again every POLL_S) and
+    Cancel; stopped, how it ended and Dismiss; complete, nothing (its record removed). When it stops running
+    the whole page runs again, and opens its result (`finished`)."""
     if job is None:
         return
     s = jobs.status(job)
@@ -146,15 +146,33 @@ def in_place(job: jobs.Job | None, follow: str) -> None:
         with contextlib.suppress(OSError, ValueError):
             jobs.forget(job)
         return
-    st.fragment(_in_place, run_every=POLL_S if s.running else None)(job, follow, s.running)
+    _row(job, s, follow)
 
 
-def _in_place(job: jobs.Job, follow: str, was_running: bool) -> None:
+def _watch(job: jobs.Job, s: jobs.JobStatus) -> None:
+    """A running job's bar and what it is, read again every POLL_S by a fragment that holds no widget: under
+    load a click on a widget inside a polling fragment is lost (bench/click_bench.py, in_fragment), so its
+    Cancel is drawn beside it by the page run. When the job stops, the fragment's own run reruns the page
+    (never the page run itself: a rerun there would drop a click the run carries)."""
+    st.session_state[_PAGE_RUN] = True
+    try:
+        st.fragment(_poll, run_every=POLL_S)(job)
+    finally:
+        st.session_state[_PAGE_RUN] = False
+
+
+def _poll(job: jobs.Job) -> None:
     now = jobs.read(job.file)
     s = jobs.status(job) if now is not None and now.started_at == job.started_at else None
-    if s is None or s.running != was_running or s.state == "complete":
-        st.rerun()                                # over (or gone, or started again): the page reads the result
-    _row(job, s, follow)
+    if s is None or not s.running:
+        if not st.session_state.get(_PAGE_RUN):
+            st.rerun()                            # over (or gone, or started again): the page shows how
+        return
+    _job_bar(st, job.kind, s)
+    st.caption(escape_md(job_title(job)) + (f" · {escape_md(s.estimate)}" if s.estimate else ""))
+
+
+_PAGE_RUN = "_jobs_page_run"    # True while the page run draws a job's fragment (it must not rerun then)
 
 
 def job_title(job: jobs.Job) -> str:
@@ -176,26 +194,11 @@ def job_outcome(s: jobs.JobStatus, kind: str = "score") -> str:
     return ("Scoring cancelled: " if s.state == "cancelled" else "Scoring interrupted: ") + kept
 
 
-def show(place: str) -> None:
-    """Every job of the workspace, from any tab or session: a running one with its progress bar and Cancel; on
-    Data & score ("main") also how a stopped scoring job ended. Polls while a job runs."""
-    running = any(jobs.status(j).running for j in jobs.list_jobs(state.ws().jobs))
-    st.fragment(_panel, run_every=POLL_S if running else None)(place, running)
-
-
-def _panel(place: str, was_running: bool) -> None:
+def open_finished() -> None:
+    """A scoring job this session started or watched has finished: its run becomes the active one, and a
+    message says so. ui.frame.page calls it before the page reads the active run (no rerun needed)."""
     mine = st.session_state.setdefault(MY_JOBS, [])
     finished_runs = [r for r in mine if store.is_complete(Path(r))]
-    shown = []
-    for job in jobs.list_jobs(state.ws().jobs):
-        s = jobs.status(job)
-        if s.state == "complete":                 # listed (a run) or stored (a probe, check, map) now: done
-            with contextlib.suppress(OSError, ValueError):
-                jobs.forget(job)
-        elif s.running or (place == "main" and job.kind == "score"):
-            shown.append((job, s))
-            if place == "main" and s.running and job.kind == "score":
-                follow_job(job.run_dir)           # watched here (after a reload too): open its run when done
     if finished_runs:
         for r in finished_runs:
             mine.remove(r)
@@ -203,18 +206,25 @@ def _panel(place: str, was_running: bool) -> None:
         m = loaders.manifest(finished_runs[-1])
         state.flash("success", f"Scored {m['pairs']} pairs ({m.get('seconds', 0):.1f} s of scoring). The run is "
                                "active: open Browse, Map or Pair / tokens.")
-        st.rerun()
-    if any(s.running for _, s in shown) != was_running:
-        st.rerun()                                # a job started or ended elsewhere: poll, or stop polling
-    for job, s in shown:
-        if place != "sidebar":
+
+
+def show(place: str) -> None:
+    """Every job of the workspace, from any tab or session: a running one with its progress bar and Cancel; on
+    Data & score ("main") also how a stopped scoring job ended."""
+    for job in jobs.list_jobs(state.ws().jobs):
+        s = jobs.status(job)
+        if s.state == "complete":                 # listed (a run) or stored (a probe, check, map) now: done
+            with contextlib.suppress(OSError, ValueError):
+                jobs.forget(job)
+        elif place != "sidebar" and (s.running or job.kind == "score"):
+            if s.running and job.kind == "score":
+                follow_job(job.run_dir)           # watched here (after a reload too): open its run when done
             _row(job, s)
-            continue
-        st.caption(escape_md(job_title(job)))
-        _job_bar(st, job.kind, s)
-        st.button("Cancel scoring" if job.kind == "score" else f"Cancel the {jobs.WHAT[job.kind]}",
-                  key=f"sidebar_cancel_{job.name}", on_click=_cancel, args=(job,), icon=":material/stop:",
-                  disabled=not auth.can("score"), help=auth.refuse("score") or _CANCEL_HELP[job.kind == "score"])
+        elif s.running:
+            _watch(job, s)
+            st.button("Cancel scoring" if job.kind == "score" else f"Cancel the {jobs.WHAT[job.kind]}",
+                      key=f"sidebar_cancel_{job.name}", on_click=_cancel, args=(job,), icon=":material/stop:",
+                      disabled=not auth.can("score"), help=auth.refuse("score") or _CANCEL_HELP[job.kind == "score"])
 
 
 _CANCEL_HELP = {True: "Stops after the current batch; the finished chunks are kept, and scoring the same data "
@@ -225,12 +235,12 @@ _CANCEL_HELP = {True: "Stops after the current batch; the finished chunks are ke
 def _row(job: jobs.Job, s: jobs.JobStatus, follow: str | None = None) -> None:
     """One job on a page: running, its bar, Cancel and what it is; stopped, how it ended and Dismiss."""
     if s.running:
-        bar, stop = st.columns([5, 1], vertical_alignment="bottom")
-        _job_bar(bar, job.kind, s)
+        bar, stop = st.columns([5, 1], vertical_alignment="top")
+        with bar:
+            _watch(job, s)
         stop.button("Cancel", key=f"main_cancel_{job.name}", on_click=_cancel, args=(job,), icon=":material/stop:",
                     width="stretch", disabled=not auth.can("score"),
                     help=auth.refuse("score") or _CANCEL_HELP[job.kind == "score"])
-        st.caption(escape_md(job_title(job)) + (f" · {escape_md(s.estimate)}" if s.estimate else ""))
         return
     note, dismiss = st.columns([5, 1], vertical_alignment="center")
     failed = s.state in ("failed", "broken")
