@@ -79,9 +79,16 @@ class FakeUMAP:
 
 @pytest.fixture
 def run(workspace_env, monkeypatch):
+    """A fake-scored run whose two Map layouts are stored (the Map's job would compute them in a process the
+    fake UMAP does not reach)."""
+    from ches.review.projection import map_coordinates
+
     monkeypatch.setattr(umap, "UMAP", FakeUMAP)
     monkeypatch.chdir(ROOT)
-    return make_fake_run(workspace_env.workspace / "runs" / "0123456789abcdef", load_dataset(SAMPLE), seed=4)
+    run = make_fake_run(workspace_env.workspace / "runs" / "0123456789abcdef", load_dataset(SAMPLE), seed=4)
+    for view in ("pairs", "responses"):
+        map_coordinates(run, view, n_neighbors=15, min_dist=0.1)
+    return run
 
 
 
