@@ -175,3 +175,39 @@ def test_the_command_line_and_the_light_modules_start_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]", f"imported at start-up: {out.stdout.strip()}"
+
+
+WIDGETS = {"button", "checkbox", "radio", "selectbox", "multiselect", "text_input", "text_area", "number_input",
+           "toggle", "slider", "select_slider", "segmented_control", "pills", "form_submit_button", "data_editor",
+           "file_uploader", "download_button", "date_input", "time_input", "color_picker", "chat_input"}
+
+
+def polling_fragments_with_widgets(paths: list[Path], root: Path = ROOT) -> dict[str, list[str]]:
+    """{module: [function: widget]} for each function passed to st.fragment(..., run_every=...) that draws a
+    widget itself: under load a click on a widget inside a polling fragment is lost (bench/click_bench.py)."""
+    found: dict[str, list[str]] = {}
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defs = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and getattr(call.func, "attr", None) == "fragment"
+                    and any(k.arg == "run_every" for k in call.keywords)):
+                continue
+            target = call.args[0].id if call.args and isinstance(call.args[0], ast.Name) else None
+            body = defs.get(target)
+            if body is None:
+                found.setdefault(rel(path, root), []).append(f"{target}: not a function of this module")
+                continue
+            for inner in ast.walk(body):
+                if isinstance(inner, ast.Call) and getattr(inner.func, "attr", None) in WIDGETS:
+                    found.setdefault(rel(path, root), []).append(f"{target}: {inner.func.attr}")
+    return found
+
+
+def test_no_widget_is_drawn_inside_a_polling_fragment(tmp_path):
+    """ARCHITECTURE rule 11: a polling fragment (run_every) only shows; its buttons are drawn beside it."""
+    assert polling_fragments_with_widgets(modules("ui", "pages")) == {}
+    planted = tmp_path / "planted.py"
+    planted.write_text("import streamlit as st\ndef poll():\n    st.progress(0.5)\n    st.button('Cancel')\n"
+                       "st.fragment(poll, run_every=1.0)()\n")
+    assert polling_fragments_with_widgets([planted], tmp_path) == {"planted.py": ["poll: button"]}
