@@ -1,7 +1,9 @@
 """Where things live: the workspace (runs, decisions, exports, uploads) and the data root.
 
     $CHES_WORKSPACE  (default ./workspace)  runs/  decisions.sqlite  exports/  uploads/<sha12>/<name>
-                                            jobs/<run id>.json|.log|.status.jsonl  (scoring jobs, ches/engine/jobs.py)
+                                            jobs/<name>.json|.log|.status.jsonl  (jobs, ches/engine/jobs.py:
+                                            a scoring job's name is its run id; a probe, check or map job's
+                                            <kind>-<run id>-<digest of its arguments>)
     $CHES_DATA_ROOT  (default ./data)       the only folder the app reads datasets from by path
     $CHES_MODELS_ROOT (default: none)       the only folder the app loads local models from
 
