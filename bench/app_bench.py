@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from ches import __version__  # noqa: E402
 from ches.engine.files import load_dataset  # noqa: E402
 from ches.engine.formats import load_records  # noqa: E402
-from ches.engine.store import write_run  # noqa: E402
+from ches.engine.chunks import write_run  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 PAGES = ["score", "browse", "map", "pair", "export"]

@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, help="passed to the first run (default: none, the time rule)")
     args = ap.parse_args()
 
-    from ches.engine import pipeline, store
+    from ches.engine import chunks, pipeline, store
+    from ches.engine.runs import run_progress
     from ches.engine.files import load_dataset
     from ches.engine.models import load_model
 
@@ -83,7 +84,7 @@ def main() -> None:
                 *(["--chunk-size", str(args.chunk_size)] if args.chunk_size else [])]
         seconds, at = kill_at_half(argv, work / "status.jsonl", args.pairs)
         (run,) = runs.iterdir()
-        plan, kept = store.read_plan(run), store.run_progress(run)
+        plan, kept = chunks.read_plan(run), run_progress(run)
 
         lm, ds = load_model(str(tiny)), load_dataset(data)
         embedded, embed = [], pipeline.embed_pairs
@@ -98,7 +99,7 @@ def main() -> None:
         resume_s = time.perf_counter() - started
         share = sum(embedded) / args.pairs
         print(f"{args.pairs:,} pairs, random Llama d = {args.hidden}, {args.layers} layers, max length 256; "
-              f"chunks of {plan['chunk_size']} pairs ({store.chunk_count(plan)} chunks)")
+              f"chunks of {plan['chunk_size']} pairs ({chunks.chunk_count(plan)} chunks)")
         print(f"first run   SIGKILL at {at:,} of {args.pairs:,} pairs reported done, after {seconds:.1f} s "
               f"(start-up and estimate included); {kept.done:,} pairs kept on disk")
         print(f"resume      embedded {sum(embedded):,} of {args.pairs:,} pairs = {share:.2f} of the work "

@@ -126,7 +126,8 @@ def kill_and_resume(args, tiny: Path, work: Path) -> None:
 def overlap(args, tiny: Path, work: Path) -> None:
     import torch
 
-    from ches.engine import pipeline, store
+    from ches.engine import pipeline
+    from ches.engine.chunks import finalise, start_run
     from ches.engine.formats import load_records
     from ches.engine.forward import embed_pairs
     from ches.engine.models import load_model
@@ -145,11 +146,11 @@ def overlap(args, tiny: Path, work: Path) -> None:
     embedded = [embed_pairs(lm, c.encoded) for c in tokenised]
     engine_s = time.perf_counter() - t
     run = work / "sequential"
-    store.start_run(run, {"chunk_size": args.chunk_size}, ds.pairs)
+    start_run(run, {"chunk_size": args.chunk_size}, ds.pairs)
     t = time.perf_counter()
     for c, emb in zip(tokenised, embedded):
         pipeline._commit(run, c, emb, lm.model.config.hidden_size, lm)
-    store.finalise(run)
+    finalise(run)
     write_s = time.perf_counter() - t
     t = time.perf_counter()
     pipeline.score_dataset(ds, lm, runs_root=work / "overlapped", max_length=256, chunk_size=args.chunk_size)

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import frame, loaders, render, state
-from ches.engine import store
+from ches.engine import runs
 from ches.engine.metrics import METRICS
 from ches.review.charts import compare_scatter
 from ches.review.compare import MIN_SHARED, TOP_PERCENT, compare, movers
@@ -24,7 +24,7 @@ st.caption("Would the model you will train rank the pairs like the one you score
            "are read.")
 
 same_data = loaders.manifest(run).get("key", {}).get("dataset_hash")
-others = {str(p): m for p, m in sorted(store.list_runs(state.ws().runs),          # runs of the same data first
+others = {str(p): m for p, m in sorted(runs.list_runs(state.ws().runs),          # runs of the same data first
                                        key=lambda r: r[1].get("key", {}).get("dataset_hash") != same_data)
           if p.resolve() != run.resolve()}
 if not others:

@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from ui import auth, frame, jobspanel, loaders, render, state
-from ches.engine import jobs, store
+from ches.engine import jobs, repair, store
 from ches import workspace as wsp
 from ches.engine.files import HUB_PREFIX
 from ches.engine.formats import FORMATS, MAPPED
@@ -21,6 +21,7 @@ from ches.engine.pairs import Dataset, UnknownFormat
 from ches.engine.models import DEFAULT_MODEL
 from ches.engine.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
 from ches.engine.report import load_report, runs_table
+from ches.engine.runs import list_runs, list_unfinished
 from ches.review.plan import PLAN_FILE, PlanError, read_plan
 from ches.review.probe.check import checks_dir
 from ches.review.probe.storage import list_folders, list_probes
@@ -180,7 +181,7 @@ def _target(ds: Dataset, *, load: bool):
 
 def _score(ds: Dataset) -> None:
     _, todo, run_dir = _target(ds, load=False)
-    damage = store.reopen_damaged(run_dir)     # a complete run with a damaged file: scored again, as `ches score` does
+    damage = repair.reopen_damaged(run_dir)    # a complete run with a damaged file: scored again, as `ches score` does
     if store.is_complete(run_dir):
         state.set_run(run_dir)
         notice = store.version_notice(run_dir)
@@ -207,7 +208,7 @@ def _estimate(ds: Dataset) -> str:
     lm, todo, run_dir = _target(ds, load=True)
     if store.is_complete(run_dir):
         try:
-            store.check_run(run_dir)
+            repair.check_run(run_dir)
         except store.DamagedRun as e:
             return (f"The stored run for these settings cannot be used ({e.path.name} cannot be read): Score "
                     "scores it again.")
@@ -269,7 +270,7 @@ def _delete(run_dir: str, label: str) -> None:
 
 
 st.subheader("3 · Stored runs")
-runs = store.list_runs(state.ws().runs)
+runs = list_runs(state.ws().runs)
 labels: dict[str, str] = {}      # every run that can be deleted: complete, unfinished or broken
 if not runs:
     st.caption("No stored runs yet. Scoring the same data with the same model and settings again reuses its run.")
@@ -289,7 +290,7 @@ else:
     if active:
         st.page_link("pages/browse.py", label="Browse the active run", icon=":material/table_rows:")
     labels |= {r: f"{loaders.run_label(r)} · {mb:,.1f} MB" for r, mb in zip(table["run"], table["size MB"])}
-for run, plan, progress in store.list_unfinished(state.ws().runs):     # not while a job scores it
+for run, plan, progress in list_unfinished(state.ws().runs):     # not while a job scores it
     job = jobs.find(state.ws().jobs, run)
     if job is None or not jobs.status(job).running:
         labels[str(run)] = (f"unfinished: {progress.done:,} of {progress.total:,} pairs · "

@@ -102,7 +102,7 @@ def make_fake_run(run_dir: Path, dataset, *, seed: int = 0, d: int = 8) -> Path:
     import numpy as np
     import pandas as pd
 
-    from ches.engine.store import write_run
+    from ches.engine.chunks import write_run
 
     pairs = dataset.pairs
     n = len(pairs)

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from ui import loaders, state
 from ches.engine import jobs, store
+from ches.engine.runs import list_runs, run_progress
 from ches.review import decisions
 from ches import workspace as wsp
 from conftest import HOSTILE, ROOT, SAMPLE, heading, metric, ok, said, write_pairs
@@ -193,12 +194,12 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
 
     at.button(key=f"main_cancel_{job.run_dir.name}").click().run()
     _until(at, lambda at: any("Score again to resume" in w.value for w in at.warning), "cancelled message")
-    kept = store.run_progress(job.run_dir)
+    kept = run_progress(job.run_dir)
     assert kept is not None and not kept.complete and kept.done in (16, 32)
     assert any(plain(w.value).endswith(f"Scoring cancelled: {kept.done} of {first} pairs kept; Score again to resume.")
                for w in at.warning)
     assert not any("nothing was stored" in w.value for w in at.warning)
-    assert "run_dir" not in at.session_state and store.list_runs(workspace_env.workspace / "runs") == []
+    assert "run_dir" not in at.session_state and list_runs(workspace_env.workspace / "runs") == []
 
     slow_jobs.fast()
     at.button(key="score_go").click().run()                      # Score again: resumes
@@ -513,7 +514,7 @@ def test_runs_list_sizes_and_deletes_a_run_after_confirmation_keeping_decisions(
     assert not at.exception and not doomed.exists() and kept.is_dir()
     assert "run_dir" not in at.session_state                                    # it was the active run
     assert decisions.history(db) == before                                    # decisions untouched
-    assert [p for p, _ in store.list_runs(runs)] == [kept]
+    assert [p for p, _ in list_runs(runs)] == [kept]
 
 
 # ------------------------------------------------------------------------------------------- Browse

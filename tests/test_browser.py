@@ -58,6 +58,7 @@ def test_score_browse_keep_tokens_map_export(server):
     from playwright.sync_api import expect
 
     from ches.engine import store
+    from ches.engine.runs import list_runs
     from ches.review import decisions
     from ches.engine.files import load_dataset
 
@@ -136,7 +137,7 @@ def test_score_browse_keep_tokens_map_export(server):
         expect(stopped).to_be_visible(timeout=PAGE_S * 1000)
         expect(bar).to_have_count(0)
         no_exception()
-        assert store.list_runs(server.workspace / "runs") == []     # an incomplete run is never offered
+        assert list_runs(server.workspace / "runs") == []     # an incomplete run is never offered
         step("Cancel → stopped, chunks kept", t0)
         idle()
         main.get_by_role("button", name="Dismiss", exact=True).click()       # one click, as a person does
@@ -153,7 +154,7 @@ def test_score_browse_keep_tokens_map_export(server):
         no_exception()
         expect(main.get_by_text("Select a row to open that run")).to_be_visible()
         expect(metric_value(sidebar, "Keep")).to_have_text("0")
-        runs = [path for path, _ in store.list_runs(server.workspace / "runs")]
+        runs = [path for path, _ in list_runs(server.workspace / "runs")]
         assert len(runs) == 1, runs
         shot("score")
 

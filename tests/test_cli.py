@@ -91,7 +91,8 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
 def test_score_reads_columns_in_no_known_format_through_column(tmp_path, capsys, tiny_model_dir):
     """--column maps three columns (the app's column mapping, passed to its scoring job); a bad one is a
     one-line error."""
-    from ches.engine.store import list_runs, read_texts
+    from ches.engine.runs import list_runs
+    from ches.engine.store import read_texts
 
     data = tmp_path / "mine.csv"
     data.write_text("question,better,worse\nWhat is 2+2?,4,5\nSay hi,hi,go away\n", encoding="utf-8")
@@ -152,7 +153,7 @@ def test_a_wrong_format_or_column_fails_before_the_model_loads_and_names_what_fi
 def test_ties_are_reported_as_ties_and_the_run_and_export_record_the_subset(tmp_path, capsys, tiny_model_dir):
     """The first 20 pairs of 100 AlpacaEval records, 3 ties among the first 23: the ties are reported apart,
     the run's manifest and the export's manifest say which part was scored and which rows were left out."""
-    from ches.engine.store import list_runs
+    from ches.engine.runs import list_runs
 
     records = [{"instruction": f"task {i}", "input": "", "output_1": f"one {i}", "output_2": f"two {i}",
                 "preference": 0 if i in (2, 5, 9) else 1 + i % 2} for i in range(100)]

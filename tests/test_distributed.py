@@ -45,7 +45,9 @@ def test_two_ranks_equal_one_process_and_a_killed_run_resumes_on_one(tiny_model_
     from ches.engine.files import load_dataset
     from ches.engine.models import load_model
     from ches.engine.pipeline import score_dataset
-    from ches.engine.store import done_chunks, is_complete, run_progress
+    from ches.engine.chunks import done_chunks
+    from ches.engine.runs import run_progress
+    from ches.engine.store import is_complete
 
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": f"Question {i}: what is {i} + {i}?", "chosen": f"It is {2 * i}.",
@@ -73,9 +75,9 @@ def test_two_ranks_equal_one_process_and_a_killed_run_resumes_on_one(tiny_model_
 
 if __name__ == "__main__":
     import ches.cli
-    import ches.engine.store
+    import ches.engine.chunks
 
-    die_after, commit, committed = int(sys.argv[1]), ches.engine.store.commit_chunk, []
+    die_after, commit, committed = int(sys.argv[1]), ches.engine.chunks.commit_chunk, []
 
     def commit_then_die(*args, **kwargs):
         done = commit(*args, **kwargs)
@@ -84,5 +86,5 @@ if __name__ == "__main__":
             os._exit(1)
         return done
 
-    ches.engine.store.commit_chunk = commit_then_die
+    ches.engine.chunks.commit_chunk = commit_then_die
     sys.exit(ches.cli.main(sys.argv[2:]))

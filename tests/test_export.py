@@ -1,6 +1,6 @@
 """Tests for ches.review.export (select / preview / export) and ches.cli.export (the export and decisions commands).
 
-Runs are synthetic (ches.engine.store.write_run with random vectors and scores over real loaded pairs), so no
+Runs are synthetic (ches.engine.chunks.write_run with random vectors and scores over real loaded pairs), so no
 model is needed; the exported files are re-loaded with ches.engine.files.load_dataset to check the round trip.
 """
 from __future__ import annotations

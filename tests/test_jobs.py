@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from ches.engine import jobs, store
+from ches.engine.runs import list_runs, run_progress
 from ches.engine.jobfile import process_start
 from ches.engine.files import load_dataset
 from ches.engine.models import load_model
@@ -127,12 +128,12 @@ def test_start_attach_cancel_keeps_chunks_and_a_second_start_resumes(tmp_path, j
     over = wait(job, lambda s: not s.running)
     assert over.state == "cancelled", over
     assert group_gone(job.pid)
-    on_disk = store.run_progress(run_dir)
+    on_disk = run_progress(run_dir)
     assert on_disk is not None and not on_disk.complete and not store.is_complete(run_dir)
     assert CHUNK <= on_disk.done < PAIRS and on_disk.done % CHUNK == 0
     assert (over.kept, over.done, over.total) == (on_disk.done, on_disk.done, PAIRS)
     assert f"interrupted: {on_disk.done} of {PAIRS} pairs kept" in job.log.read_text()   # the CLI's own words
-    assert store.list_runs(runs) == []                       # an incomplete run is never listed as a run
+    assert list_runs(runs) == []                       # an incomplete run is never listed as a run
     assert not jobs.cancel(job)                              # over: nothing to cancel
 
     slow_jobs.fast()

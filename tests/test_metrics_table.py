@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ches.engine import store
+from ches.engine import chunks, store
 from ches.engine.forward import Embeddings
 from ches.engine.formats import load_records
 from ches.engine.metrics import METRICS, Metric, score_table
@@ -62,7 +62,7 @@ def run(ws, toy_metric) -> Path:
                            "len_rejected": LEN_MINUS, "truncated": np.zeros(4, bool), "flags": ""})
     manifest = {"key": {"dataset_hash": dataset.content_hash, "model_id": "test/model"}, "source": dataset.source,
                 "format": dataset.format, "created_at": "2025-01-01T00:00:00+00:00", "rows_skipped": []}
-    return store.write_run(ws / "runs" / "0123456789abcdef", manifest=manifest, scores=scores, pairs=pairs,
+    return chunks.write_run(ws / "runs" / "0123456789abcdef", manifest=manifest, scores=scores, pairs=pairs,
                            arrays={"S_plus": S_plus, "S_minus": S_minus})
 
 

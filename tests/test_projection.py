@@ -12,7 +12,7 @@ import pytest
 import umap
 
 from ches.review import projection as P
-from ches.engine import store
+from ches.engine import chunks, store
 from ches.engine.pairs import Pair
 
 
@@ -201,7 +201,7 @@ def _run(tmp_path: Path, Sp, Sm, lp, lm, name: str = "run") -> Path:
     pairs = [Pair(row=i + 1, prompt=({"role": "user", "content": f"q{i}"},), chosen="a", rejected="b", pair_id=f"p{i}")
              for i in range(n)]
     manifest = {"run": name, "key": {"model_id": "m"}, "created_at": "2025-01-01T00:00:00", "pairs": n}
-    return store.write_run(tmp_path / name, manifest=manifest, scores=table, pairs=pairs,
+    return chunks.write_run(tmp_path / name, manifest=manifest, scores=table, pairs=pairs,
                            arrays={"S_plus": Sp, "S_minus": Sm})
 
 

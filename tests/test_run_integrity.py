@@ -1,4 +1,4 @@
-"""A run is complete only when every planned pair is in it (ches.engine.store, ches.engine.pipeline).
+"""A run is complete only when every planned pair is in it (ches.engine.chunks, ches.engine.pipeline).
 
 The plan is made once (two processes on one run adopt the first plan), each chunk is verified before
 it is trusted (a damaged one is named and scored again), finalise refuses a run whose chunks do not add
@@ -6,6 +6,7 @@ up, chunks are sized by time as well as pairs, and nothing is left behind after 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,12 +22,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import ches.cli as cli
+from ches.atomic import atomic_remove
 import ches.engine.models as models
-from ches.engine import pipeline, store
+from ches.engine import chunks, pipeline, store
 from ches.engine.formats import load_records
 from ches.engine.pipeline import score_dataset
+from ches.engine.runs import list_unfinished, run_progress
 from ches.engine.timing import Estimate, chunk_size_for
-from ches.engine.store import read_arrays, read_manifest, read_scores, run_progress
+from ches.engine.store import read_arrays, read_manifest, read_scores
 from conftest import ROOT
 from test_distributed import assert_same_table
 from test_runs import counting_embed, rows
@@ -42,7 +45,7 @@ def tiny_lm(tiny_model_dir):
 def unfinished(ds, lm, root: Path, monkeypatch, chunk_size: int = 8) -> Path:
     """Every chunk of `ds` committed, not finalised: the plan and chunks/ as a kill before finalise leaves them."""
     with monkeypatch.context() as m:
-        m.setattr(store, "finalise", lambda run_dir: run_dir)
+        m.setattr(chunks, "finalise", lambda run_dir: run_dir)
         return score_dataset(ds, lm, runs_root=root, max_length=64, chunk_size=chunk_size)
 
 
@@ -53,8 +56,8 @@ TOGETHER = """
 import os, sys, time
 if sys.orig_argv[1:4] == ["-m", "ches", "score"]:
     import ches.engine.pipeline as pipeline
-    import ches.engine.store as store
-    _start, _embed, gate = store.start_run, pipeline.embed_pairs, os.environ["GATE"]
+    import ches.engine.chunks as chunks
+    _start, _embed, gate = chunks.start_run, pipeline.embed_pairs, os.environ["GATE"]
     def start_run(*args, **kwargs):
         open(os.path.join(gate, str(os.getpid())), "w").close()
         while len(os.listdir(gate)) < 2:
@@ -63,7 +66,7 @@ if sys.orig_argv[1:4] == ["-m", "ches", "score"]:
     def embed_pairs(*args, **kwargs):
         time.sleep(0.2)
         return _embed(*args, **kwargs)
-    store.start_run, pipeline.embed_pairs = start_run, embed_pairs
+    chunks.start_run, pipeline.embed_pairs = start_run, embed_pairs
 """
 
 
@@ -99,12 +102,12 @@ def test_two_processes_with_other_chunk_sizes_end_with_one_complete_run(tiny_lm,
 
 def test_the_plan_is_created_once_and_adopted(tiny_lm, tmp_path):
     pairs = load_records(rows(20)).pairs
-    first = store.start_run(tmp_path / "r", {"chunk_size": 4}, pairs)
-    second = store.start_run(tmp_path / "r", {"chunk_size": 9}, pairs)
-    assert first == second == store.read_plan(tmp_path / "r") and second["chunk_size"] == 4
+    first = chunks.start_run(tmp_path / "r", {"chunk_size": 4}, pairs)
+    second = chunks.start_run(tmp_path / "r", {"chunk_size": 9}, pairs)
+    assert first == second == chunks.read_plan(tmp_path / "r") and second["chunk_size"] == 4
     assert len(second["chunk_ids"]) == 5 and second["total_pairs"] == 20
     with pytest.raises(ValueError, match="started for other pairs"):
-        store.start_run(tmp_path / "r", {"chunk_size": 4}, pairs[:19])
+        chunks.start_run(tmp_path / "r", {"chunk_size": 4}, pairs[:19])
     assert [p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(".")] == []    # no temp left
 
 
@@ -129,8 +132,9 @@ def _rewrite_short(chunk: Path, keep: int) -> None:
     meta = json.loads((chunk / "meta.json").read_text())
     t = pq.read_table(chunk / "scores.parquet")
     meta["rows"] = keep
-    meta["ids"] = store.ids_digest(zip(t.column("row").to_pylist(), t.column("pair_id").to_pylist()))
-    meta["files"] = {n: {"bytes": (chunk / n).stat().st_size, "sha256": store._sha256(chunk / n)} for n in store.CHUNK_FILES}
+    meta["ids"] = chunks.ids_digest(zip(t.column("row").to_pylist(), t.column("pair_id").to_pylist()))
+    meta["files"] = {n: {"bytes": (chunk / n).stat().st_size, "sha256": hashlib.sha256((chunk / n).read_bytes()).hexdigest()}
+                     for n in chunks.CHUNK_FILES}
     (chunk / "meta.json").write_text(json.dumps(meta))
 
 
@@ -138,20 +142,20 @@ def test_damaged_chunks_are_named_and_scored_again(tiny_lm, tmp_path, monkeypatc
     ds = load_records(rows(48))
     reference = score_dataset(ds, tiny_lm, runs_root=tmp_path / "ref", max_length=64, chunk_size=8)
     run = unfinished(ds, tiny_lm, tmp_path / "runs", monkeypatch)
-    chunks = run / "chunks"
-    npy = chunks / "000001" / "S_plus.npy"
+    folder = run / "chunks"
+    npy = folder / "000001" / "S_plus.npy"
     npy.write_bytes(npy.read_bytes()[:-40])                          # truncated
-    _rewrite_short(chunks / "000002", 3)                             # 3 rows instead of 8, record to match
-    (chunks / "000003" / "meta.json").unlink()                       # no commit record
-    parquet = chunks / "000004" / "scores.parquet"
+    _rewrite_short(folder / "000002", 3)                             # 3 rows instead of 8, record to match
+    (folder / "000003" / "meta.json").unlink()                       # no commit record
+    parquet = folder / "000004" / "scores.parquet"
     data = bytearray(parquet.read_bytes())
     data[len(data) // 2] ^= 0xFF                                      # same size, other bytes
     parquet.write_bytes(bytes(data))
-    (chunks / "stray").mkdir()                                       # not a chunk at all
-    (chunks / "000099").mkdir()                                      # a number the plan does not have
-    assert store.done_chunks(run) == {0, 4, 5}                       # the quick checks: sizes, counts, record
+    (folder / "stray").mkdir()                                       # not a chunk at all
+    (folder / "000099").mkdir()                                      # a number the plan does not have
+    assert chunks.done_chunks(run) == {0, 4, 5}                       # the quick checks: sizes, counts, record
     assert run_progress(run) == (24, 48, False)
-    assert store.chunk_problem(run, store.read_plan(run), 4, checksums=True) == \
+    assert chunks.chunk_problem(run, chunks.read_plan(run), 4, checksums=True) == \
         "scores.parquet does not match its checksum"
 
     calls = counting_embed(monkeypatch)
@@ -160,9 +164,9 @@ def test_damaged_chunks_are_named_and_scored_again(tiny_lm, tmp_path, monkeypatc
     assert calls == [8, 8, 8, 8]                                     # chunks 1 to 4 again, 0 and 5 kept
     for name, why in (("000001", "S_plus.npy has"), ("000002", "3 rows + 0 skipped, not the 8 pairs planned"),
                       ("000003", "no meta.json"), ("000004", "scores.parquet does not match its checksum")):
-        assert f"chunk {chunks / name} is damaged: {why}" in caplog.text
-    assert f"{chunks / 'stray'} is not a chunk of this run" in caplog.text
-    assert f"{chunks / '000099'} is not a chunk of this run" in caplog.text
+        assert f"chunk {folder / name} is damaged: {why}" in caplog.text
+    assert f"{folder / 'stray'} is not a chunk of this run" in caplog.text
+    assert f"{folder / '000099'} is not a chunk of this run" in caplog.text
     pd.testing.assert_frame_equal(read_scores(run), read_scores(reference))     # same chunks: same numbers
     for name in store.ARRAYS:
         np.testing.assert_array_equal(read_arrays(run)[name], read_arrays(reference)[name])
@@ -172,22 +176,22 @@ def test_damaged_chunks_are_named_and_scored_again(tiny_lm, tmp_path, monkeypatc
 def test_finalise_refuses_chunks_that_do_not_add_up(tiny_lm, tmp_path, monkeypatch):
     ds = load_records(rows(40))
     run = unfinished(ds, tiny_lm, tmp_path, monkeypatch)
-    store.atomic_remove(run / "chunks" / "000002")
+    atomic_remove(run / "chunks" / "000002")
     _rewrite_short(run / "chunks" / "000004", 3)
-    with pytest.raises(store.IncompleteRun, match=r"is not complete: 2 of 5 chunks \(16 of 40 planned pairs\) are "
+    with pytest.raises(chunks.IncompleteRun, match=r"is not complete: 2 of 5 chunks \(16 of 40 planned pairs\) are "
                        r"missing or damaged: 000002 \(pairs 17-24\), 000004 \(pairs 33-40\); run the same command"):
-        store.finalise(run)
-    assert not store.is_complete(run) and store.done_chunks(run) == {0, 1, 3}
+        chunks.finalise(run)
+    assert not store.is_complete(run) and chunks.done_chunks(run) == {0, 1, 3}
 
 
 def test_a_chunk_that_disagrees_with_itself_is_never_committed(tiny_lm, tmp_path):
     pairs = load_records(rows(8)).pairs
-    store.start_run(tmp_path, {"chunk_size": 8}, pairs)
+    chunks.start_run(tmp_path, {"chunk_size": 8}, pairs)
     scores = pd.DataFrame({"row": [p.row for p in pairs]})
     with pytest.raises(ValueError, match="8 scores, 8 pairs, 3 and 8 rows of sums"):
-        store.commit_chunk(tmp_path, 0, scores=scores, pairs=pairs, S_plus=np.zeros((3, 4)), S_minus=np.zeros((8, 4)),
+        chunks.commit_chunk(tmp_path, 0, scores=scores, pairs=pairs, S_plus=np.zeros((3, 4)), S_minus=np.zeros((8, 4)),
                            meta={})
-    assert store.done_chunks(tmp_path) == set() and list((tmp_path / "chunks").iterdir()) == []
+    assert chunks.done_chunks(tmp_path) == set() and list((tmp_path / "chunks").iterdir()) == []
 
 
 # ----------------------------------------------------------------------------------- 3. time-sized chunks
@@ -236,7 +240,7 @@ def test_the_numbers_are_the_same_bits_whatever_the_chunk_size_speed_or_batch_bu
         assert read_manifest(run)["chunk_size"] == {"fast": 16, "slow": 8}[name]
         assert_same_table(run, ref)
     half = unfinished(load_records(rows(48)), tiny_lm, tmp_path / "resumed", monkeypatch)
-    lost = [store.chunk_path(half, i) for i in (3, 4, 5)]              # three chunks lost to a kill
+    lost = [chunks.chunk_path(half, i) for i in (3, 4, 5)]              # three chunks lost to a kill
     for chunk in lost:
         shutil.rmtree(chunk) if chunk.is_dir() else chunk.unlink()
     assert score_dataset(ds, tiny_lm, runs_root=tmp_path / "resumed", max_length=64, batch_tokens=64) == half
@@ -249,8 +253,8 @@ def test_a_kill_inside_finalise_leaves_nothing_behind_after_the_next_call(tiny_l
     ds = load_records(rows(16))
     run = unfinished(ds, tiny_lm, tmp_path, monkeypatch)
     with monkeypatch.context() as m:                                  # killed after the manifest, before the tidy
-        m.setattr(store, "tidy", lambda run_dir: None)
-        store.finalise(run)
+        m.setattr(chunks, "tidy", lambda run_dir: None)
+        chunks.finalise(run)
     (run / ".scores.parquet.0123456789ab.tmp").write_bytes(b"half")  # a finaliser killed mid-write
     (run / "chunks" / ".000001.0123456789ab.tmp").mkdir()
     keep = run / ".projection-cache.0123456789ab.tmp"                 # not a run file: not ours to remove
@@ -267,10 +271,10 @@ def test_a_resume_removes_dead_writers_temp_folders_and_keeps_live_ones(tiny_lm,
     for folder in (dead, live):
         folder.mkdir()
         (folder / "S_plus.npy").write_bytes(b"half")
-    old = time.time() - store.STALE_TEMP_S - 60
+    old = time.time() - chunks.STALE_TEMP_S - 60
     for p in (dead / "S_plus.npy", dead):
         os.utime(p, (old, old))
-    assert store.check_chunks(run, store.read_plan(run)) == {0, 1}
+    assert chunks.check_chunks(run, chunks.read_plan(run)) == {0, 1}
     assert not dead.exists() and live.exists()
 
 
@@ -280,14 +284,14 @@ def test_unfinished_and_broken_runs_are_listed_and_deleted(tiny_lm, tmp_path, mo
     broken = tmp_path / "0123456789abcdef"
     (broken / "chunks").mkdir(parents=True)
     (broken / "plan.json").write_text("{not json")
-    listed = store.list_unfinished(tmp_path)
+    listed = list_unfinished(tmp_path)
     assert [(d, p) for d, _, p in listed] == [(run, (16, 16, False)), (broken, None)]
     assert cli.main(["runs", "--out", str(tmp_path)]) == 0
     assert "0123456789abcdef  broken: its plan.json cannot be read" in capsys.readouterr().out
     for d in (run, broken):
         store.delete_run(d)
         assert not d.exists()
-    assert store.list_unfinished(tmp_path) == []
+    assert list_unfinished(tmp_path) == []
 
 
 def test_the_app_offers_delete_for_unfinished_and_broken_runs(workspace_env, tiny_lm):
@@ -295,7 +299,7 @@ def test_the_app_offers_delete_for_unfinished_and_broken_runs(workspace_env, tin
 
     runs = workspace_env.workspace / "runs"
     half = runs / "fedcba9876543210"
-    store.start_run(half, {"chunk_size": 4, "source": "uploads/0123456789ab-three.jsonl"}, load_records(rows(12)).pairs)
+    chunks.start_run(half, {"chunk_size": 4, "source": "uploads/0123456789ab-three.jsonl"}, load_records(rows(12)).pairs)
     broken = runs / "0123456789abcdef"
     (broken / "chunks").mkdir(parents=True)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)

@@ -1,4 +1,4 @@
-"""A damaged run says how to mend it (ches.engine.store, `ches runs --repair`, ui/loaders.py).
+"""A damaged run says how to mend it (ches.engine.store, ches.engine.repair, `ches runs --repair`, ui/loaders.py).
 
 A cut-short plan.json names itself and `ches runs --repair`, which removes the unfinished run's state; a
 cut-short file of a complete run is noticed by `ches score`, which scores the run again, and by the app,
@@ -15,7 +15,8 @@ import pytest
 
 import ches.cli as cli
 import ches.engine.models as models
-from ches.engine import store
+from ches.engine import chunks, repair, store
+from ches.engine.runs import RunProgress, list_runs, list_unfinished
 from ches.engine.formats import load_records
 from ches.engine.pipeline import score_dataset
 from conftest import make_fake_run, open_app
@@ -45,7 +46,7 @@ def cut_short(path: Path, keep: float = 0.5) -> None:
 def unfinished(ds, lm, root: Path, monkeypatch) -> Path:
     """Every chunk of `ds` committed (chunks of 8), not finalised: as a kill before finalise leaves it."""
     with monkeypatch.context() as m:
-        m.setattr(store, "finalise", lambda run_dir: run_dir)
+        m.setattr(chunks, "finalise", lambda run_dir: run_dir)
         return score_dataset(ds, lm, runs_root=root, max_length=64, chunk_size=8)
 
 
@@ -65,7 +66,7 @@ def data_file(tmp_path: Path) -> tuple[Path, Path]:
 def killed_before_finalise(data: Path, runs: Path, capsys, monkeypatch) -> Path:
     """`ches score` of `data` with every chunk committed, killed before finalise: the run folder."""
     with monkeypatch.context() as m:
-        m.setattr(store, "finalise", lambda run_dir: run_dir)
+        m.setattr(chunks, "finalise", lambda run_dir: run_dir)
         score_cli(data, runs, capsys)
     (run,) = runs.iterdir()
     return run
@@ -110,12 +111,12 @@ def test_a_cut_short_file_of_a_complete_run_is_noticed_and_scored_again(tiny_lm,
     (run / "review.json").write_text("{}")                             # the team's review plan: not the run's to drop
     cut_short(run / name)
     with pytest.raises(store.DamagedRun) as e:
-        store.check_run(run)                                          # footers and headers only
+        repair.check_run(run)                                          # footers and headers only
     assert e.value.path == run / name
     with caplog.at_level(logging.WARNING):
         assert score_dataset(ds, tiny_lm, runs_root=tmp_path, max_length=64, chunk_size=8) == run
     assert f"{run / name} " in caplog.text and "it is scored again" in caplog.text
-    store.check_run(run)
+    repair.check_run(run)
     assert store.read_scores(run)[["row", "pair_id"]].equals(before[["row", "pair_id"]])
     assert sorted(p.name for p in run.iterdir()) == sorted([*RUN_FILES, "review.json"])
 
@@ -156,7 +157,7 @@ def test_the_cli_scores_a_damaged_run_again_and_the_repair_reopens_one(cli_lm, t
         assert line in said, said
     assert not store.is_complete(run)
     assert score_cli(data, runs, capsys)[0] == 0
-    store.check_run(run)
+    repair.check_run(run)
 
 
 @pytest.mark.parametrize("name, page", [("scores.parquet", "pages/browse.py"), ("scores.parquet", "pages/map.py"),
@@ -203,9 +204,9 @@ def test_a_reopened_run_that_keeps_its_review_plan_is_listed_with_the_command_an
     capsys.readouterr()
     assert sorted(p.name for p in run.iterdir()) == ["probes", store.REOPENED, "review.json"]
 
-    assert store.list_runs(runs) == []
-    ((listed, said, progress),) = store.list_unfinished(runs)
-    assert listed == run and progress == store.RunProgress(0, 16, False)
+    assert list_runs(runs) == []
+    ((listed, said, progress),) = list_unfinished(runs)
+    assert listed == run and progress == RunProgress(0, 16, False)
     assert said["why"].startswith("texts.parquet: cut short or garbled (")
     command = said["command"]
     assert command == (f"ches score {data} --model {cli_lm.model_id} --max-length 64 --dtype float32 "
@@ -217,13 +218,13 @@ def test_a_reopened_run_that_keeps_its_review_plan_is_listed_with_the_command_an
     assert f"nothing to mend: it was made unfinished (texts.parquet: cut short or garbled (" in capsys.readouterr().out
 
     assert cli.main(shlex.split(command)[1:]) == 0                         # the command, as listed, scores it again
-    store.check_run(run)
+    repair.check_run(run)
     assert sorted(p.name for p in run.iterdir()) == sorted([*RUN_FILES, "probes", "review.json"])
 
     cut_short(run / "scores.parquet")                                 # reopened again, then deleted
-    store.repair(run)
+    repair.repair(run)
     store.delete_run(run)
-    assert not run.exists() and store.list_unfinished(runs) == []
+    assert not run.exists() and list_unfinished(runs) == []
 
 
 def test_a_restarted_run_that_keeps_its_review_plan_stays_a_run(cli_lm, tmp_path, monkeypatch, capsys):
@@ -233,9 +234,9 @@ def test_a_restarted_run_that_keeps_its_review_plan_stays_a_run(cli_lm, tmp_path
     run = killed_before_finalise(data, runs, capsys, monkeypatch)
     (run / "review.json").write_text("{}")
     (run / "plan.json").write_text('{"key": ')
-    store.repair(run)
+    repair.repair(run)
     assert sorted(p.name for p in run.iterdir()) == [store.REOPENED, "review.json"]
-    assert [d for d, _, progress in store.list_unfinished(runs) if progress is None] == [run]
+    assert [d for d, _, progress in list_unfinished(runs) if progress is None] == [run]
     store.delete_run(run)
     assert not run.exists()
 
@@ -244,17 +245,17 @@ def test_a_restarted_run_that_keeps_its_review_plan_stays_a_run(cli_lm, tmp_path
 def test_a_killed_tidy_up_is_finished_when_the_runs_are_listed_or_repaired(tiny_lm, tmp_path, monkeypatch, capsys):
     ds = load_records(rows(16))
     run = unfinished(ds, tiny_lm, tmp_path, monkeypatch)
-    assert store.list_runs(tmp_path) == []                           # being finalised: not touched
+    assert list_runs(tmp_path) == []                           # being finalised: not touched
     assert {"chunks", "plan.json"} <= {p.name for p in run.iterdir()}
     with monkeypatch.context() as m:                                  # killed after the manifest, before the tidy
-        m.setattr(store, "tidy", lambda run_dir: [])
-        store.finalise(run)
-    assert [d for d, _ in store.list_runs(tmp_path)] == [run]
+        m.setattr(chunks, "tidy", lambda run_dir: [])
+        chunks.finalise(run)
+    assert [d for d, _ in list_runs(tmp_path)] == [run]
     assert sorted(p.name for p in run.iterdir()) == RUN_FILES
 
     other = tmp_path / "other"
     with monkeypatch.context() as m:
-        m.setattr(store, "tidy", lambda run_dir: [])
+        m.setattr(chunks, "tidy", lambda run_dir: [])
         score_dataset(load_records(rows(10)), tiny_lm, runs_root=other, max_length=64, chunk_size=8)
     (run2,) = other.iterdir()
     (run2 / ".scores.parquet.0123456789ab.tmp").write_bytes(b"half")  # a finaliser killed mid-write

@@ -1,4 +1,4 @@
-"""Chunked, resumable scoring (ches.engine.pipeline + ches.engine.store) on a tiny random-weight model.
+"""Chunked, resumable scoring (ches.engine.pipeline + ches.engine.chunks) on a tiny random-weight model.
 
 The numbers are checked against one pass of the engine over all pairs (the engine itself is checked
 against the authors' recipe in test_engine.py) and against an uninterrupted run of the same data.
@@ -23,12 +23,13 @@ import pytest
 import ches.cli as cli
 import ches.engine.models as models
 from ches.engine import pipeline, metrics
-from ches.engine import store
+from ches.engine import chunks, store
 from ches.engine.files import load_bytes, load_dataset
 from ches.engine.formats import load_records
 from ches.engine.forward import embed_pairs
 from ches.engine.pipeline import Interrupted, estimate, run_key, score_dataset
-from ches.engine.store import read_arrays, read_manifest, read_pairs, read_scores, run_progress
+from ches.engine.runs import list_runs, list_unfinished, run_progress
+from ches.engine.store import read_arrays, read_manifest, read_pairs, read_scores
 from ches.engine.tokens import encode_pair
 from test_scores import dp_levenshtein
 
@@ -101,20 +102,20 @@ def test_a_chunk_another_process_commits_meanwhile_is_kept_and_counted_once(tiny
     """commit_chunk is True for the writer whose folder lands, False for one that finds it there, also when
     the other writer finishes while this one is still writing."""
     ds = load_records(rows(16))
-    commit, texts_table, results = store.commit_chunk, store.texts_table, []
+    commit, texts_table, results = chunks.commit_chunk, store.texts_table, []
 
     def racing(run_dir, index, **kwargs):
         if index == 1:
             def other_writer_first(pairs):              # mid-write: the same chunk lands from elsewhere
-                monkeypatch.setattr(store, "texts_table", texts_table)
+                monkeypatch.setattr(chunks, "texts_table", texts_table)
                 results.append(("other", commit(run_dir, index, **kwargs)))
                 return texts_table(pairs)
-            monkeypatch.setattr(store, "texts_table", other_writer_first)
+            monkeypatch.setattr(chunks, "texts_table", other_writer_first)
         results.append((index, commit(run_dir, index, **kwargs)))
         assert not [p.name for p in (run_dir / "chunks").iterdir() if p.name.startswith(".")]   # no temp left
         return results[-1][1]
 
-    monkeypatch.setattr(store, "commit_chunk", racing)
+    monkeypatch.setattr(chunks, "commit_chunk", racing)
     run = score_dataset(ds, tiny_lm, runs_root=tmp_path, max_length=64, chunk_size=8)
     assert results == [(0, True), ("other", True), (1, False)]
     assert read_scores(run)["row"].tolist() == list(range(1, 17))
@@ -129,8 +130,8 @@ def test_an_interrupted_run_keeps_its_chunks_and_resumes_with_the_rest(tiny_lm, 
     with pytest.raises(Interrupted, match=r"^interrupted: 16 of 40 pairs kept; run the same command to resume$") as info:
         score_dataset(ds, tiny_lm, runs_root=tmp_path / "runs", max_length=64, chunk_size=8, should_stop=stop)
     run = info.value.run_dir
-    assert run_progress(run) == (16, 40, False) and store.done_chunks(run) == {0, 1}
-    assert store.list_runs(tmp_path / "runs") == [] and [r[0] for r in store.list_unfinished(tmp_path / "runs")] == [run]
+    assert run_progress(run) == (16, 40, False) and chunks.done_chunks(run) == {0, 1}
+    assert list_runs(tmp_path / "runs") == [] and [r[0] for r in list_unfinished(tmp_path / "runs")] == [run]
 
     calls = counting_embed(monkeypatch)
     seen = []
@@ -143,20 +144,20 @@ def test_an_interrupted_run_keeps_its_chunks_and_resumes_with_the_rest(tiny_lm, 
 
 def test_a_failed_write_keeps_the_finished_chunks(tiny_lm, tmp_path, monkeypatch):
     ds = load_records(rows(40))
-    commit = store.commit_chunk
+    commit = chunks.commit_chunk
 
     def flaky(run_dir, index, **kwargs):
         if index == 2:
             raise OSError(28, "No space left on device")
         return commit(run_dir, index, **kwargs)
 
-    monkeypatch.setattr(store, "commit_chunk", flaky)
+    monkeypatch.setattr(chunks, "commit_chunk", flaky)
     with pytest.raises(OSError, match="No space left"):
         score_dataset(ds, tiny_lm, runs_root=tmp_path, max_length=64, chunk_size=8)
     run = next(tmp_path.iterdir())
-    assert {0, 1} <= store.done_chunks(run) and 2 not in store.done_chunks(run)
+    assert {0, 1} <= chunks.done_chunks(run) and 2 not in chunks.done_chunks(run)
     assert not any(p.name.startswith(".") for p in (run / "chunks").iterdir())   # no half-written chunk left
-    monkeypatch.setattr(store, "commit_chunk", commit)
+    monkeypatch.setattr(chunks, "commit_chunk", commit)
     table = read_scores(score_dataset(ds, tiny_lm, runs_root=tmp_path, max_length=64, chunk_size=8))
     assert table["row"].tolist() == list(range(1, 41))
 
@@ -229,7 +230,7 @@ def test_cli_sigterm_keeps_the_chunks_and_the_same_command_resumes(tiny_lm, tmp_
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows(60)))
     argv = ["score", str(data), "--max-length", "64", "--chunk-size", "8", "--out", str(tmp_path / "runs"), "--top", "1"]
-    commit = store.commit_chunk
+    commit = chunks.commit_chunk
 
     def commit_then_sigterm(run_dir, index, **kwargs):             # a scheduler stops the job after a chunk
         done = commit(run_dir, index, **kwargs)
@@ -237,7 +238,7 @@ def test_cli_sigterm_keeps_the_chunks_and_the_same_command_resumes(tiny_lm, tmp_
             os.kill(os.getpid(), signal.SIGTERM)
         return done
 
-    monkeypatch.setattr(store, "commit_chunk", commit_then_sigterm)
+    monkeypatch.setattr(chunks, "commit_chunk", commit_then_sigterm)
     assert cli.main(argv) == 130
     err = capsys.readouterr().err
     kept = int(re.search(r"ches: interrupted: (\d+) of 60 pairs kept; run the same command to resume", err).group(1))
@@ -247,7 +248,7 @@ def test_cli_sigterm_keeps_the_chunks_and_the_same_command_resumes(tiny_lm, tmp_
     listing = capsys.readouterr().out
     assert f"unfinished: {kept} of 60 pairs" in listing and "resume: ches score " in listing
 
-    monkeypatch.setattr(store, "commit_chunk", commit)
+    monkeypatch.setattr(chunks, "commit_chunk", commit)
     assert cli.main(argv) == 0
     out, err = capsys.readouterr()
     assert f"{kept} of 60 pairs already scored" in err and f"{60 - kept} pairs to score" in err

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ches.engine import store
+from ches.engine.runs import list_runs
 from ches.review.agreement import AGREED, CONFLICT, SETTLED, SINGLE
 from ches.review.decisions import DROP, FLAG, KEEP
 from ches.review.plan import progress
@@ -43,7 +43,7 @@ def show(jobs_here: bool = True) -> None:
         st.divider()
         if jobs_here:
             jobspanel.show("sidebar")
-        runs = store.list_runs(state.ws().runs)
+        runs = list_runs(state.ws().runs)
         options = {str(p): m for p, m in runs}
         current = state.active_run()
         if current is not None and str(current) not in options:

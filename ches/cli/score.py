@@ -23,13 +23,13 @@ import numpy as np
 
 from ches.cli import UserError, job_events, runs_folder
 from ches.engine import jobs
+from ches.engine.chunks import DEFAULT_CHUNK_PAIRS
 from ches.engine.files import load_dataset
 from ches.engine.formats import FORMATS
 from ches.engine.metrics import METRICS
 from ches.engine.models import DEFAULT_MODEL
 from ches.engine.timing import CHUNK_SECONDS
 from ches.engine.tokens import DEFAULT_MAX_LENGTH
-from ches.engine.store import DEFAULT_CHUNK_PAIRS
 from ches.workspace import megabytes
 
 
@@ -103,8 +103,9 @@ def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
     from ches.engine.models import load_model
     from ches.engine.pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
     from ches.engine.timing import chunk_size_for
-    from ches.engine.store import (is_complete, read_manifest, read_scores, read_texts, reopen_damaged, run_path,
-                                   run_progress)
+    from ches.engine.repair import reopen_damaged
+    from ches.engine.runs import run_progress
+    from ches.engine.store import is_complete, read_manifest, read_scores, read_texts, run_path
 
     if args.max_length < 2:
         raise UserError("--max-length must be at least 2")
@@ -277,8 +278,10 @@ class ProgressBar:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """`ches runs`: every run, one line each (a damaged one with the command that mends it); with --repair
-    RUN, what store.repair did to that run, one line per file."""
-    from ches.engine.store import list_runs, list_unfinished, repair, run_size
+    RUN, what ches.engine.repair.repair did to that run, one line per file."""
+    from ches.engine.repair import repair
+    from ches.engine.runs import list_runs, list_unfinished
+    from ches.engine.store import run_size
 
     root = runs_folder(args.out)
     if args.repair:
@@ -306,7 +309,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def _damage(run_dir: Path) -> str | None:
     """`ches runs`' line for a damaged run (the file, why, the command that mends it), or None."""
-    from ches.engine.store import DamagedRun, check_run
+    from ches.engine.repair import check_run
+    from ches.engine.store import DamagedRun
 
     try:
         check_run(run_dir)

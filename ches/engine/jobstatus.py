@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ches.engine import store
+from ches.engine import runs
 from ches.engine.jobfile import Job, read, running
 from ches.engine.timing import Estimate, duration
 
@@ -58,7 +58,7 @@ def status(job: Job) -> JobStatus:
         return JobStatus("broken", 0, 0, 0, "", "", "", f"the job file {job.file.name} is not a job: {job.problem}")
     if job.kind != "score":
         return _task_status(job)
-    progress = store.run_progress(job.run_dir)
+    progress = runs.run_progress(job.run_dir)
     kept, total = (progress.done, progress.total) if progress else (0, 0)
     events = read_events(job.events)
     elsewhere = [str(e["run"]) for e in events if not _names_its_run(e, job)]

@@ -10,13 +10,13 @@
    own (one embed_pairs call), so a pair's numbers depend on its block, the plan's batch budget and the
    machine's kernels, never on the chunk size, the number of ranks or how fast the machine was when the
    plan was made: the same pairs, model and settings give the same bits. Each chunk is committed to
-   the run folder on its own, atomically (store.commit_chunk), as soon as it is scored. The same call
+   the run folder on its own, atomically (chunks.commit_chunk), as soon as it is scored. The same call
    after a kill, Ctrl-C or SIGTERM computes only the missing chunks (a damaged one is named and scored
-   again); store.finalise() checks that they hold every planned pair, then joins them. The plan is
+   again); chunks.finalise() checks that they hold every planned pair, then joins them. The plan is
    made once: a second process on the same run (or a resume) adopts its chunk size and says so.
    The chunk size, unless given (chunk_size_for): about CHUNK_SECONDS (30 s) of work at the rate the
    estimate's warm-up measures, at most a twentieth of the run (but at least 16 pairs), at most
-   store.DEFAULT_CHUNK_PAIRS (1024), rounded down to whole blocks, at least one block. So a commit lands
+   chunks.DEFAULT_CHUNK_PAIRS (1024), rounded down to whole blocks, at least one block. So a commit lands
    about every 30 s (or every block, if one takes longer) and at least every 5% of the run: a Ctrl-C,
    Cancel or kill loses about the last half-minute (the chunk being embedded, and one being written).
 2. Three stages overlap, so the accelerator does not wait on the CPU:
@@ -45,11 +45,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ches import __version__
-from ches.engine import metrics, store
+from ches.engine import chunks, metrics
 from ches.engine.pairs import Dataset, Pair
 from ches.engine.forward import (Cancelled, Embeddings, Progress, block_pairs, default_batch_tokens, embed_pairs,
                                  engine_path, token_states)
 from ches.engine.models import LoadedModel
+from ches.engine.repair import reopen_damaged
+from ches.engine.runs import RunProgress, run_progress
 from ches.engine.store import RunKey, is_complete, run_path
 from ches.engine.timing import Estimate, chunk_size_for
 from ches.engine.tokens import DEFAULT_MAX_LENGTH, EncodedPair, encode_pair, encode_pairs, encode_response, template_id
@@ -89,9 +91,9 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
                          f"{block}, so that no pair's numbers depend on the chunk size), got {chunk_size}")
     key = run_key(dataset, lm, max_length)
     run_dir = run_path(Path(runs_root), key)
-    store.reopen_damaged(run_dir)                 # a cut-short file of a complete run: scored again
+    reopen_damaged(run_dir)                       # a cut-short file of a complete run: scored again
     if is_complete(run_dir):
-        store.tidy(run_dir)                       # what a kill inside finalise left behind
+        chunks.tidy(run_dir)                      # what a kill inside finalise left behind
         return run_dir
     rank, world = _distributed()
     if rank == 0:
@@ -99,34 +101,34 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
         if chunk_size is None and not (run_dir / "plan.json").is_file():
             chunk_size = chunk_size_for(len(dataset.pairs), estimate(
                 dataset.pairs, lm, max_length=max_length, batch_tokens=batch_tokens, sample=32), block)
-        plan = store.start_run(run_dir, _plan(dataset, lm, key, run_dir, chunk_size or store.DEFAULT_CHUNK_PAIRS,
-                                              batch_tokens or default_batch_tokens(lm.device), command),
-                               dataset.pairs)
+        plan = chunks.start_run(run_dir, _plan(dataset, lm, key, run_dir, chunk_size or chunks.DEFAULT_CHUNK_PAIRS,
+                                               batch_tokens or default_batch_tokens(lm.device), command),
+                                dataset.pairs)
         if (asked or chunk_size) not in (None, int(plan["chunk_size"])):
             log.warning("%s was planned first (by another process or an earlier start) in chunks of %d pairs: "
                         "using that, not %d", run_dir, plan["chunk_size"], asked or chunk_size)
         if batch_tokens not in (None, plan.get("batch_tokens", batch_tokens)):
             log.warning("%s was planned with batches of %d tokens: using that, not %d (the budget changes how "
                         "pairs are packed, so float rounding)", run_dir, plan["batch_tokens"], batch_tokens)
-        store.check_chunks(run_dir, plan)          # a damaged chunk is named and removed: scored again
+        chunks.check_chunks(run_dir, plan)         # a damaged chunk is named and removed: scored again
     _barrier(world)
-    plan = store.read_plan(run_dir)
-    done = store.done_chunks(run_dir, plan)
+    plan = chunks.read_plan(run_dir)
+    done = chunks.done_chunks(run_dir, plan)
     _barrier(world)                    # every rank has listed the same finished chunks before any new one lands
-    todo = [i for i in range(store.chunk_count(plan)) if i not in done][rank::world]
+    todo = [i for i in range(chunks.chunk_count(plan)) if i not in done][rank::world]
     try:
         _score_chunks(lm, dataset.pairs, plan, todo, run_dir, max_length=max_length,
                       batch_tokens=plan.get("batch_tokens") or batch_tokens or default_batch_tokens(lm.device),
                       progress=progress, should_stop=should_stop)
     except (KeyboardInterrupt, Cancelled) as e:
-        state = store.run_progress(run_dir) or store.RunProgress(0, len(dataset.pairs), False)
+        state = run_progress(run_dir) or RunProgress(0, len(dataset.pairs), False)
         raise Interrupted(run_dir, state.done, state.total) from e
     except OSError:                    # another process scored and finalised the same run (its tidy-up took
         if not is_complete(run_dir):   # the chunks folder this one was writing to): finalise() says so below
             raise
     _barrier(world)
     if rank == 0:
-        store.finalise(run_dir)
+        chunks.finalise(run_dir)
     return run_dir
 
 
@@ -161,14 +163,14 @@ def _score_chunks(lm: LoadedModel, pairs: Sequence[Pair], plan: dict, todo: list
     embedded: set[int] = set()
 
     def pairs_done() -> int:          # finished on disk (any rank) or embedded here and being written
-        return sum(len(store.chunk_rows(plan, i)) for i in store.done_chunks(run_dir, plan) | embedded)
+        return sum(len(chunks.chunk_rows(plan, i)) for i in chunks.done_chunks(run_dir, plan) | embedded)
 
     if progress:
         progress(2 * pairs_done(), 2 * total)
     with ThreadPoolExecutor(1, thread_name_prefix="ches-tokenise") as tokenising, \
             ThreadPoolExecutor(1, thread_name_prefix="ches-write") as writing:
         block = int(plan.get("block_pairs") or plan["chunk_size"])      # runs planned before blocks: the chunk
-        tokenise = lambda i: _tokenise(lm, pairs, store.chunk_rows(plan, i), i, max_length, block)  # noqa: E731
+        tokenise = lambda i: _tokenise(lm, pairs, chunks.chunk_rows(plan, i), i, max_length, block)  # noqa: E731
         ahead = tokenising.submit(tokenise, todo[0]) if todo else None
         writes: deque[Future] = deque()
         try:
@@ -179,7 +181,7 @@ def _score_chunks(lm: LoadedModel, pairs: Sequence[Pair], plan: dict, todo: list
                     raise Cancelled()
                 if is_complete(run_dir):
                     break                              # another process finished the run meanwhile
-                if store.chunk_problem(run_dir, plan, index) is None:
+                if chunks.chunk_problem(run_dir, plan, index) is None:
                     continue                           # another process committed it meanwhile
                 base = pairs_done()
                 report = (lambda done, _, base=base: progress(2 * base + done, 2 * total)) if progress else None
@@ -243,10 +245,10 @@ def _commit(run_dir: Path, chunk: _Chunk, emb: Embeddings | None, d: int, lm: Lo
         "truncated": [e.truncated for e in chunk.encoded], "flags": [",".join(p.flags) for p in chunk.pairs],
     }
     tokens = sum(len(e.prompt_plus) + len(e.chosen) + len(e.prompt_minus) + len(e.rejected) for e in chunk.encoded)
-    store.commit_chunk(run_dir, chunk.index, scores=table, pairs=chunk.pairs, S_plus=emb.S_plus, S_minus=emb.S_minus,
-                       meta={"rows_skipped": chunk.skipped,
-                             "tokens": tokens, "seconds": round(chunk.seconds, 3), "hidden_size": d,
-                             "device": str(lm.device)})
+    chunks.commit_chunk(run_dir, chunk.index, scores=table, pairs=chunk.pairs, S_plus=emb.S_plus, S_minus=emb.S_minus,
+                        meta={"rows_skipped": chunk.skipped,
+                              "tokens": tokens, "seconds": round(chunk.seconds, 3), "hidden_size": d,
+                              "device": str(lm.device)})
 
 
 def pending_pairs(dataset: Dataset, run_dir: Path) -> list[Pair]:
@@ -254,12 +256,12 @@ def pending_pairs(dataset: Dataset, run_dir: Path) -> list[Pair]:
     if is_complete(run_dir):
         return []
     try:
-        plan = store.read_plan(run_dir)
+        plan = chunks.read_plan(run_dir)
     except (OSError, ValueError):
         return list(dataset.pairs)
-    done = store.done_chunks(run_dir, plan)
-    return [dataset.pairs[j] for i in range(store.chunk_count(plan)) if i not in done
-            for j in store.chunk_rows(plan, i)]
+    done = chunks.done_chunks(run_dir, plan)
+    return [dataset.pairs[j] for i in range(chunks.chunk_count(plan)) if i not in done
+            for j in chunks.chunk_rows(plan, i)]
 
 
 def estimate(pairs: Sequence[Pair], lm: LoadedModel, *, max_length: int = DEFAULT_MAX_LENGTH,

@@ -57,7 +57,7 @@ COLUMNS = ["dataset", "pairs", "model", "max length", "dtype", "created", "secon
 
 
 def runs_table(runs: list[tuple[Path, dict]]) -> pd.DataFrame:
-    """One line per stored run (as from store.list_runs): dataset, pairs, model, max length, dtype,
+    """One line per stored run (as from ches.engine.runs.list_runs): dataset, pairs, model, max length, dtype,
     created, scoring seconds, size on disk (MB), run folder."""
     rows = []
     for path, m in runs:

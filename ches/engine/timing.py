@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ches.engine import store
+from ches.engine import chunks
 
 CHUNK_SECONDS = 30.0          # work per chunk, at the measured rate: at most this much is lost to a kill
 
@@ -37,10 +37,10 @@ def duration(seconds: float) -> str:
 
 def chunk_size_for(total_pairs: int, est: Estimate | None = None, block: int = 1) -> int:
     """Pairs per chunk for a run of `total_pairs`: min(CHUNK_SECONDS x the measured pairs per second,
-    max(16, total / 20), store.DEFAULT_CHUNK_PAIRS), rounded down to a multiple of `block`, at least
+    max(16, total / 20), chunks.DEFAULT_CHUNK_PAIRS), rounded down to a multiple of `block`, at least
     `block` (chunks are whole blocks: forward.block_pairs). Without a measured rate (`est` None, or no
     token counted), the time bound is left out."""
-    size = min(store.DEFAULT_CHUNK_PAIRS, max(16, -(-int(total_pairs) // 20)))
+    size = min(chunks.DEFAULT_CHUNK_PAIRS, max(16, -(-int(total_pairs) // 20)))
     if est is not None and est.tokens > 0 and est.tokens_per_second > 0:
         pairs_per_second = est.pairs * est.tokens_per_second / est.tokens
         size = min(size, int(CHUNK_SECONDS * pairs_per_second))

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ches.atomic import atomic_open
-from ches.engine.store import list_runs, read_manifest, read_scores, read_texts
+from ches.engine.runs import list_runs
+from ches.engine.store import read_manifest, read_scores, read_texts
 from ches.review import decisions
 from ches.review.export import json_line
 
