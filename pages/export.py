@@ -120,6 +120,15 @@ if team["conflicts"]:
 
 # ------------------------------------------------------------------------------------ curation check
 st.subheader("Curation check")
+
+
+def _check(argv: list[str], target: str, label: str) -> None:
+    """The check's start button: trains model copies on the server, so the role is checked when pressed."""
+    if state.allowed("score") and not is_complete(Path(target)):      # a stored one is shown below
+        with state.errors_flashed():
+            jobspanel.start("check-curation", run, argv, label=label, follow=FOLLOW, opens=target)
+
+
 if (done := jobspanel.finished(FOLLOW)) and is_complete(Path(done)):
     st.success("Curation check finished and stored with the run: its verdict is below.", icon=":material/science:")
 st.caption("Does training on what this rule keeps spare the chosen response's likelihood? The check trains fresh "
@@ -146,15 +155,11 @@ with render.user_errors():
         target = str(checks_dir(run) / check_key(run, rule, decisions_digest(sel), cs))
         job = jobspanel.page_job("check-curation", run, argv, follow=FOLLOW, opens=target)
         busy = job is not None and jobs.status(job).running
-        if st.button("Check this rule on the model", icon=":material/science:", key="check_go",
-                     disabled=not auth.can("score") or busy, help=auth.refuse("score") or (
-                         "Running: its progress is below." if busy else "Trains in the background: you can leave "
-                         "this page, reload it or cancel; the verdict shows here when it is stored.")) \
-                and state.allowed("score"):
-            if not is_complete(Path(target)):          # a stored one is shown below
-                jobspanel.start("check-curation", run, argv, label=f"{rule.describe()}; {cs.describe()} · run "
-                                f"{run.name[:8]}", follow=FOLLOW, opens=target)
-            st.rerun()
+        st.button("Check this rule on the model", icon=":material/science:", key="check_go", on_click=_check,
+                  args=(argv, target, f"{rule.describe()}; {cs.describe()} · run {run.name[:8]}"),
+                  disabled=not auth.can("score") or busy, help=auth.refuse("score") or (
+                      "Running: its progress is below." if busy else "Trains in the background: you can leave "
+                      "this page, reload it or cancel; the verdict shows here when it is stored."))
         jobspanel.in_place(job, FOLLOW)
     cited = citation(run, rule, sel)
     if cited is None:
@@ -171,7 +176,7 @@ st.subheader("Export")
 fmt = st.radio("Format", list(FORMATS), format_func=FORMATS.get, key="export_format")
 suggested = default_export_name(dataset_stem(loaders.manifest(run).get("source")), rule, datetime.now()) + \
     ("" if fmt == "input" else f"-{fmt}")
-name = st.text_input("File name (a folder's for a Hugging Face dataset; saved in the workspace's exports folder)", key="export_name", placeholder=suggested,
+st.text_input("File name (a folder's for a Hugging Face dataset; saved in the workspace's exports folder)", key="export_name", placeholder=suggested,
                      help="Leave it empty for the suggested name: the dataset, the rule and the time.")
 
 
@@ -183,26 +188,34 @@ def _export(path: Path, overwrite: bool) -> None:
     state.flash("success", f"Wrote {written['counts']['kept']} of {written['counts']['pairs']} pairs to {path.name}.")
 
 
-with render.user_errors():
-    if st.button("Export", type="primary", key="export_go", icon=":material/download:", disabled=not auth.can("export"),
-                 help=auth.refuse("export")) and auth.can("export"):
-        path = (export_folder if fmt in HF_FORMATS else export_path)(state.ws().exports, name.strip() or suggested)
+def _export_pressed(suggested: str) -> None:
+    """Export's callback: the file is written (or its overwrite asked for) before the page is drawn."""
+    if not state.allowed("export"):
+        return
+    with state.errors_flashed():
+        name = str(st.session_state.get("export_name") or "").strip()
+        path = (export_folder if fmt in HF_FORMATS else export_path)(state.ws().exports, name or suggested)
         if path.exists():
             st.session_state[CONFIRM] = str(path)
         else:
             _export(path, overwrite=False)
-            st.rerun()
-    pending = st.session_state.get(CONFIRM)
-    if pending:
-        st.warning(f"{Path(pending).name} already exists in the exports folder. Overwrite it and its manifest?",
-                   icon=":material/warning:")
-        o1, o2, _ = st.columns([1, 1, 3])
-        if o1.button("Overwrite", key="export_overwrite", type="primary"):
+
+
+def _overwrite(pending: str) -> None:
+    if state.allowed("export"):
+        with state.errors_flashed():
             _export(Path(pending), overwrite=True)
-            st.rerun()
-        if o2.button("Cancel", key="export_cancel"):
-            st.session_state.pop(CONFIRM, None)
-            st.rerun()
+
+
+st.button("Export", type="primary", key="export_go", icon=":material/download:", on_click=_export_pressed,
+          args=(suggested,), disabled=not auth.can("export"), help=auth.refuse("export"))
+pending = st.session_state.get(CONFIRM)
+if pending:
+    st.warning(f"{Path(pending).name} already exists in the exports folder. Overwrite it and its manifest?",
+               icon=":material/warning:")
+    o1, o2, _ = st.columns([1, 1, 3])
+    o1.button("Overwrite", key="export_overwrite", type="primary", on_click=_overwrite, args=(pending,))
+    o2.button("Cancel", key="export_cancel", on_click=lambda: st.session_state.pop(CONFIRM, None))
 
 state.show_flash()
 last = st.session_state.get(LAST)

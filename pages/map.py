@@ -65,9 +65,10 @@ with render.user_errors():
             st.info(f"Computing the map of {points:,} points in the background (once per run, view and UMAP "
                     "parameters; it is stored with the run): you can leave this page or reload it.",
                     icon=":material/hourglass_top:")
-        elif st.button("Compute the map", key="map_compute", type="primary", icon=":material/play_arrow:"):
-            jobspanel.start("project", run, argv, label=label, follow=FOLLOW, opens=(view, params))
-            st.rerun()
+        else:
+            st.button("Compute the map", key="map_compute", type="primary", icon=":material/play_arrow:",
+                      on_click=jobspanel.start, args=("project", run, argv),
+                      kwargs={"label": label, "follow": FOLLOW, "opens": (view, params)})
         jobspanel.in_place(job, FOLLOW)
 if coords is None:
     st.stop()

@@ -56,13 +56,15 @@ def _start(todo: list[ProbeSettings], button: str, said: str) -> None:
     sign-in on)."""
     if not state.allowed("score"):
         return
-    argv, opens = _plan(todo, said)
-    if all(is_complete(probe_path(run, select_rows(table, s), s)) for s in todo):
-        st.session_state[OPEN] = opens[0]
-        state.flash("success", "Reopened the stored probe." if len(todo) == 1 else "Reopened the stored probes.")
-        return
-    jobspanel.start("probe", run, argv, label=f"{todo[0].describe()} · seeds {', '.join(str(s.seed) for s in todo)}"
-                    f" · run {run.name[:8]}", follow=FOLLOW[button], opens=opens)
+    with state.errors_flashed():
+        argv, opens = _plan(todo, said)
+        if all(is_complete(probe_path(run, select_rows(table, s), s)) for s in todo):
+            st.session_state[OPEN] = opens[0]
+            state.flash("success", "Reopened the stored probe." if len(todo) == 1 else "Reopened the stored probes.")
+            return
+        jobspanel.start("probe", run, argv, label=f"{todo[0].describe()} · seeds "
+                        f"{', '.join(str(s.seed) for s in todo)} · run {run.name[:8]}", follow=FOLLOW[button],
+                        opens=opens)
 
 
 # ------------------------------------------------------------------------------------ 1. the pairs
@@ -118,13 +120,10 @@ with render.user_errors():
         job = jobspanel.page_job("probe", run, argv, follow=FOLLOW["run"], opens=opens)
 
 busy = job is not None and jobs.status(job).running
-if st.button("Run probe", type="primary", icon=":material/play_arrow:", key="probe_go",
-             disabled=settings is None or not auth.can("score") or busy,
-             help=auth.refuse("score") or ("Running: its progress is below." if busy else "Trains in the background: "
-                                           "you can leave this page, reload it or cancel; the probe opens when stored.")):
-    with render.user_errors():
-        _start([settings], "run", RAN)
-        st.rerun()
+st.button("Run probe", type="primary", icon=":material/play_arrow:", key="probe_go", on_click=_start,
+          args=([settings], "run", RAN), disabled=settings is None or not auth.can("score") or busy,
+          help=auth.refuse("score") or ("Running: its progress is below." if busy else "Trains in the background: "
+                                        "you can leave this page, reload it or cancel; the probe opens when stored."))
 jobspanel.in_place(job, FOLLOW["run"])
 
 # ------------------------------------------------------------------------------ 3. stored probes
@@ -184,12 +183,9 @@ repeating = None
 with render.user_errors():
     argv, opens = _plan(repeat, again)
     repeating = jobspanel.page_job("probe", run, argv, follow=FOLLOW["repeat"], opens=opens)
-if r2.button(f"Repeat with seeds 1..{int(k)}", icon=":material/replay:", key="probe_repeat",
-             disabled=not auth.can("score") or (repeating is not None and jobs.status(repeating).running),
-             help=auth.refuse("score")):
-    with render.user_errors():
-        _start(repeat, "repeat", again)
-        st.rerun()
+r2.button(f"Repeat with seeds 1..{int(k)}", icon=":material/replay:", key="probe_repeat", on_click=_start,
+          args=(repeat, "repeat", again), help=auth.refuse("score"),
+          disabled=not auth.can("score") or (repeating is not None and jobs.status(repeating).running))
 jobspanel.in_place(repeating, FOLLOW["repeat"])
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Mean Δ log π(y⁺|x)", significant(summary["mean_delta_chosen"], signed=True), help="nats")

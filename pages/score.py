@@ -106,12 +106,12 @@ with render.user_errors():
             with st.form("score_mapping", border=True):
                 st.markdown("**Which columns hold the pair?**")
                 cols = st.columns(3)
-                picked = {part: col.selectbox(part.capitalize(), e.columns, index=min(i, len(e.columns) - 1),
-                                              key=f"score_map_{part}")
-                          for i, (col, part) in enumerate(zip(cols, MAPPED))}
-                if st.form_submit_button("Load with these columns", type="primary"):
-                    st.session_state.setdefault(MAPPING, {})[str(path)] = picked
-                    st.rerun()
+                for i, (col, part) in enumerate(zip(cols, MAPPED)):
+                    col.selectbox(part.capitalize(), e.columns, index=min(i, len(e.columns) - 1),
+                                  key=f"score_map_{part}")
+                st.form_submit_button("Load with these columns", type="primary", on_click=lambda file=str(path):
+                                      st.session_state.setdefault(MAPPING, {}).update(
+                                          {file: {part: st.session_state[f"score_map_{part}"] for part in MAPPED}}))
         if mapping:
             st.caption("Columns: " + ", ".join(f"{ours} ← {render.escape_md(theirs)}"
                                                for ours, theirs in mapping.items()))
@@ -226,12 +226,16 @@ ready = dataset is not None and bool(dataset.pairs) and model_spec is not None
 go, est, where = st.columns([1, 1, 4])          # the progress sits beside the buttons, in view
 with where:
     jobspanel.show("main")
-if go.button("Score", type="primary", icon=":material/play_arrow:", disabled=not ready or not auth.can("score"),
-             key="score_go", width="stretch", help=auth.refuse("score") or "Scores in the background: you can "
-             "leave this page, reload it or cancel; the run opens when done.") and state.allowed("score"):
-    with render.user_errors():
-        _score(dataset)
-        st.rerun()
+def _score_pressed(ds: Dataset) -> None:
+    """Score's callback: the job starts (or the stored run opens) before the page is drawn: no rerun."""
+    if state.allowed("score"):
+        with state.errors_flashed():
+            _score(ds)
+
+
+go.button("Score", type="primary", icon=":material/play_arrow:", disabled=not ready or not auth.can("score"),
+          key="score_go", width="stretch", on_click=_score_pressed, args=(dataset,), help=auth.refuse("score") or
+          "Scores in the background: you can leave this page, reload it or cancel; the run opens when done.")
 if est.button("Estimate", icon=":material/timer:", disabled=not ready, key="score_estimate", width="stretch",
               help="Token count and time for these settings, from a short measured warm-up (loads the model)."):
     with render.user_errors():

@@ -15,7 +15,9 @@ shared link or a page switch lands on the same pair in the same layout.
 """
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import streamlit as st
@@ -24,7 +26,7 @@ from ches.engine import store
 from ches.review.plan import PlanError, ReviewPlan, read_plan
 from ches.workspace import PathError, Workspace, confine, workspace
 from ui import auth
-from ui.render import escape_md
+from ui.render import USER_ERRORS, escape_md
 
 RUN_DIR, ANNOTATOR, FOCUS_ROWS, PAIR_ROW, LAYOUT = "run_dir", "annotator", "focus_rows", "pair_row", "layout"
 MY_QUEUE = "my_queue"
@@ -181,6 +183,16 @@ def allowed(action: str) -> bool:
 def flash(kind: str, message: str) -> None:
     """Queue a message for the next run (survives st.rerun)."""
     st.session_state[_FLASH] = (kind, message)
+
+
+@contextlib.contextmanager
+def errors_flashed() -> Iterator[None]:
+    """For a callback (an action runs as one: ARCHITECTURE rule 11): a user-facing error (bad data, model,
+    path, value) becomes the page's message (show_flash), not a traceback."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        flash("error", f"{type(e).__name__}: {e}" if isinstance(e, OSError) else str(e))
 
 
 def show_flash() -> None:
