@@ -96,7 +96,7 @@ def score(data: str | Path | Iterable[Mapping[str, Any]], model: str | None = No
     import warnings
 
     from ches.engine.files import load_dataset
-    from ches.engine.formats import load_records
+    from ches.engine.records import load_records
     from ches.engine.models import DEFAULT_MODEL, load_model
     from ches.engine.pipeline import score_dataset
     from ches.engine.tokens import DEFAULT_MAX_LENGTH

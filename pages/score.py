@@ -55,7 +55,7 @@ if "score_source" not in st.session_state:      # a fresh session (a reload): wh
     st.session_state.update(jobspanel.running_form(SOURCES))
 source = st.radio("Source", SOURCES, horizontal=True, key="score_source", label_visibility="collapsed")
 fmt = st.selectbox("Format", [None, *FORMATS], format_func=lambda f: "auto-detect" if f is None else f,
-                   help="\n\n".join(f"**{k}**: {v}" for k, v in FORMATS.items()), key="score_format")
+                   help="\n\n".join(f"**{f.name}**: {f.help}" for f in FORMATS.values()), key="score_format")
 
 dataset = None
 path = None                   # the file to load (sample, upload, data root); None for the Hub

@@ -127,7 +127,7 @@ def make_fake_run(run_dir: Path, dataset, *, seed: int = 0, d: int = 8) -> Path:
 def flagged_run(tmp_path_factory) -> Path:
     """A fake-scored run (no model) of 130 pairs, some flagged: identical (row 3), duplicate (row 5),
     empty_rejected (row 8). Enough rows for three table pages."""
-    from ches.engine.formats import load_records
+    from ches.engine.records import load_records
 
     records = [{"prompt": f"question {i}", "chosen": f"answer {i}", "rejected": f"other {i}"} for i in range(130)]
     records[2]["rejected"] = records[2]["chosen"]

@@ -323,7 +323,7 @@ def test_the_form_of_a_running_job_names_only_what_the_page_may_read(workspace_e
 def test_score_page_reopens_a_stored_run_and_says_when_it_was_made_with_other_versions(workspace_env, monkeypatch):
     """The run for these settings exists: Score opens it (no job) and says that it was made by other library
     versions (store.version_notice)."""
-    from ches.engine.formats import load_records
+    from ches.engine.records import load_records
     from conftest import make_fake_run
 
     runs = workspace_env.workspace / "runs"
@@ -349,7 +349,7 @@ def test_score_scores_a_damaged_stored_run_again_instead_of_reopening_it(workspa
     """The run for these settings is complete but its scores.parquet was cut short: Score does not reopen it but
     makes it unfinished and starts the job that scores it again (as `ches score` does), saying which file could
     not be read; the run's review plan stays. The Estimate says so before."""
-    from ches.engine.formats import load_records
+    from ches.engine.records import load_records
     from conftest import make_fake_run
 
     stored = make_fake_run(workspace_env.workspace / "runs" / "stored",
@@ -488,7 +488,7 @@ def test_a_csv_in_no_known_format_is_loaded_through_a_column_mapping(workspace_e
 
 
 def test_runs_list_sizes_and_deletes_a_run_after_confirmation_keeping_decisions(workspace_env):
-    from ches.engine.formats import load_records
+    from ches.engine.records import load_records
     from conftest import make_fake_run
 
     runs = workspace_env.workspace / "runs"
@@ -560,7 +560,7 @@ def test_browse_flags_focus_rows_and_paging(workspace_env, flagged_run):
 
 def test_the_prompt_mismatch_expander_shows_only_where_the_flag_is_set(workspace_env, tmp_path):
     """A null rejected_prompt reads back as NaN (pandas 3): no pair without the flag shows it, as "nan" or else."""
-    from ches.engine.formats import load_records
+    from ches.engine.records import load_records
     from conftest import make_fake_run
 
     rows = [{"chosen": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
@@ -620,7 +620,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
 
 
 def test_sidebar_run_picker_switches_runs(workspace_env, flagged_run, tmp_path):
-    from ches.engine.formats import load_records
+    from ches.engine.records import load_records
     from conftest import make_fake_run
 
     runs = workspace_env.workspace / "runs"
@@ -636,7 +636,7 @@ def test_sidebar_run_picker_switches_runs(workspace_env, flagged_run, tmp_path):
 def test_two_runs_of_one_file_made_the_same_minute_are_told_apart(workspace_env):
     """The run picker names two runs of one file (same model, same max length) made the same minute by what
     sets them apart (their dtype, the second each was made), not by their run ids alone."""
-    from ches.engine.formats import load_records
+    from ches.engine.records import load_records
     from conftest import make_fake_run
 
     dataset = load_records([{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(3)],

@@ -12,7 +12,7 @@ import pytest
 import ches.cli as cli
 import ches.review.probe.check as check
 from ches.engine import jobs
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from ches.engine.store import read_scores
 from ches.review.export import Rule, export, select
 from ches.review.probe.settings import ProbeError

@@ -181,7 +181,7 @@ LONG = "Second question, asked in full: " + "why? " * 40      # longer than Brow
 
 def _runs_for_decisions(runs, make_fake_run):
     """Two runs: 'old' (created 2025-01-01) holds A, B; 'new' (2025-06-01) holds X, C, B (B at row 3)."""
-    from ches.engine.formats import load_records
+    from ches.engine.records import load_records
     a = {"prompt": "question A", "chosen": "a1", "rejected": "a2"}
     b = {"prompt": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
                     {"role": "user", "content": LONG}], "chosen": "b1", "rejected": "b2"}

@@ -12,7 +12,7 @@ import pytest
 
 from ches.cli import main
 from ches.engine import models, store
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from ches.engine.pipeline import score_dataset
 from ches.review import compare as C
 from ches.review.charts import SCATTER_MAX, compare_scatter

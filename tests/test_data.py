@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ches.engine.files import load_bytes, load_dataset
-from ches.engine.formats import FORMATS, load_records
+from ches.engine.formats import FORMATS
+from ches.engine.records import load_records
 from ches.engine.pairs import FLAGS, DataError, Dataset, UnknownFormat, make_pair_id, to_trl
 
 FIXTURES = Path(__file__).parent / "fixtures"

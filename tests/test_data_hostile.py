@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ches.engine.files import load_bytes, load_dataset
-from ches.engine.formats import FORMATS, load_records
+from ches.engine.formats import FORMATS
+from ches.engine.records import load_records
 from ches.engine.pairs import DataError, Dataset, make_pair_id, to_trl
 
 CORPUS = Path(__file__).parent / "malformed"

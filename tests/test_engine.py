@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ches.engine import metrics
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from ches.engine.forward import embed_pairs
 from ches.engine.models import LoadedModel, load_model
 from ches.engine.pipeline import pair_tokens, score_dataset

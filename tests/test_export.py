@@ -22,7 +22,7 @@ from ches.review import export as E
 from ches.cli import UserError, decisions as CD, export as C
 from ches.review.decisions import Decision
 from ches.engine.files import load_dataset
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from conftest import make_fake_run as make_run, open_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -569,7 +569,7 @@ def read_scores_of(run):
 
 def test_curate_api_and_cli_take_the_team_rule(team_run, tmp_path, ws, capsys):
     import ches
-    from ches.engine.formats import load_records as records_of
+    from ches.engine.records import load_records as records_of
     run, db, pid = team_run
     ds = ches.curate(run, rule=E.Rule(keep_lowest_percent=0, drop_flags=(), team="unanimous_keep"), decisions=db)
     assert [p.pair_id for p in records_of(ds.to_list()).pairs] == [pid[i] for i in (0, 5, 6, 9)]

@@ -17,7 +17,7 @@ import pytest
 
 from ches.engine import chunks, store
 from ches.engine.forward import Embeddings
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from ches.engine.metrics import METRICS, Metric, score_table
 
 LEN_PLUS = np.array([2, 6, 3, 8], dtype=np.int64)

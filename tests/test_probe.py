@@ -18,7 +18,7 @@ import ches.cli as cli
 import ches.review.probe.run
 from ches.cli.probe import probe_args, probe_settings
 from ches.engine import jobs
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from ches.engine.store import read_manifest, read_pairs, read_scores
 from ches.engine.tokens import encode_pair
 from ches.review.probe import analysis, dpo, run_probe, settings, storage

@@ -25,7 +25,7 @@ import ches.cli as cli
 from ches.atomic import atomic_remove
 import ches.engine.models as models
 from ches.engine import chunks, pipeline, store
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from ches.engine.pipeline import score_dataset
 from ches.engine.runs import list_unfinished, run_progress
 from ches.engine.timing import Estimate, chunk_size_for

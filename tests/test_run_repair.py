@@ -17,7 +17,7 @@ import ches.cli as cli
 import ches.engine.models as models
 from ches.engine import chunks, repair, store
 from ches.engine.runs import RunProgress, list_runs, list_unfinished
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from ches.engine.pipeline import score_dataset
 from conftest import make_fake_run, open_app
 from test_runs import rows

@@ -25,7 +25,7 @@ import ches.engine.models as models
 from ches.engine import pipeline, metrics
 from ches.engine import chunks, store
 from ches.engine.files import load_bytes, load_dataset
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from ches.engine.forward import embed_pairs
 from ches.engine.pipeline import Interrupted, estimate, run_key, score_dataset
 from ches.engine.runs import list_runs, list_unfinished, run_progress

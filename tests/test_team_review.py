@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from ches.engine.store import read_scores
 from ches.review import decisions, plan
 from ches.review.agreement import TeamView

@@ -19,7 +19,7 @@ import yaml
 import ches
 from ches.cli import main
 from ches.engine.files import load_dataset
-from ches.engine.formats import load_records
+from ches.engine.records import load_records
 from ches.review import decisions as decision_log
 from ches.review.export import ExportError, ExportExists, Rule
 from ches.review.hub_export import DATA_FILE, export_hf

@@ -5,7 +5,7 @@ Files: .jsonl / .ndjson, .json (an array, or an object with a list under "data",
 JSON Lines and Parquet are read as streams (so `limit` stops reading early), and every input is capped
 at `max_bytes` once decompressed. `load_dataset` is the public entry point: a folder (a Hugging Face
 dataset folder) or a name like "owner/name" (a Hub dataset) goes to ches.engine.hub; the rows become
-Pairs in ches.engine.formats.
+Pairs in ches.engine.records.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
-from ches.engine.formats import Rows, normalise, type_name
+from ches.engine.formats import Rows, type_name
+from ches.engine.records import normalise
 from ches.engine.pairs import DataError, Dataset, RowError
 from ches.workspace import MB, megabytes
 

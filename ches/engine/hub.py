@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ches.engine.files import HUB_PREFIX, SUFFIXES, Budget, file_rows, parquet_rows
-from ches.engine.formats import Rows, detect_format, normalise
+from ches.engine.formats import Rows, detect_format
+from ches.engine.records import normalise
 from ches.engine.pairs import DataError, Dataset, RowError
 
 NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")   # looks like a Hub name: "owner/name"

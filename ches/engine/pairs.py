@@ -1,6 +1,6 @@
 """The data model of a preference dataset: a `Pair` per usable row, a `RowError` per unusable one.
 
-Contract (kept by every loader: ches.engine.formats, files and hub)
+Contract (kept by every loader: ches.engine.records, files and hub)
 1. Every file-level problem (missing file, unknown format, unreadable container) raises `DataError`.
 2. Every row-level problem becomes a `RowError(row, reason)` in `Dataset.errors`; the good rows load.
    A row that is readable but holds no preference (an AlpacaEval tie) is in `Dataset.skipped` instead.
