@@ -123,7 +123,7 @@ def curate(run: Run | str | Path, rule: "Rule | None" = None,
     run: a Run, a run folder, or a run id (or unique prefix) under `runs` (default: the workspace's).
     rule: a ches.Rule (default: keep the lowest 95% by LN-CHES, drop identical / empty pairs, the latest
     decision of anyone applies); `Rule(team=...)` says how several annotators' decisions on a pair become
-    the team's (ches.review.agreement.TEAM_RULES: latest, majority, unanimous_keep, any_drop, adjudicated).
+    the team's (ches.review.team_rules.TEAM_RULES: latest, majority, unanimous_keep, any_drop, adjudicated).
     decisions: None = the workspace's annotation database if it exists (as `ches export`); a path = that
     database (both: everyone's decisions, combined by `rule.team`); a mapping pair_id -> "keep" / "drop" /
     "flag", applied as given; {} = none. `annotator`: only that person's decisions from the database.
@@ -133,7 +133,7 @@ def curate(run: Run | str | Path, rule: "Rule | None" = None,
     model and weights fingerprint, rule, decisions, how the team decided, counts, score quantiles).
     """
     from ches.cli import resolve_run
-    from ches.review.agreement import TeamView
+    from ches.review.team_rules import TeamView
     from ches.review.export import ExportError, Rule, curated
     from ches.review.hub_export import to_dataset
     from ches.workspace import workspace

@@ -6,14 +6,14 @@ Two layouts: "Review" shows one pair with its buttons at the top of the page, on
 Each annotator's decision is their own: `decision` is mine (the session's annotator), `team` the pair's team
 status (single / agreed / conflict / settled), shown as "hidden (blind)" on the pairs I have not decided
 while the run's review is blind. "Next undecided" means undecided by me. In Review, an annotator with a
-queue in the run's review plan (pages/team.py) works through it in its order ("My queue", on by default).
+queue in the run's assignment (pages/team.py) works through it in its order ("My queue", on by default).
 """
 import streamlit as st
 
 from ui import decisionbar, frame, loaders, render, sidebar, state
 from ches.review.browse import (HIDDEN, PAGE_SIZE, Undecided, filter_pairs, has_any_flag, in_queue,
                                 next_undecided, page_count, page_of, pair_to_open, percentile_of, team_column)
-from ches.review.agreement import TEAM_STATUSES
+from ches.review.team_rules import TEAM_STATUSES
 from ches.review.charts import score_histogram, score_vs_length
 from ches.review.decisions import STATUSES
 from ches.engine.pairs import FLAGS
@@ -31,8 +31,8 @@ table = loaders.scores(run)
 me = state.annotator()
 team = loaders.team()
 mine = team.mine(me) if me else {}
-plan, plan_error = state.review_plan(run)
-team_col = team_column(table["pair_id"], team, me, plan.blind)
+assignment, assignment_error = state.assignment(run)
+team_col = team_column(table["pair_id"], team, me, assignment.blind)
 
 st.title("Browse")
 
@@ -82,14 +82,14 @@ with st.expander("Filters", expanded=mode == "table", icon=":material/tune:"):
     status = g2.multiselect("My decision", STATUSES, key="browse_status",
                             help="Your own decision on the pair (undecided: you have not decided it)." +
                             ("" if me else " Give your name in the sidebar: until then every pair is undecided."))
-    team_options = [*TEAM_STATUSES, HIDDEN] if plan.blind else list(TEAM_STATUSES)
+    team_options = [*TEAM_STATUSES, HIDDEN] if assignment.blind else list(TEAM_STATUSES)
     if not set(st.session_state.get("browse_team") or ()) <= set(team_options):     # blind was turned off
         st.session_state["browse_team"] = [t for t in st.session_state["browse_team"] if t in team_options]
     team_filter = g3.multiselect("Team status", team_options, key="browse_team",
                                  help="undecided: nobody decided it · single: one annotator · agreed: two or more, "
                                  "the same · conflict: two or more, not the same · settled: an adjudicator decided "
                                  "(on the Team page)." + (f" Blind review: {HIDDEN} until you decide the pair."
-                                                          if plan.blind else ""))
+                                                          if assignment.blind else ""))
     query = g4.text_input("Search prompt and responses", key="browse_query",
                           placeholder="case-insensitive substring")
 
@@ -104,10 +104,10 @@ ranked = filter_pairs(table, metric=metric, percentile=band, score_range=score_r
                       decisions=mine, rows=rows_filter, length_range=length_range, team=team_col,
                       team_filter=team_filter)
 
-queue = plan.queue(me) if me else ()
+queue = assignment.queue(me) if me else ()
 in_my_queue = False
 if mode == "review" and queue:
-    # my queue in the run's review plan, in its order (the riskiest first), with the filters still applied
+    # my queue in the run's assignment, in its order (the riskiest first), with the filters still applied
     if st.session_state.get(QUEUE) != st.session_state.get(state.MY_QUEUE, True):
         st.session_state[QUEUE] = st.session_state.get(state.MY_QUEUE, True)
     in_my_queue = st.toggle("My queue", key=QUEUE,
@@ -120,8 +120,8 @@ elif queue:
     st.caption(f"{len(queue):,} pairs are assigned to you: the Review layout takes you through them in order.")
 ranked_rows = ranked["row"].tolist()
 
-if plan_error:
-    st.warning(f"The run's review plan cannot be read ({plan_error}); review is treated as blind and nothing is "
+if assignment_error:
+    st.warning(f"The run's review plan cannot be read ({assignment_error}); review is treated as blind and nothing is "
                "assigned until it is written again on the Team page.", icon=":material/warning:")
 if not me:
     st.caption("Give your name in the sidebar: until then *My decision* is undecided on every pair.")
@@ -188,7 +188,7 @@ if mode == "table":
                      "rank": st.column_config.NumberColumn("#", width="small"),
                      "decision": st.column_config.TextColumn("my decision", help="Your own decision"),
                      "team": st.column_config.TextColumn("team", help="The team status" + (
-                         f" ({HIDDEN} until you decide the pair: blind review)" if plan.blind else "")),
+                         f" ({HIDDEN} until you decide the pair: blind review)" if assignment.blind else "")),
                      "row": st.column_config.NumberColumn("row", width="small", format="%d"),
                      "len_chosen": st.column_config.NumberColumn("|y+|", width="small"),
                      "len_rejected": st.column_config.NumberColumn("|y-|", width="small"),

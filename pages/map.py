@@ -11,7 +11,6 @@ from ui import decisionbar, frame, jobspanel, loaders, render, state
 from ches.cli.project import project_args
 from ches.engine import jobs
 from ches.engine.metrics import METRICS
-from ches.review import charts
 from ches.review import map as mapview
 from ches.review.browse import decided_counts
 from ches.review.decisions import DROP, FLAG, KEEP
@@ -75,7 +74,7 @@ if coords is None:
 
 frame = mapview.map_frame(table, coords, view, metric=metric, color_by=color_by, decisions=loaders.mine())
 riskiest = mapview.riskiest_rows(table, metric)
-fig = charts.map_figure(frame, color_by=color_by, metric=metric, riskiest=riskiest,
+fig = mapview.map_figure(frame, color_by=color_by, metric=metric, riskiest=riskiest,
                         current=st.session_state.get(state.PAIR_ROW))
 # a new key, with nothing selected, whenever the drawing changes (view, UMAP parameters, colouring, score): the
 # points move or regroup, and the browser would not highlight an old selection that the server still counts.
@@ -87,8 +86,8 @@ if st.session_state.get("_map_drawing") != drawing:
     st.session_state["_map_drawn"] = st.session_state.get("_map_drawn", 0) + 1
 chart_key = f"map_chart_{st.session_state['_map_drawn']}"
 event = st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box", "lasso"))
-if len(frame) > charts.MAX_POINTS:
-    st.caption(f"Drawn: a fixed random {charts.MAX_POINTS:,} of {len(frame):,} points. The grey density counts "
+if len(frame) > mapview.MAX_POINTS:
+    st.caption(f"Drawn: a fixed random {mapview.MAX_POINTS:,} of {len(frame):,} points. The grey density counts "
                "all of them, and a box or lasso selects every pair inside it, drawn or not.")
 selected = mapview.selection_rows(event.selection if event else None, frame)
 

@@ -22,7 +22,7 @@ from ches.engine.models import DEFAULT_MODEL
 from ches.engine.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
 from ches.engine.report import load_report, runs_table
 from ches.engine.runs import list_runs, list_unfinished
-from ches.review.plan import PLAN_FILE, PlanError, read_plan
+from ches.review.assignment import ASSIGNMENT_FILE, AssignmentError, read_assignment
 from ches.review.probe.check import checks_dir
 from ches.review.probe.storage import list_folders, list_probes
 
@@ -249,13 +249,14 @@ def _goes_with(run_dir: str) -> str:
     """What a run's folder holds besides its numbers: its stored probes, curation checks and review plan."""
     n_probes, n_checks = len(list_probes(Path(run_dir))), len(list_folders(checks_dir(Path(run_dir))))
     goes = f"{n_probes} stored probe(s) and {n_checks} curation check(s)"
-    if not (Path(run_dir) / PLAN_FILE).exists():
+    if not (Path(run_dir) / ASSIGNMENT_FILE).exists():
         return goes
     try:
-        plan = read_plan(run_dir)
-        what = (f"{plan.n:,} pair(s) assigned to {len(plan.queues)} annotator(s)" if plan.queues else "no assignment")
-        what += ", blind" if plan.blind else ""
-    except PlanError:
+        assignment = read_assignment(run_dir)
+        what = (f"{assignment.n:,} pair(s) assigned to {len(assignment.queues)} annotator(s)" if assignment.queues
+                else "no assignment")
+        what += ", blind" if assignment.blind else ""
+    except AssignmentError:
         what = "unreadable"
     return f"{goes}, and its review plan ({what})"
 

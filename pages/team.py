@@ -3,7 +3,7 @@ overlap k, as one queue each) and how the team agrees (Krippendorff's alpha, Coh
 annotators, the team statuses, the conflicts and who settled them).
 
 With sign-in on, only an admin (`ui.auth.can("adjudicate")`, checked again when a button is pressed:
-`state.allowed`) changes the plan or settles a conflict, and while review is blind an annotator sees the
+`state.allowed`) changes the assignment or settles a conflict, and while review is blind an annotator sees the
 statistics but not the conflicts (they name everyone's decisions).
 Without sign-in everyone may do everything, as on every page.
 """
@@ -12,11 +12,10 @@ from dataclasses import replace
 import streamlit as st
 
 from ches.engine.metrics import METRICS
-from ches.review import agreement
+from ches.review import allowlist, team_rules
 from ches.review import decisions as decision_log
-from ches.review import team as team_rules
 from ches.review.charts import kappa_heatmap
-from ches.review.plan import PlanError, ReviewPlan, assign, progress, riskiest, write_plan
+from ches.review.assignment import Assignment, AssignmentError, assign, progress, riskiest, write_assignment
 from ui import auth, frame, loaders, render, state
 
 frame.page("Team")      # first: page config, sign-in gate, the URL's state, the sidebar
@@ -28,13 +27,13 @@ run = state.require_run()
 table = loaders.scores(run)
 view = loaders.team()
 me = state.annotator()
-plan, plan_error = state.review_plan(run)
+assignment, assignment_error = state.assignment(run)
 admin, why_not = auth.can("adjudicate"), auth.refuse("adjudicate")
 
 st.title("Team")
 state.show_flash()
-if plan_error:
-    st.warning(f"The run's review plan cannot be read ({plan_error}). Assign the pairs again to rewrite it.",
+if assignment_error:
+    st.warning(f"The run's review plan cannot be read ({assignment_error}). Assign the pairs again to rewrite it.",
                icon=":material/warning:")
 
 
@@ -42,7 +41,7 @@ def _bump() -> None:
     st.session_state[loaders.DECISIONS_VERSION] = st.session_state.get(loaders.DECISIONS_VERSION, 0) + 1
 
 
-# ---------------------------------------------------------------------------------------- the plan
+# ---------------------------------------------------------------------------------------- the assignment
 
 st.subheader("Review plan")
 
@@ -50,22 +49,22 @@ st.subheader("Review plan")
 def _set_blind() -> None:
     if not state.allowed("adjudicate"):
         return
-    now, _ = state.review_plan(run)                  # read again: keep the queues someone else wrote meanwhile
-    write_plan(run, replace(now, blind=bool(st.session_state[BLIND])))
+    now, _ = state.assignment(run)                  # read again: keep the queues someone else wrote meanwhile
+    write_assignment(run, replace(now, blind=bool(st.session_state[BLIND])))
     state.flash("success", "Review is blind: nobody sees the others' decisions on a pair before deciding it."
                 if st.session_state[BLIND] else "Review is open: everyone sees the others' decisions.")
 
 
-if st.session_state.get(BLIND) != plan.blind:
-    st.session_state[BLIND] = plan.blind
+if st.session_state.get(BLIND) != assignment.blind:
+    st.session_state[BLIND] = assignment.blind
 st.toggle("Blind review", key=BLIND, on_change=_set_blind, disabled=not admin,
           help=why_not or "Each annotator sees the others' decisions on a pair (in the decision bar, Browse's team "
           "column and this page's conflicts) only after deciding it. Stored with the run (review.json).")
 
 if auth.enabled():
     try:
-        members = [m.name for m in team_rules.load_team(state.ws().root / team_rules.TEAM_FILE).members]
-    except team_rules.TeamError as e:
+        members = [m.name for m in allowlist.load_team(state.ws().root / allowlist.TEAM_FILE).members]
+    except allowlist.TeamError as e:
         members = []
         st.error(f"The team list cannot be read: {e}", icon=":material/error:")
 else:
@@ -83,11 +82,11 @@ def _assign() -> None:
     metric, n, overlap = ss["team_metric"], int(ss["team_n"]), int(ss["team_k"])
     try:
         queues = assign(riskiest(table, metric), picked, n, overlap)
-    except PlanError as e:
+    except AssignmentError as e:
         state.flash("error", str(e))
         return
-    now, _ = state.review_plan(run)
-    write_plan(run, ReviewPlan(blind=now.blind, metric=metric, n=n, overlap=overlap, queues=queues))
+    now, _ = state.assignment(run)
+    write_assignment(run, Assignment(blind=now.blind, metric=metric, n=n, overlap=overlap, queues=queues))
     state.flash("success", f"Assigned the {n:,} riskiest pairs by {METRICS[metric].label} to {len(queues)} "
                            f"annotators, {overlap} per pair.")
 
@@ -96,33 +95,34 @@ with st.form("team_assign", border=True):
     st.markdown("**Assign the riskiest pairs** — each annotator gets a queue (Browse, Review layout: *My queue*).")
     c1, c2, c3 = st.columns(3)
     c1.selectbox("Riskiest by", list(METRICS), format_func=lambda m: METRICS[m].label,
-                          index=list(METRICS).index(plan.metric) if plan.metric in METRICS else 0, key="team_metric")
+                          index=list(METRICS).index(assignment.metric) if assignment.metric in METRICS else 0,
+                          key="team_metric")
     c2.number_input("Pairs (the riskiest N)", min_value=0, max_value=len(table), step=1, key="team_n",
-                        value=min(plan.n, len(table)) if plan.queues else min(100, len(table)))
+                        value=min(assignment.n, len(table)) if assignment.queues else min(100, len(table)))
     c3.number_input("Overlap k (annotators per pair)", min_value=1, max_value=50, step=1, key="team_k",
-                              value=plan.overlap if plan.queues else 2,
+                              value=assignment.overlap if assignment.queues else 2,
                               help="Each of the N pairs goes to k different annotators: their agreement is measured "
                               "on those pairs.")
     if members is not None:
-        st.multiselect("Annotators", members, default=[a for a in plan.queues if a in members],
-                       key="team_names", help=f"The members listed in {team_rules.TEAM_FILE}.")
+        st.multiselect("Annotators", members, default=[a for a in assignment.queues if a in members],
+                       key="team_names", help=f"The members listed in {allowlist.TEAM_FILE}.")
     else:
         st.text_input("Annotators (comma-separated names, as they type them in the sidebar)",
-                      value=", ".join(plan.queues), key="team_names", placeholder="ann-a, ann-b")
+                      value=", ".join(assignment.queues), key="team_names", placeholder="ann-a, ann-b")
     st.form_submit_button("Assign", icon=":material/assignment_ind:", type="primary", disabled=not admin,
                           on_click=_assign, help=why_not or "Replaces the run's queues (decisions are kept).")
 
-if plan.queues:
-    by = METRICS[plan.metric].label if plan.metric in METRICS else plan.metric
-    st.caption(f"The {plan.n:,} riskiest pairs by {by}, each to {plan.overlap} annotator(s). Done: decided by that "
-               "annotator.")
-    st.dataframe(progress(plan, view.by_annotator), hide_index=True, key="team_queues")
+if assignment.queues:
+    by = METRICS[assignment.metric].label if assignment.metric in METRICS else assignment.metric
+    st.caption(f"The {assignment.n:,} riskiest pairs by {by}, each to {assignment.overlap} annotator(s). Done: decided "
+               "by that annotator.")
+    st.dataframe(progress(assignment, view.by_annotator), hide_index=True, key="team_queues")
 
     def _clear_queues() -> None:
         if not state.allowed("adjudicate"):
             return
-        now, _ = state.review_plan(run)
-        write_plan(run, replace(now, n=0, queues={}))
+        now, _ = state.assignment(run)
+        write_assignment(run, replace(now, n=0, queues={}))
         state.flash("info", "The queues are cleared (decisions are kept).")
 
     st.button("Clear the queues", key="team_clear", icon=":material/clear_all:", on_click=_clear_queues,
@@ -134,8 +134,8 @@ else:
 
 st.subheader("Agreement")
 status, stats = loaders.team_counts(run), loaders.team_agreement(run)
-cols = st.columns(len(agreement.TEAM_STATUSES) + 1)
-for col, name in zip(cols, agreement.TEAM_STATUSES):
+cols = st.columns(len(team_rules.TEAM_STATUSES) + 1)
+for col, name in zip(cols, team_rules.TEAM_STATUSES):
     col.metric(name.capitalize(), f"{int(status.get(name, 0)):,}")
 alpha = stats["alpha"]
 cols[-1].metric("Krippendorff's alpha", "—" if alpha != alpha else f"{alpha:.3f}",
@@ -160,7 +160,7 @@ else:
 # ----------------------------------------------------------------------------------- conflicts
 
 st.subheader("Conflicts")
-if plan.blind and not admin:
+if assignment.blind and not admin:
     st.info("Review is blind: the conflicts (everyone's decisions) are shown to admins only.",
             icon=":material/visibility_off:")
     st.stop()
@@ -172,11 +172,11 @@ if told:                                          # my settlements another adjud
                icon=":material/gavel:")
 found = stats["conflicts"]
 found["row"] = found["pair_id"].map(row_of)
-risk = dict(zip(table["pair_id"], table[plan.metric if plan.metric in table.columns else "ln_ches"]))
+risk = dict(zip(table["pair_id"], table[assignment.metric if assignment.metric in table.columns else "ln_ches"]))
 found = found.assign(_risk=found["pair_id"].map(risk)).sort_values("_risk", ascending=False, kind="stable")
-open_ = found[found["status"] == agreement.CONFLICT]
-settled = found[found["status"] == agreement.SETTLED]
-if plan.blind:
+open_ = found[found["status"] == team_rules.CONFLICT]
+settled = found[found["status"] == team_rules.SETTLED]
+if assignment.blind:
     st.caption("Review is blind: annotators do not see this list; you do, to settle it." if auth.enabled() else
                "Review is blind, but without sign-in everyone can open this page: annotators still deciding "
                "should not read this list.")

@@ -9,8 +9,8 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from ches.review import agreement, decisions, plan
-from ches.review.agreement import TeamView
+from ches.review import agreement, assignment, decisions, team_rules
+from ches.review.team_rules import TeamView
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_two_annotators_on_one_pair_keep_both_decisions(db):
     view = TeamView.read(db)
     assert {a: d.decision for a, d in view.on_pair("p").items()} == {"ann-a": "keep", "ann-b": "drop"}
     assert view.mine("ann-a")["p"].decision == "keep"          # ann-b's drop did not replace it
-    assert agreement.team_status(pd.Series(["p", "q"]), view).tolist() == ["conflict", "undecided"]
+    assert team_rules.team_status(pd.Series(["p", "q"]), view).tolist() == ["conflict", "undecided"]
     assert decisions.current(db)["p"].decision == "drop"        # "latest of anyone" is still there
 
 
@@ -76,12 +76,12 @@ def test_undo_on_a_pair_undoes_my_decision_there_only(db):
 
 def test_an_adjudication_settles_a_conflict_and_is_recorded_as_such(db, tmp_path):
     view = _team(db, {"ann-a": {"p": "keep"}, "ann-b": {"p": "drop"}})
-    assert agreement.team_status(pd.Series(["p"]), view).tolist() == ["conflict"]
+    assert team_rules.team_status(pd.Series(["p"]), view).tolist() == ["conflict"]
     decisions.record(db, "p", "drop", annotator="boss", adjudicate=True, note="off-topic")
     view = TeamView.read(db)
     assert "boss" not in view.by_annotator                     # not an annotation of boss's
     assert view.adjudicated["p"].decision == "drop" and view.adjudicated["p"].adjudicated
-    assert agreement.team_status(pd.Series(["p"]), view).tolist() == ["settled"]
+    assert team_rules.team_status(pd.Series(["p"]), view).tolist() == ["settled"]
     row = agreement.conflicts(view).iloc[0]
     assert (row.status, row.settled, row.by, row.decisions) == ("settled", "drop", "boss", "ann-a: keep; ann-b: drop")
     out = tmp_path / "log.jsonl"                                 # the flag travels through export / import
@@ -91,7 +91,7 @@ def test_an_adjudication_settles_a_conflict_and_is_recorded_as_such(db, tmp_path
     assert decisions.import_jsonl(other, out).imported == 3
     assert decisions.adjudications(other)["p"].annotator == "boss"
     decisions.undo(db, annotator="boss", pair_id="p")            # undone: the conflict is open again
-    assert agreement.team_status(pd.Series(["p"]), TeamView.read(db)).tolist() == ["conflict"]
+    assert team_rules.team_status(pd.Series(["p"]), TeamView.read(db)).tolist() == ["conflict"]
 
 
 def test_blind_hides_others_until_i_decided(db):
@@ -136,7 +136,7 @@ def test_team_status_per_pair(db):
     ids = pd.Series(["p1", "p2", "p3", "p4", "p5", "p6", "p7"])
     decisions.record(db, "p7", "keep", annotator="c")
     view = TeamView.read(db)
-    assert agreement.team_status(ids, view).tolist() == ["agreed", "conflict", "agreed", "conflict", "agreed",
+    assert team_rules.team_status(ids, view).tolist() == ["agreed", "conflict", "agreed", "conflict", "agreed",
                                                            "agreed", "single"]
 
 
@@ -184,20 +184,20 @@ def test_each_team_rule_on_a_table_with_known_conflicts(db):
     decisions.record(db, "p8", "drop", annotator="b")
     decisions.record(db, "p4", "keep", annotator="boss", adjudicate=True)
     view = TeamView.read(db)
-    assert agreement.resolve(view, "latest") == {
+    assert team_rules.resolve(view, "latest") == {
         "p1": "keep", "p5": "keep",                             # b's, the last to decide them
         "p2": "keep", "p3": "drop", "p6": "flag",               # c's
         "p8": "drop", "p4": "keep"}                             # b's; the adjudication
-    assert agreement.resolve(view, "majority") == {"p1": "keep", "p2": "keep", "p3": "drop", "p5": "keep",
+    assert team_rules.resolve(view, "majority") == {"p1": "keep", "p2": "keep", "p3": "drop", "p5": "keep",
                                                     "p6": "flag", "p4": "keep"}          # p8: 1-1, no majority
-    assert agreement.resolve(view, "unanimous_keep") == {"p1": "keep", "p2": "drop", "p3": "drop", "p5": "keep",
+    assert team_rules.resolve(view, "unanimous_keep") == {"p1": "keep", "p2": "drop", "p3": "drop", "p5": "keep",
                                                           "p6": "drop", "p8": "drop", "p4": "keep"}
-    assert agreement.resolve(view, "any_drop") == {"p1": "keep", "p2": "drop", "p3": "drop", "p5": "keep",
+    assert team_rules.resolve(view, "any_drop") == {"p1": "keep", "p2": "drop", "p3": "drop", "p5": "keep",
                                                     "p8": "drop", "p4": "keep"}          # p6: flags only
-    assert agreement.resolve(view, "adjudicated") == {"p1": "keep", "p3": "drop", "p5": "keep", "p6": "flag",
+    assert team_rules.resolve(view, "adjudicated") == {"p1": "keep", "p3": "drop", "p5": "keep", "p6": "flag",
                                                        "p4": "keep"}
     with pytest.raises(ValueError, match="unknown team rule"):
-        agreement.resolve(view, "loudest")
+        team_rules.resolve(view, "loudest")
 
 
 def test_summary_for_the_manifest(db):
@@ -216,7 +216,7 @@ def test_summary_for_the_manifest(db):
 
 def test_assignment_gives_each_pair_to_k_people_and_balances_queues():
     ids = [f"p{i}" for i in range(10)]
-    queues = plan.assign(ids, ["a", "b", "c"], n=7, overlap=2)
+    queues = assignment.assign(ids, ["a", "b", "c"], n=7, overlap=2)
     seen = {}
     for ann, q in queues.items():
         for pid in q:
@@ -230,24 +230,24 @@ def test_assignment_gives_each_pair_to_k_people_and_balances_queues():
     for bad, msg in [(dict(annotators=["a"], overlap=2), "overlap must be"),
                      (dict(annotators=["a", "a"], overlap=1), "named twice"),
                      (dict(annotators=["a", " "], overlap=1), "no empty names")]:
-        with pytest.raises(plan.PlanError, match=msg):
-            plan.assign(ids, n=3, **bad)
+        with pytest.raises(assignment.AssignmentError, match=msg):
+            assignment.assign(ids, n=3, **bad)
 
 
 def test_plan_round_trips_and_reports_progress(tmp_path, db):
     scores = pd.DataFrame({"row": [0, 1, 2, 3], "pair_id": ["w", "x", "y", "z"],
                            "ln_ches": [0.1, 0.9, float("nan"), 0.5]})
-    ranked = plan.riskiest(scores, "ln_ches")
+    ranked = assignment.riskiest(scores, "ln_ches")
     assert ranked == ["x", "z", "w", "y"]
-    p = plan.ReviewPlan(blind=True, metric="ln_ches", n=3, overlap=1,
-                        queues=plan.assign(ranked, ["ann-a", "ann-b"], 3, 1))
-    plan.write_plan(tmp_path, p)
-    back = plan.read_plan(tmp_path)
+    p = assignment.Assignment(blind=True, metric="ln_ches", n=3, overlap=1,
+                        queues=assignment.assign(ranked, ["ann-a", "ann-b"], 3, 1))
+    assignment.write_assignment(tmp_path, p)
+    back = assignment.read_assignment(tmp_path)
     assert back == p and back.queue("ann-a") == ("x", "w") and back.queue("nobody") == ()
-    assert plan.read_plan(tmp_path / "elsewhere") == plan.ReviewPlan()
+    assert assignment.read_assignment(tmp_path / "elsewhere") == assignment.Assignment()
     decisions.record(db, "x", "keep", annotator="ann-a")
-    prog = plan.progress(back, TeamView.read(db).by_annotator).set_index("annotator")
+    prog = assignment.progress(back, TeamView.read(db).by_annotator).set_index("annotator")
     assert prog.loc["ann-a"].tolist() == [2, 1, 1] and prog.loc["ann-b"].tolist() == [1, 0, 1]
-    (tmp_path / plan.PLAN_FILE).write_text("{not json", encoding="utf-8")
-    with pytest.raises(plan.PlanError, match="review.json cannot be read"):
-        plan.read_plan(tmp_path)
+    (tmp_path / assignment.ASSIGNMENT_FILE).write_text("{not json", encoding="utf-8")
+    with pytest.raises(assignment.AssignmentError, match="review.json cannot be read"):
+        assignment.read_assignment(tmp_path)

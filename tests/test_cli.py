@@ -239,7 +239,7 @@ def test_decisions_export_carries_run_row_and_prompt_and_imports_back(tmp_path, 
 
 
 def test_export_help_lists_every_team_rule(capsys):
-    from ches.review.agreement import TEAM_RULES
+    from ches.review.team_rules import TEAM_RULES
     with pytest.raises(SystemExit):
         cli.main(["export", "--help"])
     out = " ".join(capsys.readouterr().out.split())

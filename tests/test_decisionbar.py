@@ -9,7 +9,7 @@ import shutil
 from ches import workspace as wsp
 from ches.engine import store
 from ches.review import decisions
-from ches.review.plan import ReviewPlan, write_plan
+from ches.review.assignment import Assignment, write_assignment
 from conftest import heading, ok, said
 from test_app import app, bar, open_page, plain, ranked_rows
 from ui import decisionbar
@@ -73,7 +73,7 @@ def test_caption_and_undo_are_about_this_pair_and_blind_hides_the_others(workspa
     at.run()
     assert "You have not decided this pair." in _caption(at) and "ann-a: keep" in _caption(at)
 
-    write_plan(run, ReviewPlan(blind=True))
+    write_assignment(run, Assignment(blind=True))
     at = open_page(app(run, annotator="ann-b"), "pages/browse.py")
     at.session_state["pair_row"] = ranked[0]
     at.run()

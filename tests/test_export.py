@@ -498,14 +498,14 @@ def _outcome(run, rule, view) -> tuple[set[int], set[int]]:
 
 @pytest.mark.parametrize("rule", list(TEAM_OUTCOMES))
 def test_each_team_rule_selects_the_pairs_worked_out_by_hand(team_run, rule):
-    from ches.review.agreement import TeamView
+    from ches.review.team_rules import TeamView
     run, db, _ = team_run
     assert _outcome(run, rule, TeamView.read(db)) == TEAM_OUTCOMES[rule]
 
 
 @pytest.mark.parametrize("rule", list(TEAM_OUTCOMES))
 def test_the_manifest_says_how_the_team_decided(team_run, tmp_path, rule):
-    from ches.review.agreement import TEAM_RULES, TeamView
+    from ches.review.team_rules import TEAM_RULES, TeamView
     run, db, pid = team_run
     m = E.export(run, E.Rule(keep_lowest_percent=0, drop_flags=(), team=rule), TeamView.read(db),
                  tmp_path / f"{rule}.jsonl")
@@ -542,7 +542,7 @@ def test_the_manifest_says_how_the_team_decided(team_run, tmp_path, rule):
 
 
 def test_only_my_decisions_and_plain_mappings(team_run):
-    from ches.review.agreement import TeamView
+    from ches.review.team_rules import TeamView
     run, db, pid = team_run
     view = TeamView.read(db)
     # ann-c alone: drops P1, P3, P4; the adjudication is not theirs
@@ -588,7 +588,7 @@ def test_curate_api_and_cli_take_the_team_rule(team_run, tmp_path, ws, capsys):
 
 
 def test_dataset_card_says_how_the_team_decided(team_run, tmp_path):
-    from ches.review.agreement import TeamView
+    from ches.review.team_rules import TeamView
     from ches.review.hub_export import export_hf
     run, db, _ = team_run
     m = export_hf(run, E.Rule(team="adjudicated"), TeamView.read(db), tmp_path / "ds")

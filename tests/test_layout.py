@@ -170,7 +170,8 @@ def test_the_command_line_and_the_light_modules_start_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys, ches, ches.cli, ches.review.agreement, ches.review.plan, ches.engine.timing; "
+    code = ("import sys, ches, ches.cli, ches.review.team_rules, ches.review.agreement, ches.review.assignment, "
+            "ches.review.allowlist, ches.engine.timing; "
             "ches.cli.build_parser(); print(sorted(m for m in ('torch', 'transformers', 'scipy.stats') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]

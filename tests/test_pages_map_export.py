@@ -1,4 +1,4 @@
-"""AppTest for the Map and Curate & export pages, plus ches.review.map and the map figure (ches.review.charts),
+"""AppTest for the Map and Curate & export pages, plus ches.review.map and its figure,
 and `ches project`, the job that computes the Map.
 
 A synthetic run (random sums and scores over data/sample.jsonl) stands in for a scored one, and a fake
@@ -23,7 +23,7 @@ from streamlit.testing.v1 import AppTest
 import ches.cli as cli
 from ches.cli.project import project_args
 from ches.engine import jobs
-from ches.review import charts, decisions
+from ches.review import decisions
 from ches.review import map as mapview
 from ches.engine.files import load_dataset
 from ches.review.export import manifest_path
@@ -121,7 +121,7 @@ def test_map_frame_and_figure():
     assert resp["side"].tolist() == ["chosen"] * 3 + ["rejected"] * 3
     assert resp["row"].tolist() == [1, 2, 3, 1, 2, 3]
     assert resp["color"].tolist()[:3] == ["undecided", "drop", "undecided"]
-    fig = charts.map_figure(resp, color_by="decision")
+    fig = mapview.map_figure(resp, color_by="decision")
     lines = fig.data[0]
     assert lines.mode == "lines" and list(lines.x) == [0, 6, None, 2, 8, None, 4, 10, None]
     markers = [t for t in fig.data if t.mode == "markers"]
@@ -129,7 +129,7 @@ def test_map_frame_and_figure():
     assert sorted(c for t in markers for c in t.customdata) == [1, 1, 2, 2, 3, 3]
     flags = mapview.map_frame(table, np.zeros((3, 2)), "pairs", color_by="flag")
     assert flags["color"].tolist() == [mapview.NO_FLAG, "identical", mapview.NO_FLAG]
-    fig = charts.map_figure(mapview.map_frame(table, np.zeros((3, 2)), "pairs"), riskiest=[3], current=2)
+    fig = mapview.map_figure(mapview.map_frame(table, np.zeros((3, 2)), "pairs"), riskiest=[3], current=2)
     points, ring, star = fig.data
     assert points.type == "scattergl" and list(points.marker.color) == [0.5, -1, 2]
     assert list(ring.customdata) == [3] and ring.marker.symbol == "circle-open"    # the riskiest, on top
@@ -139,11 +139,11 @@ def test_map_frame_and_figure():
     # the colour range is clipped to the 2nd-98th percentile, so one outlier does not wash out the rest
     wide = pd.DataFrame({"row": range(1, 101), "pair_id": [str(i) for i in range(100)],
                          "ln_ches": [*np.linspace(0, 1, 99), 1000.0], "flags": ""})
-    fig = charts.map_figure(mapview.map_frame(wide, np.zeros((100, 2)), "pairs"))
+    fig = mapview.map_figure(mapview.map_frame(wide, np.zeros((100, 2)), "pairs"))
     lo, hi = np.percentile(wide["ln_ches"], [2, 98])
     assert fig.layout.coloraxis.cmin == pytest.approx(lo) and fig.layout.coloraxis.cmax == pytest.approx(hi)
     assert hi < 2                                                            # the outlier (1000) is clipped
-    assert charts.color_range([1.0, 1.0]) == {} and charts.color_range([np.nan]) == {}
+    assert mapview.color_range([1.0, 1.0]) == {} and mapview.color_range([np.nan]) == {}
     with pytest.raises(ValueError, match="coords"):
         mapview.map_frame(table, np.zeros((3, 2)), "responses")
 
@@ -159,7 +159,7 @@ def test_a_large_map_is_layered_small_and_readable():
     frame = mapview.map_frame(table, r.normal(size=(n, 2)), "pairs")
     riskiest = mapview.riskiest_rows(table, "ln_ches")
     assert len(riskiest) == 200 and set(riskiest) == set(table.nlargest(200, "ln_ches")["row"])
-    fig = charts.map_figure(frame, riskiest=riskiest)
+    fig = mapview.map_figure(frame, riskiest=riskiest)
     density, points, ring = fig.data
     assert density.type == "heatmap" and density.hoverinfo == "skip"
     assert np.nansum(10 ** np.asarray(density.z, dtype=np.float64)) == pytest.approx(n)   # every point counted
@@ -168,8 +168,8 @@ def test_a_large_map_is_layered_small_and_readable():
     assert len(spec) < 3e6 and '"bdata"' in spec and "row 1<" not in spec        # no string per point
     big = mapview.map_frame(pd.concat([table] * 3, ignore_index=True).assign(row=np.arange(1, 3 * n + 1)),
                             r.normal(size=(3 * n, 2)), "pairs")
-    drawn = [t for t in charts.map_figure(big).data if t.type == "scattergl"]
-    assert sum(len(t.x) for t in drawn) == charts.MAX_POINTS                 # a sample drawn above the cap
+    drawn = [t for t in mapview.map_figure(big).data if t.type == "scattergl"]
+    assert sum(len(t.x) for t in drawn) == mapview.MAX_POINTS                 # a sample drawn above the cap
 
 
 # ------------------------------------------------------------------------------------ Map page

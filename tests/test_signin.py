@@ -297,7 +297,7 @@ def test_an_annotator_sees_nothing_blind_hides_and_cannot_cancel_a_job_or_start_
     from playwright.sync_api import expect
 
     from ches.engine import jobs, store
-    from ches.review import decisions, plan
+    from ches.review import assignment, decisions
     from test_app import _live_job
 
     ws = tmp_path / "ws"
@@ -307,7 +307,7 @@ def test_an_annotator_sees_nothing_blind_hides_and_cannot_cancel_a_job_or_start_
     (first, second), (pid, _) = ranked["row"].tolist()[:2], ranked["pair_id"].tolist()[:2]
     decisions.record(ws / "decisions.sqlite", pid, "keep", annotator="Ada")
     decisions.record(ws / "decisions.sqlite", pid, "drop", annotator="Cat")
-    plan.write_plan(run, plan.ReviewPlan(blind=True))
+    assignment.write_assignment(run, assignment.Assignment(blind=True))
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     try:
         _live_job(SimpleNamespace(workspace=ws), job.pid, [], [{"event": "step", "what": "scoring"}],

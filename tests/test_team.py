@@ -1,4 +1,4 @@
-"""A team on one workspace: the allowlist and roles (ches.review.team), and what survives navigation for
+"""A team on one workspace: the allowlist and roles (ches.review.allowlist), and what survives navigation for
 each person (annotator and layout in the URL, the Map's selection per view, a deleted run named as such).
 
 Sign-in itself (st.login against a real OpenID Connect provider, oidc-provider-mock) and the Map's selection
@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from ches.engine.files import load_dataset
 from ches.engine.store import read_scores
-from ches.review import plan, team
+from ches.review import allowlist, assignment
 from conftest import ROOT, SAMPLE, heading, make_fake_run, ok
 
 TIMEOUT = 120
@@ -37,18 +37,18 @@ role = "annotator"
 def test_team_file_gives_names_and_roles_and_nobody_else_gets_in(tmp_path):
     path = tmp_path / "team.toml"
     path.write_text(TEAM, encoding="utf-8")
-    t = team.load_team(path)
+    t = allowlist.load_team(path)
     ada = t.find(email="ada@example.org", subject="whatever")          # emails compared case-blind
     bob = t.find(email=None, subject="sub-42")
     assert (ada.name, ada.role) == ("Ada", "admin") and (bob.name, bob.role) == ("sub-42", "annotator")
     assert t.find(email="eve@example.org", subject="sub-43") is None
-    assert team.load_team(tmp_path / "missing.toml").find(email="ada@example.org", subject=None) is None
-    assert [a for a in team.PERMISSIONS if team.can(ada, a)] == ["decide", "score", "delete_run", "export",
+    assert allowlist.load_team(tmp_path / "missing.toml").find(email="ada@example.org", subject=None) is None
+    assert [a for a in allowlist.PERMISSIONS if allowlist.can(ada, a)] == ["decide", "score", "delete_run", "export",
                                                                   "adjudicate"]
-    assert [a for a in team.PERMISSIONS if team.can(bob, a)] == ["decide"]
-    assert not any(team.can(None, a) for a in team.PERMISSIONS)
+    assert [a for a in allowlist.PERMISSIONS if allowlist.can(bob, a)] == ["decide"]
+    assert not any(allowlist.can(None, a) for a in allowlist.PERMISSIONS)
     with pytest.raises(ValueError, match="unknown action"):
-        team.can(ada, "fly")
+        allowlist.can(ada, "fly")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -62,8 +62,8 @@ def test_team_file_gives_names_and_roles_and_nobody_else_gets_in(tmp_path):
      'role = "annotator"', "member 2: the name 'Ada' is already another member's"),
 ])
 def test_a_wrong_team_file_names_the_entry(text, message):
-    with pytest.raises(team.TeamError) as e:
-        team.parse_team(text)
+    with pytest.raises(allowlist.TeamError) as e:
+        allowlist.parse_team(text)
     assert message in str(e.value)
 
 
@@ -155,8 +155,8 @@ def test_deleting_a_run_names_its_probes_and_checks_and_a_teammate_is_told(run):
     (run / "probes" / "p1" / "manifest.json").write_text(json.dumps({"created_at": "2025-01-01T00:00:00"}))
     (run / "probes" / "p1" / "results.parquet").write_bytes(b"")
     pairs = read_scores(run)["pair_id"].tolist()
-    plan.write_plan(run, plan.ReviewPlan(blind=True, n=3, overlap=2,
-                                         queues=plan.assign(pairs, ["ann-a", "ann-b"], n=3, overlap=2)))
+    assignment.write_assignment(run, assignment.Assignment(blind=True, n=3, overlap=2,
+                                         queues=assignment.assign(pairs, ["ann-a", "ann-b"], n=3, overlap=2)))
     teammate = app(run=run.name)
     teammate.run()
     ok(teammate.switch_page("pages/browse.py").run())

@@ -13,8 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from ches.engine.records import load_records
 from ches.engine.store import read_scores
-from ches.review import decisions, plan
-from ches.review.agreement import TeamView
+from ches.review import assignment, decisions
+from ches.review.team_rules import TeamView
 from ches.review.browse import HIDDEN, filter_pairs, in_queue, next_undecided, team_column
 from ches.review.charts import kappa_heatmap
 from conftest import ROOT, TEAM, heading, make_fake_run, metric, ok
@@ -124,7 +124,7 @@ def test_blind_review_hides_the_team_status_until_i_decide(workspace_env, run):
     write(db_of(workspace_env), {"ann-a": {pid[0]: "keep", pid[1]: "keep"}, "ann-b": {pid[1]: "drop"}})
     at = app(run, "pages/browse.py", "ann-b")
     assert shown(at).loc[rows[0], "team"] == "single"                  # open review: ann-a's decision shows
-    plan.write_plan(run, plan.ReviewPlan(blind=True))
+    assignment.write_assignment(run, assignment.Assignment(blind=True))
     at = app(run, "pages/browse.py", "ann-b")
     table = shown(at)
     assert table.loc[rows[0], "team"] == HIDDEN                        # decided by ann-a, not by me
@@ -267,7 +267,7 @@ def test_without_the_adjudicate_right_the_plan_is_read_only_and_blind_hides_the_
     at = app(run, "pages/team.py", "ann-b")
     assert at.toggle(key="team_blind").disabled and at.button(key="FormSubmitter:team_assign-Assign").disabled
     assert at.button(key=f"settle_keep_{pid[0]}").disabled
-    plan.write_plan(run, plan.ReviewPlan(blind=True))
+    assignment.write_assignment(run, assignment.Assignment(blind=True))
     at = app(run, "pages/team.py", "ann-b")
     assert at.toggle(key="team_blind").value is True
     assert any("shown to admins only" in i.value for i in at.info)
@@ -275,11 +275,11 @@ def test_without_the_adjudicate_right_the_plan_is_read_only_and_blind_hides_the_
 
 
 def test_the_blind_toggle_is_stored_with_the_run_and_keeps_the_queues(workspace_env, run):
-    plan.write_plan(run, plan.ReviewPlan(n=2, overlap=1, queues={"ann-a": ("x",), "ann-b": ("y",)}))
+    assignment.write_assignment(run, assignment.Assignment(n=2, overlap=1, queues={"ann-a": ("x",), "ann-b": ("y",)}))
     at = app(run, "pages/team.py", "boss")
     at.toggle(key="team_blind").set_value(True).run()
     ok(at)
-    after = plan.read_plan(run)
+    after = assignment.read_assignment(run)
     assert after.blind and after.queues == {"ann-a": ("x",), "ann-b": ("y",)}
 
 
@@ -302,7 +302,7 @@ def test_blind_hides_who_decided_what_from_an_annotator_on_the_export_page(works
     (workspace_env.workspace / "team.toml").write_text(TEAM, encoding="utf-8")
     pid = ranked(run)["pair_id"].tolist()
     write(db_of(workspace_env), {"Ada": {pid[0]: "keep"}, "Cat": {pid[0]: "drop"}})
-    plan.write_plan(run, plan.ReviewPlan(blind=True))
+    assignment.write_assignment(run, assignment.Assignment(blind=True))
     bob = signed_in(run, "pages/export.py", "bob@example.org")
     names = " ".join(str(d.value.to_dict()) for d in bob.dataframe)
     assert "Cat" not in names and "Ada" not in names
@@ -314,7 +314,7 @@ def test_blind_hides_who_decided_what_from_an_annotator_on_the_export_page(works
 def test_blind_says_others_are_hidden_on_every_pair_i_have_not_decided(workspace_env, run):
     pid = ranked(run)["pair_id"].tolist()
     write(db_of(workspace_env), {"ann-a": {pid[0]: "keep"}})
-    plan.write_plan(run, plan.ReviewPlan(blind=True))
+    assignment.write_assignment(run, assignment.Assignment(blind=True))
     captions = []
     for row_pair in (0, 1):                        # rank 1: ann-a decided it; rank 2: nobody did
         at = app(run, "pages/browse.py", "ann-b", layout="review")

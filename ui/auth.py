@@ -1,5 +1,5 @@
 """Sign-in for a team: with an `[auth]` section in `.streamlit/secrets.toml`, `st.login` (OpenID Connect)
-names the annotator and <workspace>/team.toml (ches.review.team) gives the role. Without it, nothing here
+names the annotator and <workspace>/team.toml (ches.review.allowlist) gives the role. Without it, nothing here
 applies: people type a name and may do everything (`can` is always True).
 
 `gate()` runs first on every page (ui.frame): not signed in, it shows the sign-in button; signed in but not on
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ches.review import team as team_rules
+from ches.review import allowlist
 from ches.workspace import workspace
 from ui.render import escape_md
 
@@ -30,12 +30,12 @@ def _user_ids() -> tuple[str | None, str | None]:
             str(user.get("sub")) if user.get("sub") else None)
 
 
-def member() -> team_rules.Member | None:
+def member() -> allowlist.Member | None:
     """The signed-in user's team entry; None when signed out, not on the team, or sign-in is off."""
     if not enabled() or not st.user.is_logged_in:
         return None
     email, subject = _user_ids()
-    return team_rules.load_team(workspace().root / team_rules.TEAM_FILE).find(email=email, subject=subject)
+    return allowlist.load_team(workspace().root / allowlist.TEAM_FILE).find(email=email, subject=subject)
 
 
 def identity() -> str:
@@ -45,8 +45,8 @@ def identity() -> str:
 
 
 def can(action: str) -> bool:
-    """Whether this session may do `action` (ches.review.team.PERMISSIONS); always True without sign-in."""
-    return True if not enabled() else team_rules.can(member(), action)
+    """Whether this session may do `action` (ches.review.allowlist.PERMISSIONS); always True without sign-in."""
+    return True if not enabled() else allowlist.can(member(), action)
 
 
 def refuse(action: str) -> str | None:
@@ -55,7 +55,7 @@ def refuse(action: str) -> str | None:
         return None
     found = member()
     who = f"{found.name} is {found.role}" if found is not None else "nobody is signed in"
-    return f"Only an admin may do this ({who}; roles are set in {team_rules.TEAM_FILE})."
+    return f"Only an admin may do this ({who}; roles are set in {allowlist.TEAM_FILE})."
 
 
 def gate() -> None:
@@ -69,14 +69,14 @@ def gate() -> None:
         st.stop()
     try:
         found = member()
-    except team_rules.TeamError as e:
+    except allowlist.TeamError as e:
         st.error(f"The team list cannot be read: {e}", icon=":material/error:")
         st.stop()
     if found is None:
         email, subject = _user_ids()
         st.title("CHES Studio")
         st.warning(f"You are signed in as {escape_md(email or subject or '?')}, who is not on this workspace's team "
-                   f"({team_rules.TEAM_FILE}). Ask an admin to add you.", icon=":material/person_off:")
+                   f"({allowlist.TEAM_FILE}). Ask an admin to add you.", icon=":material/person_off:")
         st.button("Sign out", key="auth_logout", on_click=st.logout, icon=":material/logout:")
         st.stop()
 

@@ -259,7 +259,7 @@ def _undo_last(refresh: str | Sequence[str] | None) -> None:
 def _caption(pair_id: str, name: str) -> str:
     view = loaders.team()
     run = state.active_run()
-    blind = run is not None and state.review_plan(run)[0].blind     # an unreadable plan reads as blind
+    blind = run is not None and state.assignment(run)[0].blind     # an unreadable assignment reads as blind
     mine = view.mine(name).get(pair_id) if name else None
     others = {a: d for a, d in view.visible_to(pair_id, name, blind).items() if a != name}
     parts = []

@@ -25,8 +25,8 @@ from ches.engine.pairs import Dataset
 from ches.engine.pipeline import pair_tokens
 from ches.engine.report import dataset_name
 from ches.review import decisions as decision_log
-from ches.review import agreement
-from ches.review.agreement import TeamView
+from ches.review import agreement, team_rules
+from ches.review.team_rules import TeamView
 from ches.review.browse import decided_counts, search_rows
 from ui.render import escape_md
 from ui.state import annotator, ws
@@ -227,7 +227,7 @@ def _team(db_path: str, file_version: tuple, session_version: int) -> TeamView:
 
 
 def team() -> TeamView:
-    """Everyone's decisions side by side (ches.review.agreement.TeamView): each annotator's own, the
+    """Everyone's decisions side by side (ches.review.team_rules.TeamView): each annotator's own, the
     adjudications, the latest of anyone. Re-read whenever the database changes; one shared copy (a page
     calls this several times per run: no unpickled copy each time), so treat it as read-only."""
     db = str(ws().decisions)
@@ -236,11 +236,11 @@ def team() -> TeamView:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _team_counts(run_dir: str, run_version: int, db_path: str, file_version: tuple, session_version: int) -> dict:
-    return agreement.team_counts(pair_ids(run_dir), team())
+    return team_rules.team_counts(pair_ids(run_dir), team())
 
 
 def team_counts(run_dir: str | Path) -> dict[str, int]:
-    """{team status: pairs} over the run (ches.review.agreement.team_counts), cached per run and database
+    """{team status: pairs} over the run (ches.review.team_rules.team_counts), cached per run and database
     version: the sidebar shows it on every page and after every press."""
     db = str(ws().decisions)
     try:
@@ -287,11 +287,11 @@ def my_counts(run_dir: str | Path) -> dict[str, int]:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _overridden(adjudicator: str, db_path: str, file_version: tuple, session_version: int) -> dict:
-    return agreement.overridden(decision_log.history(db_path), team().adjudicated, adjudicator)
+    return team_rules.overridden(decision_log.history(db_path), team().adjudicated, adjudicator)
 
 
 def overridden() -> dict[str, tuple[decision_log.Event, decision_log.Decision]]:
-    """agreement.overridden for this session's annotator: their settlements another adjudicator has since
+    """team_rules.overridden for this session's annotator: their settlements another adjudicator has since
     changed ({} without a name). Reads the whole log: cached per database version."""
     me, db = annotator(), str(ws().decisions)
     if not me or not team().adjudicated:

@@ -1,14 +1,14 @@
 """The sidebar every page draws (ui.frame): the page links, running jobs, the active run picker, the annotator, and
-for the active run my decision counts, the team's (agreed / conflict / settled) and, with a review plan, each assigned
+for the active run my decision counts, the team's (agreed / conflict / settled) and, with an assignment, each assigned
 annotator's progress."""
 from __future__ import annotations
 
 import streamlit as st
 
 from ches.engine.runs import list_runs
-from ches.review.agreement import AGREED, CONFLICT, SETTLED, SINGLE
+from ches.review.team_rules import AGREED, CONFLICT, SETTLED, SINGLE
 from ches.review.decisions import DROP, FLAG, KEEP
-from ches.review.plan import progress
+from ches.review.assignment import progress
 from ui import auth, jobspanel, loaders, state
 
 PAGES = (("pages/score.py", "Data & score", ":material/database:"),
@@ -69,7 +69,7 @@ def show(jobs_here: bool = True) -> None:
 
 @st.fragment(key=COUNTS)
 def counts() -> None:
-    """My Keep / Drop / Flag on the active run's pairs, the team's statuses in one line, and the plan's progress
+    """My Keep / Drop / Flag on the active run's pairs, the team's statuses in one line, and the assignment's progress
     (nothing without an active run). A fragment: a press reruns it, not the page (decisionbar `refresh`)."""
     run = state.active_run()
     if run is None:
@@ -84,9 +84,9 @@ def counts() -> None:
     status = loaders.team_counts(run)
     st.caption("Team: " + " · ".join(f"{int(status.get(s, 0)):,} {s}" for s in (AGREED, CONFLICT, SETTLED))
                + f" · {int(status.get(SINGLE, 0)):,} by one person")
-    plan, _ = state.review_plan(run)                     # a broken plan is reported on Browse and the Team page
-    if plan.queues:
-        table = progress(plan, team.by_annotator)
+    assignment, _ = state.assignment(run)        # a broken one is reported on Browse and the Team page
+    if assignment.queues:
+        table = progress(assignment, team.by_annotator)
         st.caption("Assigned on the Team page (done: decided by that annotator):")
         st.dataframe(table, hide_index=True, width="stretch", height=38 + 35 * min(len(table), 6),
                      key="sidebar_progress")

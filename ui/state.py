@@ -23,7 +23,7 @@ from pathlib import Path
 import streamlit as st
 
 from ches.engine import store
-from ches.review.plan import PlanError, ReviewPlan, read_plan
+from ches.review.assignment import Assignment, AssignmentError, read_assignment
 from ches.workspace import PathError, Workspace, confine, workspace
 from ui import auth
 from ui.render import USER_ERRORS, escape_md
@@ -88,13 +88,13 @@ def require_run() -> Path:
     return run
 
 
-def review_plan(run_dir: str | Path) -> tuple[ReviewPlan, str | None]:
-    """The run's review plan (ches.review.plan: blind, queues) and, when its review.json cannot be read, why.
-    An unreadable plan fails closed: blind, nothing assigned (the Team page can write it again)."""
+def assignment(run_dir: str | Path) -> tuple[Assignment, str | None]:
+    """The run's assignment (ches.review.assignment: blind, queues) and, when its review.json cannot be read, why.
+    An unreadable assignment fails closed: blind, nothing assigned (the Team page can write it again)."""
     try:
-        return read_plan(run_dir), None
-    except PlanError as e:
-        return ReviewPlan(blind=True), str(e)
+        return read_assignment(run_dir), None
+    except AssignmentError as e:
+        return Assignment(blind=True), str(e)
 
 
 # ------------------------------------------------------------------------------------- who decides

@@ -14,7 +14,7 @@ from pathlib import Path
 from ches.cli import resolve_run, runs_folder
 from ches.engine.metrics import METRICS
 from ches.engine.pairs import FLAGS
-from ches.review.agreement import DEFAULT_TEAM_RULE, TEAM_RULES, TeamView
+from ches.review.team_rules import DEFAULT_TEAM_RULE, TEAM_RULES, TeamView
 from ches.review.export import DEFAULT_DROP_FLAGS, EXPORT_FORMATS, ExportError, Rule, export, manifest_path, only
 from ches.review.hub_export import HF_FORMATS, export_hf
 from ches.workspace import workspace

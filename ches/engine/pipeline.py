@@ -101,8 +101,9 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
         if chunk_size is None and not (run_dir / "plan.json").is_file():
             chunk_size = chunk_size_for(len(dataset.pairs), estimate(
                 dataset.pairs, lm, max_length=max_length, batch_tokens=batch_tokens, sample=32), block)
-        plan = chunks.start_run(run_dir, _plan(dataset, lm, key, run_dir, chunk_size or chunks.DEFAULT_CHUNK_PAIRS,
-                                               batch_tokens or default_batch_tokens(lm.device), command),
+        plan = chunks.start_run(run_dir, _plan_json(dataset, lm, key, run_dir,
+                                                    chunk_size or chunks.DEFAULT_CHUNK_PAIRS,
+                                                    batch_tokens or default_batch_tokens(lm.device), command),
                                 dataset.pairs)
         if (asked or chunk_size) not in (None, int(plan["chunk_size"])):
             log.warning("%s was planned first (by another process or an earlier start) in chunks of %d pairs: "
@@ -132,8 +133,9 @@ def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,
     return run_dir
 
 
-def _plan(dataset: Dataset, lm: LoadedModel, key: RunKey, run_dir: Path, chunk_size: int, batch_tokens: int,
-          command: str | None) -> dict:
+def _plan_json(dataset: Dataset, lm: LoadedModel, key: RunKey, run_dir: Path, chunk_size: int, batch_tokens: int,
+               command: str | None) -> dict:
+    """What the run's plan.json starts with (chunks.start_run adds total_pairs and each chunk's pair ids)."""
     return {
         "key": key.__dict__, "run": run_dir.name, "created_at": datetime.now(timezone.utc).isoformat(),
         "app_version": __version__, "source": dataset.source, "split": dataset.split, "format": dataset.format,

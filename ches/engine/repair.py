@@ -2,10 +2,10 @@
 that scoring it again scores it afresh (reopen, reopen_damaged: what `ches score` and the app's Score do before
 they reuse a run), and mending a run folder as far as it can be mended (repair: `ches runs --repair`).
 
-A reopened run keeps what goes with it (its review plan, probes, checks) and says why it was reopened:
+A reopened run keeps what goes with it (its review.json, probes, checks) and says why it was reopened:
 
     <runs_root>/<key>/reopened.json         why, what the manifest said, the command that scores it again; it keeps
-                                            a folder left with only its review plan, probes or checks a run (listed,
+                                            a folder left with only its review.json, probes or checks a run (listed,
                                             deletable) until it is scored again
 """
 from __future__ import annotations
@@ -65,11 +65,11 @@ def reopen_damaged(run_dir: Path) -> DamagedRun | None:
 
 def reopen(run_dir: Path, damage: DamagedRun) -> list[str]:
     """Make the complete run at `run_dir` unfinished: reopened.json is written (why, what the manifest said, the
-    command that scores the run again: so that a folder left with its review plan, probes or checks and no plan
+    command that scores the run again: so that a folder left with its review.json, probes or checks and no plan
     or chunks is still a run that list_unfinished lists and delete_run removes), then manifest.json goes (so the
     folder never reads as complete with a file gone), then the other finished files. A plan and chunks left by a
     tidy-up that was cut short stay (the next scoring checks them and joins them again), and so does whatever
-    else is there (the review plan, probes, checks). One line per file removed, saying why."""
+    else is there (review.json, probes, checks). One line per file removed, saying why."""
     run_dir = Path(run_dir)
     try:
         manifest = read_manifest(run_dir)
@@ -176,6 +176,6 @@ def _restart(run_dir: Path, damage: DamagedRun) -> list[str]:
         (run_dir / REOPENED).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             run_dir.rmdir()                         # only when nothing else is there
-    elif REOPENED not in left:                      # its review plan, probes or checks stay: still a run (listed,
+    elif REOPENED not in left:                      # its review.json, probes or checks stay: still a run (listed,
         _mark_reopened(run_dir, damage, {})         # deletable)
     return [*said, "the next `ches score` of its data starts it afresh"]

@@ -66,7 +66,7 @@ def list_unfinished(runs_root: Path) -> list[tuple[Path, dict, RunProgress | Non
     then broken ones (a folder with chunks/ or plan.json whose plan cannot be read, or a complete one whose
     manifest cannot: plan {}, progress None), which repair mends and delete_run removes.
 
-    A run reopened (reopen: a damaged file; no manifest, plan or chunks, its review plan, probes or checks kept) is
+    A run reopened (reopen: a damaged file; no manifest, plan or chunks, its review.json, probes or checks kept) is
     unfinished with 0 pairs done: its "plan" is what reopened.json says (read_reopened: why, reopened_at, the
     command that scores it again as `command`, the manifest's key, source, created_at); when that does not name
     its data (the damaged file was the manifest), it is listed with the broken ones, that dict beside None."""

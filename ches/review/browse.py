@@ -6,7 +6,7 @@ the whole run, so a pair's percentile does not move when other filters change:
 
     percentile(x) = 100 * #{values <= x} / #{values}        (NaN values ignored)
 
-A team (ches.review.agreement): the `decision` column is one annotator's own decision (the caller passes
+A team (ches.review.team_rules): the `decision` column is one annotator's own decision (the caller passes
 theirs), `team` the pair's team status as that annotator may see it (`team_column`: HIDDEN on the pairs they
 have not decided while the run's review is blind), and `in_queue` orders the ranking by an assigned queue.
 
@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from ches.engine import store
 from ches.engine.metrics import METRICS
-from ches.review.agreement import TEAM_STATUSES, TeamView, team_status
+from ches.review.team_rules import TEAM_STATUSES, TeamView, team_status
 from ches.review.decisions import DECISION_VALUES, STATUSES, UNDECIDED
 
 PAGE_SIZE = 50
@@ -68,7 +68,7 @@ def decision_status(pair_ids: pd.Series, decisions: Mapping[str, object] | None)
 
 
 def team_column(pair_ids: pd.Series, view: TeamView, annotator: str, blind: bool) -> pd.Series:
-    """Each pair's team status (agreement.team_status) as `annotator` may see it: while the run is `blind`,
+    """Each pair's team status (team_rules.team_status) as `annotator` may see it: while the run is `blind`,
     HIDDEN on every pair `annotator` has not decided (without a name: every pair). Same index."""
     status = team_status(pair_ids, view)
     if blind:

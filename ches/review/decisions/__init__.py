@@ -38,7 +38,7 @@ Contract
     used (created_at, annotator, id; undo events after the rest), so every decision in force and every
     undo stays what it was; they count as recorded here.
     v3 becomes v4 by adding the `adjudicated` column (0 for every event).
-11. A team (ches.review.agreement): each annotator's decisions are their own (`current_by_annotator`);
+11. A team (ches.review.team_rules): each annotator's decisions are their own (`current_by_annotator`);
     an adjudicator's decision (`record(..., adjudicate=True)`, column `adjudicated`) settles a pair for
     the team and is read by `adjudications` (the last not-undone one per pair), never as an annotation.
     `undo(..., pair_id=p)` cancels only the annotator's last event on pair p.

@@ -1,4 +1,5 @@
-"""A run's review plan: whether review is blind, and who reviews which of the riskiest pairs.
+"""A run's assignment (the Team page's "Review plan"): whether review is blind, and who reviews which of the
+riskiest pairs.
 
 Stored as `<run_dir>/review.json` (atomically; it goes when the run is deleted):
 
@@ -21,15 +22,15 @@ import pandas as pd
 from ches.atomic import atomic_write_text
 from ches.engine.metrics import METRICS
 
-PLAN_FILE = "review.json"
+ASSIGNMENT_FILE = "review.json"
 
 
-class PlanError(ValueError):
+class AssignmentError(ValueError):
     """An assignment that cannot be made, or a review.json that cannot be read (the message says why)."""
 
 
 @dataclass(frozen=True)
-class ReviewPlan:
+class Assignment:
     blind: bool = False
     metric: str = "ln_ches"                                   # what "riskiest" was ranked by
     n: int = 0                                                # pairs assigned (the riskiest n)
@@ -48,13 +49,13 @@ def assign(ranked_pair_ids: Sequence[str], annotators: Sequence[str], n: int, ov
     slots, so every queue gets n * overlap / m pairs, +-1, and a mix of the ranks."""
     names = [str(a).strip() for a in annotators]
     if not names or any(not a for a in names):
-        raise PlanError("name at least one annotator (no empty names)")
+        raise AssignmentError("name at least one annotator (no empty names)")
     if len(set(names)) != len(names):
-        raise PlanError(f"an annotator is named twice: {sorted(a for a in set(names) if names.count(a) > 1)}")
+        raise AssignmentError(f"an annotator is named twice: {sorted(a for a in set(names) if names.count(a) > 1)}")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap <= len(names):
-        raise PlanError(f"overlap must be from 1 to the number of annotators ({len(names)}), got {overlap!r}")
+        raise AssignmentError(f"overlap must be from 1 to the number of annotators ({len(names)}), got {overlap!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise PlanError(f"n must be a whole number >= 0, got {n!r}")
+        raise AssignmentError(f"n must be a whole number >= 0, got {n!r}")
     queues: dict[str, list[str]] = {a: [] for a in names}
     for i, pid in enumerate(list(ranked_pair_ids)[:n]):
         for j in range(overlap):
@@ -65,40 +66,40 @@ def assign(ranked_pair_ids: Sequence[str], annotators: Sequence[str], n: int, ov
 def riskiest(scores: pd.DataFrame, metric: str) -> list[str]:
     """The run's pair ids, riskiest (highest `metric`) first; ties in dataset order, NaN last."""
     if metric not in METRICS:
-        raise PlanError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        raise AssignmentError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     ranked = scores.sort_values([metric, "row"], ascending=[False, True], kind="stable", na_position="last")
     return ranked["pair_id"].tolist()
 
 
-def read_plan(run_dir: str | Path) -> ReviewPlan:
-    """The run's plan; the default plan (not blind, nothing assigned) when it has none."""
-    path = Path(run_dir) / PLAN_FILE
+def read_assignment(run_dir: str | Path) -> Assignment:
+    """The run's assignment; the default one (not blind, nothing assigned) when it has none."""
+    path = Path(run_dir) / ASSIGNMENT_FILE
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return ReviewPlan()
+        return Assignment()
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PlanError(f"{path.name} cannot be read ({e}); assign the pairs again to rewrite it") from None
+        raise AssignmentError(f"{path.name} cannot be read ({e}); assign the pairs again to rewrite it") from None
     try:
         queues = {str(a): tuple(str(p) for p in q) for a, q in dict(raw.get("queues", {})).items()}
-        return ReviewPlan(blind=bool(raw.get("blind", False)), metric=str(raw.get("metric", "ln_ches")),
+        return Assignment(blind=bool(raw.get("blind", False)), metric=str(raw.get("metric", "ln_ches")),
                           n=int(raw.get("n", 0)), overlap=int(raw.get("overlap", 1)), queues=queues)
     except (TypeError, ValueError, AttributeError) as e:
-        raise PlanError(f"{path.name} is not a review plan ({e}); assign the pairs again to rewrite it") from None
+        raise AssignmentError(f"{path.name} is not a review plan ({e}); assign the pairs again to rewrite it") from None
 
 
-def write_plan(run_dir: str | Path, plan: ReviewPlan) -> None:
-    """Store `plan` as the run's review.json (atomically)."""
-    data = {"blind": plan.blind, "metric": plan.metric, "n": plan.n, "overlap": plan.overlap,
-            "queues": {a: list(q) for a, q in plan.queues.items()}}
-    atomic_write_text(Path(run_dir) / PLAN_FILE, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+def write_assignment(run_dir: str | Path, assignment: Assignment) -> None:
+    """Store `assignment` as the run's review.json (atomically)."""
+    data = {"blind": assignment.blind, "metric": assignment.metric, "n": assignment.n, "overlap": assignment.overlap,
+            "queues": {a: list(q) for a, q in assignment.queues.items()}}
+    atomic_write_text(Path(run_dir) / ASSIGNMENT_FILE, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
 
-def progress(plan: ReviewPlan, mine: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
+def progress(assignment: Assignment, mine: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
     """Per assigned annotator: assigned, done (pairs of their queue they have decided), left.
     `mine` = {annotator: {pair_id: Decision}} (decisions.current_by_annotator / TeamView.by_annotator)."""
     rows = []
-    for a, q in plan.queues.items():
+    for a, q in assignment.queues.items():
         decided = mine.get(a, {})
         done = sum(1 for p in q if p in decided)
         rows.append({"annotator": a, "assigned": len(q), "done": done, "left": len(q) - done})
