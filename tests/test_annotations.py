@@ -24,6 +24,7 @@ from ches.review import decisions as ann
 from ches.review.decisions import Decision, Event, LineError
 from ches.review.decisions import inforce
 from ches.review.decisions import jsonl as ann_jsonl
+from ches.review.decisions import db as ann_db
 from ches.review.decisions import log as ann_log
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def test_record_commits_and_returns_the_event_id(db):
     row = raw(db).execute("SELECT id, pair_id, annotator, action, note, session FROM events").fetchall()
     assert row == [(event_id, "p1", "alice", "keep", "clean", "s1")]          # visible to any other reader
     assert raw(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    with ann_log._connect(db) as conn:                                          # what every call runs with
+    with ann_db.connect(db) as conn:                                          # what every call runs with
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)            # FULL: fsync on every commit
         assert conn.execute("PRAGMA busy_timeout").fetchone() == (30_000,)
     (e,) = ann.history(db)
@@ -538,7 +539,7 @@ def test_a_v2_database_keeps_every_event_every_decision_and_its_undo_order(db):
 def test_a_failed_upgrade_leaves_the_v2_file_as_it_was(db, monkeypatch):
     _v2_database(db)
     before = raw(db).execute("SELECT * FROM events ORDER BY id").fetchall()
-    monkeypatch.setattr(ann_log, "_INDEXES_AND_TRIGGERS", (*ann_log._INDEXES_AND_TRIGGERS, "CREATE BOGUS"))
+    monkeypatch.setattr(ann_db, "INDEXES_AND_TRIGGERS", (*ann_db.INDEXES_AND_TRIGGERS, "CREATE BOGUS"))
     with pytest.raises(sqlite3.OperationalError):
         ann.current(db)
     assert raw(db).execute("PRAGMA user_version").fetchone() == (2,)
@@ -895,7 +896,7 @@ def test_an_import_finds_duplicates_through_an_index(db):
     """Each line's duplicate lookup is one index search, so an import of n lines stays O(n log n) (checked by
     the plan, not by a timing: ORDER BY seq once made 20k lines take 20x longer)."""
     ann.record(db, "p", "keep", annotator="alice")
-    with ann_log._connect(db) as conn:
+    with ann_db.connect(db) as conn:
         plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + ann_jsonl._DUPLICATE, ("p",) * 5 + (0,)))
     assert "USING INDEX events_by_key" in plan and "TEMP B-TREE" not in plan
 

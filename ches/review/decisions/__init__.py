@@ -43,17 +43,16 @@ Contract
     the team and is read by `adjudications` (the last not-undone one per pair), never as an annotation.
     `undo(..., pair_id=p)` cancels only the annotator's last event on pair p.
 
-The modules: `values` (the vocabulary), `log` (the schema and its upgrades, writes, reads, the clock),
-`inforce` (every decision in force, read incrementally), `jsonl` (export and import).
+The modules: `values` (the vocabulary), `db` (the file: its schema and upgrades, the connection), `log` (the
+events: writes, the history, the clock), `inforce` (what is in force: every decision, read incrementally, and
+the adjudications, from one query), `jsonl` (export and import).
 """
 from __future__ import annotations
 
 from ches.review.decisions.jsonl import ImportResult, LineError, export_jsonl, import_jsonl
-from ches.review.decisions.log import (
-    SCHEMA_VERSION, Decision, DecisionLogError, Event, adjudications, counts, current, current_by_annotator, history,
-    init, record, record_many, undo,
-)
-from ches.review.decisions.inforce import in_force
+from ches.review.decisions.db import SCHEMA_VERSION, DecisionLogError
+from ches.review.decisions.inforce import adjudications, counts, current, current_by_annotator, in_force
+from ches.review.decisions.log import Decision, Event, history, init, record, record_many, undo
 from ches.review.decisions.values import (
     ACTIONS, CLEAR, DECISION_VALUES, DECISIONS, DROP, FLAG, KEEP, STATUSES, UNDECIDED, UNDO,
 )

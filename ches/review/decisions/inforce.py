@@ -1,6 +1,8 @@
-"""Every annotator's decision in force, read incrementally (`in_force`): a page reads it on every rerun, and
-the whole log's window query grows with the log (2.3 s at 125k decisions) while what changes between two
-reads is a handful of keys.
+"""What is in force: every annotator's decision (`in_force`, and `current`, `current_by_annotator`, `counts`
+built on it) and every pair's adjudication (`adjudications`), all from one query text (`_IN_FORCE_SQL`).
+
+`in_force` is read incrementally: a page reads it on every rerun, and the whole log's window query grows with
+the log (2.3 s at 125k decisions) while what changes between two reads is a handful of keys.
 """
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ches.review.decisions.log import _NOT_UNDONE, Db, Decision, _connect
-from ches.review.decisions.values import CLEAR
+from ches.review.decisions.db import NOT_UNDONE, Db, connect
+from ches.review.decisions.log import Decision, require_annotator
+from ches.review.decisions.values import CLEAR, DECISION_VALUES
 
 
 def in_force(db: Db) -> list[Decision]:
@@ -23,7 +26,7 @@ def in_force(db: Db) -> list[Decision]:
     seq touch, in one snapshot of the file. Anything unexpected (another file at the path, an event at the
     kept seq that differs, many keys) reads everything again."""
     path = os.path.realpath(os.fspath(db))
-    with _IN_FORCE_LOCK, _connect(db) as conn:
+    with _IN_FORCE_LOCK, connect(db) as conn:
         conn.execute("BEGIN")                          # one snapshot (WAL): concurrent writers are not seen
         try:
             known = _IN_FORCE.pop(path, None)
@@ -36,6 +39,55 @@ def in_force(db: Db) -> list[Decision]:
             _IN_FORCE.pop(next(iter(_IN_FORCE)))
         return list(state.decisions)
 
+
+
+def read_all(db: Db) -> list[Decision]:
+    """`in_force` read from the whole log, not incrementally: what `in_force` must equal (tests, benches)."""
+    path = os.path.realpath(os.fspath(db))
+    with connect(db) as conn:
+        return list(_read_all(conn, _file_identity(path)).decisions)
+
+
+def current(db: Db, *, annotator: str | None = None) -> dict[str, Decision]:
+    """The decision in force per pair_id: `annotator`'s own, or (None) the last in the log's order
+    across annotators (contract 5). Annotations only: adjudications are read by `adjudications`.
+
+    Pairs with no decision (never decided, cleared, or undone back to nothing) are absent.
+    """
+    combined: dict[str, Decision] = {}
+    for d in _of(db, annotator):                    # in the log's order: the last one per pair stays
+        combined[d.pair_id] = d
+    return combined
+
+
+def current_by_annotator(db: Db, *, annotator: str | None = None) -> dict[str, dict[str, Decision]]:
+    """{annotator: {pair_id: Decision}}: each annotator's own decisions in force (contract 5)."""
+    out: dict[str, dict[str, Decision]] = {}
+    for d in _of(db, annotator):
+        out.setdefault(d.annotator, {})[d.pair_id] = d
+    return out
+
+
+def counts(db: Db, *, annotator: str | None = None) -> dict[str, int]:
+    """{'keep': n, 'drop': n, 'flag': n} over `current(db, annotator=annotator)`; every key present."""
+    out = dict.fromkeys(DECISION_VALUES, 0)
+    for d in current(db, annotator=annotator).values():
+        out[d.decision] += 1
+    return out
+
+
+def adjudications(db: Db) -> dict[str, Decision]:
+    """{pair_id: Decision}: the adjudication in force per pair, the last not-undone one of any adjudicator
+    ('clear' withdraws it: the pair is then unsettled again)."""
+    with connect(db) as conn:
+        rows = conn.execute(_IN_FORCE_SQL.format(partition="e.pair_id", source="events e"), (1,)).fetchall()
+    return {entry[1].pair_id: entry[1] for _, entry in _entries(rows) if entry is not None}
+
+
+def _of(db: Db, annotator: str | None) -> list[Decision]:
+    """`in_force(db)`, only `annotator`'s when one is named (checked first, and stripped as the log stores it)."""
+    name = None if annotator is None else require_annotator(annotator)
+    return [d for d in in_force(db) if name is None or d.annotator == name]
 
 @dataclass
 class _InForce:
@@ -54,11 +106,14 @@ _IN_FORCE: dict[str, _InForce] = {}
 _IN_FORCE_LOCK = threading.Lock()
 _IN_FORCE_FILES = 8
 _PATCH_KEYS_MAX = 2000                       # more keys touched since the last read: read everything again
+# Per {partition}, the last not-undone event of the annotations (?1 = 0) or adjudications (?1 = 1) in {source}, a
+# clear included (it withdraws what was in force: the reader drops it), in the log's order.
 _IN_FORCE_SQL = f"""SELECT seq, pair_id, action, note, annotator, created_at, id, adjudicated FROM (
-        SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.pair_id, e.annotator ORDER BY e.seq DESC) AS nth
+        SELECT e.*, ROW_NUMBER() OVER (PARTITION BY {{partition}} ORDER BY e.seq DESC) AS nth
         FROM {{source}}
-        WHERE e.action <> 'undo' AND e.adjudicated = 0 AND {_NOT_UNDONE})
+        WHERE e.action <> 'undo' AND e.adjudicated = ?1 AND {NOT_UNDONE})
     WHERE nth = 1 ORDER BY seq"""
+_BY_KEY = "e.pair_id, e.annotator"          # each annotator's own decision per pair
 
 
 def _file_identity(path: str) -> tuple:
@@ -81,7 +136,8 @@ def _entries(rows) -> Iterator[tuple[tuple[str, str], tuple[int, Decision] | Non
 
 def _read_all(conn: sqlite3.Connection, identity: tuple) -> _InForce:
     seq, last = _last_event(conn)
-    by_key = {k: v for k, v in _entries(conn.execute(_IN_FORCE_SQL.format(source="events e"))) if v is not None}
+    rows = conn.execute(_IN_FORCE_SQL.format(partition=_BY_KEY, source="events e"), (0,))
+    by_key = {k: v for k, v in _entries(rows) if v is not None}
     return _InForce(identity, seq, last, by_key)
 
 
@@ -103,7 +159,8 @@ def _patched(conn: sqlite3.Connection, known: _InForce, identity: tuple) -> _InF
         conn.execute("CREATE TEMP TABLE touched (pair_id TEXT, annotator TEXT)")
         conn.executemany("INSERT INTO touched VALUES (?, ?)", keys)
         source = "touched t CROSS JOIN events e ON e.pair_id = t.pair_id AND e.annotator = t.annotator"  # by key
-        fresh = [(k, v) for k, v in _entries(conn.execute(_IN_FORCE_SQL.format(source=source))) if v is not None]
+        rows = conn.execute(_IN_FORCE_SQL.format(partition=_BY_KEY, source=source), (0,))
+        fresh = [(k, v) for k, v in _entries(rows) if v is not None]
         for key in keys:
             by_key.pop(key, None)
         if fresh and by_key and fresh[0][1][0] < next(reversed(by_key.values()))[0]:   # an undo fell back

@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from ches.atomic import atomic_open
+from ches.review.decisions import db as logdb
 from ches.review.decisions import log
-from ches.review.decisions.log import Event, _show
+from ches.review.decisions.log import Event, show
 from ches.review.decisions.values import ACTIONS, UNDO
 
 
@@ -47,19 +48,19 @@ class _Line(NamedTuple):
     adjudicated: bool
 
 
-def export_jsonl(db: log.Db, path: str | os.PathLike[str]) -> int:
+def export_jsonl(db: logdb.Db, path: str | os.PathLike[str]) -> int:
     """Write every event to `path` as JSON Lines, in the log's order, atomically (an old file survives a
     failed export). Returns the number of events written. `id`/`undoes` let an import link undo events to
     the events they cancel."""
     n = 0
-    with log._connect(db) as conn, atomic_open(path, "w") as f:
-        for row in conn.execute(f"SELECT {log._EVENT_COLUMNS} FROM events ORDER BY seq"):
-            f.write(_event_line(log._event(row)))
+    with logdb.connect(db) as conn, atomic_open(path, "w") as f:
+        for row in conn.execute(f"SELECT {logdb.EVENT_COLUMNS} FROM events ORDER BY seq"):
+            f.write(_event_line(Event.from_row(row)))
             n += 1
     return n
 
 
-def import_jsonl(db: log.Db, path: str | os.PathLike[str]) -> ImportResult:
+def import_jsonl(db: logdb.Db, path: str | os.PathLike[str]) -> ImportResult:
     """Append the events in a JSON Lines file written by `export_jsonl` (contract 8), in the file's order,
     each at the next position of the log, all stamped with one `imported_at`.
 
@@ -70,8 +71,8 @@ def import_jsonl(db: log.Db, path: str | os.PathLike[str]) -> ImportResult:
     imported = skipped = 0
     errors: list[LineError] = []
     local_id: dict[int, int] = {}          # file's event id -> this database's event id
-    at = log._now()
-    with open(path, "rb") as f, log._connect(db) as conn, log._write(conn):
+    at = log.now()
+    with open(path, "rb") as f, logdb.connect(db) as conn, logdb.write(conn):
         for lineno, raw in enumerate(f, start=1):
             try:
                 text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
@@ -85,7 +86,7 @@ def import_jsonl(db: log.Db, path: str | os.PathLike[str]) -> ImportResult:
                 undoes = None
                 if ev.action == UNDO:
                     if ev.undoes not in local_id:
-                        raise ValueError(f"undoes event id {_show(ev.undoes)}, which is not an earlier event in this file")
+                        raise ValueError(f"undoes event id {show(ev.undoes)}, which is not an earlier event in this file")
                     undoes = local_id[ev.undoes]
             except ValueError as e:
                 errors.append(LineError(lineno, str(e)))
@@ -101,7 +102,7 @@ def import_jsonl(db: log.Db, path: str | os.PathLike[str]) -> ImportResult:
                     if dup[0] is not None and ev.id is not None:
                         local_id[ev.id] = dup[0]
                     continue
-                cur = conn.execute(log._INSERT, (ev.pair_id, ev.annotator, ev.action, ev.note, undoes,
+                cur = conn.execute(logdb.INSERT, (ev.pair_id, ev.annotator, ev.action, ev.note, undoes,
                                                  ev.created_at, ev.session, ev.batch, at, int(ev.adjudicated)))
             except (sqlite3.IntegrityError, sqlite3.DataError) as e:   # an undo naming another's event, ...
                 errors.append(LineError(lineno, str(e)))
@@ -134,36 +135,36 @@ def _parse_line(text: str) -> _Line:
         raise ValueError(f"missing field(s): {', '.join(missing)}")
     action = obj["action"]
     if not isinstance(action, str) or action not in ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(ACTIONS)}; got {_show(action)}")
+        raise ValueError(f"action must be one of {', '.join(ACTIONS)}; got {show(action)}")
     note = obj.get("note", "")
     event_id, undoes = obj.get("id"), obj.get("undoes")
     for name, value in (("id", event_id), ("undoes", undoes)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"{name} must be an integer or null, got {_show(value)}")
+            raise ValueError(f"{name} must be an integer or null, got {show(value)}")
     adjudicated = obj.get("adjudicated", False)           # absent in files from logs before v4
     if not isinstance(adjudicated, bool):
-        raise ValueError(f"adjudicated must be true or false, got {_show(adjudicated)}")
+        raise ValueError(f"adjudicated must be true or false, got {show(adjudicated)}")
     if (action == UNDO) != (undoes is not None):
         raise ValueError("undoes must be set exactly when action is 'undo'")
-    return _Line(id=event_id, pair_id=log._require_text("pair_id", obj["pair_id"]),
-                 annotator=log._require_annotator(obj["annotator"]), action=action,
-                 note=log._require_note("" if note is None else note), undoes=undoes,
+    return _Line(id=event_id, pair_id=log.require_text("pair_id", obj["pair_id"]),
+                 annotator=log.require_annotator(obj["annotator"]), action=action,
+                 note=log.require_note("" if note is None else note), undoes=undoes,
                  created_at=_normalise_time(obj["created_at"]),
-                 session=log._require_optional_text("session", obj.get("session")),
-                 batch=log._require_optional_text("batch", obj.get("batch")), adjudicated=adjudicated)
+                 session=log.require_optional_text("session", obj.get("session")),
+                 batch=log.require_optional_text("batch", obj.get("batch")), adjudicated=adjudicated)
 
 
 def _normalise_time(value: Any) -> str:
     """ISO-8601 with a time zone -> UTC with microseconds (the form the log stores)."""
     if not isinstance(value, str):
-        raise ValueError(f"created_at must be an ISO-8601 string, got {_show(value)}")
+        raise ValueError(f"created_at must be an ISO-8601 string, got {show(value)}")
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"created_at is not an ISO-8601 time: {_show(value)}") from None
+        raise ValueError(f"created_at is not an ISO-8601 time: {show(value)}") from None
     if t.tzinfo is None:
-        raise ValueError(f"created_at has no time zone: {_show(value)}")
+        raise ValueError(f"created_at has no time zone: {show(value)}")
     try:
         return t.astimezone(timezone.utc).isoformat(timespec="microseconds")
     except OverflowError:
-        raise ValueError(f"created_at is outside the years 1 to 9999 once in UTC: {_show(value)}") from None
+        raise ValueError(f"created_at is outside the years 1 to 9999 once in UTC: {show(value)}") from None

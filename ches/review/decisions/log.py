@@ -1,35 +1,22 @@
-"""The decision log itself (the package docstring is its contract): the schema and its upgrades, writes
-(`record`, `record_many`, `undo`), reads (`current`, `current_by_annotator`, `adjudications`, `history`,
-`counts`) and the clock.
+"""The decision log's events (the package docstring is its contract): `Event` and `Decision`, the writes
+(`record`, `record_many`, `undo`), the history, the clock, and the checks every value passes before it is
+stored. The file and its schema are in ches.review.decisions.db; what is in force, in ches.review.decisions.inforce.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import sqlite3
-import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from ches.review.decisions.values import ACTIONS, DECISION_VALUES, DECISIONS
-
-BUSY_TIMEOUT_S = 30.0
-SCHEMA_VERSION = 4             # v2 added `batch` (record_many); v3 `seq` (the order) and `imported_at`;
-                               # v4 `adjudicated` (an adjudicator's decision that settles a pair for the team)
-
-Db = str | os.PathLike[str]
+from ches.review.decisions.db import EVENT_COLUMNS, INSERT, NOT_UNDONE, Db, connect, write
+from ches.review.decisions.values import DECISIONS
 
 
 def clock() -> datetime:
     """The wall clock that stamps `created_at` and `imported_at`: read by people, never used for order.
     Tests replace it (monkeypatch `ches.review.decisions.log.clock`)."""
     return datetime.now(timezone.utc)
-
-
-class DecisionLogError(ValueError):
-    """The file is not a decision log this code can open (another table, or a newer schema)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +35,11 @@ class Event:
     imported_at: str | None   # when it was imported into this log; None: recorded here
     adjudicated: bool = False # an adjudicator's decision for the team, not this person's own annotation
 
+    @classmethod
+    def from_row(cls, row: tuple) -> "Event":
+        """An Event from a row of db.EVENT_COLUMNS (SQLite stores `adjudicated` as 0 / 1)."""
+        return cls(*row[:-1], adjudicated=bool(row[-1]))
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -61,64 +53,11 @@ class Decision:
     adjudicated: bool = False # set by an adjudicator for the team (see `adjudications`)
 
 
-# The stored schema: its CHECK lists ACTIONS, and the queries below spell 'undo' and 'clear' in SQL; a change
-# to the vocabulary is a change of the file format (SCHEMA_VERSION + 1 and an upgrade in `_ensure_schema`).
-_SQL_ACTIONS = ", ".join(f"'{a}'" for a in ACTIONS)
-_NEXT_SEQ = "(SELECT COALESCE(MAX(seq), 0) + 1 FROM events)"
-_TABLE = f"""CREATE TABLE events (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        seq         INTEGER NOT NULL,
-        pair_id     TEXT NOT NULL CHECK (pair_id <> ''),
-        annotator   TEXT NOT NULL CHECK (annotator <> ''),
-        action      TEXT NOT NULL CHECK (action IN ({_SQL_ACTIONS})),
-        note        TEXT NOT NULL DEFAULT '',
-        undoes      INTEGER NULL,
-        created_at  TEXT NOT NULL,
-        session     TEXT NULL,
-        batch       TEXT NULL,
-        imported_at TEXT NULL,
-        adjudicated INTEGER NOT NULL DEFAULT 0 CHECK (adjudicated IN (0, 1)),
-        CHECK ((action = 'undo') = (undoes IS NOT NULL))
-    )"""
-_INDEXES_AND_TRIGGERS = (
-    "CREATE UNIQUE INDEX events_by_seq ON events (seq)",
-    "CREATE INDEX events_by_annotator ON events (annotator, seq)",                     # undo's order
-    "CREATE INDEX events_by_batch ON events (batch) WHERE batch IS NOT NULL",
-    "CREATE INDEX events_by_key ON events (pair_id, annotator, action, created_at)",   # import's duplicates
-    "CREATE UNIQUE INDEX events_undo_once ON events (undoes) WHERE undoes IS NOT NULL",
-    """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
-       BEGIN SELECT RAISE(ABORT, 'events is append-only: UPDATE refused'); END""",
-    """CREATE TRIGGER events_no_delete BEFORE DELETE ON events
-       BEGIN SELECT RAISE(ABORT, 'events is append-only: DELETE refused'); END""",
-    # INSERT OR REPLACE deletes the conflicting row without firing the DELETE trigger: refuse it here.
-    """CREATE TRIGGER events_no_overwrite BEFORE INSERT ON events
-       WHEN EXISTS (SELECT 1 FROM events WHERE id = NEW.id)
-       BEGIN SELECT RAISE(ABORT, 'events is append-only: an event with this id exists'); END""",
-    f"""CREATE TRIGGER events_in_order BEFORE INSERT ON events WHEN NEW.seq IS NOT {_NEXT_SEQ}
-       BEGIN SELECT RAISE(ABORT, 'events is append-only: seq must be the next position in the log'); END""",
-    # The second check duplicates events_undo_once, but as a trigger it also stops OR REPLACE.
-    """CREATE TRIGGER events_undo_target BEFORE INSERT ON events WHEN NEW.action = 'undo'
-       BEGIN
-         SELECT RAISE(ABORT, 'an undo must cancel an earlier keep/drop/flag/clear event of the same annotator and pair')
-         WHERE NOT EXISTS (SELECT 1 FROM events WHERE id = NEW.undoes AND action <> 'undo'
-                           AND annotator = NEW.annotator AND pair_id = NEW.pair_id);
-         SELECT RAISE(ABORT, 'that event is already undone')
-         WHERE EXISTS (SELECT 1 FROM events WHERE undoes = NEW.undoes);
-       END""",
-)
-_COLUMNS = ("id", "seq", "pair_id", "annotator", "action", "note", "undoes", "created_at", "session", "batch",
-            "imported_at", "adjudicated")
-_EVENT_COLUMNS = ", ".join(_COLUMNS)
-_INSERT = ("INSERT INTO events (seq, pair_id, annotator, action, note, undoes, created_at, session, batch, "
-           f"imported_at, adjudicated) VALUES ({_NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_NOT_UNDONE = "NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.id)"
-
-
 # ---------------------------------------------------------------------------------------- writes
 
 def init(db: Db) -> None:
     """Create the database file and its schema if missing (idempotent; every call does it anyway)."""
-    with _connect(db):
+    with connect(db):
         pass
 
 
@@ -145,15 +84,15 @@ def record_many(db: Db, pair_ids: Iterable[str], decision: str, *, annotator: st
 
 def _append(db: Db, pair_ids: list[str], decision: str, annotator: str, note: str, session: str | None,
             batch: str | None, adjudicate: bool = False) -> list[int]:
-    pair_ids = [_require_text("pair_id", p) for p in pair_ids]
-    annotator = _require_annotator(annotator)
+    pair_ids = [require_text("pair_id", p) for p in pair_ids]
+    annotator = require_annotator(annotator)
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}; got {decision!r}")
-    _require_note(note)
-    _require_optional_text("session", session)
-    at = _now()
-    with _connect(db) as conn, _write(conn):
-        return [int(conn.execute(_INSERT, (p, annotator, decision, note, None, at, session, batch, None,
+    require_note(note)
+    require_optional_text("session", session)
+    at = now()
+    with connect(db) as conn, write(conn):
+        return [int(conn.execute(INSERT, (p, annotator, decision, note, None, at, session, batch, None,
                                            int(bool(adjudicate)))).lastrowid) for p in pair_ids]
 
 
@@ -165,195 +104,52 @@ def undo(db: Db, *, annotator: str, session: str | None = None, pair_id: str | N
     bulk action, only this pair's event). Appends the 'undo' events (with `session`) and commits before
     returning. Other annotators' decisions, and imported events, are never touched.
     """
-    annotator = _require_annotator(annotator)
-    _require_optional_text("session", session)
+    annotator = require_annotator(annotator)
+    require_optional_text("session", session)
     if pair_id is not None:
-        pair_id = _require_text("pair_id", pair_id)
-    mine = (f"e.annotator = ?1 AND e.action <> 'undo' AND e.imported_at IS NULL AND {_NOT_UNDONE} "
+        pair_id = require_text("pair_id", pair_id)
+    mine = (f"e.annotator = ?1 AND e.action <> 'undo' AND e.imported_at IS NULL AND {NOT_UNDONE} "
             "AND (?2 IS NULL OR e.pair_id = ?2)")
-    with _connect(db) as conn, _write(conn):
-        row = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events e WHERE {mine} ORDER BY e.seq DESC LIMIT 1",
+    with connect(db) as conn, write(conn):
+        row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events e WHERE {mine} ORDER BY e.seq DESC LIMIT 1",
                            (annotator, pair_id)).fetchone()
         if row is None:
             return []
-        targets = [_event(row)]
+        targets = [Event.from_row(row)]
         if targets[0].batch is not None and pair_id is None:
-            targets = [_event(r) for r in conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events e WHERE {mine} AND e.batch = ?3 ORDER BY e.seq DESC",
+            targets = [Event.from_row(r) for r in conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events e WHERE {mine} AND e.batch = ?3 ORDER BY e.seq DESC",
                 (annotator, None, targets[0].batch))]
-        at = _now()
+        at = now()
         for t in targets:
-            conn.execute(_INSERT, (t.pair_id, annotator, "undo", "", t.id, at, session, None, None, 0))
+            conn.execute(INSERT, (t.pair_id, annotator, "undo", "", t.id, at, session, None, None, 0))
         return targets
 
 
 # ----------------------------------------------------------------------------------------- reads
 
-def current(db: Db, *, annotator: str | None = None) -> dict[str, Decision]:
-    """The decision in force per pair_id: `annotator`'s own, or (None) the last in the log's order
-    across annotators (contract 5). Annotations only: adjudications are read by `adjudications`.
-
-    Pairs with no decision (never decided, cleared, or undone back to nothing) are absent.
-    """
-    combined: dict[str, Decision] = {}
-    for d in _in_force(db, annotator):              # in the log's order: the last one per pair stays
-        combined[d.pair_id] = d
-    return combined
-
-
-def current_by_annotator(db: Db, *, annotator: str | None = None) -> dict[str, dict[str, Decision]]:
-    """{annotator: {pair_id: Decision}}: each annotator's own decisions in force (contract 5)."""
-    out: dict[str, dict[str, Decision]] = {}
-    for d in _in_force(db, annotator):
-        out.setdefault(d.annotator, {})[d.pair_id] = d
-    return out
-
-
-def adjudications(db: Db) -> dict[str, Decision]:
-    """{pair_id: Decision}: the adjudication in force per pair, the last not-undone one of any adjudicator
-    ('clear' withdraws it: the pair is then unsettled again)."""
-    out: dict[str, Decision] = {}
-    for d in _in_force(db, None, adjudicated=True, per_annotator=False):
-        out[d.pair_id] = d
-    return out
-
-
-def _in_force(db: Db, annotator: str | None, *, adjudicated: bool = False,
-              per_annotator: bool = True) -> list[Decision]:
-    """Every (pair, annotator)'s decision in force (or per pair only), in the log's order."""
-    if annotator is not None:
-        annotator = _require_annotator(annotator)
-    partition = "e.pair_id, e.annotator" if per_annotator else "e.pair_id"
-    with _connect(db) as conn:
-        rows = conn.execute(
-            f"""SELECT pair_id, action, note, annotator, created_at, id, adjudicated FROM (
-                    SELECT e.*, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY e.seq DESC) AS nth
-                    FROM events e
-                    WHERE e.action <> 'undo' AND e.adjudicated = ?2 AND (?1 IS NULL OR e.annotator = ?1)
-                      AND {_NOT_UNDONE})
-                WHERE nth = 1 AND action <> 'clear'       -- the last not-undone action, unless a clear
-                ORDER BY seq""", (annotator, int(adjudicated))).fetchall()
-    return [Decision(*row[:-1], adjudicated=bool(row[-1])) for row in rows]
-
-
 def history(db: Db, pair_id: str | None = None) -> list[Event]:
     """Every event in the log's order (undo events included), optionally only those about `pair_id`."""
-    with _connect(db) as conn:
-        rows = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE ?1 IS NULL OR pair_id = ?1 ORDER BY seq",
+    with connect(db) as conn:
+        rows = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE ?1 IS NULL OR pair_id = ?1 ORDER BY seq",
                             (pair_id,)).fetchall()
-    return [_event(row) for row in rows]
+    return [Event.from_row(row) for row in rows]
 
 
-def counts(db: Db, *, annotator: str | None = None) -> dict[str, int]:
-    """{'keep': n, 'drop': n, 'flag': n} over `current(db, annotator=annotator)`; every key present."""
-    out = dict.fromkeys(DECISION_VALUES, 0)
-    for d in current(db, annotator=annotator).values():
-        out[d.decision] += 1
-    return out
+# ------------------------------------------------------------------------ the clock and the checks
 
-
-# ------------------------------------------------------------------------------------- internals
-
-def _event(row: tuple) -> Event:
-    """An Event from a row of `_EVENT_COLUMNS` (SQLite stores `adjudicated` as 0 / 1)."""
-    return Event(*row[:-1], adjudicated=bool(row[-1]))
-
-
-@contextlib.contextmanager
-def _connect(db: Db) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(os.fspath(db), timeout=BUSY_TIMEOUT_S, isolation_level=None)  # autocommit; we BEGIN
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]   # WAL persists in the file: set it once
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while str(mode).lower() != "wal":
-            try:                  # switching can answer "locked" at once, without the busy handler: retry
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                break
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        if str(mode).lower() != "wal":
-            raise sqlite3.OperationalError(f"could not switch {os.fspath(db)!r} to WAL mode (got {mode!r})")
-        conn.execute("PRAGMA synchronous = FULL")
-        _ensure_schema(conn, db)
-        yield conn
-    finally:
-        conn.close()
-
-
-@contextlib.contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction: takes the write lock up front (so read-then-write is race-free)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):  # keep the original error; close() rolls back anyway
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _ensure_schema(conn: sqlite3.Connection, db: Db) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
-        return
-    if version > SCHEMA_VERSION:
-        raise DecisionLogError(f"{os.fspath(db)!r} has decision log schema v{version}; this version of "
-                               f"CHES Studio reads up to v{SCHEMA_VERSION} (upgrade it)")
-    with _write(conn):
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return                                   # another process created or upgraded it while we waited
-        has_events = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
-        if version in (1, 2):
-            _rebuild_from_v2(conn)
-        elif version == 3:                           # v4 only adds a column
-            conn.execute("ALTER TABLE events ADD COLUMN adjudicated INTEGER NOT NULL DEFAULT 0 "
-                         "CHECK (adjudicated IN (0, 1))")
-        elif has_events:
-            raise DecisionLogError(f"{os.fspath(db)!r} already has an 'events' table that is not a CHES decision log")
-        else:
-            conn.execute(_TABLE)
-            for statement in _INDEXES_AND_TRIGGERS:
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-def _rebuild_from_v2(conn: sqlite3.Connection) -> None:
-    """Rebuild a v1/v2 log as the current schema inside the caller's transaction (contract 10): every row
-    and id kept; `seq` in v2's order (created_at, annotator, id), undo events after the rest; `imported_at`
-    NULL; nothing adjudicated."""
-    old_columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
-    high_water = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-    conn.execute("ALTER TABLE events RENAME TO events_before_v3")
-    conn.execute(_TABLE)
-    batch = "batch" if "batch" in old_columns else "NULL"                   # v1 had no batches
-    conn.execute(
-        f"""INSERT INTO events ({", ".join(_COLUMNS[:-1])})
-            SELECT id, ROW_NUMBER() OVER (ORDER BY action = 'undo', created_at, annotator, id),
-                   pair_id, annotator, action, note, undoes, created_at, session, {batch}, NULL
-            FROM events_before_v3""")
-    conn.execute("DROP TABLE events_before_v3")                              # its triggers and indexes too
-    if high_water is not None:                                               # ids are never reused
-        conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'events'", high_water)
-    for statement in _INDEXES_AND_TRIGGERS:
-        conn.execute(statement)
-
-
-def _now() -> str:
+def now() -> str:
+    """The clock's time as stored: ISO-8601 UTC with microseconds."""
     return clock().astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _show(value: object, limit: int = 60) -> str:
+def show(value: object, limit: int = 60) -> str:
     """`repr(value)`, cut to `limit` characters: safe to print whatever the value holds."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]}"
 
 
-def _require_unicode(name: str, value: str) -> str:
+def require_unicode(name: str, value: str) -> str:
     """`value` unless it holds a lone surrogate (text no file or database can store as UTF-8)."""
     try:
         value.encode("utf-8")
@@ -363,23 +159,27 @@ def _require_unicode(name: str, value: str) -> str:
     return value
 
 
-def _require_text(name: str, value: object) -> str:
+def require_text(name: str, value: object) -> str:
+    """`value` if it is a non-empty, valid Unicode string; else a ValueError naming `name`."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, got {_show(value)}")
-    return _require_unicode(name, value)
+        raise ValueError(f"{name} must be a non-empty string, got {show(value)}")
+    return require_unicode(name, value)
 
 
-def _require_annotator(annotator: object) -> str:
-    return _require_text("annotator", annotator).strip()
+def require_annotator(annotator: object) -> str:
+    """An annotator's name as stored: non-empty text without surrounding spaces."""
+    return require_text("annotator", annotator).strip()
 
 
-def _require_note(note: object) -> str:
+def require_note(note: object) -> str:
+    """`note` if it is valid Unicode text (empty allowed)."""
     if not isinstance(note, str):
         raise ValueError(f"note must be a string, got {type(note).__name__}")
-    return _require_unicode("note", note)
+    return require_unicode("note", note)
 
 
-def _require_optional_text(name: str, value: object) -> str | None:
+def require_optional_text(name: str, value: object) -> str | None:
+    """`value` if it is None or valid Unicode text."""
     if value is not None and not isinstance(value, str):
         raise ValueError(f"{name} must be a string or null, got {type(value).__name__}")
-    return value if value is None else _require_unicode(name, value)
+    return value if value is None else require_unicode(name, value)
