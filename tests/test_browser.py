@@ -530,3 +530,105 @@ def test_presses_the_server_has_not_acknowledged_are_sent_again():
         page.wait_for_timeout(5600)
         assert len(_sent(page)) == 2
         assert page.evaluate("() => window.__status()") == ""
+
+
+# --------------------------------------------------------------- one click is enough, under load
+
+def test_every_click_takes_effect_once_with_eight_sessions_open_and_a_scoring_job_running(server, monkeypatch):
+    """Eight sessions open at once (Data & score, four annotators on Browse, the Team page, the Map, Curate &
+    export); Score starts a real scoring job, and while it runs each person clicks once: Keep, Skip, Drop then
+    Undo, Flag, a Team Keep settling a conflict, a Map point, Export; then Cancel and Dismiss the job. Every click
+    is made exactly once and must show its effect (on the page and on disk): a lost click fails the test."""
+    import numpy as np
+    import umap
+    from playwright.sync_api import expect
+
+    from ches.engine import jobs, store
+    from ches.review import decisions
+    from ches.review.projection import map_coordinates
+    from browsers import idle
+    from test_signin import _CHART, _FakeUMAP, _TO_PIXELS
+
+    run = _stored_run(server.workspace)
+    table = store.read_scores(run)
+    ranked = table.sort_values(["ln_ches", "row"], ascending=[False, True])
+    first_id, last = ranked["pair_id"].iloc[0], ranked.iloc[-1]          # everyone opens the riskiest pair
+    db = server.workspace / "decisions.sqlite"
+    decisions.record(db, last["pair_id"], "keep", annotator="x")          # a conflict for the Team page to settle
+    decisions.record(db, last["pair_id"], "drop", annotator="y")
+    monkeypatch.setattr(umap, "UMAP", _FakeUMAP)
+    xy = {v: map_coordinates(run, v, n_neighbors=15, min_dist=0.1) for v in ("pairs", "responses")}["pairs"]
+    gaps = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(xy)) * 1e9
+    lonely = int(gaps.min(axis=1).argmax())
+
+    at = f"run={run.name}&layout=review"
+    opened = {"score": "", "keep": f"browse?{at}&annotator=ann-1", "skip": f"browse?{at}&annotator=ann-2",
+              "undo": f"browse?{at}&annotator=ann-3", "flag": f"browse?{at}&annotator=ann-4",
+              "team": f"team?{at}&annotator=adj", "map": f"map?{at}&annotator=ann-5", "export": f"export?{at}"}
+    heading = re.compile(r"^Row \d+ · rank")
+    with browser() as b:
+        pages, errors = {}, {}
+        for who, path in opened.items():                     # all eight requests out before any page is drawn
+            pages[who], errors[who] = new_page(b)
+            pages[who].goto(f"{server.url}/{path}", wait_until="commit")
+        main = {who: p.get_by_test_id("stMain") for who, p in pages.items()}
+        expect(main["score"].get_by_role("heading", name="Data & score")).to_be_visible(timeout=PAGE_S * 2000)
+        for who in ("keep", "skip", "undo", "flag"):
+            expect(main[who].get_by_role("button", name="Keep")).to_be_enabled(timeout=PAGE_S * 2000)
+        expect(main["team"].get_by_text("1 open conflict(s)", exact=False)).to_be_visible(timeout=PAGE_S * 2000)
+        expect(main["map"].get_by_text("Nothing selected.")).to_be_visible(timeout=PAGE_S * 2000)
+        expect(main["export"].get_by_role("button", name="Export", exact=True)).to_be_enabled(timeout=PAGE_S * 2000)
+        for p in pages.values():
+            idle(p)
+
+        s = main["score"]                                                  # Score: one click starts the job
+        for label, value in (("Max length", MAX_LENGTH), ("First N pairs", SAMPLE_PAIRS)):
+            box = s.get_by_label(label, exact=True)
+            box.fill(str(value))
+            box.press("Enter")
+            idle(pages["score"])
+            expect(box).to_have_value(str(value))
+        s.get_by_role("button", name="Score", exact=True).click()
+        expect(s.get_by_test_id("stProgress")).to_contain_text(re.compile(rf"[1-9]\d* / {SAMPLE_PAIRS} pairs"),
+                                                              timeout=SCORE_S * 1000)    # embedding, not loading
+        job = next(j for j in jobs.list_jobs(server.workspace / "jobs") if j.kind == "score")
+
+        def one_click(who: str, button: str, then: str | re.Pattern, exact: bool = True) -> None:
+            main[who].get_by_role("button", name=button, exact=exact).click()
+            expect(main[who].get_by_text(then).first).to_be_visible(timeout=PAGE_S * 1000)
+
+        row_of = dict(zip(table["pair_id"], table["row"]))
+        r1 = row_of[first_id]
+        one_click("keep", "Keep", f"Row {r1}: keep")
+        skip_head = main["skip"].get_by_role("heading", name=heading)
+        expect(skip_head).to_contain_text(f"Row {r1} ·")
+        main["skip"].get_by_role("button", name="Skip").click()     # its name also holds the shortcut
+        expect(skip_head).not_to_contain_text(f"Row {r1} ·", timeout=PAGE_S * 1000)
+        one_click("undo", "Drop", f"Row {r1}: drop")
+        one_click("undo", f"Undo row {r1} (drop)", f"Row {r1}: undid your drop.", exact=False)
+        one_click("flag", "Flag", f"Row {r1}: flag")
+        one_click("team", "Keep", f"Row {int(last['row'])}: settled as keep.")
+        m = pages["map"]
+        m.wait_for_function(f"() => document.querySelector('{_CHART}')?._fullLayout?.xaxis?._offset !== undefined")
+        m.mouse.click(*m.evaluate(_TO_PIXELS, [float(xy[lonely, 0]), float(xy[lonely, 1])]))
+        expect(main["map"].get_by_text("1 pair(s) selected")).to_be_visible(timeout=PAGE_S * 1000)
+        one_click("export", "Export", re.compile(r"^Wrote \d+ of 165 pairs to "))
+
+        assert jobs.status(job).running, jobs.status(job)           # every click above was made during the job
+        one_click("score", "Cancel", re.compile(rf"Scoring cancelled: \d+ of {SAMPLE_PAIRS} pairs kept"))
+        assert jobs.status(job).state == "cancelled"
+        idle(pages["score"])
+        s.get_by_role("button", name="Dismiss", exact=True).click()
+        expect(s.get_by_text("Scoring cancelled: ")).to_have_count(0, timeout=PAGE_S * 1000)
+        for who, p in pages.items():
+            assert not main[who].get_by_test_id("stException").count(), who
+            assert not errors[who], (who, errors[who])
+
+    logged = [(e.annotator, e.action, e.pair_id) for e in decisions.history(db)]
+    assert sorted(logged[2:]) == sorted([("ann-1", "keep", first_id), ("ann-3", "drop", first_id),
+                                         ("ann-3", "undo", first_id), ("ann-4", "flag", first_id),
+                                         ("adj", "keep", last["pair_id"])]), logged
+    assert decisions.adjudications(db)[last["pair_id"]].decision == "keep"
+    exported = sorted((server.workspace / "exports").glob("*.jsonl"))
+    assert len(exported) == 1 and exported[0].with_name(f"{exported[0].stem}.manifest.json").is_file()
+    assert not job.file.exists()                                                   # dismissed: its record gone
