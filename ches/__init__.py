@@ -132,7 +132,7 @@ def curate(run: Run | str | Path, rule: "Rule | None" = None,
     Rows are in dataset order. Provenance: `json.loads(ds.info.description)` is the export manifest (run,
     model and weights fingerprint, rule, decisions, how the team decided, counts, score quantiles).
     """
-    from ches.cli import resolve_run
+    from ches.cli.common import resolve_run
     from ches.review.team_rules import TeamView
     from ches.review.export import ExportError, Rule, curated
     from ches.review.hub_export import to_dataset

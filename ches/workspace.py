@@ -10,8 +10,7 @@
 `confine(root, path)` is the one gate for paths typed by a user: the resolved path (symlinks
 followed) must lie inside the resolved root, else PathError. `existing(root, path)` adds that it exists,
 with one message for "missing" and "outside" (an error never tells what exists outside a root).
-`app_model(typed)` is what the app's model field may name: the default model, a Hugging Face model id, or a
-folder in the models root; never another path. (The CLI, run by the machine's own user, takes any path.)
+The models root is the only place the app's model field may name a folder in (ches.engine.models.app_model).
 
 `bundled(name)` finds what the project ships beside the package (app.py, pages/, .streamlit/config.toml,
 data/sample.jsonl): in the checkout, else where `pip install .` put it (<prefix>/share/ches-studio/).
@@ -116,37 +115,6 @@ def existing(root: str | Path, path: str | Path, what: str = "data root") -> Pat
     if target is None or not target.exists():
         raise PathError(f"{str(path).strip()[:200]!r}: no such file or folder in the {what}")
     return target
-
-
-def app_model(typed: str, default: str) -> str:
-    """The model the app's model field names: `default` (also for an empty field), the resolved path of a
-    folder in the models root, or a Hugging Face model id (owner/name). Anything else, a path anywhere else
-    included, is a PathError with one message; a name that is also a path where the server runs is one too
-    (the model libraries would read that folder instead of the Hub)."""
-    from ches.engine.hub import hub_id          # here: hub imports this module
-    from ches.engine.pairs import DataError
-
-    text = str(typed).strip()
-    if not text or text == default:
-        return default
-    root = models_root()
-    if root is not None:
-        try:
-            folder = existing(root, text, "models root")
-            if folder != root and folder.is_dir():
-                return str(folder)
-        except PathError:
-            pass
-    try:
-        name = hub_id(text, "model")
-        if not os.path.lexists(name):
-            return name
-    except DataError:
-        pass
-    where = f"a model folder in the models root ({root})" if root else \
-        "a model folder in the models root (none is set: CHES_MODELS_ROOT)"
-    raise PathError(f"{text[:200]!r}: not the default model ({default}), a Hugging Face model id (owner/name) "
-                    f"or {where}")
 
 
 def confine(root: str | Path, path: str | Path) -> Path:

@@ -14,11 +14,11 @@ import streamlit as st
 from ui import auth, frame, jobspanel, loaders, render, state
 from ches.engine import jobs, repair, store
 from ches import workspace as wsp
-from ches.engine.files import HUB_PREFIX
+from ches.engine.hub import HUB_PREFIX
 from ches.engine.formats import FORMATS, MAPPED
 from ches.engine.hub import hub_id
 from ches.engine.pairs import Dataset, UnknownFormat
-from ches.engine.models import DEFAULT_MODEL
+from ches.engine.models import DEFAULT_MODEL, app_model
 from ches.engine.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
 from ches.engine.report import load_report, runs_table
 from ches.engine.runs import list_runs, list_unfinished
@@ -146,7 +146,7 @@ model_typed = c1.text_input("Model", value=DEFAULT_MODEL, key="score_model",
                             "(CHES_MODELS_ROOT).")
 model_spec = None
 with render.user_errors():
-    model_spec = wsp.app_model(model_typed, DEFAULT_MODEL)
+    model_spec = app_model(model_typed, DEFAULT_MODEL)
 max_length = int(c2.number_input("Max length", min_value=jobspanel.MAX_LENGTHS[0],
                                  max_value=jobspanel.MAX_LENGTHS[1], value=DEFAULT_MAX_LENGTH,
                                  step=256, key="score_max_length",

@@ -19,7 +19,8 @@ import pytest
 from ches import __version__
 from ches.review import decisions
 from ches.review import export as E
-from ches.cli import UserError, decisions as CD, export as C
+from ches.cli import decisions as CD, export as C
+from ches.cli.common import UserError
 from ches.review.decisions import Decision
 from ches.engine.files import load_dataset
 from ches.engine.records import load_records

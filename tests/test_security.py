@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from ches.engine import models, store
-from ches.engine.files import HUB_PREFIX, load_dataset
+from ches.engine.files import load_dataset
+from ches.engine.hub import HUB_PREFIX
 from ches.engine.pairs import DataError
-from ches.workspace import PathError, app_model, check_upload_size, confine, existing, safe_filename
+from ches.engine.models import app_model
+from ches.workspace import PathError, check_upload_size, confine, existing, safe_filename
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import streamlit as st
 
 from ches import workspace as wsp
 from ches.engine import jobs, store
-from ches.engine.files import HUB_PREFIX
+from ches.engine.hub import HUB_PREFIX
 from ches.engine.formats import FORMATS
 from ches.engine.hub import hub_id
 from ches.engine.report import dataset_name

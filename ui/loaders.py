@@ -19,7 +19,8 @@ import pandas as pd
 import streamlit as st
 
 from ches.engine import store
-from ches.engine.files import HUB_PREFIX, MAX_INPUT_BYTES, load_dataset
+from ches.engine.files import MAX_INPUT_BYTES, load_dataset
+from ches.engine.hub import HUB_PREFIX
 from ches.engine.models import LoadedModel, ModelIdentity, identify, load_model
 from ches.engine.pairs import Dataset
 from ches.engine.pipeline import pair_tokens

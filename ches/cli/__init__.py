@@ -13,36 +13,16 @@
 RUN is a run folder, or a run id (or a unique prefix of one) under --runs ($CHES_WORKSPACE/runs).
 User errors (UserError, and the ValueError / OSError subclasses the library raises) print one line on
 stderr and exit 2; they never show a traceback. Ctrl-C exits 130. Run as a job (ches/engine/jobs.py), a
-command writes its events to $CHES_JOB_STATUS (`job_events`).
+command writes its events to $CHES_JOB_STATUS (`job_events`). What the subcommands share is in common.py.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import shlex
-import signal
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 from ches import __version__
-from ches.engine import jobs
-from ches.engine.pairs import DataError
-from ches.engine.models import ModelError
-from ches.engine.store import is_complete
-from ches.workspace import workspace
-
-
-class UserError(Exception):
-    """Printed as `ches: error: ...` without a traceback."""
-
-
-class RunNotFound(ValueError):
-    """RUN names no complete run folder."""
-
-
-USER_ERRORS = (UserError, DataError, ModelError, OSError, ValueError)   # one line on stderr, exit 2
+from ches.cli.common import USER_ERRORS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,48 +48,3 @@ def build_parser() -> argparse.ArgumentParser:
     for group in (score, export, compare, decisions, probe, project, app):
         group.add_parsers(sub)
     return p
-
-
-def runs_folder(given: str | None) -> Path:
-    """The runs folder a command was given (--out / --runs), else the workspace's."""
-    return Path(given) if given else workspace().runs
-
-
-def resolve_run(ref: str, runs_root: str | Path) -> Path:
-    """A run folder given as a path, an id under `runs_root`, or a unique prefix of such an id."""
-    path = Path(ref)
-    if is_complete(path):
-        return path
-    root = Path(runs_root)
-    if "/" not in ref and "\\" not in ref and ref not in ("", ".", "..") and root.is_dir():
-        if is_complete(root / ref):
-            return root / ref
-        hits = [d for d in root.iterdir() if d.name.startswith(ref) and is_complete(d)]
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise RunNotFound(f"run id prefix {ref!r} is ambiguous: {', '.join(sorted(d.name for d in hits))}")
-    raise RunNotFound(f"{ref!r} is neither a run folder nor a run id under {root} (list them: ches runs)")
-
-
-@contextlib.contextmanager
-def job_events(write: bool = True) -> Iterator[jobs.Events]:
-    """A command's job events (jobs.Events on $CHES_JOB_STATUS; written nowhere without it, or unless `write`):
-    SIGTERM (Cancel) stops the command like Ctrl-C and writes "interrupted"; a failure writes "error" with the
-    line `main` prints. The command writes its "step", "progress" and "complete" events itself."""
-    def interrupt(signum, frame) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        with contextlib.closing(jobs.Events(os.environ.get(jobs.STATUS_ENV) if write else None)) as events:
-            try:
-                yield events
-            except KeyboardInterrupt:
-                events("interrupted")
-                raise
-            except Exception as e:
-                events("error", message=str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}")
-                raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ches.cli import resolve_run, runs_folder
-from ches.cli.export import _flags
+from ches.cli.common import flag_list, resolve_run, runs_folder
 from ches.engine.metrics import METRICS
 from ches.engine.store import read_manifest, read_scores
 from ches.review.compare import MIN_SHARED, TOP_PERCENT, compare, movers
@@ -35,7 +34,7 @@ def add_parsers(sub) -> None:
     rule.add_argument("--keep-lowest-percent", type=float, default=95.0, metavar="X",
                       help="export rule: keep the X%% of pairs with the lowest metric (default: 95)")
     rule.add_argument("--threshold", type=float, metavar="T", help="export rule: keep the pairs with metric <= T")
-    p.add_argument("--drop-flags", type=_flags, default=DEFAULT_DROP_FLAGS, metavar="F,F",
+    p.add_argument("--drop-flags", type=flag_list, default=DEFAULT_DROP_FLAGS, metavar="F,F",
                    help=f"export rule: drop pairs with these flags (default: {','.join(DEFAULT_DROP_FLAGS)})")
     p.add_argument("--movers", type=int, default=10, metavar="K", help="pairs listed that move most (default: 10)")
     p.add_argument("--min-shared", type=int, default=MIN_SHARED, metavar="N",

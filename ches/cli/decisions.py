@@ -18,7 +18,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from ches.cli import UserError, resolve_run, runs_folder
+from ches.cli.common import UserError, resolve_run, runs_folder
 from ches.review import decisions
 from ches.review.decision_context import export_with_context
 from ches.workspace import workspace

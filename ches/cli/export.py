@@ -11,21 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ches.cli import resolve_run, runs_folder
+from ches.cli.common import flag_list, resolve_run, runs_folder
 from ches.engine.metrics import METRICS
-from ches.engine.pairs import FLAGS
 from ches.review.team_rules import DEFAULT_TEAM_RULE, TEAM_RULES, TeamView
 from ches.review.export import DEFAULT_DROP_FLAGS, EXPORT_FORMATS, ExportError, Rule, export, manifest_path, only
 from ches.review.hub_export import HF_FORMATS, export_hf
 from ches.workspace import workspace
-
-
-def _flags(text: str) -> tuple[str, ...]:
-    flags = tuple(f.strip() for f in text.split(",") if f.strip())
-    unknown = [f for f in flags if f not in FLAGS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown flag(s) {', '.join(unknown)}; valid: {', '.join(FLAGS)}")
-    return flags
 
 
 def add_parsers(sub) -> None:
@@ -60,7 +51,7 @@ def add_rule_arguments(p: argparse.ArgumentParser) -> None:
     rule.add_argument("--keep-lowest-percent", type=float, default=95.0, metavar="X",
                       help="keep the X%% of pairs with the lowest metric (default: 95)")
     rule.add_argument("--threshold", type=float, metavar="T", help="keep the pairs with metric <= T")
-    p.add_argument("--drop-flags", type=_flags, default=DEFAULT_DROP_FLAGS, metavar="F,F",
+    p.add_argument("--drop-flags", type=flag_list, default=DEFAULT_DROP_FLAGS, metavar="F,F",
                    help=f"drop pairs with any of these flags (default: {','.join(DEFAULT_DROP_FLAGS)}; "
                    "'' for none)")
     p.add_argument("--decisions", metavar="DB", help="annotation database (default: the workspace's, if it "

