@@ -2,6 +2,7 @@
 
     python bench/token_displacement_bench.py [--seed 0] [--prompts 10] [--steps 30] [--lr 1e-6] [--beta 0.1]
         [--pairs "No>Never,Yes>No,Sure>Yes,Yes>Yeah"] [--model smollm2] [--threads 1] [--data FILE] [--out FILE.json]
+        [--plot FILE.png]
 
 Set-up, learned from the authors' persona_single_example_experiment_plan_runner.py, its plans
 (persona_experiments/experiments_plans/*.json) and what they call (PersonaSingleOutputTokenDataModule,
@@ -291,6 +292,28 @@ def correlations(records: Sequence[dict]) -> dict[str, dict[str, float]]:
             for h, v in harms.items()}
 
 
+def plot(records: Sequence[dict]) -> "go.Figure":
+    """p(y+) over the training steps: a thin line per run, the mean over a pair's runs bold, one colour a pair."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    fig = go.Figure()
+    by_pair: dict[str, list[dict]] = {}
+    for r in records:
+        by_pair.setdefault(r["pair"], []).append(r)
+    for (pair, runs), colour in zip(by_pair.items(), qualitative.D3):
+        for r in runs:
+            fig.add_scatter(y=r["p_plus_by_step"], mode="lines", line={"color": colour, "width": 1}, opacity=0.35,
+                            legendgroup=pair, showlegend=False, hoverinfo="skip")
+        mean = np.mean([r["p_plus_by_step"] for r in runs], axis=0)
+        fig.add_scatter(y=mean, mode="lines", line={"color": colour, "width": 3}, legendgroup=pair,
+                        name=f"{pair} (mean of {len(runs)})")
+    return fig.update_layout(template="plotly_white", xaxis_title="DPO step", yaxis_title="p(preferred token | prompt)",
+                             yaxis_range=[0, 1], legend={"orientation": "h", "y": -0.2},
+                             margin={"l": 60, "r": 20, "t": 50, "b": 60},
+                             title="The preferred token's probability while DPO widens the margin")
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0, help="draws the prompts (default 0)")
@@ -305,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     help="torch CPU threads (default 1: on the shared 2-core machine, 2 threads ran 5-8x slower)")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="persona JSONL (default ../shared/data/...)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help=f"results JSON (default {DEFAULT_OUT}); reused to resume")
+    ap.add_argument("--plot", default=None, help="also write p(y+) over steps as a PNG here (Chromium, bench/figures.py)")
     args = ap.parse_args(argv)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -353,6 +377,9 @@ def bench(args: argparse.Namespace) -> dict:
           " opposite of y+;\nnext after y+ = the token other than y+ that rose most, opp = runs where that one is opposite")
     for harm, rho in result["spearman_with_harm"].items():
         print(f"Spearman over the {len(runs)} runs, score vs {harm}: " + ", ".join(f"{k} {v:+.2f}" for k, v in rho.items()))
+    if args.plot:
+        from bench.figures import save_png
+        print(f"plot: {save_png(plot(runs), args.plot)}")
     print(f"wall {result['wall_seconds']:.0f} s (training {result['train_seconds']:.0f} s, runs kept from an earlier "
           f"call included); results in {out}")
     return result

@@ -48,6 +48,10 @@ def test_bench_runs_and_reports_every_field(tiny_model_dir, tmp_path, capsys):
     assert json.loads(out.read_text())["summary"] == result["summary"]
     (s,) = result["summary"]
     assert s["pair"] == "No>Never" and s["runs"] == 2
+    fig = bench.plot(result["runs"])                       # a thin line per run, then the pair's mean
+    steps = [r["p_plus_by_step"] for r in result["runs"]]
+    assert [list(t.y) for t in fig.data[:2]] == steps and len(steps[0]) == 3
+    assert list(fig.data[2].y) == pytest.approx([(a + b) / 2 for a, b in zip(*steps)])
     for key in ("p_plus_before", "p_plus_after", "p_plus_min", "fell", "margin", "top_gainers", "top_is_opposite",
                 "ches", "ln_ches", "unemb"):
         assert key in s
