@@ -40,8 +40,9 @@ and utils/sorry_bench_utils.py (princeton-nlp/unintentional-unalignment), writte
   --hh yes, the same arms also run on the HH file's own chosen/rejected pairs of the training prompts' rows
   (whole dialogues as prompts, as the product reads them).
 - The judge's error rate: DIR/label_sample.json holds 50 sampled responses drawn by default_rng([seed, 50]);
-  labels made by reading them are kept in --labels (JSONL: sha256 of the text, the label); the summary gives
-  the judge's agreement with them.
+  labels made by reading them (and any of the base model's greedy held-out answers, DIR/base.json) are kept
+  in --labels (JSONL: set, sha256 of the text, label "refusal" or "not", a note); the summary gives the
+  judge's agreement with them per set.
 Every piece is a JSON file under --runs DIR, written atomically (ches.atomic); the same command resumes,
 skipping what is done; other settings with the same DIR are refused. The table is printed at the end.
 """
@@ -282,23 +283,28 @@ def table(summary: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def judge_agreement(labels_path: Path, sample: Sequence[dict]) -> dict | None:
-    """The judge against hand labels (matched by the text's sha256): agreement, errors by kind."""
+def judge_agreement(labels_path: Path, texts: Sequence[str]) -> dict[str, dict] | None:
+    """The judge against hand labels, per labelled set (the label's "set": the sampled responses of
+    label_sample.json, the base model's greedy held-out answers): agreement and errors by kind. A label counts
+    only when its text's sha256 is one of this run's `texts`."""
     if not labels_path.is_file():
         return None
-    labels = {}
-    for i, line in enumerate(labels_path.read_text(encoding="utf-8").splitlines(), 1):
+    known = {sha(t): t for t in texts}
+    sets: dict[str, list[tuple[bool, bool]]] = {}
+    for line in labels_path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             rec = json.loads(line)
-            labels[rec["sha256"]] = rec["label"] == "refusal"
-    hits = [(labels[s["sha256"]], is_refusal(s["text"])) for s in sample if s["sha256"] in labels]
-    if not hits:
-        return None
-    fp = sum(j and not h for h, j in hits)
-    fn = sum(h and not j for h, j in hits)
-    return {"labelled": len(hits), "agree": len(hits) - fp - fn, "error_rate": (fp + fn) / len(hits),
-            "false_refusals": fp, "missed_refusals": fn, "hand_refusals": sum(h for h, _ in hits),
-            "judge_refusals": sum(j for _, j in hits)}
+            if rec["sha256"] in known:
+                sets.setdefault(rec.get("set", "sampled"), []).append(
+                    (rec["label"] == "refusal", is_refusal(known[rec["sha256"]])))
+    out = {}
+    for name, hits in sets.items():
+        fp = sum(j and not h for h, j in hits)
+        fn = sum(h and not j for h, j in hits)
+        out[name] = {"labelled": len(hits), "agree": len(hits) - fp - fn, "error_rate": (fp + fn) / len(hits),
+                     "false_refusals": fp, "missed_refusals": fn, "hand_refusals": sum(h for h, _ in hits),
+                     "judge_refusals": sum(j for _, j in hits)}
+    return out or None
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -432,7 +438,7 @@ def bench(args: argparse.Namespace, say: Say | None = None) -> dict:
 
     # 6. the summary
     summary = summarise(records, base["refusal_rate"])
-    agreement = judge_agreement(Path(args.labels), sample)
+    agreement = judge_agreement(Path(args.labels), [x["text"] for x in sample] + list(base["answers"]))
     result = {"settings": settings, "prompts": {"distinct": prompts_piece["distinct_prompts"],
                                                  "skipped_rows": len(prompts_piece["skipped_rows"]),
                                                  "heldout": len(heldout), "train": len(train)},
@@ -445,11 +451,11 @@ def bench(args: argparse.Namespace, say: Say | None = None) -> dict:
     say("refusal: greedy answers to the held-out prompts judged by behaviour.is_refusal, mean ± sd over seeds; "
         "d log pi(y+): mean over the arm's pairs of log pi(y+|x) after - before, nats summed over the response "
         "+ EOS (± sd over seeds), per token = divided by |y+|; |y+| in tokens incl. EOS; 1* = greedy, measured once")
-    if agreement:
-        say(f"judge vs {agreement['labelled']} hand labels: {agreement['agree']} agree, error rate "
-            f"{agreement['error_rate']:.0%} ({agreement['false_refusals']} false refusals, "
-            f"{agreement['missed_refusals']} missed)")
-    else:
+    for name, a in (agreement or {}).items():
+        say(f"judge vs hand labels ({name}): {a['agree']}/{a['labelled']} agree, error rate {a['error_rate']:.0%} "
+            f"({a['false_refusals']} false refusals, {a['missed_refusals']} missed; hand {a['hand_refusals']}, "
+            f"judge {a['judge_refusals']} refusals)")
+    if not agreement:
         say(f"judge: no hand labels in {args.labels} for the sample in {out / 'label_sample.json'}")
     say(f"wall {result['wall_seconds']:.0f} s this call; pieces took {result['piece_seconds']:.0f} s in all; in {out}")
     return result

@@ -151,7 +151,8 @@ def test_bench_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in (runs / "arms").glob("*.json")} == mtimes
     assert "DPO on" not in capsys.readouterr().out
     assert again["summary"] == result["summary"]
-    assert again["judge"]["labelled"] == 8 and again["judge"]["false_refusals"] == sum(x["judge"] for x in sample)
+    assert again["judge"]["sampled"]["labelled"] == 8
+    assert again["judge"]["sampled"]["false_refusals"] == sum(x["judge"] for x in sample)
     # other settings in the same folder are refused
     with pytest.raises(SystemExit, match="other settings"):
         bench.main([*argv, "--lr", "1e-5"])
