@@ -43,7 +43,7 @@ from ches.engine.store import read_scores  # noqa: E402
 from ches.review.export import Rule  # noqa: E402
 from ches.review.probe import run_probe  # noqa: E402
 from ches.review.probe.analysis import partial_spearman, probe_table, spearman  # noqa: E402
-from ches.review.probe.check import CheckSettings, read_check, run_check  # noqa: E402
+from ches.review.probe.check import CheckSettings, run_check  # noqa: E402
 from ches.review.probe.settings import BUNDLED, ProbeSettings, quantile_slice  # noqa: E402
 from ches.review.probe.storage import read_probe  # noqa: E402
 
@@ -107,17 +107,8 @@ def check(run: Path, args) -> None:
     cs = CheckSettings(n=args.n, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        beta=args.beta)
     t0 = time.perf_counter()
-    m, _ = read_check(run_check(run, rule, {}, cs))
-    st = m["stats"]
-    print(f"\ncuration check: {m['rule_describe']} ({m['pool']['kept']} of {m['pool']['pairs']} pairs); "
-          f"{m['describe']}; {time.perf_counter() - t0:.0f} s")
-    print(f"{'arm':<10}{'d logp(y+) mean±sd':>22}{'d logp(y-) mean±sd':>22}{'share lost':>16}")
-    for arm, a in st["arms"].items():
-        print(f"{arm:<10}{a['mean_delta_chosen']:>+13.2f} ± {a['sd_delta_chosen']:<6.2f}"
-              f"{a['mean_delta_rejected']:>+13.2f} ± {a['sd_delta_rejected']:<6.2f}"
-              f"{a['share_lost']:>9.2f} ± {a['sd_share_lost']:.2f}")
-    print(f"per-seed differences (curated - random): {', '.join(f'{d:+.2f}' for d in st['per_seed_difference'])}")
-    print(m["verdict"], flush=True)
+    from ches.cli.probe import check_summary       # the CLI's table: |y+|, per token, ± sd over seeds, units
+    print("\n" + check_summary(run_check(run, rule, {}, cs)), f"\n({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
-"""Curate & export: choose which pairs to keep, preview the effect, check the rule on the model, write the subset
-with a manifest. The curation check runs as a job (`ches check-curation`, ches/engine/jobs.py), one per run,
-rule and settings: its progress and Cancel show under its button, and its verdict when it is stored."""
+"""Curate & export: choose which pairs to keep, preview the effect, check the rule on the model beside the rules
+the user picks to compare it with, write the subset with a manifest. The curation check runs as a job
+(`ches check-curation`, ches/engine/jobs.py), one per run, rules and settings: its progress and Cancel show
+under its button, and its arms and verdict when it is stored."""
+import hashlib
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -13,11 +15,14 @@ from ui import auth, frame, jobspanel, loaders, render, state
 from ches.cli.probe import check_args
 from ches.engine import jobs
 from ches.review.charts import before_after_histogram, check_arms
-from ches.review.probe.check import CheckSettings, check_fit, check_key, checks_dir, citation, decisions_digest
-from ches.review.probe.storage import is_complete
+from ches.atomic import atomic_write_text
+from ches.review.probe.analysis import short_notice
+from ches.review.probe.check import RANDOM_DRAWS, CheckSettings, arm_name, as_rules, check_fit, check_key, \
+    arms_frame, check_digest, checks_dir, counterpart, read_check
+from ches.review.probe.storage import citation, is_complete
 from ches.review.probe.settings import MIN_PAIRS, defaults as probe_defaults
 from ches.engine.pairs import FLAGS
-from ches.review.agreement import DEFAULT_TEAM_RULE, TEAM_RULES
+from ches.review.team_rules import DEFAULT_TEAM_RULE, TEAM_RULES
 from ches.review.decision_context import jsonl_with_context
 from ches.review.export import (DEFAULT_DROP_FLAGS, Rule, default_export_name, export, export_path, manifest_path, only,
                                 preview, select, team_report)
@@ -88,6 +93,9 @@ m1.metric("Pairs kept", summary["after"], delta=f"{summary['after'] / max(summar
 m2.metric("Pairs dropped", summary["dropped"])
 m3.metric("Overridden by decisions", summary["overridden"],
           help="Pairs whose keep / drop decision changed what the rule and flags alone would do.")
+short = short_notice(kept["len_chosen"], "the kept set")
+if short:
+    st.warning(render.escape_md(short), icon=":material/short_text:")
 h1, h2 = st.columns(2)
 h1.plotly_chart(before_after_histogram(table[metric], kept[metric], title=f"{METRICS[metric].label}: before vs after",
                                        xlabel=METRICS[metric].label), key="export_hist_metric")
@@ -112,7 +120,7 @@ team = team_report(decisions, rule, sel)
 if team["conflicts"]:
     settled = ", ".join(f"{n} by {'the ' * (k != 'adjudication')}{k}" for k, n in team["settled_by"].items())
     with st.expander(f"{team['conflicts']} conflict(s) among annotators on this run: {settled}", icon=":material/groups:"):
-        if state.review_plan(run)[0].blind and not auth.can("adjudicate"):
+        if state.assignment(run)[0].blind and not auth.can("adjudicate"):
             st.info("Review is blind: which annotator decided what is shown to admins only.",
                     icon=":material/visibility_off:")
         else:
@@ -131,45 +139,109 @@ def _check(argv: list[str], target: str, label: str) -> None:
 
 if (done := jobspanel.finished(FOLLOW)) and is_complete(Path(done)):
     st.success("Curation check finished and stored with the run: its verdict is below.", icon=":material/science:")
-st.caption("Does training on what this rule keeps spare the chosen response's likelihood? The check trains fresh "
-           "copies of the run's model with the probe's DPO on n pairs drawn from the kept pairs and on n pairs drawn "
-           "from the whole run, for each seed, and compares the change of log π(y⁺|x). The export's manifest cites "
-           "the latest check of the same rule.")
+st.caption("Does training on what this rule keeps spare the chosen response's likelihood, and better than the "
+           "rules you compare it with? For each seed the check trains fresh copies of the run's model with the "
+           "probe's DPO, one per arm (n pairs drawn from what each rule keeps, and n drawn at random from the run, "
+           "by default matched to this rule's response lengths), with the same seeds and settings, and compares "
+           "the change of log π(y⁺|x). The export's manifest cites the latest check with an arm of this rule.")
+
+
+def _compare_options(rule: Rule) -> list[Rule]:
+    """The rules a user can compare the exported one with: the same share of pairs by each other metric."""
+    share = rule.keep_lowest_percent if rule.threshold is None else 100 * float(sel["rule_kept"].mean())
+    return [Rule(metric=m, keep_lowest_percent=round(share, 2), drop_flags=rule.drop_flags, team=rule.team)
+            for m in METRICS if m != rule.metric]
+
+
+def _write_prompts(text: str) -> str | None:
+    """The held-out prompts typed on the page, one per line, as a file for the job (None when there are none)."""
+    lines = "".join(f"{x.strip()}\n" for x in text.splitlines() if x.strip())
+    if not lines:
+        return None
+    path = state.ws().jobs / f"prompts-{hashlib.sha256(lines.encode()).hexdigest()[:16]}.txt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, lines)
+    return str(path)
+
+
 with render.user_errors():
     preset = probe_defaults(loaders.manifest(run)["key"]["model_id"])
-    if summary["after"] < MIN_PAIRS:
-        st.caption(f"The rule keeps {summary['after']} pair(s): a check needs at least {MIN_PAIRS}.")
+    options = {arm_name(r): r for r in _compare_options(rule)}
+    default = arm_name(counterpart(rule, options.values())) if counterpart(rule, options.values()) else None
+    if "check_compare" not in st.session_state or not set(st.session_state["check_compare"]) <= set(options):
+        st.session_state["check_compare"] = [default] if default in options else []
+    k0, k4 = st.columns([3, 1])
+    compare = k0.multiselect("Compare with", list(options), key="check_compare",
+                             help="Rules trained beside the one being exported, with the same seeds and settings: "
+                             "the same share of pairs, lowest by another metric. Default: its CHES / LN-CHES "
+                             "counterpart.")
+    random_arm = k4.selectbox("Random arm", list(RANDOM_DRAWS), key="check_random",
+                              format_func={"length": "length-matched", "uniform": "uniform", "none": "none"}.get,
+                              help="length-matched: each seed's random pairs matched, nearest |y+| first, to the "
+                              "exported rule's draw, so the summed change is not a length effect.")
+    rules = as_rules([rule, *(options[c] for c in compare)])
+    sels = [sel] + [select(table, r, decisions) for r in rules[1:]]
+    fewest = min(int(x["kept"].sum()) for x in sels)
+    with st.expander("Behaviour: refusal rate on held-out prompts (optional)", icon=":material/psychology:"):
+        st.text_area("Held-out prompts, one per line", key="check_prompts", height=120,
+                     help="Greedy answers before training and after every arm, judged by the built-in refusal "
+                     "judge (ches/review/probe/behaviour.py). Empty: no behaviour measure.")
+    if fewest < MIN_PAIRS:
+        st.caption(f"A rule keeps {fewest} pair(s): a check needs at least {MIN_PAIRS}.")
     else:
         k1, k2, k3 = st.columns([1, 1, 2])
         check_n = k1.number_input("Pairs per arm", min_value=MIN_PAIRS, value=None, placeholder="fitted to the rule",
-                                  key="check_n", help=f"Empty: {preset['n']}, or all the kept pairs if the rule "
+                                  key="check_n", help=f"Empty: {preset['n']}, or all the kept pairs if a rule "
                                   "keeps fewer (the batch size follows n, as on the Probe page).")
         check_seeds = k2.number_input("Seeds", min_value=2, max_value=20, value=3, key="check_seeds")
-        fit = check_fit(preset, summary["after"], None if check_n is None else int(check_n))
+        fit = check_fit(preset, fewest, None if check_n is None else int(check_n))
         cs = CheckSettings(n=fit.n, seeds=int(check_seeds), batch_size=fit.batch_size, lr=preset["lr"],
-                           beta=preset["beta"])
+                           beta=preset["beta"], random=random_arm)
         k3.caption(render.escape_md(cs.describe() + (f" ({fit.note})" if fit.note else "")))
+        prompts = st.session_state.get("check_prompts") or ""
         db = state.ws().decisions
-        argv = check_args(run, rule, cs, decisions=db if db.is_file() else None,
-                          annotator=state.annotator() if only_mine else None)
-        target = str(checks_dir(run) / check_key(run, rule, decisions_digest(sel), cs))
+        prompts_file = _write_prompts(prompts) if prompts.strip() else None
+        argv = check_args(run, rules, cs, decisions=db if db.is_file() else None,
+                          annotator=state.annotator() if only_mine else None, behaviour_prompts=prompts_file)
+        behaviour = None
+        if prompts_file:
+            from ches.review.probe.check import Behaviour, read_prompts
+            behaviour = Behaviour(prompts=read_prompts(prompts_file))
+        target = str(checks_dir(run) / check_key(run, rules, check_digest(sels), cs, behaviour))
         job = jobspanel.page_job("check-curation", run, argv, follow=FOLLOW, opens=target)
         busy = job is not None and jobs.status(job).running
-        st.button("Check this rule on the model", icon=":material/science:", key="check_go", on_click=_check,
-                  args=(argv, target, f"{rule.describe()}; {cs.describe()} · run {run.name[:8]}"),
+        st.button("Check these rules on the model", icon=":material/science:", key="check_go", on_click=_check,
+                  args=(argv, target, f"{' vs '.join(arm_name(r) for r in rules)}; {cs.describe()} · run "
+                        f"{run.name[:8]}"),
                   disabled=not auth.can("score") or busy, help=auth.refuse("score") or (
                       "Running: its progress is below." if busy else "Trains in the background: you can leave "
                       "this page, reload it or cancel; the verdict shows here when it is stored."))
         jobspanel.in_place(job, FOLLOW)
-    cited = citation(run, rule, sel)
+    cited = citation(run, rule.as_dict(), sel)
     if cited is None:
         st.caption("No check of this rule yet.")
+    elif cited["outdated"]:
+        st.warning(f"The latest check of this rule (check {cited['key']}) was stored by an older version of CHES "
+                   "Studio: it has no response lengths, no per-token change and no length-matched random arm. "
+                   "Run the check again to compare rules.", icon=":material/history:")
+        if cited["verdict"]:
+            st.caption("Its stored verdict: " + render.escape_md(cited["verdict"]))
     else:
-        (st.success if cited["stats"]["beyond"] and cited["stats"]["difference"] > 0 else st.info)(
-            render.escape_md(cited["verdict"]), icon=":material/science:")
-        st.caption(f"Check {cited['key']} of {cited['created_at'][:16].replace('T', ' ')}"
+        m, _ = read_check(checks_dir(run) / cited["key"])
+        stats = m["stats"]
+        best = stats["best"]
+        beyond = bool(stats["comparisons"]) and all(c["beyond"] for c in stats["comparisons"])
+        (st.success if best == cited["arm"] and beyond else st.info)(render.escape_md(m["verdict"]),
+                                                                     icon=":material/science:")
+        st.caption(f"Check {cited['key']} of {cited['created_at'][:16].replace('T', ' ')}; this rule is its arm "
+                   f"“{cited['arm']}”"
                    + ("" if cited["same_decisions"] else " · it applied other decisions than the ones in force now"))
-        st.plotly_chart(check_arms(cited["stats"]), key="check_arms")
+        st.dataframe(arms_frame(m), hide_index=True, key="check_table")
+        st.caption(f"change = after − before of log π(y|x), in {m['unit']}; per token = the mean over the pairs of "
+                   "change / |y⁺|; mean |y⁺| in tokens; each value ± sd over "
+                   f"{stats['seeds']} seeds. The verdict is a two-standard-error screen, not a significance test.")
+        st.plotly_chart(check_arms(stats), key="check_arms")
 
 # ------------------------------------------------------------------------------------ export
 st.subheader("Export")

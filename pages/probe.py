@@ -145,15 +145,17 @@ def _open_selected() -> None:
 
 st.dataframe([{"open": p == st.session_state[OPEN], "created": m["created_at"][:16].replace("T", " "),
                "subset": m["describe"], "pairs": m["pairs"],
-               "mean Δ log π(y+)": m["summary"]["mean_delta_chosen"],
-               "mean Δ log π(y-)": m["summary"]["mean_delta_rejected"],
+               "mean |y+|": significant(m["summary"].get("mean_len_chosen", float("nan"))),
+               "mean change log π(y+) (nats)": significant(m["summary"]["mean_delta_chosen"], signed=True),
+               "per token": significant(m["summary"].get("mean_delta_chosen_per_token", float("nan")), signed=True),
+               "mean change log π(y-) (nats)": significant(m["summary"]["mean_delta_rejected"], signed=True),
                "lost y+": m["summary"]["lost_chosen"], "seconds": m["seconds"]} for p, m in probes],
              hide_index=True, width="stretch", key="probe_table", on_select=_open_selected,
              selection_mode="single-row",
-             column_config={"open": st.column_config.CheckboxColumn("open", width="small"),
-                            "mean Δ log π(y+)": st.column_config.NumberColumn(format="%.4f"),
-                            "mean Δ log π(y-)": st.column_config.NumberColumn(format="%.4f")})
-st.caption("Select a row to open that probe.")
+             column_config={"open": st.column_config.CheckboxColumn("open", width="small")})
+st.caption("Select a row to open that probe. change = after − before, in nats summed over the response "
+           "(|y⁺| tokens, EOS included); per token = the mean over the pairs of change / |y⁺|; n/a: a probe stored "
+           "before these were recorded.")
 opened = next(m for p, m in probes if str(p) == st.session_state[OPEN])
 axis_default = opened["settings"]["metric"]
 axis = st.selectbox("Score axis", list(METRICS), index=list(METRICS).index(axis_default),
@@ -187,9 +189,14 @@ r2.button(f"Repeat with seeds 1..{int(k)}", icon=":material/replay:", key="probe
           args=(repeat, "repeat", again), help=auth.refuse("score"),
           disabled=not auth.can("score") or (repeating is not None and jobs.status(repeating).running))
 jobspanel.in_place(repeating, FOLLOW["repeat"])
-m1, m2, m3, m4 = st.columns(4)
-m1.metric("Mean Δ log π(y⁺|x)", significant(summary["mean_delta_chosen"], signed=True), help="nats")
-m2.metric("Mean Δ log π(y⁻|x)", significant(summary["mean_delta_rejected"], signed=True), help="nats")
+m1, m5, m6, m2, m3, m4 = st.columns(6)
+m1.metric("Mean change of log π(y⁺|x)", significant(summary["mean_delta_chosen"], signed=True),
+          help="nats, summed over the response: after − before training, averaged over the pairs")
+m5.metric("per response token", significant(t["delta_chosen_per_token"].mean(), signed=True),
+          help="nats per token: the mean over the pairs of change / |y⁺| (content tokens + EOS)")
+m6.metric("Mean |y⁺|", significant(t["len_chosen"].mean()), help="tokens of the chosen response, EOS included")
+m2.metric("Mean change of log π(y⁻|x)", significant(summary["mean_delta_rejected"], signed=True),
+          help="nats, summed over the response")
 m3.metric("Lost chosen likelihood", f"{summary['lost_chosen']} of {summary['pairs']}")
 m4.metric(f"Spearman({METRICS[shown].label}, Δ log π(y⁺|x))", f"{spearman(t[shown], t['delta_chosen']):.3f}",
           help="Negative = the higher the score, the larger the drop, as CHES predicts.")
@@ -198,7 +205,7 @@ st.plotly_chart(charts.probe_scatter(t, shown), width="stretch", key="probe_scat
 
 st.markdown(f"##### Mean change per {METRICS[shown].label} percentile band (over the whole run)")
 st.dataframe(band_means(t, shown), hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.4f")
+             column_config={c: st.column_config.NumberColumn(format="%.3g")
                             for c in ("mean_delta_chosen", "mean_delta_rejected")})
 
 worst = t.nsmallest(10, "delta_chosen")
@@ -206,13 +213,15 @@ if summary["lost_chosen"]:
     st.markdown("##### Pairs that lost the most chosen likelihood")
 else:
     st.markdown("##### Pairs with the smallest gains of chosen likelihood")
-    st.info(f"No pair lost chosen likelihood: log π(y⁺|x) rose for all {summary['pairs']} pairs. The smallest "
-            "gains are listed instead.", icon=":material/trending_up:")
+    st.info(f"No displacement happened at these settings: log π(y⁺|x) rose for all {summary['pairs']} pairs. "
+            "The smallest gains are listed instead.", icon=":material/trending_up:")
 chosen_text = loaders.texts(run, worst["row"].tolist()).set_index("row")["chosen"]
 for r in worst.itertuples():
     c1, c2, c3 = st.columns([1, 5, 1])
-    c1.metric(f"row {r.row}", f"{r.delta_chosen:+.3f}", help=f"Δ log π(y-|x) {r.delta_rejected:+.3f}; "
-              f"{METRICS[shown].label} {getattr(r, shown):.4g}", label_visibility="visible")
+    c1.metric(f"row {r.row}", significant(r.delta_chosen, signed=True),
+              help=f"change of log π(y+|x), nats; per token {significant(r.delta_chosen_per_token, signed=True)} "
+              f"(|y+| {r.len_chosen}); change of log π(y-|x) {significant(r.delta_rejected, signed=True)}; "
+              f"{METRICS[shown].label} {significant(getattr(r, shown))}", label_visibility="visible")
     with c2:
         render.text(" ".join(str(chosen_text.get(r.row, "")).split())[:300])
     if c3.button("Tokens", key=f"probe_tokens_{r.row}", icon=":material/compare_arrows:",

@@ -194,8 +194,13 @@ def test_two_step_probe_on_four_pairs_changes_the_logps_and_stores_its_folder(ti
 
     d_c = results["logp_chosen_after"].to_numpy() - results["logp_chosen_before"].to_numpy()
     d_r = results["logp_rejected_after"].to_numpy() - results["logp_rejected_before"].to_numpy()
+    # |y+| per pair from the run's scores (content tokens + EOS), independently of the probe's own column
+    length = read_scores(tiny_run).set_index("row").loc[results["row"], "len_chosen"].to_numpy(dtype=float)
+    assert results["len_chosen"].tolist() == length.tolist()
     assert m["summary"] == pytest.approx({"pairs": 4, "mean_delta_chosen": d_c.mean(), "mean_delta_rejected": d_r.mean(),
-                                          "lost_chosen": int((d_c < 0).sum()), "mean_delta_margin": (d_c - d_r).mean()})
+                                          "lost_chosen": int((d_c < 0).sum()), "mean_delta_margin": (d_c - d_r).mean(),
+                                          "mean_len_chosen": length.mean(),
+                                          "mean_delta_chosen_per_token": (d_c / length).mean()})
     assert run_files(tiny_run) == before_files                                   # the run itself is untouched
 
     # same settings: the stored probe comes back, nothing is trained
@@ -240,7 +245,7 @@ def test_partial_spearman_matches_the_closed_form_by_hand():
 def fake_probe(run: Path, key: str, rows: list[int], d_chosen: list[float], *, seed: int = 0, lr: float = 1e-3,
                metric: str = "ches", created: str = "2025-01-01T00:00:00") -> Path:
     """A stored probe with chosen changes d_chosen (rejected: -1 each), written as run_probe writes one."""
-    results = pd.DataFrame({"row": rows, "pair_id": [f"p{r}" for r in rows],
+    results = pd.DataFrame({"row": rows, "pair_id": [f"p{r}" for r in rows], "len_chosen": [4] * len(rows),
                             "logp_chosen_before": [-10.0] * len(rows), "logp_chosen_after": [-10.0 + d for d in d_chosen],
                             "logp_rejected_before": [-5.0] * len(rows), "logp_rejected_after": [-6.0] * len(rows)})
     s = settings.ProbeSettings(subset="ids", ids=tuple(rows), batch_size=1, lr=lr, seed=seed, metric=metric)
@@ -291,7 +296,8 @@ def test_cancel_and_interrupt_leave_no_probe(tiny_run, monkeypatch):
 
 
 def test_a_probe_folder_is_written_whole_and_the_first_one_wins(tmp_path):
-    results = pd.DataFrame({"row": [1], "pair_id": ["a"], "logp_chosen_before": [-1.0], "logp_chosen_after": [-2.0],
+    results = pd.DataFrame({"row": [1], "pair_id": ["a"], "len_chosen": [3], "logp_chosen_before": [-1.0],
+                            "logp_chosen_after": [-2.0],
                             "logp_rejected_before": [-3.0], "logp_rejected_after": [-4.0]})
     target = tmp_path / "probes" / "k1"
     assert storage.write_probe(target, {"n": 1}, results) == target
@@ -327,6 +333,11 @@ def test_cli_probe_prints_the_summary_then_reuses_the_probe(tiny_run, tmp_path, 
     _, results = storage.read_probe(found[0])
     lost = int((results["logp_chosen_after"] < results["logp_chosen_before"]).sum())
     assert f"pairs that lost chosen likelihood: {lost} of 3" in out
+    from ches.review.probe.analysis import significant
+    dc = results["logp_chosen_after"] - results["logp_chosen_before"]              # per token, from the rows
+    assert f"mean |y+|: {significant(results['len_chosen'].mean())} tokens" in out
+    assert f"per response token {significant((dc / results['len_chosen']).mean(), signed=True)}" in out
+    assert "in nats summed over the response (|y| tokens, EOS included)" in out
     assert "3 listed rows; 1 step(s) of batch 3, rmsprop lr 0.001, beta 0.1, seed 0" in out
     assert "Traceback" not in out + err
     assert cli.main(argv) == 0
@@ -411,7 +422,7 @@ def test_the_probe_is_a_job_a_second_tab_sees_it_cancel_stops_it_and_the_result_
     assert "Probe finished and stored with the run." in successes(at)
     m, results = storage.read_probe(target)
     mean = (results["logp_chosen_after"] - results["logp_chosen_before"]).mean()
-    assert metric(at, "Mean Δ log π(y⁺|x)") == analysis.significant(mean, signed=True)
+    assert metric(at, "Mean change of log π(y⁺|x)") == analysis.significant(mean, signed=True)
     ok(other.run())
     assert other.session_state["probe_open"] == str(target)      # the other tab watched it: opened there too
     assert jobs.list_jobs(folder) == []                   # a finished job leaves no record
@@ -495,9 +506,11 @@ def test_probe_page_says_when_no_pair_lost_and_lists_the_smallest_gains(tiny_run
     headers = [x.value for x in at.markdown]
     assert "##### Pairs with the smallest gains of chosen likelihood" in headers
     assert "##### Pairs that lost the most chosen likelihood" not in headers
-    assert any("No pair lost chosen likelihood" in i.value and "all 4 pairs" in i.value for i in at.info)
+    assert any("No displacement happened at these settings" in i.value and "all 4 pairs" in i.value for i in at.info)
     shown = [x.label for x in at.metric if x.label.startswith("row ")]
     assert shown == ["row 3", "row 1", "row 2", "row 4"]                    # smallest gain first
+    tiles = {x.label: x.value for x in at.metric}
+    assert tiles["per response token"] == "+0.794" and tiles["Mean |y⁺|"] == "4.00"     # (0.5+3+0.2+9)/4 / 4 tokens
 
 
 @pytest.mark.usefixtures("workspace_env")

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from ches import __version__
+from ches.version import __version__
 from ches.engine.forward import Progress
 from ches.engine.models import LoadedModel
 from ches.engine.store import read_manifest, read_pairs, read_scores
@@ -53,7 +53,8 @@ def measure(run_dir: Path, rows: Sequence[int], s: ProbeSettings, lm: LoadedMode
             device: str = "auto", batch_tokens: int | None = None, progress: Progress | None = None,
             should_stop: Callable[[], bool] | None = None) -> tuple[pd.DataFrame, dict]:
     """Train `lm` (default: a fresh `load_policy`) with DPO on `rows` of the run (settings `s`, in place) and
-    return (results, info): results = one row per pair (`storage.RESULT_COLUMNS`), info = steps, model,
+    return (results, info): results = one row per pair (`storage.RESULT_COLUMNS`; len_chosen = |y+|, the
+    response's content tokens + EOS as trained), info = steps, model,
     device, autocast dtype, EOS id and the loss per step. Nothing is stored: `run_probe` and the curation
     check (`ches.review.probe.check`) store what they measure."""
     run_dir, rows = Path(run_dir), [int(r) for r in rows]
@@ -74,6 +75,7 @@ def measure(run_dir: Path, rows: Sequence[int], s: ProbeSettings, lm: LoadedMode
     history = trainer.train(chosen, rejected, before_c, before_r)
     after_c, after_r = trainer.evaluate(chosen, rejected)
     results = pd.DataFrame({"row": rows, "pair_id": [pairs[r].pair_id for r in rows],
+                            "len_chosen": [len(e.chosen) + 1 for e in encoded],          # |y+|: content + EOS
                             "logp_chosen_before": before_c, "logp_chosen_after": after_c,
                             "logp_rejected_before": before_r, "logp_rejected_after": after_r})
     info = {"steps": resolved_steps(len(rows), s), "model_id": lm.model_id, "fingerprint": lm.fingerprint,
