@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from ches.version import __version__
+
 if TYPE_CHECKING:                      # for readers and type checkers only: nothing is imported at run time
     import datasets
     import pandas as pd
 
     from ches.review.export import Rule
 
-__version__ = "0.1.0"
 __all__ = ["Run", "Rule", "score", "curate", "__version__"]
 
 

@@ -33,9 +33,11 @@ def rel(path: Path, root: Path = ROOT) -> str:
     return path.relative_to(root).as_posix()
 
 
-def imported(path: Path, root: Path = ROOT) -> set[str]:
+def imported(path: Path, root: Path = ROOT, only: set[str] | None = None) -> set[str]:
     """Every module name `path` imports, relative imports resolved; `from a import b` counts a and a.b
-    (b may be a submodule); `importlib.import_module("x")` / `__import__("x")` with a literal count x."""
+    (b may be a submodule); `importlib.import_module("x")` / `__import__("x")` with a literal count x.
+    With `only` (module names): the modules among them it imports, `from a import b` counting a.b when it is
+    one of them (a submodule), else a (whose name it takes)."""
     parts = path.relative_to(root).with_suffix("").parts
     package = parts[:-1]                 # a module's package; for an __init__.py, the package itself
     names: set[str] = set()
@@ -47,13 +49,16 @@ def imported(path: Path, root: Path = ROOT) -> set[str]:
                 base = ".".join([*package[:len(package) - node.level + 1], *([node.module] if node.module else [])])
             else:
                 base = node.module or ""
-            names.add(base)
-            names.update(f"{base}.{a.name}" for a in node.names)
+            if only is None:
+                names.add(base)
+                names.update(f"{base}.{a.name}" for a in node.names)
+            else:
+                names.update(f"{base}.{a.name}" if f"{base}.{a.name}" in only else base for a in node.names)
         elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
               and isinstance(node.args[0].value, str)
               and ast.unparse(node.func) in ("importlib.import_module", "import_module", "__import__")):
             names.add(node.args[0].value)
-    return names
+    return names if only is None else names & only
 
 
 def hits(names: set[str], *forbidden: str) -> list[str]:
@@ -308,3 +313,78 @@ def test_pages_call_no_training_forward_pass_or_projection(tmp_path):
     assert page_compute_calls([planted], tmp_path) == {"pages/planted.py": [
         "ches.engine.forward.embed", "ches.review.probe.run.run_probe", "ches.review.projection.map_coordinates",
         "ui.loaders.token_view -> ches.engine.pipeline.pair_tokens"]}
+
+
+# ------------------------------------------------------------------ no import circle, no private name of another module
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_circles(paths: list[Path], root: Path = ROOT) -> list[list[str]]:
+    """Every circle among the modules at `paths` (each a sorted list of module names), imports inside functions
+    included: a module that imports another that (through others) imports it back."""
+    ours = {module_name(p, root): p for p in paths}
+    graph = {m: imported(p, root, only=set(ours)) - {m} for m, p in ours.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(m: str) -> None:                          # Tarjan's strongly connected components
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        for n in graph[m]:
+            if n not in index:
+                visit(n)
+                low[m] = min(low[m], low[n])
+            elif n in stack:
+                low[m] = min(low[m], index[n])
+        if low[m] == index[m]:
+            part = []
+            while not part or part[-1] != m:
+                part.append(stack.pop())
+            if len(part) > 1:
+                circles.append(sorted(part))
+
+    for m in sorted(graph):
+        if m not in index:
+            visit(m)
+    return sorted(circles)
+
+
+def private_imports(paths: list[Path], root: Path = ROOT) -> list[str]:
+    """`module:line name` for each private name (one leading underscore) a module at `paths` takes from another
+    of them: `from m import _x`, or `m._x` on a module it imported."""
+    ours = {module_name(p, root) for p in paths}
+    found = []
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        me = module_name(path, root)
+        names = aliases(tree, me + ".__init__" if path.name == "__init__.py" else me)   # relative to its package
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                for a in node.names:
+                    source = names[a.asname or a.name].rpartition(".")[0]
+                    if a.name.startswith("_") and not a.name.startswith("__") and source in ours and source != me:
+                        found.append(f"{rel(path, root)}:{node.lineno} {source}.{a.name}")
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in names
+                  and names[node.value.id] in ours and names[node.value.id] != me
+                  and node.attr.startswith("_") and not node.attr.startswith("__")):
+                found.append(f"{rel(path, root)}:{node.lineno} {names[node.value.id]}.{node.attr}")
+    return sorted(found)
+
+
+def test_no_import_circle_and_no_private_import(tmp_path):
+    """Modules form no circle, even through an import inside a function, and take no private name of another
+    module; planted ones are found."""
+    sources = [*modules(*SOURCE_DIRS), ROOT / "app.py"]
+    assert import_circles(sources) == []
+    assert private_imports(sources) == []
+    (tmp_path / "ches").mkdir()
+    (tmp_path / "ches" / "a.py").write_text("from ches import b\n")
+    (tmp_path / "ches" / "b.py").write_text("def f():\n    from ches.a import _helper\n    return _helper\n")
+    (tmp_path / "ches" / "c.py").write_text("from ches import a\nx = a._secret\nfrom ches.b import f\n")
+    planted = sorted((tmp_path / "ches").glob("*.py"))
+    assert import_circles(planted, tmp_path) == [["ches.a", "ches.b"]]
+    assert private_imports(planted, tmp_path) == ["ches/b.py:2 ches.a._helper", "ches/c.py:2 ches.a._secret"]

@@ -21,7 +21,7 @@ import argparse
 import shlex
 import sys
 
-from ches import __version__
+from ches.version import __version__
 from ches.cli.common import USER_ERRORS
 
 

@@ -44,7 +44,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ches import __version__
+from ches.version import __version__
 from ches.engine import chunks, metrics
 from ches.engine.pairs import Dataset, Pair
 from ches.engine.forward import (Cancelled, Embeddings, Progress, block_pairs, default_batch_tokens, embed_pairs,

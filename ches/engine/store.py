@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ches import __version__
+from ches.version import __version__
 from ches.engine.metrics import METRICS
 from ches.engine.pairs import Pair
 
