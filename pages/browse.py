@@ -18,12 +18,15 @@ from ches.review.charts import score_histogram, score_vs_length
 from ches.review.decisions import STATUSES
 from ches.engine.pairs import FLAGS
 from ches.engine.metrics import METRICS
+from ches.review.export import Rule, select
+from ches.review.probe.analysis import short_notice
 
 frame.page("Browse")      # first: page config, sign-in gate, the URL's state, the sidebar
 
 TABLE = "browse_table"
 PANEL = "browse_pair"         # the pair panel's fragment: a press reruns it and the sidebar's counts, not the page
 MODE = "browse_mode"          # the layout control; the layout itself is state.LAYOUT (kept off this page, in the URL)
+SHORT_RULE_PERCENT = 10.0     # the short-response notice reads the set a "keep the lowest 10%" rule keeps
 QUEUE = "browse_queue"        # the "My queue" toggle; its value is state.MY_QUEUE (kept while other pages are open)
 
 run = state.require_run()
@@ -48,6 +51,11 @@ mode = c_mode.segmented_control("Layout", list(state.LAYOUTS), format_func=state
                                 "Table: the distribution, score vs length and the ranked table above the pair.")
 c_help.caption(METRICS[metric].help + "  \nHighest scores first: the pairs most likely to cause likelihood "
                "displacement. The paper filters by keeping the lowest LN-CHES pairs.")
+kept_short = select(table, Rule(metric=metric, keep_lowest_percent=SHORT_RULE_PERCENT))
+short = short_notice(kept_short.loc[kept_short["kept"], "len_chosen"],
+                     f"the set a rule keeping the lowest {SHORT_RULE_PERCENT:g}% by {METRICS[metric].label} keeps")
+if short:
+    st.warning(render.escape_md(short), icon=":material/short_text:")
 
 focus = st.session_state.get(state.FOCUS_ROWS)
 if focus:

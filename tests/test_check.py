@@ -451,3 +451,84 @@ def test_export_page_check_defaults_follow_the_rule_and_say_what_they_chose(chec
         (50.0, None, 2, kept, batch, None, "")
     assert args.rule == ["ches:50.0"] and args.random == "length"         # the counterpart, length-matched random
     assert jobs.cancel(job)
+
+
+# ------------------------------------------------------------------- issue 25: the page compares rules, short answers
+
+SHORT = [{"prompt": f"Question {i}: is {i} even?", "chosen": ["Yes", "No", "1", "ok", "Sure", "2"][i % 6] + "." * (i // 6)
+          if i < 26 else f"Let me think about {i} carefully: it is {'even' if i % 2 == 0 else 'odd'}, since {i} mod 2 "
+          f"is {i % 2}.", "rejected": f"I am not sure whether {i} is even, maybe it is." + " Hm." * (i % 3)}
+         for i in range(30)]                               # 26 answers of 1-3 tokens, 4 long ones
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, tiny_model_dir):
+    from ches.engine.models import load_model
+    from ches.engine.pipeline import score_dataset
+
+    ds = load_records(SHORT, source="short.jsonl")
+    return score_dataset(ds, load_model(str(tiny_model_dir)), runs_root=tmp_path_factory.mktemp("runs"), max_length=64)
+
+
+@pytest.mark.usefixtures("workspace_env")
+def test_export_page_shows_the_rules_compared_and_warns_of_short_answers(short_run, tmp_path):
+    import shutil
+
+    from ches.review.probe.analysis import SHORT_TOKENS, significant
+
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run, ignore=shutil.ignore_patterns("checks"))
+    table = read_scores(run)
+    rules = [Rule(metric="ln_ches", keep_lowest_percent=60.0), Rule(metric="ches", keep_lowest_percent=60.0)]
+    path = check.run_check(run, rules, {}, check.CheckSettings(n=3, seeds=2, steps=1, batch_size=3, lr=1e-3))
+    m, _ = check.read_check(path)
+
+    at = open_app("pages/export.py", run, timeout=300)
+    at.slider(key="export_percent").set_value(60.0).run()
+    ok(at)
+    assert at.multiselect(key="check_compare").value == ["ches lowest 60%"]        # the counterpart by default
+    assert at.selectbox(key="check_random").value == "length"
+    shown = [x.value.replace("\\", "") for x in [*at.success, *at.info]]
+    assert m["verdict"] in shown, shown
+    (frame,) = [d.value for d in at.dataframe if "mean |y+| (tokens)" in d.value.columns]
+    assert frame["arm"].tolist() == ["ln_ches lowest 60%", "ches lowest 60%", "random"]
+    a = m["stats"]["arms"]["ches lowest 60%"]
+    assert frame.loc[1, "per token (nats)"] == f"{significant(a['mean_delta_chosen_per_token'], signed=True)} ± " \
+                                               f"{significant(a['sd_delta_chosen_per_token'])}"
+    assert any("± sd over 2 seeds" in c.value and "not a significance test" in c.value for c in at.caption)
+
+    # the kept set: mostly answers under SHORT_TOKENS tokens, and the page says so; a rule keeping long ones does not
+    kept = select(table, rules[0])
+    kept = kept[kept["kept"]]
+    share = (kept["len_chosen"] < SHORT_TOKENS).mean()
+    assert share > 0.5
+    warned = [w.value for w in at.warning if "dominated by very short chosen responses" in w.value]
+    assert len(warned) == 1 and f"{share:.0%} of its {len(kept)} pairs" in warned[0]
+
+
+def test_the_short_response_rule_is_more_than_half_under_five_tokens():
+    from ches.review.probe.analysis import short_notice, short_responses
+
+    assert short_responses([1, 2, 4, 10])["dominated"] is True                    # 3 of 4 under 5
+    assert short_responses([1, 2, 5, 10])["dominated"] is False                   # exactly half: not more
+    assert short_responses([])["dominated"] is False and short_notice([]) is None
+    assert short_notice([2, 2, 3, 40], "the kept set") == (
+        "The kept set is dominated by very short chosen responses: 75% of its 4 pairs have |y+| under 5 tokens "
+        "(median 2.50, EOS counted). Near-empty answers score low on LN-CHES; read them before training on them.")
+
+
+@pytest.mark.usefixtures("workspace_env")
+def test_browse_says_when_the_lowest_tenth_is_mostly_very_short_answers(short_run):
+    from ches.review.probe.analysis import SHORT_TOKENS
+
+    at = open_app("pages/browse.py", short_run, timeout=120)
+    seen = []
+    for metric in ("ln_ches", "ches", "edit_sim"):
+        sel = select(read_scores(short_run), Rule(metric=metric, keep_lowest_percent=10.0))
+        lengths = sel.loc[sel["kept"], "len_chosen"]
+        assert len(lengths) == 3
+        ok(at.selectbox(key="browse_metric").set_value(metric).run())
+        warned = [w.value for w in at.warning if "dominated by very short chosen responses" in w.value]
+        assert len(warned) == int((lengths < SHORT_TOKENS).mean() > 0.5), (metric, lengths.tolist(), warned)
+        seen += warned
+    assert seen and seen[0].startswith("The set a rule keeping the lowest 10% by ")

@@ -81,7 +81,7 @@ def short_notice(lengths: Sequence[float], what: str = "the kept set") -> str | 
     s = short_responses(lengths)
     if not s["dominated"]:
         return None
-    return (f"{what.capitalize()} is dominated by very short chosen responses: {s['share']:.0%} of its "
+    return (f"{what[:1].upper()}{what[1:]} is dominated by very short chosen responses: {s['share']:.0%} of its "
             f"{s['n']} pairs have |y+| under {SHORT_TOKENS} tokens (median {significant(s['median'])}, EOS counted). "
             "Near-empty answers score low on LN-CHES; read them before training on them.")
 
