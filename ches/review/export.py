@@ -46,14 +46,15 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ches import __version__
+from ches.version import __version__
 from ches.atomic import atomic_open, atomic_write_text
 from ches.engine.pairs import FLAGS, Pair, to_trl
 from ches.engine.metrics import METRICS
 from ches.engine.store import read_manifest, read_scores, read_texts
-from ches.review import agreement
-from ches.review.agreement import DEFAULT_TEAM_RULE, TEAM_RULES, TeamView
+from ches.review import agreement, team_rules
+from ches.review.team_rules import DEFAULT_TEAM_RULE, TEAM_RULES, TeamView
 from ches.review.decisions import DECISION_VALUES, DROP, KEEP
+from ches.review.probe.storage import citation
 from ches.workspace import confine
 
 DEFAULT_DROP_FLAGS = ("identical", "empty_chosen", "empty_rejected")
@@ -136,7 +137,7 @@ def applied(decisions: Decisions, rule: Rule) -> dict[str, str]:
     if decisions is None:
         return {}
     if isinstance(decisions, TeamView):
-        return agreement.resolve(decisions, rule.team)
+        return team_rules.resolve(decisions, rule.team)
     if decisions and rule.team != DEFAULT_TEAM_RULE:
         raise ExportError(f"the team rule {rule.team!r} needs every annotator's decisions (an agreement.TeamView), "
                           "not one decision per pair")
@@ -246,7 +247,7 @@ def team_report(decisions: Decisions, rule: Rule, sel: pd.DataFrame) -> dict[str
     pids, pairs = set(info), []
     for c in agreement.conflicts(decisions, pids).itertuples(index=False):
         row, value, kept = info[c.pair_id]
-        how = SETTLED_BY[0] if c.status == agreement.SETTLED else SETTLED_BY[1] if value else SETTLED_BY[2]
+        how = SETTLED_BY[0] if c.status == team_rules.SETTLED else SETTLED_BY[1] if value else SETTLED_BY[2]
         pairs.append({"pair_id": c.pair_id, "row": int(row), "decisions": c.decisions, "settled_by": how,
                       "by": c.by, "decision": value, "kept": bool(kept)})
     return {**out, **agreement.summary(decisions, pids),
@@ -355,8 +356,7 @@ def curated(run_dir: str | Path, rule: Rule, decisions: Decisions, *, fmt: str =
         "team": team_report(decisions, rule, sel),
         "quantiles": summary["quantiles"],
     }
-    from ches.review.probe.check import citation        # not at the top: the check imports this module
-    manifest["curation_check"] = citation(run_dir, rule, sel)   # the latest check of this rule, or None
+    manifest["curation_check"] = citation(run_dir, rule.as_dict(), sel)   # the latest check of this rule, or None
     return pairs, manifest
 
 
