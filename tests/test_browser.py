@@ -632,3 +632,89 @@ def test_every_click_takes_effect_once_with_eight_sessions_open_and_a_scoring_jo
     exported = sorted((server.workspace / "exports").glob("*.jsonl"))
     assert len(exported) == 1 and exported[0].with_name(f"{exported[0].stem}.manifest.json").is_file()
     assert not job.file.exists()                                                   # dismissed: its record gone
+
+
+# ------------------------------------------------------------------- the README's tour: Team and Compare
+
+def _full_page_shot(page, name: str, max_height: int = 2000) -> None:
+    """A screenshot 1400 px wide of the page's top `max_height` px at most, into tests/screenshots/ (Streamlit
+    scrolls inside stMain, so the viewport grows to fit); `make screenshots` copies the tour's to docs/img/."""
+    height = page.evaluate("() => Math.max(document.querySelector('[data-testid=stMain]')"
+                           "?.scrollHeight || 0, document.body.scrollHeight)")
+    page.set_viewport_size({"width": 1400, "height": max(900, min(int(height) + 40, 12000))})
+    page.mouse.move(1395, 500)                  # no hover artefacts (plotly toolbars, sidebar button)
+    page.wait_for_timeout(500)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shown = min(max(900, int(height) + 40), max_height)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True,
+                    clip={"x": 0, "y": 0, "width": 1400, "height": shown})
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+
+def test_tour_team_page_and_compare_render_for_a_team_of_three(server):
+    """The Team page of a run three annotators reviewed (a plan of the riskiest 30 pairs, overlap 2, conflicts,
+    one settled) and Compare runs of two runs of the same pairs render without an error; their screenshots
+    (tour-team, tour-compare) are the README's tour images (`make screenshots`)."""
+    import numpy as np
+    from playwright.sync_api import expect
+
+    from ches.engine import store
+    from ches.engine.chunks import write_run
+    from ches.engine.files import load_dataset
+    from ches.review import decisions
+    from ches.review.assignment import Assignment, assign, riskiest, write_assignment
+    from conftest import SAMPLE
+
+    run = _stored_run(server.workspace)
+    table = store.read_scores(run)
+    ranked = riskiest(table, "ln_ches")
+    people = ["ann-a", "ann-b", "ann-c"]
+    queues = assign(ranked, people, 30, 2)
+    write_assignment(run, Assignment(blind=True, n=30, overlap=2, queues=queues))
+    db = server.workspace / "decisions.sqlite"
+    r = np.random.default_rng(0)
+    verdict = {pid: str(r.choice(["keep", "keep", "keep", "drop"])) for pid in ranked[:30]}
+    for who, queue in queues.items():               # two thirds of each queue decided, mostly as the others did
+        for pid in queue[: 2 * len(queue) // 3]:
+            said = verdict[pid] if r.random() < 0.85 else str(r.choice(["keep", "drop", "flag"]))
+            decisions.record(db, pid, said, annotator=who)
+    mine = decisions.current_by_annotator(db)
+    said = {pid: {mine[a][pid].decision for a in mine if pid in mine[a]} for pid in ranked[:30]}
+    conflicts = [pid for pid in ranked[:30] if len(said[pid]) > 1]
+    assert len(conflicts) >= 2, said
+    decisions.record(db, conflicts[0], "drop", annotator="adj", adjudicate=True)     # one settled, the rest open
+
+    # run B: the same pairs, "another model": A's scores plus noise, so the ranks mostly agree
+    noisy = table.copy()
+    for m in ("ln_ches", "ches", "edit_sim", "last_hidden_ip"):
+        noisy[m] = noisy[m] + r.normal(scale=0.5 * float(noisy[m].std()), size=len(noisy))
+    manifest = store.read_manifest(run)
+    dataset = load_dataset(SAMPLE)
+    key = {"dataset_hash": dataset.content_hash, "model_id": "test/model-b", "fingerprint": "fp456", "template": "tmpl",
+           "max_length": 512, "dtype": "float32", "engine_version": 1}
+    run_b = write_run(server.workspace / "runs" / "fedcba9876543210",
+                      manifest={**manifest, "key": key, "run": "fedcba9876543210", "source": dataset.source,
+                                "format": dataset.format, "pairs": len(dataset.pairs), "rows_skipped": [],
+                                "flag_counts": {}, "created_at": "2025-01-02T00:00:00+00:00"},
+                      scores=noisy, pairs=dataset.pairs,
+                      arrays={"S_plus": r.normal(size=(len(noisy), 8)), "S_minus": r.normal(size=(len(noisy), 8))})
+    assert store.read_scores(run_b)["pair_id"].tolist() == table["pair_id"].tolist()
+
+    with chromium(height=900) as (page, errors):
+        main = page.get_by_test_id("stMain")
+        page.goto(f"{server.url}/team?run={run.name}&annotator=adj")
+        expect(main.get_by_role("heading", name="Agreement")).to_be_visible(timeout=PAGE_S * 1000)
+        expect(main.get_by_text("open conflict(s)", exact=False)).to_be_visible(timeout=PAGE_S * 1000)
+        browsers.idle(page)
+        assert not main.get_by_test_id("stException").count()
+        _full_page_shot(page, "tour-team")
+
+        page.goto(f"{server.url}/compare?run={run.name}&annotator=adj")
+        expect(main.get_by_role("heading", name="Compare runs")).to_be_visible(timeout=PAGE_S * 1000)
+        expect(main.get_by_test_id("stMetric").filter(has_text="Shared pairs")).to_contain_text(
+            f"{SAMPLE_PAIRS}", timeout=PAGE_S * 1000)
+        expect(main.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=PAGE_S * 1000)
+        browsers.idle(page)
+        assert not main.get_by_test_id("stException").count()
+        _full_page_shot(page, "tour-compare")
+        assert not errors, errors
