@@ -32,9 +32,12 @@ results.parquet with one row per pair), written to a temporary folder and rename
 with a manifest is complete, an interrupted probe leaves nothing. The run's own files are never touched.
 
 The package, by subject: `settings` (ProbeSettings, defaults, the subset of pairs), `dpo` (the loss,
-log pi(y|x), the policy and the trainer), `storage` (the probe folder), `analysis` (summary, the join with
-the run's scores, band means, Spearman and partial Spearman, the band-versus-change points), `check` (the
-curation check: curated versus random arms over seeds, stored in `<run_dir>/checks/<key>/`), `run`
+log pi(y|x), the policy and the trainer), `storage` (the probe folder; the check folders' listing and the
+export's citation of them), `analysis` (summary with |y+| and the change per token, the join with the run's
+scores, band means, Spearman and partial Spearman, the band-versus-change points, the short-response
+notice, the curation check's statistics and verdict), `check` (the curation check: one arm per rule and a
+random arm, length-matched by default, over seeds, with an optional behaviour measure, stored in
+`<run_dir>/checks/<key>/`), `behaviour` (greedy answers and the refusal judge), `run`
 (`measure` trains and measures one subset; `run_probe` stores it as a probe). `run_probe` and `measure`
 are also importable from here; torch is imported only when one of them is used.
 """
