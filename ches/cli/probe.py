@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -75,7 +76,7 @@ def add_parsers(sub) -> None:
     c = sub.add_parser("check-curation", help="which curation rule keeps the chosen likelihood? one DPO arm per "
                        "rule and a random arm, over seeds",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Train fresh copies of RUN's model with the probe's DPO on n pairs drawn from "
+                       description=textwrap.fill("Train fresh copies of RUN's model with the probe's DPO on n pairs drawn from "
                        "what each rule keeps (the rule of --metric / --keep-lowest-percent / --threshold first, then "
                        "each --rule; decisions and drop flags as `ches export` takes them) and on n pairs drawn at "
                        "random from the run (by default length-matched to the first rule's draw), for each of K "
@@ -87,12 +88,12 @@ def add_parsers(sub) -> None:
                        "screen over K seeds, not a significance test. With --behaviour-prompts, greedy answers to "
                        "those held-out prompts are judged by the built-in refusal judge before training and after "
                        "every arm. Stored in RUN/checks/<key>/ (the same settings again reuse it); `ches export` "
-                       "with one of the rules cites the latest such check in its manifest.",
-                       epilog="example (the paper's filter against raw CHES and a length-matched random 10%%, with "
+                       "with one of the rules cites the latest such check in its manifest.", 100),
+                       epilog="example (the paper's filter against raw CHES, and a length-matched random arm, with "
                        "held-out refusal prompts):\n"
                        "  ches check-curation RUN --metric ln_ches --keep-lowest-percent 10 --rule ches:10 \\\n"
                        "      --seeds 3 --behaviour-prompts heldout.txt\n"
-                       "SPEC: METRIC:X keeps the X%% lowest METRIC, METRIC<=T the pairs with METRIC <= T "
+                       "SPEC: METRIC:X keeps the X% lowest METRIC, METRIC<=T the pairs with METRIC <= T\n"
                        f"(metrics: {', '.join(METRICS)}); quote METRIC<=T in a shell.")
     c.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
     add_rule_arguments(c)
@@ -103,8 +104,7 @@ def add_parsers(sub) -> None:
                    help="the random arm: length-matched to the first rule's |y+| (default), uniform, or none")
     c.add_argument("--behaviour-prompts", metavar="FILE", help="held-out prompts, JSON Lines or text, one per "
                    "line: the refusal rate of greedy answers before training and after each arm")
-    c.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="tokens per greedy answer "
-                   "(default: 64)")
+    c.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="tokens per answer (default: 64)")
     c.add_argument("--n", type=int, metavar="N", help="pairs per arm (default: the probe's, see `ches probe -h`, "
                    "at most the pairs the rule that keeps fewest keeps)")
     c.add_argument("--seeds", type=int, default=3, metavar="K", help="seeds 0..K-1 (default: 3)")
