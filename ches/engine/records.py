@@ -55,7 +55,6 @@ def _detect(rows: list[tuple[int, Any]], errors: list[RowError], source: str) ->
                         [str(k) for k in first])
 
 
-
 def _map_columns(rows: Iterable[tuple[int, Any]], errors: list[RowError], columns: dict[str, str]) -> Rows:
     """Rows with the mapped columns renamed to prompt / chosen / rejected (other columns kept as they are);
     a row without one of them becomes a RowError that lists the columns it has."""

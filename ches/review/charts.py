@@ -29,7 +29,6 @@ _LAYOUT = dict(margin=dict(l=10, r=10, t=30, b=10), bargap=0.05, showlegend=Fals
 UP, DOWN = "#dc2626", "#2563eb"   # a token pushing the score up (towards displacement) / pulling it down
 
 
-
 def _outlier_note(fig: go.Figure, below: int, above: int) -> None:
     for count, x, side, arrow in ((below, 0, "left", "◀ "), (above, 1, "right", " ▶")):
         if count:

@@ -72,9 +72,8 @@ COLUMNS = ("id", "seq", "pair_id", "annotator", "action", "note", "undoes", "cre
             "imported_at", "adjudicated")
 EVENT_COLUMNS = ", ".join(COLUMNS)
 INSERT = ("INSERT INTO events (seq, pair_id, annotator, action, note, undoes, created_at, session, batch, "
-           f"imported_at, adjudicated) VALUES ({_NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+          f"imported_at, adjudicated) VALUES ({_NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 NOT_UNDONE = "NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.id)"
-
 
 
 @contextlib.contextmanager

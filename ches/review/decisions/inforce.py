@@ -40,7 +40,6 @@ def in_force(db: Db) -> list[Decision]:
         return list(state.decisions)
 
 
-
 def read_all(db: Db) -> list[Decision]:
     """`in_force` read from the whole log, not incrementally: what `in_force` must equal (tests, benches)."""
     path = os.path.realpath(os.fspath(db))
@@ -88,6 +87,7 @@ def _of(db: Db, annotator: str | None) -> list[Decision]:
     """`in_force(db)`, only `annotator`'s when one is named (checked first, and stripped as the log stores it)."""
     name = None if annotator is None else require_annotator(annotator)
     return [d for d in in_force(db) if name is None or d.annotator == name]
+
 
 @dataclass
 class _InForce:
