@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from ches import __version__  # noqa: E402
 from ches.engine.files import load_dataset  # noqa: E402
-from ches.engine.formats import load_records  # noqa: E402
+from ches.engine.records import load_records  # noqa: E402
 from ches.engine.chunks import write_run  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -166,7 +166,7 @@ def in_force_reads(db: Path, pair_ids: list[str]) -> tuple[float, float, int]:
     decisions.in_force (re-reads the keys touched since its last read) against the reference, the whole
     log's window query (what it did before); median of 5 each, and how many decisions are in force."""
     from ches.review import decisions
-    from ches.review.decisions import log
+    from ches.review.decisions import inforce
 
     for old in db.parent.glob(db.name + "*"):                        # a kept workspace: start from an empty log
         old.unlink()
@@ -181,7 +181,7 @@ def in_force_reads(db: Path, pair_ids: list[str]) -> tuple[float, float, int]:
         got = decisions.in_force(db)
         fast.append(time.perf_counter() - t)
         t = time.perf_counter()
-        want = log._in_force(db, None)
+        want = inforce.read_all(db)
         full.append(time.perf_counter() - t)
         assert got == want, "in_force differs from the whole log's query"
     return sorted(fast)[2], sorted(full)[2], len(got)

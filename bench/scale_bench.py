@@ -128,7 +128,7 @@ def overlap(args, tiny: Path, work: Path) -> None:
 
     from ches.engine import pipeline
     from ches.engine.chunks import finalise, start_run
-    from ches.engine.formats import load_records
+    from ches.engine.records import load_records
     from ches.engine.forward import embed_pairs
     from ches.engine.models import load_model
 

@@ -44,7 +44,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from ches.engine.formats import load_records  # noqa: E402
+from ches.engine.records import load_records  # noqa: E402
 from ches.review import decisions  # noqa: E402
 from conftest import make_fake_run  # noqa: E402
 
