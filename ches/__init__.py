@@ -93,6 +93,12 @@ def score(data: str | Path | Iterable[Mapping[str, Any]], model: str | None = No
     Rows that cannot be read are skipped with a warning naming them (they are listed in the run's
     manifest too). `progress(responses done, responses total)` is called as scoring goes. Raises
     DataError / ModelError / ValueError on bad input.
+
+    >>> run = ches.score("data/sample.jsonl", limit=8)     # the bundled model, offline; again: the same run
+    >>> len(run.scores), sorted(run.scores.columns)[:4]
+    (8, ['ches', 'edit_sim', 'flags', 'last_hidden_ip'])
+    >>> ches.score("data/sample.jsonl", limit=8) == run
+    True
     """
     import warnings
 
@@ -132,6 +138,14 @@ def curate(run: Run | str | Path, rule: "Rule | None" = None,
     conversational prompt / chosen / rejected (ches.engine.pairs.to_trl), ready for `trl.DPOTrainer`.
     Rows are in dataset order. Provenance: `json.loads(ds.info.description)` is the export manifest (run,
     model and weights fingerprint, rule, decisions, how the team decided, counts, score quantiles).
+
+    >>> run = ches.score("data/sample.jsonl", limit=8)
+    >>> ds = ches.curate(run, rule=ches.Rule(keep_lowest_percent=50), format="trl", decisions={})
+    >>> ds.column_names, ds[0]["chosen"][0]["role"]
+    (['prompt', 'chosen', 'rejected'], 'assistant')
+    >>> manifest = json.loads(ds.info.description)
+    >>> manifest["counts"]["kept"] == len(ds) <= 4, manifest["rule"]["keep_lowest_percent"]
+    (True, 50)
     """
     from ches.cli.common import resolve_run
     from ches.review.team_rules import TeamView

@@ -22,7 +22,7 @@ import shlex
 import sys
 
 from ches.version import __version__
-from ches.cli.common import USER_ERRORS
+from ches.cli.common import USER_ERRORS, help_page
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from ches.cli import app, compare, decisions, export, probe, project, score
 
-    p = argparse.ArgumentParser(prog="ches", description="CHES Studio: find preference pairs that cause "
-                                "likelihood displacement in DPO (Razin et al., ICLR 2025).")
+    p = argparse.ArgumentParser(prog="ches", **help_page(
+        "CHES Studio: find preference pairs that cause likelihood displacement in DPO (Razin et al., ICLR 2025). "
+        "`ches COMMAND --help` shows each command's options and examples.",
+        "ches score data/sample.jsonl --limit 32          # score pairs with the bundled model: a run",
+        "ches runs                                         # the stored runs and their ids",
+        "ches export RUN --out cleaned.jsonl --keep-lowest-percent 95",
+        "ches app                                          # the app, on http://localhost:8501"))
     p.add_argument("--version", action="version", version=f"ches {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for group in (score, export, compare, decisions, probe, project, app):

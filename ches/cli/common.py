@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import os
 import signal
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,15 @@ from ches.engine.models import ModelError
 from ches.engine.pairs import FLAGS, DataError
 from ches.engine.store import is_complete
 from ches.workspace import workspace
+
+
+def help_page(description: str, *examples: str, notes: str = "") -> dict:
+    """add_parser's keywords for a command's --help: `description` wrapped at 100 columns, then the examples
+    (each a full `ches ...` line, which tests/test_cli_examples.py parses) under "examples:", then `notes`,
+    both as written."""
+    epilog = "\n".join(["examples:", *(f"  {e}" for e in examples), *([notes] if notes else [])])
+    return {"description": textwrap.fill(description, 100), "formatter_class": argparse.RawDescriptionHelpFormatter,
+            "epilog": epilog}
 
 
 class UserError(Exception):

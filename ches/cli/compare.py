@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ches.cli.common import flag_list, resolve_run, runs_folder
+from ches.cli.common import flag_list, help_page, resolve_run, runs_folder
 from ches.engine.metrics import METRICS
 from ches.engine.store import read_manifest, read_scores
 from ches.review.compare import MIN_SHARED, TOP_PERCENT, compare, movers
@@ -19,11 +19,13 @@ from ches.review.export import DEFAULT_DROP_FLAGS, Rule
 def add_parsers(sub) -> None:
     first = next(iter(METRICS))
     p = sub.add_parser(
-        "compare", help="compare two runs of the same pairs (e.g. a small and a large model)",
-        description="Match the pairs of two runs by pair id (the same data scored by two models or settings) "
+        "compare", help="compare two runs of the same pairs (e.g. a small and a large model)", **help_page(
+        "Match the pairs of two runs by pair id (the same data scored by two models or settings) "
         "and report, per metric, Spearman's rho and Kendall's tau-b of the scores, the overlap of the riskiest "
         "--top-percent, the overlap of what the export rule would drop (decisions left out), and the pairs "
-        "whose percentile moves most. Refused when the runs share fewer than --min-shared pairs.")
+        "whose percentile moves most. Refused when the runs share fewer than --min-shared pairs.",
+        "ches compare RUN_A RUN_B                      # run ids (or unique prefixes) under the workspace's runs",
+        "ches compare runs/1bb49c0a77c9d06a runs/9f3e --metric ches --top-percent 10 --movers 20"))
     p.add_argument("run_a", metavar="RUN_A", help="run folder, or run id (or unique prefix) under --runs")
     p.add_argument("run_b", metavar="RUN_B", help="the run to compare with RUN_A")
     p.add_argument("--metric", default=first, choices=list(METRICS),

@@ -18,7 +18,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from ches.cli.common import UserError, resolve_run, runs_folder
+from ches.cli.common import UserError, help_page, resolve_run, runs_folder
 from ches.review import decisions
 from ches.review.decision_context import export_with_context
 from ches.workspace import workspace
@@ -33,8 +33,10 @@ _HELP = {
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("decisions", help="export or import annotators' decisions (JSON Lines)",
-                       description="Move the keep/drop/flag decision log between workspaces.")
+    p = sub.add_parser("decisions", help="export or import annotators' decisions (JSON Lines)", **help_page(
+                       "Move the keep/drop/flag decision log between workspaces.",
+                       "ches decisions export team.jsonl --run RUN     # every event, with its pair's row and prompt",
+                       "ches decisions import team.jsonl --db other/decisions.sqlite"))
     actions = p.add_subparsers(dest="action", required=True)
     for name, help_text in _HELP.items():
         a = actions.add_parser(name, help=help_text, description=help_text)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ches.cli.common import flag_list, resolve_run, runs_folder
+from ches.cli.common import flag_list, help_page, resolve_run, runs_folder
 from ches.engine.metrics import METRICS
 from ches.review.team_rules import DEFAULT_TEAM_RULE, TEAM_RULES, TeamView
 from ches.review.export import DEFAULT_DROP_FLAGS, EXPORT_FORMATS, ExportError, Rule, export, manifest_path, only
@@ -21,8 +21,8 @@ from ches.workspace import workspace
 
 def add_parsers(sub) -> None:
     p = sub.add_parser(
-        "export", help="write the curated subset of a run (lowest scores kept) with a manifest",
-        description="Keep the pairs least likely to cause likelihood displacement and write them as JSON "
+        "export", help="write the curated subset of a run (lowest scores kept) with a manifest", **help_page(
+        "Keep the pairs least likely to cause likelihood displacement and write them as JSON "
         "Lines, with FILE's <stem>.manifest.json beside it, or as a Hugging Face dataset folder (--format hf: "
         "data/*.parquet and a README.md dataset card carrying the manifest; datasets.load_dataset(FOLDER) reads "
         "it, and it can be pushed to the Hub as is). Decisions in the annotation database override "
@@ -30,7 +30,10 @@ def add_parsers(sub) -> None:
         "decision is the team's (an adjudicator's decision wins under every rule). The manifest lists the "
         "decisions by annotator, the conflicts and how each was settled, Cohen's kappa and Krippendorff's "
         "alpha. The paper (Sec. 6) keeps the 5% lowest "
-        "LN-CHES: --keep-lowest-percent 5. An existing FILE is kept unless --force is given.")
+        "LN-CHES: --keep-lowest-percent 5. An existing FILE is kept unless --force is given.",
+        "ches export RUN --out cleaned.jsonl --keep-lowest-percent 95",
+        "ches export RUN --out cleaned/ --format hf-trl --team-rule majority   # a dataset folder for TRL",
+        "ches export RUN --out paper.jsonl --keep-lowest-percent 5 --force     # the paper's Sec. 6 filter"))
     p.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl file, or the dataset folder "
                    "(--format hf / hf-trl)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ches.atomic import atomic_write_text
-from ches.cli.common import job_events, resolve_run, runs_folder
+from ches.cli.common import help_page, job_events, resolve_run, runs_folder
 from ches.cli.export import add_rule_arguments, rule_and_decisions
 from ches.engine import jobs
 from ches.engine.metrics import METRICS
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("probe", help="check CHES's prediction: a few DPO steps on a subset, log-probs before/after",
-                       description="Train a fresh copy of RUN's model (same weights, template and dtype) with DPO "
+                       **help_page("Train a fresh copy of RUN's model (same weights, template and dtype) with DPO "
                        "(TRL's sigmoid loss) on a subset of RUN's pairs, and report per pair log pi(y+|x) and "
                        "log pi(y-|x) before and after (summed over the response tokens and EOS: the positions CHES "
                        "uses), their mean changes and how many pairs lost chosen likelihood. The probe is stored "
@@ -50,7 +49,9 @@ def add_parsers(sub) -> None:
                        f"{PAPER['beta']:g}, one epoch); for the bundled model n {BUNDLED['n']}, batch "
                        f"{BUNDLED['batch_size']}, lr {BUNDLED['lr']:g} (what shows the effect on it, see "
                        "bench/displacement_bench.py). Left out, n is lowered to the pairs the subset can draw from "
-                       "and the batch size to n; the output says what was chosen.")
+                       "and the batch size to n; the output says what was chosen.",
+                       "ches probe RUN --subset top --n 16               # the 16 highest CHES",
+                       "ches probe RUN --subset band 40 60 --metric ln_ches --seed 1"))
     p.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
     p.add_argument("--subset", nargs="+", required=True, metavar="KIND",
                    help="top (the n highest --metric), bottom (the n lowest), band LO HI (n pairs centred in "
@@ -75,8 +76,7 @@ def add_parsers(sub) -> None:
 
     c = sub.add_parser("check-curation", help="which curation rule keeps the chosen likelihood? one DPO arm per "
                        "rule and a random arm, over seeds",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description=textwrap.fill("Train fresh copies of RUN's model with the probe's DPO on n pairs drawn from "
+                       **help_page("Train fresh copies of RUN's model with the probe's DPO on n pairs drawn from "
                        "what each rule keeps (the rule of --metric / --keep-lowest-percent / --threshold first, then "
                        "each --rule; decisions and drop flags as `ches export` takes them) and on n pairs drawn at "
                        "random from the run (by default length-matched to the first rule's draw), for each of K "
@@ -88,13 +88,13 @@ def add_parsers(sub) -> None:
                        "screen over K seeds, not a significance test. With --behaviour-prompts, greedy answers to "
                        "those held-out prompts are judged by the built-in refusal judge before training and after "
                        "every arm. Stored in RUN/checks/<key>/ (the same settings again reuse it); `ches export` "
-                       "with one of the rules cites the latest such check in its manifest.", 100),
-                       epilog="example (the paper's filter against raw CHES, and a length-matched random arm, with "
-                       "held-out refusal prompts):\n"
-                       "  ches check-curation RUN --metric ln_ches --keep-lowest-percent 10 --rule ches:10 \\\n"
-                       "      --seeds 3 --behaviour-prompts heldout.txt\n"
-                       "SPEC: METRIC:X keeps the X% lowest METRIC, METRIC<=T the pairs with METRIC <= T\n"
-                       f"(metrics: {', '.join(METRICS)}); quote METRIC<=T in a shell.")
+                       "with one of the rules cites the latest such check in its manifest.",
+                       "# the paper's filter against raw CHES and a length-matched random arm, with held-out "
+                       "refusal prompts:",
+                       "ches check-curation RUN --metric ln_ches --keep-lowest-percent 10 --rule ches:10 --seeds 3 "
+                       "--behaviour-prompts heldout.txt",
+                       notes="SPEC: METRIC:X keeps the X% lowest METRIC, METRIC<=T the pairs with METRIC <= T\n"
+                       f"(metrics: {', '.join(METRICS)}); quote METRIC<=T in a shell."))
     c.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
     add_rule_arguments(c)
     c.add_argument("--rule", action="append", default=[], metavar="SPEC", help="another rule to compare (repeat "

@@ -13,16 +13,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from ches.cli.common import UserError, job_events, resolve_run, runs_folder
+from ches.cli.common import UserError, help_page, job_events, resolve_run, runs_folder
 from ches.review.projection import DEFAULTS, VIEWS, cached_layout, map_coordinates
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("project", help="compute the Map's UMAP layout of a run (stored with the run)",
-                       description="Centre the run's hidden-state means and lay them out in 2-D with UMAP (above "
+    p = sub.add_parser("project", help="compute the Map's UMAP layout of a run (stored with the run)", **help_page(
+                       "Centre the run's hidden-state means and lay them out in 2-D with UMAP (above "
                        f"{DEFAULTS['pca_above']:,} points, a randomized PCA to {DEFAULTS['pca_dims']} dimensions "
                        "first), as the Map shows them, and store the layout in RUN/projection/; the same run and "
-                       "parameters again reuse it.")
+                       "parameters again reuse it.",
+                       "ches project RUN", "ches project RUN --view responses --n-neighbors 30 --min-dist 0.05"))
     p.add_argument("run", metavar="RUN", help="run folder, or run id (or unique prefix) under --runs")
     p.add_argument("--view", choices=VIEWS, default=VIEWS[0], help="pairs: one point per pair (m- - m+); "
                    "responses: the chosen and the rejected means (default: pairs)")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ches.cli.common import UserError, job_events, runs_folder
+from ches.cli.common import UserError, help_page, job_events, runs_folder
 from ches.engine import jobs
 from ches.engine.chunks import DEFAULT_CHUNK_PAIRS
 from ches.engine.files import load_dataset
@@ -34,12 +34,17 @@ from ches.workspace import megabytes
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("score", help="embed a dataset with a causal LM and score every pair",
-                       description="Score every pair of DATA with CHES, LN-CHES and the paper's baselines. "
+    s = sub.add_parser("score", help="embed a dataset with a causal LM and score every pair", **help_page(
+                       "Score every pair of DATA with CHES, LN-CHES and the paper's baselines. "
                        "The run is written under --out in chunks as it goes, keyed by the dataset's records, "
                        "model, template, max length and dtype: scoring the same thing again reuses it, and "
                        "after Ctrl-C, SIGTERM or a crash the same command resumes where it stopped. "
-                       "Under torchrun every rank scores its own chunks (see README: Several GPUs).")
+                       "Under torchrun every rank scores its own chunks (docs/cli-and-api.md: Several GPUs).",
+                       "ches score data/sample.jsonl --limit 32          # the bundled sample's first 32 pairs, the "
+                       "bundled model",
+                       "ches score pairs.jsonl.gz --max-length 1024 --out runs/",
+                       "ches score owner/dataset --split train_prefs --model HuggingFaceTB/SmolLM2-360M-Instruct",
+                       "ches score table.csv --column prompt=question --column chosen=better --column rejected=worse"))
     s.add_argument("data", help="dataset: a .jsonl, .jsonl.gz, .json, .parquet or .csv file, a folder laid out "
                    "as a Hugging Face dataset (data/<split>-00000-of-00002.parquet, README with configs), or a "
                    "Hugging Face dataset name (owner/name; hf://datasets/owner/name is the Hub only, never a "
@@ -75,9 +80,10 @@ def add_parsers(sub) -> None:
                    help="allow a model's own Python code to run (off by default: only for models you trust)")
     s.set_defaults(func=cmd_score)
 
-    r = sub.add_parser("runs", help="list stored runs, or mend a damaged one",
-                       description="List the stored runs: complete, unfinished (with the command that resumes "
-                       "them) and damaged ones (with the command that mends them).")
+    r = sub.add_parser("runs", help="list stored runs, or mend a damaged one", **help_page(
+                       "List the stored runs: complete, unfinished (with the command that resumes them) and "
+                       "damaged ones (with the command that mends them).",
+                       "ches runs", "ches runs --repair 1bb49c0a      # a run id, a unique prefix of one, or a folder"))
     r.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs)")
     r.add_argument("--repair", metavar="RUN", help="mend the run folder RUN (a path, or a run id under --out) and "
                    "say what was done to each file: a complete run with a cut-short or garbled file is made "
