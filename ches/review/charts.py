@@ -196,10 +196,10 @@ def check_arms(stats: dict, *, height: int = 300) -> go.Figure:
         fig.add_trace(go.Bar(x=arms, y=[stats["arms"][a][f"mean_delta_{side}"] for a in arms], name=name,
                              marker_color=colour,
                              error_y=dict(type="data", array=[stats["arms"][a][f"sd_delta_{side}"] for a in arms]),
-                             hovertemplate=f"%{{x}}: {name} %{{y:.4f}}<extra></extra>"))
+                             hovertemplate=f"%{{x}}: {name} %{{y:.3g}} nats<extra></extra>"))
     fig.add_hline(y=0, line_color="#94a3b8", line_dash="dot")
     fig.update_layout(barmode="group", height=height, margin=dict(l=10, r=10, t=30, b=10),
-                      yaxis_title="mean change over the arm's pairs",
+                      yaxis_title="change, nats summed over the response (± sd over seeds)",
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
     return fig
 
