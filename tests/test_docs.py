@@ -5,8 +5,7 @@ included, points at a file that exists (and, with a #fragment, at a heading ther
 A command is a code-block line (a trailing backslash joins the next) that starts with `ches `,
 `.venv/bin/ches `, `python -m ches `, `.venv/bin/python -m ches ` (a leading `$ ` and VAR=value are dropped), or a
 `torchrun ... -m ches ...` line; a `#` comment is dropped. Placeholders (RUN, DATA, FILE, ...) are plain
-positional values to the parser. docs/README.draft.md (a README waiting to be installed at the root) has its
-links checked from the repository root.
+positional values to the parser.
 """
 from __future__ import annotations
 
@@ -144,7 +143,7 @@ def anchors(path: Path) -> set[str]:
 
 def bad_links(path: Path) -> list[str]:
     """'file:line: target: why' for each relative link in `path` whose file (or heading) does not exist."""
-    base = ROOT if path.name.endswith(".draft.md") else path.parent
+    base = path.parent
     problems = []
     fenced = False
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

@@ -104,9 +104,9 @@ def test_curate_trl_form_and_decisions(run, workspace_env):
 
 @pytest.mark.real_model
 def test_the_readme_training_example_runs_as_written_offline(tmp_path):
-    """README, Into training: the code block as written, in a fresh folder, with the Hub unreachable
+    """docs/cli-and-api.md, Into training: the code block as written, in a fresh folder, with the Hub unreachable
     (offline mode: any download fails): it scores with the bundled model, curates and trains it."""
-    block = re.search(r"\n## Into training\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    block = re.search(r"\n## Into training\n\n```python\n(.*?)```", (ROOT / "docs" / "cli-and-api.md").read_text(), re.S).group(1)
     (tmp_path / "data").symlink_to(ROOT / "data")
     offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=900,

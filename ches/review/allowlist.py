@@ -1,6 +1,6 @@
 """The team allowlist for sign-in: who may use the app and with which role, read from <workspace>/team.toml.
 
-Only used when the app signs people in (an `[auth]` section in `.streamlit/secrets.toml`, see README
+Only used when the app signs people in (an `[auth]` section in `.streamlit/secrets.toml`, see docs/team-admin.md,
 "Sign-in for a team"); without sign-in everyone may do everything and types a name. The file:
 
     [[member]]

@@ -17,7 +17,7 @@ SUBSETS = ("top", "bottom", "band", "ids")
 OPTIMIZERS = {"rmsprop": "RMSprop", "adam": "Adam", "sgd": "SGD"}        # name -> the torch.optim class
 # The paper's settings (Sec. 5), used for every model but the bundled one.
 PAPER = {"n": 512, "batch_size": 32, "lr": 1e-7, "beta": 0.1}
-# SmolLM2-135M on 2 CPU cores: what bench/displacement_bench.py needed to show the effect (see README).
+# SmolLM2-135M on 2 CPU cores: what bench/displacement_bench.py needed to show the effect (see docs/research.md).
 BUNDLED = {"n": 16, "batch_size": 4, "lr": 1e-6, "beta": 0.1}
 MIN_PAIRS = 3            # a rank correlation over fewer pairs means nothing (2 pairs: always +-1)
 # What steps left out mean, in the words of `ches probe --help`, `ches check-curation --help` and the Probe page.
