@@ -23,7 +23,7 @@ browser:                       # Debian's Chromium for the real-browser test (ne
 	  || sudo sh -c 'apt-get update -qq && apt-get install -y -qq chromium >/dev/null'
 
 test: .venv/installed browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25     # the 25 slowest tests, for keeping the suite under 12 minutes
 
 check: .venv/installed          # the fast lane: no browser, wheel, real model or slow test (`make test` runs all)
 	$(PY) -m pytest -q -m "not browser and not wheel and not real_model and not slow"
