@@ -30,8 +30,10 @@ and utils/sorry_bench_utils.py (princeton-nlp/unintentional-unalignment), writte
             batch = min(--batch, n): one full-batch step when n <= batch, so seeds differ only in float order)
     random  as many pairs drawn at random (default_rng([seed, 2]))
     none    no training: the base model (greedy decoding is deterministic, so it is measured once)
-  The curation check's multi-rule / behaviour API (ches.review.probe.check) was not there when this bench
-  was written, so the arms call measure() and behaviour.generate directly.
+  The arms call measure() and behaviour.generate directly; with --check yes (the default) arms (b), (c) and
+  (d) run again through the curation check's API (ches.review.probe.check.run_check: one rule, a uniform
+  random arm of the same n, the behaviour measure), rows "gen/check" of the table: what a user runs on their
+  own data. Arm (a) cannot join that check: a check trains every arm on the same n.
 - Behaviour: refusal rate on the held-out prompts, greedy (the authors sample at temperature 0.7 and judge
   with the Mistral judge; greedy here, as the issue asks), at most --eval-tokens new tokens (the judge reads
   the first 200 characters). Likelihood: per arm, the mean over its pairs of log pi(y+|x) after - before
@@ -52,6 +54,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import math
 import re
 import sys
 import time
@@ -165,7 +168,7 @@ def arm_rows(table, arm: str, percent: float, seed: int) -> list[int]:
     rows = table["row"].to_numpy()
     if arm == "all":
         return sorted(int(r) for r in rows)
-    n = min(len(rows), max(MIN_PAIRS, int(round(percent / 100 * len(rows)))))
+    n = min(len(rows), max(MIN_PAIRS, math.floor(len(rows) * percent / 100 + 1e-9)))   # the export's floor
     if arm == "lowest":
         return sorted(int(r) for r in table.sort_values(["ln_ches", "row"])["row"].to_numpy()[:n])
     return sorted(int(r) for r in np.random.default_rng([seed, 2]).choice(rows, n, replace=False))
@@ -242,6 +245,45 @@ def run_variant(name: str, lm, initial, run_dir: Path, heldout: Sequence[str], b
                     f"d log pi(y+) {done['delta_chosen']:+.3g} nats ({done['delta_chosen_per_token']:+.3g}/token), "
                     f"{done['steps']} step(s), train {done['train_seconds']:.0f} s, eval {done['eval_seconds']:.0f} s")
             records.append(done)
+    return records
+
+
+def run_check_arms(name: str, label: str, run_dir: Path, heldout: Sequence[str], args, out: Path,
+                   say: Say) -> list[dict]:
+    """Arms (b), (c) and (d) again, through the curation check's API (ches.review.probe.check.run_check: the rule
+    "keep the --percent % lowest LN-CHES", a uniform random arm of the same n, the same seeds and settings, the
+    behaviour measure on the held-out prompts with the built-in judge); the check stores itself in the run and
+    is reopened, not retrained, by the same call. Records per seed as run_variant's, variant `label`."""
+    from ches.engine.store import read_scores
+    from ches.review.export import Rule, select
+    from ches.review.probe.check import Behaviour, CheckSettings, arm_name, read_check, run_check
+
+    rule = Rule("ln_ches", args.percent)
+    n = int(select(read_scores(run_dir), rule, {})["kept"].sum())
+    if n < MIN_PAIRS:
+        say(f"[{label}] the rule keeps {n} pair(s), fewer than {MIN_PAIRS}: no check")
+        return []
+    cs = CheckSettings(n=n, seeds=args.seeds, batch_size=min(args.batch, n), lr=args.lr, beta=args.beta,
+                       optimizer="rmsprop", random="uniform")
+    behaviour = Behaviour(prompts=tuple(heldout), max_new_tokens=args.eval_tokens)
+    piece = read_piece(out / f"check-{name}.json")
+    if piece is None:
+        say(f"[{label}] the curation check: {rule.describe()}; {cs.describe()}; behaviour on {len(heldout)} prompts ...")
+        t = time.perf_counter()
+        folder = run_check(run_dir, [rule], {}, cs, behaviour=behaviour, device=args.device)
+        piece = {"folder": str(folder), "seconds": round(time.perf_counter() - t, 1)}
+        write_piece(out / f"check-{name}.json", piece)
+    manifest, _ = read_check(Path(piece["folder"]))
+    say(f"[{label}] {manifest['verdict']}")
+    records = [{"variant": label, "arm": "none", "seed": 0, "pairs": 0, "delta_chosen": 0.0,
+                "delta_chosen_per_token": 0.0, "mean_len_chosen": None,
+                "refusal_rate": manifest["behaviour"]["before"]}]
+    for key, arm in ((arm_name(rule), "lowest"), ("random", "random")):
+        st, bh = manifest["stats"]["arms"][key], manifest["behaviour"]["arms"][key]
+        records += [{"variant": label, "arm": arm, "seed": k, "pairs": n, "delta_chosen": st["per_seed_delta_chosen"][k],
+                     "delta_chosen_per_token": st["per_seed_delta_chosen_per_token"][k],
+                     "mean_len_chosen": st["mean_len_chosen"], "refusal_rate": bh["per_seed_rate"][k]}
+                    for k in range(args.seeds)]
     return records
 
 
@@ -327,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--hh", choices=("auto", "yes", "no"), default="auto",
                     help="also run the arms on the HH file's own pairs: auto = when the base rate < --min-base-rate")
     ap.add_argument("--min-base-rate", type=float, default=0.10)
+    ap.add_argument("--check", choices=("yes", "no"), default="yes",
+                    help="also run arms (b), (c), (d) through the curation check's API (default yes)")
     ap.add_argument("--gen-batch", type=int, default=16, help="prompts per generation batch (default 16)")
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--device", default="cpu")
@@ -349,7 +393,8 @@ def bench(args: argparse.Namespace, say: Say | None = None) -> dict:
     t0 = time.perf_counter()
     out = Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("runs", "threads", "labels", "hh", "min_base_rate")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("runs", "threads", "labels", "hh", "min_base_rate",
+                                                                   "check")}
     settings["data"] = str(Path(args.data).resolve())
     old = read_piece(out / "settings.json")
     if old is not None and old != settings:
@@ -426,6 +471,8 @@ def bench(args: argparse.Namespace, say: Say | None = None) -> dict:
 
     # 5. the arms
     records = run_variant("generated", lm, initial, run.path, heldout, base, args, out, say)
+    if args.check == "yes":
+        records += run_check_arms("generated", "gen/check", run.path, heldout, args, out, say)
     hh = args.hh == "yes" or (args.hh == "auto" and base["refusal_rate"] < args.min_base_rate)
     if hh:
         say(f"the base model refuses {base['refusal_rate']:.1%} < {args.min_base_rate:.0%}: the arms run on the "
@@ -435,6 +482,8 @@ def bench(args: argparse.Namespace, say: Say | None = None) -> dict:
         hh_run = ches.score(hh_path, model=args.model, runs=out / "ches-runs", dtype="float32", device=args.device,
                             format="hh")
         records += run_variant("hh", lm, initial, hh_run.path, heldout, base, args, out, say)
+        if args.check == "yes":
+            records += run_check_arms("hh", "hh/check", hh_run.path, heldout, args, out, say)
 
     # 6. the summary
     summary = summarise(records, base["refusal_rate"])

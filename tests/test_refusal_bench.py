@@ -116,7 +116,7 @@ def test_bench_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     labels = tmp_path / "labels.jsonl"
     argv = ["--runs", str(runs), "--model", str(tiny_model_dir), "--data", str(_hh_file(tmp_path)),
             "--train-prompts", "4", "--heldout", "2", "--seeds", "2", "--sample-tokens", "6", "--eval-tokens", "6",
-            "--gen-batch", "2", "--hh", "yes", "--labels", str(labels)]
+            "--gen-batch", "2", "--hh", "yes", "--labels", str(labels), "--percent", "75"]
     result = bench.main(argv)
     out = capsys.readouterr().out
     assert "skipped row 5" in out                                        # named, no traceback
@@ -128,7 +128,13 @@ def test_bench_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
         assert p["tie"] or (p["chosen_refusal"] and not p["rejected_refusal"])
     # every arm of both variants; (d) once; the random arm as large as the curated one
     s = {(r["variant"], r["arm"]): r for r in result["summary"]}
-    assert set(s) == {(v, a) for v in ("generated", "hh") for a in ("all", "lowest", "random", "none")}
+    assert set(s) == ({(v, a) for v in ("generated", "hh") for a in ("all", "lowest", "random", "none")}
+                      | {(v, a) for v in ("gen/check", "hh/check") for a in ("lowest", "random", "none")})
+    # the curation check's API trains the same rows with the same seeds and settings: the same numbers
+    for v, w in (("generated", "gen/check"), ("hh", "hh/check")):
+        for a in ("lowest", "random", "none"):
+            for key in ("refusal_mean", "delta_chosen", "delta_chosen_per_token", "pairs"):
+                assert s[w, a][key] == pytest.approx(s[v, a][key], rel=1e-4, abs=1e-6), (w, a, key)
     assert s["generated", "none"]["seeds"] == 1 and s["generated", "all"]["seeds"] == 2
     assert s["generated", "lowest"]["pairs"] == s["generated", "random"]["pairs"] == 3
     assert s["hh", "all"]["pairs"] == 4
