@@ -4,7 +4,7 @@ keeping the 5% lowest-LN-CHES pairs prevent it?
     python bench/refusal_bench.py --runs DIR [--seed 0] [--train-prompts 128] [--heldout 100] [--seeds 3]
         [--sample-tokens 48] [--eval-tokens 40] [--temperature 1.0] [--top-p 1.0] [--lr 5e-6] [--batch 32]
         [--beta 0.1] [--percent 5] [--hh auto|yes|no] [--min-base-rate 0.10] [--model smollm2] [--threads 1]
-        [--data FILE] [--labels bench/refusal_labels.jsonl]
+        [--data FILE] [--labels bench/refusal_labels.jsonl] [--check yes|no]
 
 Set-up, learned from the authors' sorrybench_create_preferences_dataset.py, sorrybench_experiment_runner.py
 and utils/sorry_bench_utils.py (princeton-nlp/unintentional-unalignment), written anew here:
