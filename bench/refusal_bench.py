@@ -325,6 +325,26 @@ def table(summary: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(summary: Sequence[dict], variant: str = "generated") -> "go.Figure":
+    """The held-out refusal rate per arm of `variant`: a bar at the mean over seeds, error bars ± sd over seeds,
+    each bar labelled with the mean change of log pi(y+) (nats); the base model's rate dashed."""
+    import plotly.graph_objects as go
+
+    rows = [s for s in summary if s["variant"] == variant]
+    fig = go.Figure(go.Bar(
+        x=[ARM_WORDS[s["arm"]] + ("" if s["arm"] == "none" else f" ({s['pairs']} pairs)") for s in rows],
+        y=[100 * s["refusal_mean"] for s in rows], marker_color="#2563eb",
+        error_y={"type": "data", "array": [100 * s["refusal_sd"] for s in rows]},
+        text=[f"Δ log π(y⁺) {s['delta_chosen']:+.3g} nats" for s in rows], textposition="inside",
+        insidetextanchor="middle"))
+    if rows:
+        fig.add_hline(y=100 * rows[0]["base_rate"], line_dash="dash", line_color="#64748b",
+                      annotation_text="the base model", annotation_position="top right")
+    return fig.update_layout(template="plotly_white", yaxis_title="refusal rate on held-out prompts, % (± sd over seeds)",
+                             yaxis_range=[0, 40], margin={"l": 60, "r": 20, "t": 50, "b": 60},
+                             title="DPO on self-generated pairs of red-team prompts: refusals on held-out prompts")
+
+
 def judge_agreement(labels_path: Path, texts: Sequence[str]) -> dict[str, dict] | None:
     """The judge against hand labels, per labelled set (the label's "set": the sampled responses of
     label_sample.json, the base model's greedy held-out answers): agreement and errors by kind. A label counts
@@ -377,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, fastest on 2 shared cores)")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--labels", default=str(DEFAULT_LABELS), help="hand labels of the judge sample (JSONL)")
+    ap.add_argument("--plot", default=None, help="also write the refusal rate per arm as a PNG here (bench/figures.py)")
     args = ap.parse_args(argv)
     import torch
 
@@ -506,6 +527,9 @@ def bench(args: argparse.Namespace, say: Say | None = None) -> dict:
             f"judge {a['judge_refusals']} refusals)")
     if not agreement:
         say(f"judge: no hand labels in {args.labels} for the sample in {out / 'label_sample.json'}")
+    if args.plot:
+        from bench.figures import save_png
+        say(f"plot: {save_png(plot(summary), args.plot)}")
     say(f"wall {result['wall_seconds']:.0f} s this call; pieces took {result['piece_seconds']:.0f} s in all; in {out}")
     return result
 

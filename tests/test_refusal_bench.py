@@ -146,6 +146,8 @@ def test_bench_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     table = out.split("\n\n")[-1]
     for words in ("(a) all training pairs", "(b) lowest LN-CHES", "(c) random, same n", "(d) no training"):
         assert words in table
+    (bars,) = bench.plot(result["summary"]).data                    # the README's plot: one bar per arm, in %
+    assert list(bars.y) == pytest.approx([100 * s["generated", a]["refusal_mean"] for a in ("all", "lowest", "random", "none")])
     assert "no hand labels" in out
     # hand labels of the judge sample are read back (matched by the text's hash)
     sample = json.loads((runs / "label_sample.json").read_text())
