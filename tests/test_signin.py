@@ -347,7 +347,7 @@ def test_an_annotator_sees_nothing_blind_hides_and_cannot_cancel_a_job_or_start_
                 expect(panel).to_have_count(1)
                 expect(panel.get_by_test_id("stDataFrame")).to_have_count(0)    # no table (its grid is a canvas:
                 expect(main.get_by_text(re.compile(r"\b(Ada|Cat)\b"))).to_have_count(0)   # no text to look for)
-                check = main.get_by_role("button", name="Check this rule on the model")
+                check = main.get_by_role("button", name="Check these rules on the model")
                 check.scroll_into_view_if_needed()
                 expect(check).to_be_disabled()
 
