@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -114,6 +115,20 @@ def cpu_s(pid: int) -> float:
     return sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)])
 
 
+def others_cpu_s(server: int) -> dict[str, float]:
+    """CPU seconds so far of what shares the machine with the server: the Chromium processes and the bench itself
+    (this Python process and Playwright's driver), each summed over its processes."""
+    mine = psutil.Process()
+    skip = {server, *(q.pid for q in psutil.Process(server).children(recursive=True))}
+    out = {"browsers": 0.0, "bench": sum(sum(q.cpu_times()[:2]) for q in [mine, *mine.children(recursive=True)]
+                                         if "chrom" not in q.name())}
+    for q in mine.children(recursive=True):
+        if q.pid not in skip and "chrom" in q.name():
+            with contextlib.suppress(psutil.Error):
+                out["browsers"] += sum(q.cpu_times()[:2])
+    return out
+
+
 def stop(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -177,7 +192,7 @@ async def bench(args, url: str, run: Path, proc: subprocess.Popen) -> dict:
             await asyncio.sleep(5 if args.sessions > 1 else 0)
             out["rss_n"] = rss_mib(proc.pid)
             presses: list = []
-            cpu0 = cpu_s(proc.pid)
+            cpu0, others0 = cpu_s(proc.pid), others_cpu_s(proc.pid)
             deadline = time.time() + args.seconds
             t0 = time.perf_counter()
             await asyncio.gather(*(decide(p, i, deadline, random.Random(i), presses) for i, p in enumerate(pages)))
@@ -186,6 +201,7 @@ async def bench(args, url: str, run: Path, proc: subprocess.Popen) -> dict:
                 await page.get_by_test_id("stStatusWidget").wait_for(state="detached", timeout=PAGE_S * 1000)
             await asyncio.sleep(2)
             out["cpu_s"] = cpu_s(proc.pid) - cpu0
+            out["others_cpu_s"] = {k: v - others0[k] for k, v in others_cpu_s(proc.pid).items()}
             out["rss_after"] = rss_mib(proc.pid)
             out["presses"] = presses
         finally:
@@ -277,7 +293,8 @@ def report(args, run: Path, workspace: Path, res: dict, before: int) -> dict:
     n_sent, n_logged = len(presses), len(events)
     figures = {"screen_p50": statistics.median(screen) if screen else float("nan"), "screen_p95": pct(screen, 0.95),
                "commit_p50": statistics.median(commit) if commit else float("nan"),
-               "cpu_per_press": res["cpu_s"] / max(n_logged, 1), "rate": n_logged / res["wall_s"]}
+               "cpu_per_press": res["cpu_s"] / max(n_logged, 1), "rate": n_logged / res["wall_s"],
+               **{f"{k}_cpu_per_press": v / max(n_logged, 1) for k, v in res["others_cpu_s"].items()}}
     rows = [
         ("sessions", f"{args.sessions}"),
         ("run", f"{args.pairs:,} pairs, {before:,} decisions before"),
@@ -292,6 +309,8 @@ def report(args, run: Path, workspace: Path, res: dict, before: int) -> dict:
         ("press -> next pair on screen: median / p95", f"{figures['screen_p50']:.2f} s / {figures['screen_p95']:.2f} s"
          if screen else "-"),
         ("server CPU per press", f"{figures['cpu_per_press']:.3f} s"),
+        ("browsers' CPU per press (all Chromium processes)", f"{figures['browsers_cpu_per_press']:.3f} s"),
+        ("the bench's own CPU per press (Python, Playwright)", f"{figures['bench_cpu_per_press']:.3f} s"),
         ("server RSS, 1 session", f"{res['rss_1']:.0f} MiB"),
         (f"server RSS, {args.sessions} sessions", f"{res['rss_n']:.0f} MiB"),
         ("per added session", f"{(res['rss_n'] - res['rss_1']) / (args.sessions - 1):.1f} MiB"
