@@ -6,7 +6,8 @@
 
 For each --data file (default: the HH-RLHF and UltraFeedback files in ../shared/data/):
 1. Score its first --pool pairs with the model (default: the bundled SmolLM2-135M-Instruct, fp32).
-2. Section 5 (--part section5): for each metric and each percentile q in 0, 25, 50, 75, 100, take the --n
+2. Section 5 (--part section5): over the pairs without a drop flag (identical, an empty response: the check
+   leaves them out too), for each metric and each percentile q in 0, 25, 50, 75, 100, take the --n
    pairs centred on q (the authors' quantile slice), and for each seed 0 .. --seeds-1 (the order of the
    steps) train a fresh copy of the model on them with DPO (`ches.review.probe.run_probe`, RMSprop, one
    epoch unless --steps). Per subset: mean change of log pi(y+|x) (summed over the response tokens and
@@ -40,7 +41,7 @@ from ches.engine.models import load_model  # noqa: E402
 from ches.engine.pairs import Dataset  # noqa: E402
 from ches.engine.pipeline import score_dataset  # noqa: E402
 from ches.engine.store import read_scores  # noqa: E402
-from ches.review.export import Rule  # noqa: E402
+from ches.review.export import Rule, select  # noqa: E402
 from ches.review.probe import run_probe  # noqa: E402
 from ches.review.probe.analysis import partial_spearman, probe_table, spearman  # noqa: E402
 from ches.review.probe.check import CheckSettings, run_check  # noqa: E402
@@ -59,8 +60,16 @@ def ms(values) -> str:
     return f"{np.nanmean(v):+.2f} ± {np.nanstd(v, ddof=1):.2f}" if len(v) > 1 else f"{v[0]:+.2f}"
 
 
+def unflagged(table: pd.DataFrame) -> pd.DataFrame:
+    """The pairs the check and the export keep whatever their score: none carrying a default drop flag
+    (identical, an empty response), as `ches.review.export.select` decides it."""
+    return table[select(table, Rule(keep_lowest_percent=100), {})["rule_kept"].to_numpy()]
+
+
 def section5(run: Path, args, seeds: range) -> None:
-    table = read_scores(run)
+    everything = read_scores(run)
+    table = unflagged(everything)
+    print(f"\n{len(everything) - len(table)} flagged pair(s) left out, as the curation check leaves them out")
     print(f"\nSpearman(metric, |y+|) over the {len(table)} pairs: " +
           ", ".join(f"{m} {spearman(table[m], table['len_chosen']):+.2f}" for m in args.metrics))
     rows_by = {}
