@@ -43,7 +43,7 @@ st.caption("Does CHES predict likelihood displacement on *your* model? The probe
            "are never changed; each probe is stored with the run.")
 
 
-def _plan(todo: list[ProbeSettings], said: str) -> tuple[list[str], tuple[str, str]]:
+def _job_args(todo: list[ProbeSettings], said: str) -> tuple[list[str], tuple[str, str]]:
     """The `ches probe` arguments that train `todo` (one settings, one probe per seed) and what their job opens
     when it is done: the last seed's probe folder, and `said`."""
     argv = probe_args(run, todo[0], [s.seed for s in todo], rows_dir=state.ws().jobs)
@@ -57,7 +57,7 @@ def _start(todo: list[ProbeSettings], button: str, said: str) -> None:
     if not state.allowed("score"):
         return
     with state.errors_flashed():
-        argv, opens = _plan(todo, said)
+        argv, opens = _job_args(todo, said)
         if all(is_complete(probe_path(run, select_rows(table, s), s)) for s in todo):
             st.session_state[OPEN] = opens[0]
             state.flash("success", "Reopened the stored probe." if len(todo) == 1 else "Reopened the stored probes.")
@@ -116,7 +116,7 @@ with render.user_errors():
         stored = is_complete(probe_path(run, select_rows(table, settings), settings))
         st.caption(render.escape_md(settings.describe() + (f" ({fit.note})" if fit.note else ""))
                    + (" · **stored**: running reopens it." if stored else ""))
-        argv, opens = _plan([settings], RAN)
+        argv, opens = _job_args([settings], RAN)
         job = jobspanel.page_job("probe", run, argv, follow=FOLLOW["run"], opens=opens)
 
 busy = job is not None and jobs.status(job).running
@@ -183,7 +183,7 @@ repeat = [ProbeSettings.from_dict({**base.as_dict(), "seed": seed}) for seed in 
 again = f"Probes with seeds 1..{int(k)} stored with the run."
 repeating = None
 with render.user_errors():
-    argv, opens = _plan(repeat, again)
+    argv, opens = _job_args(repeat, again)
     repeating = jobspanel.page_job("probe", run, argv, follow=FOLLOW["repeat"], opens=opens)
 r2.button(f"Repeat with seeds 1..{int(k)}", icon=":material/replay:", key="probe_repeat", on_click=_start,
           args=(repeat, "repeat", again), help=auth.refuse("score"),
