@@ -344,31 +344,6 @@ def test_reload_and_deep_links_keep_run_row_and_annotator(server):
     assert set(decided) == {pid[row], pid[following]}
 
 
-def test_eight_deep_links_at_once_to_a_fresh_server_all_show_the_run(server):
-    """Eight tabs open deep links at the same moment on a server no session has reached yet: every page runs
-    its frame (page links, sidebar, the run from the URL), none shows "No run yet"."""
-    from playwright.sync_api import expect
-
-    from ches.engine import store
-
-    run = _stored_run(server.workspace)
-    rows = store.read_scores(run)["row"].tolist()[:8]
-    with browser() as b:
-        pages = [new_page(b)[0] for _ in rows]
-        for page, row in zip(pages, rows):        # all requests sent before any page has rendered
-            page.goto(f"{server.url}/browse?run={run.name}&row={row}", wait_until="commit")
-        for page, row in zip(pages, rows):
-            main = page.get_by_test_id("stMain")
-            expect(main.get_by_role("heading", name=re.compile(rf"^Row {row} · rank"))).to_be_visible(
-                timeout=PAGE_S * 2000)
-            sidebar = page.get_by_test_id("stSidebar")      # the frame's page links and sidebar
-            expect(sidebar.get_by_role("link", name="Data & score")).to_be_visible(timeout=PAGE_S * 2000)
-            expect(sidebar).to_contain_text("Annotator", timeout=PAGE_S * 2000)
-            picked = [c.input_value() for c in sidebar.get_by_role("combobox").all()]
-            assert any(v.startswith("sample.jsonl · 165 pairs") for v in picked), picked
-            assert not main.get_by_text("No run yet").count()
-
-
 # --------------------------------------------------------------- every decision on the pair on screen
 
 BURST_PRESSES, BURST_SESSIONS, BURST_GAP_S = 200, 3, (0.05, 0.15)
@@ -535,10 +510,12 @@ def test_presses_the_server_has_not_acknowledged_are_sent_again():
 # --------------------------------------------------------------- one click is enough, under load
 
 def test_every_click_takes_effect_once_with_eight_sessions_open_and_a_scoring_job_running(server, monkeypatch):
-    """Eight sessions open at once (Data & score, four annotators on Browse, the Team page, the Map, Curate &
-    export); Score starts a real scoring job, and while it runs each person clicks once: Keep, Skip, Drop then
-    Undo, Flag, a Team Keep settling a conflict, a Map point, Export; then Cancel and Dismiss the job. Every click
-    is made exactly once and must show its effect (on the page and on disk): a lost click fails the test."""
+    """Eight sessions open deep links at once on a server no session has reached yet (Data & score, four
+    annotators on Browse at the riskiest pair, the Team page, the Map, Curate & export): each runs its frame
+    (page links, sidebar, the run from the URL; none says "No run yet"). Score starts a real scoring job, and
+    while it runs each person clicks once: Keep, Skip, Drop then Undo, Flag, a Team Keep settling a conflict, a
+    Map point, Export; then Cancel and Dismiss the job. Every click is made exactly once and must show its effect
+    (on the page and on disk): a lost click fails the test."""
     import numpy as np
     import umap
     from playwright.sync_api import expect
@@ -561,9 +538,12 @@ def test_every_click_takes_effect_once_with_eight_sessions_open_and_a_scoring_jo
     gaps = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(xy)) * 1e9
     lonely = int(gaps.min(axis=1).argmax())
 
+    row_of = dict(zip(table["pair_id"], table["row"]))
+    r1 = row_of[first_id]
     at = f"run={run.name}&layout=review"
-    opened = {"score": "", "keep": f"browse?{at}&annotator=ann-1", "skip": f"browse?{at}&annotator=ann-2",
-              "undo": f"browse?{at}&annotator=ann-3", "flag": f"browse?{at}&annotator=ann-4",
+    browse = f"browse?{at}&row={r1}"                                  # a shared link to the riskiest pair
+    opened = {"score": "", "keep": f"{browse}&annotator=ann-1", "skip": f"{browse}&annotator=ann-2",
+              "undo": f"{browse}&annotator=ann-3", "flag": f"{browse}&annotator=ann-4",
               "team": f"team?{at}&annotator=adj", "map": f"map?{at}&annotator=ann-5", "export": f"export?{at}"}
     heading = re.compile(r"^Row \d+ · rank")
     with browser() as b:
@@ -575,11 +555,17 @@ def test_every_click_takes_effect_once_with_eight_sessions_open_and_a_scoring_jo
         expect(main["score"].get_by_role("heading", name="Data & score")).to_be_visible(timeout=PAGE_S * 2000)
         for who in ("keep", "skip", "undo", "flag"):
             expect(main[who].get_by_role("button", name="Keep")).to_be_enabled(timeout=PAGE_S * 2000)
+            expect(main[who].get_by_role("heading", name=heading)).to_contain_text(f"Row {r1} · rank 1 of")
         expect(main["team"].get_by_text("1 open conflict(s)", exact=False)).to_be_visible(timeout=PAGE_S * 2000)
         expect(main["map"].get_by_text("Nothing selected.")).to_be_visible(timeout=PAGE_S * 2000)
         expect(main["export"].get_by_role("button", name="Export", exact=True)).to_be_enabled(timeout=PAGE_S * 2000)
-        for p in pages.values():
+        for who, p in pages.items():              # every page ran its frame: links, sidebar, the run from the URL
             idle(p)
+            sidebar = p.get_by_test_id("stSidebar")
+            expect(sidebar.get_by_role("link", name="Data & score")).to_be_visible()
+            picked = [c.input_value() for c in sidebar.get_by_role("combobox").all()]
+            assert who == "score" or any(v.startswith("sample.jsonl · 165 pairs") for v in picked), (who, picked)
+            assert not main[who].get_by_text("No run yet").count(), who
 
         s = main["score"]                                                  # Score: one click starts the job
         for label, value in (("Max length", MAX_LENGTH), ("First N pairs", SAMPLE_PAIRS)):
@@ -597,8 +583,6 @@ def test_every_click_takes_effect_once_with_eight_sessions_open_and_a_scoring_jo
             main[who].get_by_role("button", name=button, exact=exact).click()
             expect(main[who].get_by_text(then).first).to_be_visible(timeout=PAGE_S * 1000)
 
-        row_of = dict(zip(table["pair_id"], table["row"]))
-        r1 = row_of[first_id]
         one_click("keep", "Keep", f"Row {r1}: keep")
         skip_head = main["skip"].get_by_role("heading", name=heading)
         expect(skip_head).to_contain_text(f"Row {r1} ·")
