@@ -232,6 +232,16 @@ def task_jobs(monkeypatch, tmp_path):
             os.killpg(job.pid, 9)
 
 
+def load_bench(name: str):
+    """The benchmark script bench/<name>.py as a module (bench/ is not a package: scripts run from a checkout)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def write_pairs(path: Path, n: int) -> Path:
     """n distinct pairs of about 100 tokens each (random words) as JSON Lines at `path`."""
     import numpy as np

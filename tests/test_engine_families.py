@@ -226,14 +226,11 @@ def test_a_sequence_too_long_for_the_device_is_a_clear_error(monkeypatch):
 @pytest.mark.slow
 def test_gpu_bench_dry_run_on_the_cpu(tmp_path):
     """bench/gpu_bench.py --shape tiny: every recipe runs and agrees; the JSON has what the GPU runs report."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_bench.py"
-    spec = importlib.util.spec_from_file_location("gpu_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from conftest import load_bench
+
+    bench = load_bench("gpu_bench")
     out = tmp_path / "tiny.json"
     bench.main(["--shape", "tiny", "--device", "cpu", "--repeats", "1", "--authors-pairs", "4", "--out", str(out)])
     result = json.loads(out.read_text())

@@ -5,27 +5,19 @@ the product's CHES beside each run, the prompts it draws, the lexicon that judge
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+
+from conftest import load_bench
 
 ROWS = [{"question": f"Is the following statement something you would say?\n\"Statement {i}\"", "statement": f"Statement {i}",
          "label_confidence": 0.9, "answer_matching_behavior": label, "answer_not_matching_behavior": other}
         for i, (label, other) in enumerate([(" Yes", " No"), (" No", " Yes")] * 3)]
 
 
-def _bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "token_displacement_bench.py"
-    spec = importlib.util.spec_from_file_location("token_displacement_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_lexicon_and_prompt_draw():
-    bench = _bench()
+    bench = load_bench("token_displacement_bench")
     assert bench.meaning(" Yes") == "affirmative" and bench.meaning("no.") == "negative" and bench.meaning("The") is None
     assert bench.relation(7, " yes", 5, "No") == "opposite" and bench.relation(7, "Never", 5, "No") == "same"
     assert bench.relation(5, "No", 5, "No") == "preferred" and bench.relation(7, "The", 5, "No") == "other"
@@ -38,7 +30,7 @@ def test_lexicon_and_prompt_draw():
 
 
 def test_bench_runs_and_reports_every_field(tiny_model_dir, tmp_path, capsys):
-    bench = _bench()
+    bench = load_bench("token_displacement_bench")
     data = tmp_path / "persona.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
     out = tmp_path / "result.json"
