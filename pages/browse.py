@@ -18,8 +18,6 @@ from ches.review.charts import score_histogram, score_vs_length
 from ches.review.decisions import STATUSES
 from ches.engine.pairs import FLAGS
 from ches.engine.metrics import METRICS
-from ches.review.export import Rule, select
-from ches.review.probe.analysis import short_notice
 
 frame.page("Browse")      # first: page config, sign-in gate, the URL's state, the sidebar
 
@@ -51,9 +49,7 @@ mode = c_mode.segmented_control("Layout", list(state.LAYOUTS), format_func=state
                                 "Table: the distribution, score vs length and the ranked table above the pair.")
 c_help.caption(METRICS[metric].help + "  \nHighest scores first: the pairs most likely to cause likelihood "
                "displacement. The paper filters by keeping the lowest LN-CHES pairs.")
-kept_short = select(table, Rule(metric=metric, keep_lowest_percent=SHORT_RULE_PERCENT))
-short = short_notice(kept_short.loc[kept_short["kept"], "len_chosen"],
-                     f"the set a rule keeping the lowest {SHORT_RULE_PERCENT:g}% by {METRICS[metric].label} keeps")
+short = loaders.short_rule_notice(run, metric, SHORT_RULE_PERCENT)
 if short:
     st.warning(render.escape_md(short), icon=":material/short_text:")
 

@@ -21,6 +21,7 @@ import streamlit as st
 from ches.engine import store
 from ches.engine.files import MAX_INPUT_BYTES, load_dataset
 from ches.engine.hub import HUB_PREFIX
+from ches.engine.metrics import METRICS
 from ches.engine.models import LoadedModel, ModelIdentity, identify, load_model
 from ches.engine.pairs import Dataset
 from ches.engine.pipeline import pair_tokens
@@ -29,6 +30,8 @@ from ches.review import decisions as decision_log
 from ches.review import agreement, team_rules
 from ches.review.team_rules import TeamView
 from ches.review.browse import decided_counts, search_rows
+from ches.review.export import Rule, select
+from ches.review.probe.analysis import short_notice
 from ui.render import escape_md
 from ui.state import annotator, ws
 
@@ -63,6 +66,20 @@ def scores(run_dir: str | Path) -> pd.DataFrame:
         return _scores(str(run_dir), _run_version(run_dir))
     except store.DamagedRun as e:
         _stop_damaged(e)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _short_rule_notice(run_dir: str, metric: str, percent: float, mtime: int) -> str | None:
+    kept = select(_scores(run_dir, mtime), Rule(metric=metric, keep_lowest_percent=percent))
+    return short_notice(kept.loc[kept["kept"], "len_chosen"],
+                        f"the set a rule keeping the lowest {percent:g}% by {METRICS[metric].label} keeps")
+
+
+def short_rule_notice(run_dir: str | Path, metric: str, percent: float) -> str | None:
+    """`short_notice` of what the score rule "keep the lowest `percent`% by `metric`" keeps, decisions aside
+    (cached per run, metric and percent: a full select of the table, not redone on every page run)."""
+    scores(run_dir)                                   # a damaged run stops here, with its message
+    return _short_rule_notice(str(run_dir), metric, percent, _run_version(run_dir))
 
 
 def _stop_damaged(error: store.DamagedRun) -> NoReturn:
