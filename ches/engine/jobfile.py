@@ -32,7 +32,7 @@ from pathlib import Path
 
 STARTING_S = 60          # a job file without a pid this old belongs to a start that died before spawning
 _MAX_JOB_FILE = 1 << 20  # a job file is a few hundred bytes: a larger one is not read
-KINDS = ("score", "probe", "check-curation", "project")   # the `ches` command a job runs
+KINDS = ("score", "estimate", "probe", "check-curation", "project", "tokens")   # the `ches` command a job runs
 
 
 def job_name(kind: str, run_dir: str | Path, args: Sequence[str] = ()) -> str:

@@ -20,9 +20,11 @@ from ches.engine.timing import Estimate, duration
 
 STATUS_ENV = "CHES_JOB_STATUS"   # the file a job's process appends its events to
 _HEAD = _TAIL = 16 * 1024        # status() reads the first and last bytes of the status file
-UNITS = {"score": ("pair", "pairs"), "probe": ("pair pass", "pair passes"),
-         "check-curation": ("pair pass", "pair passes"), "project": ("step", "steps")}   # what progress counts
-WHAT = {"score": "scoring", "probe": "probe", "check-curation": "curation check", "project": "map"}
+UNITS = {"score": ("pair", "pairs"), "estimate": ("step", "steps"), "probe": ("pair pass", "pair passes"),
+         "check-curation": ("pair pass", "pair passes"), "project": ("step", "steps"),
+         "tokens": ("pair", "pairs")}   # what progress counts
+WHAT = {"score": "scoring", "estimate": "time estimate", "probe": "probe", "check-curation": "curation check",
+        "project": "map", "tokens": "token view"}
 
 
 @dataclass(frozen=True)
