@@ -29,10 +29,11 @@ check: .venv/installed          # the fast lane: no browser, wheel, real model o
 	$(PY) -m pytest -q -m "not browser and not wheel and not real_model and not slow"
 
 # The README's tour images, taken by the browser tests: every test run writes its screenshots to tests/screenshots/
-# (ignored by git); this runs the three tests that take the tour's and copies them to docs/img/tour-*.png (committed).
+# (ignored by git); this runs the three tests that take the tour's (the Map laid out by the real UMAP: CHES_TOUR=1)
+# and copies them to docs/img/tour-*.png (committed).
 TOUR_SHOTS := score:score browse:browse-1400x900-review map:map team:tour-team compare:tour-compare
 screenshots: .venv/installed browser
-	$(PY) -m pytest -q tests/test_browser.py \
+	CHES_TOUR=1 $(PY) -m pytest -q tests/test_browser.py \
 	  -k "score_browse_keep_tokens_map_export or reload_and_deep_links or tour_team_page_and_compare"
 	@for shot in $(TOUR_SHOTS); do cp tests/screenshots/$${shot#*:}.png docs/img/tour-$${shot%%:*}.png \
 	  && echo "docs/img/tour-$${shot%%:*}.png <- tests/screenshots/$${shot#*:}.png"; done

@@ -182,14 +182,11 @@ def slow_jobs(monkeypatch, tmp_path):
     return SimpleNamespace(slow=slow, fast=fast)
 
 
-# Loaded by a job's interpreter at start-up (through PYTHONPATH): a probe, curation check or map job waits while
-# the gate file exists, so that a test sees it running and its Cancel lands however fast the machine is; a map
-# job's UMAP is a stand-in (the first two input columns: no numba compile).
-TASK_SITE = """
-import os, sys, time, types
-if sys.orig_argv[1:3] == ["-m", "ches"] and sys.orig_argv[3:4] != ["score"]:
-    while os.path.exists({gate!r}):
-        time.sleep(0.05)
+# Loaded by a map job's interpreter at start-up (through PYTHONPATH): its UMAP is a stand-in, the first two input
+# columns (no numba compile, which takes 10-15 s per process here; tests/test_projection.py runs the real one).
+STANDIN_UMAP = """
+import sys, types
+if sys.orig_argv[1:4] == ["-m", "ches", "project"]:
     class UMAP:
         def __init__(self, **kwargs):
             pass
@@ -197,6 +194,14 @@ if sys.orig_argv[1:3] == ["-m", "ches"] and sys.orig_argv[3:4] != ["score"]:
             return X[:, :2].copy()
     sys.modules["umap"] = types.ModuleType("umap")
     sys.modules["umap"].UMAP = UMAP
+"""
+# ... and a probe, curation check or map job waits while the gate file exists, so that a test sees it running and
+# its Cancel lands however fast the machine is.
+TASK_SITE = STANDIN_UMAP + """
+import os, time
+if sys.orig_argv[1:3] == ["-m", "ches"] and sys.orig_argv[3:4] != ["score"]:
+    while os.path.exists({gate!r}):
+        time.sleep(0.05)
 """
 
 

@@ -22,7 +22,7 @@ import pytest
 
 import browsers
 from browsers import PAGE_S, browser, new_page, streamlit_server
-from conftest import ROOT, SLOW_SITE
+from conftest import ROOT, SLOW_SITE, STANDIN_UMAP
 
 pytestmark = pytest.mark.browser
 
@@ -31,19 +31,31 @@ SAMPLE_PAIRS = 165
 SCORED = 12                   # "First N pairs": the real model scores these in seconds on 2 cores
 MAX_LENGTH = 256
 JOB_PAUSE_S = 3               # scoring jobs pause this long per chunk: the Cancel lands while the job runs
-SCORE_S = 5 * 60              # 12 pairs at 256 tokens, the model loaded twice (page and job), on a shared CPU
-MAP_S = 3 * 60                # the first UMAP in a process compiles numba
+SCORE_S = 5 * 60              # 12 pairs at 256 tokens on a shared CPU
+MAP_S = 3 * 60                # a real UMAP's first run in a process compiles numba
+TOUR = os.environ.get("CHES_TOUR") == "1"    # `make screenshots`: the tour's Map is laid out by the real UMAP
+
+
+def _app(tmp_path: Path, site: str) -> Iterator[SimpleNamespace]:
+    """The app on a free port with a fresh workspace; its jobs' interpreters run `site` at start-up."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(site)
+    path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    with streamlit_server(tmp_path, tmp_path / "ws", env={"PYTHONPATH": path}) as s:
+        yield s
 
 
 @pytest.fixture
 def server(tmp_path) -> Iterator[SimpleNamespace]:
-    """The app on a free port with a fresh workspace; its scoring jobs pause per chunk (conftest.SLOW_SITE)."""
-    site = tmp_path / "slow-site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SLOW_SITE.format(pause=JOB_PAUSE_S))
-    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    with streamlit_server(tmp_path, tmp_path / "ws", env={"PYTHONPATH": path}) as s:
-        yield s
+    """The app; its map jobs lay out with a stand-in UMAP (conftest.STANDIN_UMAP), but for the tour's images."""
+    yield from _app(tmp_path, "" if TOUR else STANDIN_UMAP)
+
+
+@pytest.fixture
+def slow_server(tmp_path) -> Iterator[SimpleNamespace]:
+    """The app; its scoring jobs pause JOB_PAUSE_S per chunk (conftest.SLOW_SITE), so clicks land while one runs."""
+    yield from _app(tmp_path, SLOW_SITE.format(pause=JOB_PAUSE_S) + STANDIN_UMAP)
 
 
 @contextlib.contextmanager
@@ -185,11 +197,11 @@ def test_score_browse_keep_tokens_map_export(server):
         t0 = time.perf_counter()
         go("Map")
         expect(main.get_by_role("heading", name="Map")).to_be_visible(timeout=PAGE_S * 1000)
-        expect(main.get_by_test_id("stPlotlyChart")).to_be_visible(timeout=MAP_S * 1000)
+        expect(main.get_by_test_id("stPlotlyChart")).to_be_visible(timeout=MAP_S * 1000)    # a job lays it out
         expect(main.get_by_text("Nothing selected.")).to_be_visible(timeout=PAGE_S * 1000)
         idle(MAP_S)
         no_exception()
-        step("Map render (UMAP)", t0)
+        step("Map render (layout job)", t0)
         shot("map")
 
         # --------------------------------------------------------------- Curate & export
@@ -478,7 +490,7 @@ def test_presses_the_server_has_not_acknowledged_are_sent_again():
 
 # --------------------------------------------------------------- one click is enough, under load
 
-def test_every_click_takes_effect_once_with_eight_sessions_open_and_a_scoring_job_running(server, monkeypatch):
+def test_every_click_takes_effect_once_with_eight_sessions_open_and_a_scoring_job_running(slow_server, monkeypatch):
     """Eight sessions open deep links at once on a server no session has reached yet (Data & score, four
     annotators on Browse at the riskiest pair, the Team page, the Map, Curate & export): each runs its frame
     (page links, sidebar, the run from the URL; none says "No run yet"). Score starts a real scoring job, and
@@ -489,6 +501,7 @@ def test_every_click_takes_effect_once_with_eight_sessions_open_and_a_scoring_jo
     import umap
     from playwright.sync_api import expect
 
+    server = slow_server
     from ches.engine import jobs, store
     from ches.engine.runs import list_runs
     from ches.review import decisions
