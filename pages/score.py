@@ -5,6 +5,11 @@ writes, and this page only polls it. A reload, another tab or another page (side
 and can cancel it; Score pressed twice, or by two people, attaches to the job already running; a
 cancelled job keeps its finished chunks, and Score again resumes there. The session that started a job
 opens its run when it is complete.
+
+Estimate is a job too (`ches estimate`, with Score's arguments): its progress and Cancel show beside the
+buttons (the jobs panel), a reload or another tab with the same settings finds it, and the sentence it keeps
+beside the run folder (ches.engine.estimates) is shown, with its time, once it is done. A stored run needs
+no job: the page says at once that it is already scored, or damaged (cheap reads).
 """
 from dataclasses import replace
 from pathlib import Path
@@ -12,14 +17,14 @@ from pathlib import Path
 import streamlit as st
 
 from ui import auth, frame, jobspanel, loaders, render, state
-from ches.engine import jobs, repair, store
+from ches.engine import estimates, jobs, repair, store
 from ches import workspace as wsp
 from ches.engine.hub import HUB_PREFIX
 from ches.engine.formats import FORMATS, MAPPED
 from ches.engine.hub import hub_id
 from ches.engine.pairs import Dataset, UnknownFormat
 from ches.engine.models import DEFAULT_MODEL, app_model
-from ches.engine.pipeline import DEFAULT_MAX_LENGTH, estimate, pending_pairs, run_key
+from ches.engine.pipeline import DEFAULT_MAX_LENGTH, run_key
 from ches.engine.report import load_report, runs_table
 from ches.engine.runs import list_runs, list_unfinished
 from ches.review.assignment import ASSIGNMENT_FILE, AssignmentError, read_assignment
@@ -30,7 +35,8 @@ frame.page("Data & score")      # first: page config, sign-in gate, the URL's st
 
 MAPPING = jobspanel.FORM_COLUMNS   # {file path: {prompt / chosen / rejected: its column}} chosen on this page
 DELETE = "_score_delete"     # the run folder waiting for the user to confirm its deletion
-ESTIMATE = "_score_estimate"  # (settings, sentence): the last estimate, shown while the settings stay the same
+ESTIMATE = "_score_estimate"  # (settings, run folder, sentence or None: the kept one): shown while the settings stay
+ESTIMATING = "_score_estimating"  # the estimate job this session follows: (job file, (settings, run folder))
 SOURCES = ("Bundled sample", "Upload a file", "Path under the data root", "Hugging Face dataset")
 
 st.title("Data & score")
@@ -165,22 +171,26 @@ def _todo(ds: Dataset) -> Dataset:
     return ds if limit is None else replace(ds, pairs=ds.pairs[:limit])
 
 
-def _target(ds: Dataset, *, load: bool):
-    """(the model, or for Score only its identity: the job loads it; the pairs to score; their run folder):
+def _target(ds: Dataset):
+    """(the model's identity, read from its files: a job loads the model; the pairs to score; their run folder):
     the run key names the job."""
-    if load:
-        with st.spinner(f"Loading {model_spec} …"):
-            lm = loaders.model(model_spec, dtype)
-    else:
-        with st.spinner(f"Reading {model_spec}'s tokenizer and weight files for the run key (the model itself "
-                        "is loaded by the job; the bundled one is unpacked once, on first use) …"):
-            lm = loaders.model_identity(model_spec, dtype)
+    with st.spinner(f"Reading {model_spec}'s tokenizer and weight files for the run key (the model itself "
+                    "is loaded by the job; the bundled one is unpacked once, on first use) …"):
+        lm = loaders.model_identity(model_spec, dtype)
     todo = _todo(ds)
     return lm, todo, store.run_path(state.ws().runs, run_key(todo, lm, max_length))
 
 
+def _argv() -> list[str]:
+    """The `ches score` arguments of the data and settings on the page (`ches estimate` takes the same)."""
+    hub = st.session_state.get("_hub_spec") if path is None else None
+    return jobs.score_args(path if hub is None else HUB_PREFIX + hub[0], runs=state.ws().runs, model=model_spec,
+                           max_length=max_length, dtype=dtype, format=fmt, columns=mapping, limit=limit,
+                           config=hub[1] if hub else None, split=hub[2] if hub else None)
+
+
 def _score(ds: Dataset) -> None:
-    _, todo, run_dir = _target(ds, load=False)
+    _, todo, run_dir = _target(ds)
     damage = repair.reopen_damaged(run_dir)    # a complete run with a damaged file: scored again, as `ches score` does
     if store.is_complete(run_dir):
         state.set_run(run_dir)
@@ -189,11 +199,7 @@ def _score(ds: Dataset) -> None:
                  "Reopened the stored run for these pairs (same data, model and settings): nothing recomputed. "
                  "The run is active: open Browse, Map or Pair / tokens." + (f" {notice}" if notice else ""))
         return
-    hub = st.session_state.get("_hub_spec") if path is None else None
-    argv = jobs.score_args(path if hub is None else HUB_PREFIX + hub[0], runs=state.ws().runs, model=model_spec,
-                           max_length=max_length, dtype=dtype, format=fmt, columns=mapping, limit=limit,
-                           config=hub[1] if hub else None, split=hub[2] if hub else None)
-    job, started = jobs.start(state.ws().jobs, run_dir, argv,
+    job, started = jobs.start(state.ws().jobs, run_dir, _argv(),
                               label=jobspanel.job_label(ds.source, len(todo.pairs), model_spec, max_length, dtype))
     jobspanel.follow_job(run_dir)
     if damage is not None:
@@ -204,28 +210,45 @@ def _score(ds: Dataset) -> None:
                          f"{job.started_at[11:19]} UTC): this page follows that job.")
 
 
-def _estimate(ds: Dataset) -> str:
-    lm, todo, run_dir = _target(ds, load=True)
-    if store.is_complete(run_dir):
-        try:
-            repair.check_run(run_dir)
-        except store.DamagedRun as e:
-            return (f"The stored run for these settings cannot be used ({e.path.name} cannot be read): Score "
-                    "scores it again.")
-        return "Already scored with these settings: Score reopens the stored run."
-    with st.spinner("Counting tokens and measuring the speed on a few batches …"):
-        pending = pending_pairs(todo, run_dir)
-        e = estimate(pending, lm, max_length=max_length)
-    kept = len(todo.pairs) - len(pending)
-    return (f"{e} on {lm.device} (measured on a short warm-up)."
-            + (f" The {kept:,} pairs already scored are kept." if kept else ""))
+def _estimate(ds: Dataset, settings: tuple) -> None:
+    """Estimate's callback: a stored run is said at once (cheap reads: already scored, or damaged); else the
+    `ches estimate` job starts (or this session follows the one running), and its sentence shows when kept."""
+    st.session_state.pop(ESTIMATE, None)
+    with state.errors_flashed():
+        _, todo, run_dir = _target(ds)
+        said = estimates.note(run_dir)
+        if said is not None:
+            st.session_state[ESTIMATE] = (settings, str(run_dir), said)
+            return
+        jobspanel.start("estimate", run_dir, _argv(), follow=ESTIMATING, opens=(settings, str(run_dir)),
+                        label=jobspanel.job_label(ds.source, len(todo.pairs), model_spec, max_length, dtype))
+
+
+def _estimate_job(settings: tuple) -> jobs.Job | None:
+    """The estimate job recorded for the settings on the page (this session's, another tab's, or from before a
+    reload), followed in this session while it runs (`jobspanel.page_job`)."""
+    argv = _argv()
+    found = [j for j in jobs.list_jobs(state.ws().jobs) if j.kind == "estimate" and list(j.args) == argv]
+    if not found:
+        return None
+    return jobspanel.page_job("estimate", found[-1].run_dir, argv, follow=ESTIMATING,
+                              opens=(settings, str(found[-1].run_dir)))
+
+
+def _said(guess: tuple) -> str | None:
+    """The estimate to show: the page's own sentence, or the one the job kept, with when it was measured."""
+    _, run_dir, said = guess
+    if said is not None:
+        return said
+    kept = estimates.read(run_dir)
+    return f"{kept.text} (estimated {kept.measured_at:%Y-%m-%d %H:%M} UTC)" if kept else None
 
 
 settings = (dataset.source, n_pairs, limit, model_spec, max_length, dtype) if dataset is not None else None
 ready = dataset is not None and bool(dataset.pairs) and model_spec is not None
 go, est, where = st.columns([1, 1, 4])          # the progress sits beside the buttons, in view
 with where:
-    jobspanel.show("main")
+    jobspanel.show("main")                      # a running estimate job too: its bar and Cancel
 def _score_pressed(ds: Dataset) -> None:
     """Score's callback: the job starts (or the stored run opens) before the page is drawn: no rerun."""
     if state.allowed("score"):
@@ -236,13 +259,18 @@ def _score_pressed(ds: Dataset) -> None:
 go.button("Score", type="primary", icon=":material/play_arrow:", disabled=not ready or not auth.can("score"),
           key="score_go", width="stretch", on_click=_score_pressed, args=(dataset,), help=auth.refuse("score") or
           "Scores in the background: you can leave this page, reload it or cancel; the run opens when done.")
-if est.button("Estimate", icon=":material/timer:", disabled=not ready, key="score_estimate", width="stretch",
-              help="Token count and time for these settings, from a short measured warm-up (loads the model)."):
-    with render.user_errors():
-        st.session_state[ESTIMATE] = (settings, _estimate(dataset))
-guess = st.session_state.get(ESTIMATE)
-if guess and guess[0] == settings:
-    st.caption(render.escape_md(guess[1]))
+est.button("Estimate", icon=":material/timer:", disabled=not ready, key="score_estimate", width="stretch",
+           on_click=_estimate, args=(dataset, settings), help="Token count and time for these settings, from a short "
+           "measured warm-up (in the background: the job loads the model).")
+with render.user_errors():
+    if (done := jobspanel.finished(ESTIMATING)) is not None:
+        st.session_state[ESTIMATE] = (*done, None)
+    job = _estimate_job(settings) if ready else None
+    if job is not None and not jobs.status(job).running:   # running: the panel beside the buttons shows it
+        jobspanel.in_place(job, ESTIMATING)
+    guess = st.session_state.get(ESTIMATE)
+    if guess and guess[0] == settings and (said := _said(guess)):
+        st.caption(render.escape_md(said))
 
 # ----------------------------------------------------------------------------------- 3. runs
 def _goes_with(run_dir: str) -> str:

@@ -158,8 +158,9 @@ def _score_form(model_dir, first: int) -> AppTest:
 @pytest.mark.slow
 def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_again_resumes(
         workspace_env, tiny_model_dir, slow_jobs, kill_jobs, monkeypatch):
-    """Through the page, with real `ches score` processes (tiny model): estimate, first N pairs, Score, a
-    second session (another tab, another page) sees the job and cannot start it twice, Cancel, resume."""
+    """Through the page, with real `ches estimate` and `ches score` processes (tiny model): estimate (a job, its
+    sentence shown once kept), first N pairs, Score, a second session (another tab, another page) sees the job
+    and cannot start it twice, Cancel, resume."""
     write_pairs(workspace_env.data_root / "pairs.jsonl", 60)
     first = 40                                   # in chunks of 16 (timing.chunk_size_for: at least 16)
     slow_jobs.slow(2.0)                          # per chunk: the Cancel lands before the third chunk is done
@@ -168,8 +169,11 @@ def test_scoring_is_a_job_a_second_tab_attaches_cancel_keeps_chunks_and_score_ag
     assert metric(at, "Pairs loaded") == "60" and not at.error
 
     at.button(key="score_estimate").click().run()
-    guess = [c.value for c in at.caption if "pairs to score" in c.value]
-    assert guess and plain(guess[0]).startswith(f"{first} pairs to score, ")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    _until(at, lambda at: any("pairs to score" in c.value for c in at.caption), "estimate")
+    guess = [plain(c.value) for c in at.caption if "pairs to score" in c.value]
+    assert guess[0].startswith(f"{first} pairs to score, ") and "(measured on a short warm-up)." in guess[0]
+    assert re.search(r"\(estimated \d{4}-\d\d-\d\d \d\d:\d\d UTC\)$", guess[0])   # when it was measured
     words = sum(len(json.loads(line)[k].split()) for line in
                 (workspace_env.data_root / "pairs.jsonl").read_text().splitlines()[:first] for k in ("chosen", "rejected"))
     tokens = int(re.search(r"([\d,]+) tokens;", plain(guess[0])).group(1).replace(",", ""))
@@ -348,7 +352,7 @@ def test_score_page_reopens_a_stored_run_and_says_when_it_was_made_with_other_ve
 def test_score_scores_a_damaged_stored_run_again_instead_of_reopening_it(workspace_env, monkeypatch):
     """The run for these settings is complete but its scores.parquet was cut short: Score does not reopen it but
     makes it unfinished and starts the job that scores it again (as `ches score` does), saying which file could
-    not be read; the run's review plan stays. The Estimate says so before."""
+    not be read; the run's review plan stays. The Estimate says so before, at once (cheap reads: no job)."""
     from ches.engine.records import load_records
     from conftest import make_fake_run
 
@@ -357,8 +361,7 @@ def test_score_scores_a_damaged_stored_run_again_instead_of_reopening_it(workspa
     (stored / "review.json").write_text('{"blind": true}')
     scores = stored / "scores.parquet"
     scores.write_bytes(scores.read_bytes()[: scores.stat().st_size // 2])          # cut short
-    for name in ("model", "model_identity"):
-        monkeypatch.setattr(loaders, name, lambda spec, dtype="auto": object())
+    monkeypatch.setattr(loaders, "model_identity", lambda spec, dtype="auto": object())
     monkeypatch.setattr("ches.engine.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="stored"))
     started = []
 
@@ -372,7 +375,7 @@ def test_score_scores_a_damaged_stored_run_again_instead_of_reopening_it(workspa
     at.button(key="score_estimate").click().run()
     assert any("cannot be used (scores.parquet cannot be read): Score scores it again" in plain(c.value)
                for c in at.caption), [c.value for c in at.caption]
-    assert store.is_complete(stored)                                   # the Estimate changes nothing
+    assert store.is_complete(stored) and started == []                 # the Estimate changes nothing, starts no job
     at.button(key="score_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert started == [stored] and not store.is_complete(stored) and (stored / "review.json").exists()
@@ -381,6 +384,50 @@ def test_score_scores_a_damaged_stored_run_again_instead_of_reopening_it(workspa
                for w in said), said
     assert not any("Reopened the stored run" in plain(m.value) for m in [*at.success, *at.warning])
     assert "run_dir" not in at.session_state
+
+
+
+def test_the_estimate_is_a_job_a_second_tab_follows_it_and_a_cancelled_one_keeps_nothing(
+        workspace_env, tiny_model_dir, task_jobs, monkeypatch):
+    """Estimate starts `ches estimate` (a real process, the tiny model; held at start-up by the gate): its bar and
+    Cancel show beside the buttons; a second tab with the same settings finds it and, like the first, shows the
+    sentence it kept beside the run folder once done. Another Estimate, cancelled, says nothing was stored;
+    Dismiss clears it. The page never loads the model (STILL_COMPUTED has no Data & score)."""
+    from ches.engine import estimates
+
+    write_pairs(workspace_env.data_root / "pairs.jsonl", 20)
+    monkeypatch.setenv("CHES_MODELS_ROOT", str(tiny_model_dir.parent))
+    at = _score_form(tiny_model_dir, 12)
+    at.button(key="score_estimate").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (job,) = jobs.list_jobs(workspace_env.workspace / "jobs")
+    assert job.kind == "estimate" and jobs.status(job).running and "--limit" in job.args
+    assert _progress(at) and at.button(key=f"main_cancel_{job.name}") is not None
+    assert not any("pairs to score" in c.value for c in at.caption)
+
+    other = _score_form(tiny_model_dir, 12)                  # a second tab, the same settings: it finds the job
+    assert other.button(key=f"main_cancel_{job.name}") is not None
+    task_jobs.release()
+    for tab in (other, at):
+        _until(tab, lambda tab: any("pairs to score" in c.value for c in tab.caption), "estimate")
+    kept = estimates.read(job.run_dir)
+    assert kept is not None and kept.text.startswith("12 pairs to score, ")
+    for tab in (other, at):
+        assert [plain(c.value) for c in tab.caption if "pairs to score" in c.value] == [
+            f"{kept.text} (estimated {kept.measured_at:%Y-%m-%d %H:%M} UTC)"]
+    assert jobs.list_jobs(workspace_env.workspace / "jobs") == [] and not job.run_dir.exists()   # nothing scored
+
+    task_jobs.hold()
+    at.number_input(key="score_max_length").set_value(64).run()     # other settings: the estimate above is not theirs
+    assert not any("pairs to score" in c.value for c in at.caption)
+    at.button(key="score_estimate").click().run()
+    (second,) = jobs.list_jobs(workspace_env.workspace / "jobs")
+    at.button(key=f"main_cancel_{second.name}").click().run()
+    _until(at, lambda at: any("nothing was stored" in w.value for w in at.warning), "cancelled estimate")
+    assert any(plain(w.value).endswith("Time estimate cancelled: nothing was stored.") for w in at.warning)
+    assert estimates.read(second.run_dir) is None and second.run_dir != job.run_dir
+    at.button(key=f"main_dismiss_{second.name}").click().run()
+    assert not at.warning and jobs.list_jobs(workspace_env.workspace / "jobs") == []
 
 
 def test_an_upload_is_capped_once_decompressed_and_conversion_notes_are_shown(workspace_env, monkeypatch):

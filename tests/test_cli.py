@@ -107,6 +107,63 @@ def test_score_reads_columns_in_no_known_format_through_column(tmp_path, capsys,
     assert "--column takes OURS=THEIRS" in capsys.readouterr().err
 
 
+def test_estimate_says_how_long_score_would_take_and_keeps_it_beside_the_run(tmp_path, capsys, tiny_model_dir,
+                                                                             monkeypatch):
+    """`ches estimate` takes the arguments of `ches score` and scores nothing: the pairs left, their tokens (at
+    least the responses' words; the count `pipeline.estimate` gives in-process) and the time, printed and kept
+    beside the run folder `ches score` then writes; a partly scored run: the pairs kept; a complete run: already
+    scored; a damaged one: said, and left as it is. Run as a job: a step before each long step, then complete."""
+    from conftest import write_pairs
+    from ches.engine import estimates, jobs
+    from ches.engine.files import load_dataset
+    from ches.engine.pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
+    from ches.engine.runs import run_progress
+    from ches.engine.store import is_complete, run_path
+
+    monkeypatch.setenv("CHES_WORKSPACE", str(tmp_path / "ws"))
+    data, out = write_pairs(tmp_path / "pairs.jsonl", 30), tmp_path / "runs"
+    argv = [str(data), "--model", str(tiny_model_dir), "--max-length", "128", "--limit", "20", "--out", str(out)]
+    status = tmp_path / "estimate.status.jsonl"
+    monkeypatch.setenv(jobs.STATUS_ENV, str(status))
+    assert cli.main(["estimate", *argv]) == 0
+    said = capsys.readouterr().out.strip()
+    ds, lm = load_dataset(data, limit=20), models.load_model(str(tiny_model_dir))
+    run_dir = run_path(out, run_key(ds, lm, 128))
+    assert not run_dir.exists() and estimates.read(run_dir).text == said           # kept; nothing scored
+    mine = estimate(pending_pairs(ds, run_dir), lm, max_length=128)
+    assert said.startswith(f"20 pairs to score, {mine.tokens:,} tokens; estimated ")
+    assert said.endswith(" (measured on a short warm-up).")
+    words = sum(len(json.loads(line)[k].split()) for line in data.read_text().splitlines()[:20]
+                for k in ("chosen", "rejected"))
+    assert mine.tokens > words                  # every word of both responses is a token at least, prompts on top
+    events = [json.loads(line) for line in status.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["step", "step", "step", "complete"]
+    assert events[-1]["result"] == str(estimates.file_of(run_dir))
+
+    monkeypatch.delenv(jobs.STATUS_ENV)
+    seen: list[int] = []                        # a run stopped after its first chunk of 8: those 8 are kept
+    with pytest.raises(Interrupted):
+        score_dataset(ds, lm, runs_root=out, max_length=128, chunk_size=8,
+                      progress=lambda done, total: seen.append(done), should_stop=lambda: max(seen, default=0) >= 16)
+    kept = run_progress(run_dir).done
+    assert kept == 8
+    assert cli.main(["estimate", *argv]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"(measured on a short warm-up). The {kept} pairs already "
+                                                    "scored are kept.")
+    assert estimates.read(run_dir).text.startswith(f"{20 - kept} pairs to score, ")
+
+    assert cli.main(["score", *argv]) == 0 and is_complete(run_dir)
+    capsys.readouterr()
+    assert cli.main(["estimate", *argv]) == 0
+    assert capsys.readouterr().out.strip() == "Already scored with these settings: Score reopens the stored run."
+    scores = run_dir / "scores.parquet"
+    scores.write_bytes(scores.read_bytes()[: scores.stat().st_size // 2])          # cut short
+    assert cli.main(["estimate", *argv]) == 0
+    assert capsys.readouterr().out.strip() == ("The stored run for these settings cannot be used (scores.parquet "
+                                                "cannot be read): Score scores it again.")
+    assert is_complete(run_dir)                                                    # only read, never reopened
+
+
 @pytest.mark.parametrize("argv", [["app", "--server.port", "8600"], ["app", "--", "--server.port", "8600"]])
 def test_app_hands_its_options_to_streamlit_with_or_without_a_leading_double_dash(argv, monkeypatch):
     """`ches app --server.port 8600` and `ches app -- --server.port 8600` both start streamlit on 8600: no

@@ -18,8 +18,8 @@ import ches
 from ches.cli import build_parser
 from conftest import ROOT
 
-COMMANDS = [[], ["score"], ["runs"], ["export"], ["compare"], ["decisions"], ["probe"], ["check-curation"],
-            ["project"]]
+COMMANDS = [[], ["score"], ["estimate"], ["runs"], ["export"], ["compare"], ["decisions"], ["probe"],
+            ["check-curation"], ["project"]]
 
 
 def help_text(command: list[str]) -> str:

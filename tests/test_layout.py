@@ -4,7 +4,7 @@
 2. ches/ imports neither streamlit nor the front end (ui, pages).
 3. pages/ compute nothing: no import of the forward pass or the tokeniser; the Probe, Curate & export and Map
    pages start, show and cancel jobs, and import no training, model loading or projection; no page calls training,
-   a forward pass or a projection, itself or through `ui`, but the two named in STILL_COMPUTED.
+   a forward pass or a projection, itself or through `ui`, but those named in STILL_COMPUTED.
 4. No module over MAX_LINES lines unless its docstring says why after LONG_REASON.
    Files are renamed into place only by ches/atomic.py.
 5. The definition lives in docs/CHES.md; no source cites the old, out-of-repository spec; every module is
@@ -227,13 +227,11 @@ COMPUTE_CALLS = ("ches.engine.models.load_model", "ches.engine.pipeline.score_da
                  "ches.engine.pipeline.pair_tokens", "ches.review.probe.check.run_check",
                  "ches.review.projection.map_coordinates", "ches.review.projection.project",
                  "ches.review.projection.pca_scores", "ches.review.projection.view_matrix")
-# What pages still compute in the page run, each named (docs/ARCHITECTURE.md rule 3): the Estimate measures a warm-up
-# forward pass on a few batches, and Pair / tokens recomputes one pair's hidden states for its token view.
+# What pages still compute in the page run, each named (docs/ARCHITECTURE.md rule 3): Pair / tokens recomputes one
+# pair's hidden states for its token view (Data & score's Estimate is a job: `ches estimate`).
 STILL_COMPUTED = {
     "pages/pair.py": ["ui.loaders.model -> ches.engine.models.load_model",
                       "ui.loaders.token_view -> ches.engine.pipeline.pair_tokens"],
-    "pages/score.py": ["ches.engine.pipeline.estimate",
-                       "ui.loaders.model -> ches.engine.models.load_model"],
 }
 
 
@@ -303,7 +301,7 @@ def page_compute_calls(pages: list[Path], root: Path = ROOT) -> dict[str, list[s
 
 
 def test_pages_call_no_training_forward_pass_or_projection(tmp_path):
-    """Pages start jobs and place what `ches` reads; the two named exceptions are the only compute left in a page
+    """Pages start jobs and place what `ches` reads; the exceptions named there are the only compute left in a page
     run. A planted page that trains, lays out the Map or runs the forward pass, directly or through `ui`, is found."""
     assert page_compute_calls(modules("pages")) == STILL_COMPUTED
     planted = tmp_path / "pages" / "planted.py"

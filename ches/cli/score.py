@@ -1,13 +1,16 @@
-"""`ches score` and `ches runs`: score a dataset into a run folder, list the stored runs.
+"""`ches score`, `ches estimate` and `ches runs`: score a dataset into a run folder, say how long that would take,
+list the stored runs.
 
     ches score DATA [--split S] [--config C] [--column OURS=THEIRS ...] [--limit N] [--model M] [--format F]
                [--max-length N] [--dtype D] [--device D] [--batch-tokens N] [--chunk-size N] [--out DIR] [--top K]
+    ches estimate DATA [the arguments of ches score]
     ches runs [--out DIR] [--repair RUN]
 
 People read stderr (what was loaded, the estimate, a progress bar) and stdout (the summary). A scoring job
 (ches/engine/jobs.py) reads neither: with $CHES_JOB_STATUS set, `score` appends its events to that file as
 JSON lines (jobs.Events: step before each long step, planned, estimate, progress, interrupted, error,
-complete).
+complete). `estimate` (Data & score's Estimate runs it as a job) prints its sentence on stdout and keeps it
+beside the run folder (ches/engine/estimates.py), where the page reads it once the job's record is gone.
 """
 from __future__ import annotations
 
@@ -45,40 +48,18 @@ def add_parsers(sub) -> None:
                        "ches score pairs.jsonl.gz --max-length 1024 --out runs/",
                        "ches score owner/dataset --split train_prefs --model HuggingFaceTB/SmolLM2-360M-Instruct",
                        "ches score table.csv --column prompt=question --column chosen=better --column rejected=worse"))
-    s.add_argument("data", help="dataset: a .jsonl, .jsonl.gz, .json, .parquet or .csv file, a folder laid out "
-                   "as a Hugging Face dataset (data/<split>-00000-of-00002.parquet, README with configs), or a "
-                   "Hugging Face dataset name (owner/name; hf://datasets/owner/name is the Hub only, never a "
-                   "local folder)")
-    s.add_argument("--model", default=DEFAULT_MODEL, help=f"'{DEFAULT_MODEL}' (SmolLM2-135M-Instruct, "
-                   "offline, the default), a Hugging Face model id, or a local model folder")
-    s.add_argument("--format", choices=sorted(FORMATS), help="dataset format (default: auto-detected)")
-    s.add_argument("--split", help="split of a dataset folder or Hugging Face dataset (default: train, or the "
-                   "only split); an error with a single file")
-    s.add_argument("--config", help="config of a dataset folder (README configs) or Hugging Face dataset")
-    s.add_argument("--column", action="append", metavar="OURS=THEIRS", help="for rows in no known format: "
-                   "which column holds the prompt, the chosen and the rejected response, given three times, e.g. "
-                   "--column prompt=question --column chosen=better --column rejected=worse")
-    s.add_argument("--limit", type=int, metavar="N", help="score only the first N usable pairs (reading stops there)")
-    s.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, metavar="N",
-                   help="max tokens per prompt+response sequence; longer pairs are cut and flagged "
-                   f"'truncated' (default: {DEFAULT_MAX_LENGTH})")
-    s.add_argument("--dtype", default="auto", help="model dtype: auto (bf16 on GPU, fp32 on CPU), "
-                   "float32, bfloat16, float16")
-    s.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
-    s.add_argument("--batch-tokens", type=int, metavar="N", help="token budget per forward batch, "
-                   "padding included (default: 1024 on CPU, 32768 on GPU)")
-    s.add_argument("--chunk-size", type=int, metavar="N",
-                   help="pairs per chunk, the unit that is committed to disk and resumed: a multiple of the "
-                   "block of pairs embedded together (8 on CPU, 128 on GPU), which keeps every number independent "
-                   f"of the chunk size (default: about {CHUNK_SECONDS:.0f} s of work at the rate the warm-up "
-                   f"measures, at most a twentieth of the run but at least 16 pairs, at most {DEFAULT_CHUNK_PAIRS}, "
-                   "in whole blocks: a Ctrl-C or kill loses about the last half-minute); a resumed run, or a second "
-                   "process on the same run, keeps the size the run was planned with")
-    s.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs, i.e. ./workspace/runs)")
-    s.add_argument("--top", type=int, default=10, metavar="K", help="pairs listed in the summary (default: 10)")
-    s.add_argument("--trust-remote-code", action="store_true",
-                   help="allow a model's own Python code to run (off by default: only for models you trust)")
+    score_options(s)
     s.set_defaults(func=cmd_score)
+
+    e = sub.add_parser("estimate", help="say how long `ches score` would take with the same arguments", **help_page(
+                       "Read DATA and load the model as `ches score` would with the same arguments, find the run "
+                       "folder they score into, and say how many pairs are left to score, their tokens and the time, "
+                       "measured on a short warm-up forward pass; nothing is scored. The sentence is printed and kept "
+                       "beside the run folder (--out/<run id>.estimate.json), where Data & score's Estimate reads it.",
+                       "ches estimate data/sample.jsonl --limit 32",
+                       "ches estimate pairs.jsonl.gz --max-length 1024 --out runs/"))
+    score_options(e)
+    e.set_defaults(func=cmd_estimate)
 
     r = sub.add_parser("runs", help="list stored runs, or mend a damaged one", **help_page(
                        "List the stored runs: complete, unfinished (with the command that resumes them) and "
@@ -93,6 +74,43 @@ def add_parsers(sub) -> None:
     r.set_defaults(func=cmd_runs)
 
 
+def score_options(p: argparse.ArgumentParser) -> None:
+    """The arguments of `ches score`, which `ches estimate` takes too."""
+    p.add_argument("data", help="dataset: a .jsonl, .jsonl.gz, .json, .parquet or .csv file, a folder laid out "
+                   "as a Hugging Face dataset (data/<split>-00000-of-00002.parquet, README with configs), or a "
+                   "Hugging Face dataset name (owner/name; hf://datasets/owner/name is the Hub only, never a "
+                   "local folder)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"'{DEFAULT_MODEL}' (SmolLM2-135M-Instruct, "
+                   "offline, the default), a Hugging Face model id, or a local model folder")
+    p.add_argument("--format", choices=sorted(FORMATS), help="dataset format (default: auto-detected)")
+    p.add_argument("--split", help="split of a dataset folder or Hugging Face dataset (default: train, or the "
+                   "only split); an error with a single file")
+    p.add_argument("--config", help="config of a dataset folder (README configs) or Hugging Face dataset")
+    p.add_argument("--column", action="append", metavar="OURS=THEIRS", help="for rows in no known format: "
+                   "which column holds the prompt, the chosen and the rejected response, given three times, e.g. "
+                   "--column prompt=question --column chosen=better --column rejected=worse")
+    p.add_argument("--limit", type=int, metavar="N", help="score only the first N usable pairs (reading stops there)")
+    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, metavar="N",
+                   help="max tokens per prompt+response sequence; longer pairs are cut and flagged "
+                   f"'truncated' (default: {DEFAULT_MAX_LENGTH})")
+    p.add_argument("--dtype", default="auto", help="model dtype: auto (bf16 on GPU, fp32 on CPU), "
+                   "float32, bfloat16, float16")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--batch-tokens", type=int, metavar="N", help="token budget per forward batch, "
+                   "padding included (default: 1024 on CPU, 32768 on GPU)")
+    p.add_argument("--chunk-size", type=int, metavar="N",
+                   help="pairs per chunk, the unit that is committed to disk and resumed: a multiple of the "
+                   "block of pairs embedded together (8 on CPU, 128 on GPU), which keeps every number independent "
+                   f"of the chunk size (default: about {CHUNK_SECONDS:.0f} s of work at the rate the warm-up "
+                   f"measures, at most a twentieth of the run but at least 16 pairs, at most {DEFAULT_CHUNK_PAIRS}, "
+                   "in whole blocks: a Ctrl-C or kill loses about the last half-minute); a resumed run, or a second "
+                   "process on the same run, keeps the size the run was planned with")
+    p.add_argument("--out", help="runs folder (default: $CHES_WORKSPACE/runs, i.e. ./workspace/runs)")
+    p.add_argument("--top", type=int, default=10, metavar="K", help="pairs listed in the summary (default: 10)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a model's own Python code to run (off by default: only for models you trust)")
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """`ches score`, with the job's events (rank 0's): "interrupted", "error" (the message main prints) or
     "complete" (`job_events`)."""
@@ -104,24 +122,40 @@ def cmd_score(args: argparse.Namespace) -> int:
         return code
 
 
-def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
-    from ches.engine.forward import block_pairs
-    from ches.engine.models import load_model
-    from ches.engine.pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
-    from ches.engine.timing import chunk_size_for
-    from ches.engine.repair import reopen_damaged
-    from ches.engine.runs import run_progress
-    from ches.engine.store import is_complete, read_manifest, read_scores, read_texts, run_path
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """`ches estimate`: what `ches score` with these arguments would score and how long it would take, on stdout
+    and kept beside the run folder (ches.engine.estimates); the job's events: a step before each long step,
+    "complete" with the file kept. The run folder is only read (a damaged run is said so, not reopened)."""
+    from ches.engine import estimates
+    from ches.engine.pipeline import estimate, pending_pairs, run_key
+    from ches.engine.store import run_path
 
+    with job_events() as events:
+        say = lambda text: print(text, file=sys.stderr)  # noqa: E731
+        ds = _read(args, events, say, 0)
+        lm = _load(args, events, say)
+        run_dir = run_path(runs_folder(args.out), run_key(ds, lm, args.max_length))
+        text = estimates.note(run_dir)
+        if text is None:
+            events("step", what="estimating the time (a short measured warm-up)")
+            pending = pending_pairs(ds, run_dir)
+            est = estimate(pending, lm, max_length=args.max_length, batch_tokens=args.batch_tokens)
+            text = estimates.sentence(est, lm.device, len(ds.pairs) - len(pending))
+        kept = estimates.write(run_dir, text)
+        print(text)
+        events("complete", result=str(kept))
+    return 0
+
+
+def _read(args: argparse.Namespace, events: jobs.Events, say, rank: int):
+    """DATA read as `ches score` reads it (what was read on stderr; rank 0 lists the rows left out); UserError for
+    a number out of range or no usable pair, before the model loads."""
     if args.max_length < 2:
         raise UserError("--max-length must be at least 2")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise UserError("--chunk-size must be at least 1")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    say = (lambda text: print(text, file=sys.stderr)) if rank == 0 else (lambda text: None)  # noqa: E731
-    runs_root = runs_folder(args.out)
     events("step", what="reading the data")
     ds = load_dataset(args.data, format=args.format, split=args.split, config=args.config, limit=args.limit,
                       columns=column_mapping(args.column))
@@ -137,6 +171,14 @@ def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
         first = f" (first: {min(ds.errors, key=lambda e: e.row)})" if ds.errors else ""
         raise UserError(f"no usable pair in {ds.source}: {len(ds.errors)} row(s) could not be read{first}, "
                         f"{len(ds.skipped)} tie(s) skipped")
+    return ds
+
+
+def _load(args: argparse.Namespace, events: jobs.Events, say):
+    """The model as `ches score` loads it; UserError for a --chunk-size that is not whole blocks on its device."""
+    from ches.engine.forward import block_pairs
+    from ches.engine.models import load_model
+
     events("step", what=f"loading the model {args.model}")
     lm = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     say(f"model {args.model} on {lm.device} ({str(lm.dtype).removeprefix('torch.')})")
@@ -144,6 +186,23 @@ def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
     if args.chunk_size is not None and args.chunk_size % block:
         raise UserError(f"--chunk-size must be a multiple of {block} on {lm.device.type} (pairs are embedded in "
                         f"blocks of {block}, so that no pair's numbers depend on the chunk size)")
+    return lm
+
+
+def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
+    from ches.engine.forward import block_pairs
+    from ches.engine.pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
+    from ches.engine.timing import chunk_size_for
+    from ches.engine.repair import reopen_damaged
+    from ches.engine.runs import run_progress
+    from ches.engine.store import is_complete, read_manifest, read_scores, read_texts, run_path
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    say = (lambda text: print(text, file=sys.stderr)) if rank == 0 else (lambda text: None)  # noqa: E731
+    ds = _read(args, events, say, rank)
+    lm = _load(args, events, say)
+    runs_root = runs_folder(args.out)
+    block = block_pairs(lm.device)
     run_dir = run_path(runs_root, run_key(ds, lm, args.max_length))
     reopen_damaged(run_dir)                            # a cut-short file of a complete run: scored again
     state = run_progress(run_dir)

@@ -6,8 +6,9 @@
     jobs.cancel(job)     # SIGTERM to its process group: the CLI stops (scoring keeps the finished chunks), exits 130
     jobs.settings_of(job.args)   # ScoreSettings: what a scoring job scores, and how (score_args read back)
 
-The kinds (jobfile.KINDS) are the commands a job runs: "score" (a run), "probe" and "check-curation" (they
-train copies of a run's model: ches/cli/probe.py) and "project" (the Map's layout: ches/cli/project.py).
+The kinds (jobfile.KINDS) are the commands a job runs: "score" (a run), "estimate" (how long scoring would
+take: ches/cli/score.py), "probe" and "check-curation" (they train copies of a run's model: ches/cli/probe.py)
+and "project" (the Map's layout: ches/cli/project.py).
 A job is named by its kind, run and arguments (jobfile.job_name): a scoring job by the run folder it
 scores (`<jobs_dir>/<run id>.json`; the run key decides the folder, so the same dataset, model and
 settings are the same job), any other by `<kind>-<run id>-<digest of its arguments>`: the same run with
