@@ -1,10 +1,17 @@
-"""Pair / tokens: one pair's per-token CHES contributions, the rejected side's alignment, and the token diff."""
+"""Pair / tokens: one pair's per-token CHES contributions, the rejected side's alignment, and the token diff.
+
+A view not stored yet is computed by a job (`ches tokens`, ches/review/tokenview.py) for the row opened and the
+next ones of this page's ranking, started when the page first needs it: the view shows as soon as its row is
+stored (the job goes on in the sidebar), the next pairs open from disk, and a reload or another tab finds the
+job again. A cancelled or failed one stays shown until Compute the token view starts it again, or Dismiss.
+"""
 import numpy as np
 import streamlit as st
 
-from ui import decisionbar, frame, loaders, render, state
-from ches.engine.metrics import METRICS
-from ches.review import charts
+from ui import decisionbar, frame, jobspanel, loaders, render, state
+from ches.engine import jobs
+from ches.engine.metrics import METRICS, TOKEN_METRICS
+from ches.review import charts, tokenview
 from ches.review.browse import Undecided, next_undecided
 from ches.review.tokendiff import CUT_LABEL, legend_html, mark_cuts, merged_diff, pair_ops, tokens_html
 
@@ -12,6 +19,7 @@ frame.page("Pair / tokens")      # first: page config, sign-in gate, the URL's s
 
 INPUT = "_pair_row_input"
 AGREE = 1e-3      # relative difference from the stored score expected from batching and padding alone
+FOLLOW = "_tokens_job"      # the token-view job this session started or watched: (job file, row)
 
 run = state.require_run()
 table = loaders.scores(run)
@@ -21,7 +29,8 @@ known = set(table["row"].tolist())
 st.title("Pair / tokens")
 st.caption("CHES decomposes exactly over the chosen response's positions: "
            "CHES = Σₖ ⟨h⁺ₖ, S⁻ − S⁺⟩ and LN-CHES = Σₖ ⟨h⁺ₖ, m⁻ − m⁺⟩ / |y⁺|. Red tokens push the score up "
-           "(towards displacement), blue ones pull it down. Token states are recomputed for this pair only.")
+           "(towards displacement), blue ones pull it down. Token states are recomputed for this pair alone, "
+           "by a job, and stored with the run.")
 
 
 def _typed() -> None:
@@ -43,7 +52,7 @@ if st.session_state.get(INPUT) != row:          # pair_row was set elsewhere (Br
 c1, c2, c3 = st.columns([1, 2, 3])
 c1.number_input("Row", min_value=int(min(known)), max_value=int(max(known)), step=1, key=INPUT, on_change=_typed,
                 help="Source row (1-based line / record number in the dataset).")
-metric = c2.radio("Metric", ["ln_ches", "ches"], format_func=lambda m: METRICS[m].label, horizontal=True,
+metric = c2.radio("Metric", list(TOKEN_METRICS), format_func=lambda m: METRICS[m].label, horizontal=True,
                   key="pair_metric")
 missing = st.session_state.pop("_pair_row_missing", None)
 if missing is not None:
@@ -56,14 +65,40 @@ state.show_flash()
 decisionbar.show(rec["pair_id"], row, next_undecided(ranked_rows, row, Undecided(loaders.pair_of(run), loaders.mine())),
                  heading=f"Row {row}")
 
+
+def _compute(rows: list[int]) -> jobs.Job:
+    """The job that stores the views of `rows` (the opened row first), started or attached to."""
+    return jobspanel.start("tokens", run, tokenview.tokens_args(run, rows), follow=FOLLOW, opens=rows[0],
+                           label=f"row {rows[0]}" + (f" and the next {len(rows) - 1} of this ranking" if len(rows) > 1
+                                                     else "") + f" · run {run.name[:8]}")
+
+
+view = tokenview.stored_view(run, row)
+if view is None:
+    with render.user_errors():
+        job = tokenview.computing(jobs.list_jobs(state.ws().jobs), run, row)
+        if job is not None and jobs.status(job).state == "complete":    # done, but this row's file is unreadable
+            jobspanel.in_place(job, FOLLOW)                              # (removes the record)
+            job = None
+        if job is None:                                  # nothing recorded for this row: compute it, and the next ones
+            job = _compute(tokenview.rows_to_compute(run, ranked_rows, row))
+        if jobs.status(job).running:
+            st.session_state[FOLLOW] = (str(job.file), row)
+            st.info(f"Computing this pair's token states in the background with {key['model_id']} (with the next "
+                    f"{tokenview.AHEAD} pairs of this ranking, which then open at once; stored with the run): it "
+                    "shows here when it is done; you can leave this page or reload it.",
+                    icon=":material/hourglass_top:")
+        else:
+            st.button("Compute the token view", key="tokens_compute", type="primary", icon=":material/play_arrow:",
+                      on_click=_compute, args=(tokenview.rows_to_compute(run, ranked_rows, row),))
+        jobspanel.in_place(job, FOLLOW, ready=lambda: tokenview.stored_view(run, row) is not None)
+    st.stop()
+
 with render.user_errors():
-    with st.spinner(f"Loading the model {key['model_id']} …"):
-        lm = loaders.model(key["model_id"], key["dtype"])
-    if lm.fingerprint != key["fingerprint"]:
+    if view.get("fingerprint") != key["fingerprint"]:
         st.warning("The model's weights differ from the ones this run was scored with; token values may not "
                    "match the stored scores.")
-    with st.spinner("Computing this pair's token states …"):
-        res = mark_cuts(loaders.token_view(run, row, metric, lm))
+    res = mark_cuts({**view, "contributions": view["contributions"][metric]})
     pair = loaders.pair(run, row)
 
     contrib = np.asarray(res["contributions"], dtype=np.float64)
@@ -71,7 +106,7 @@ with render.user_errors():
     diff = total - stored
     rel = abs(diff) / max(abs(stored), 1e-30)
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Sum of token contributions", f"{total:.6g}", help="Recomputed now, for this pair alone.")
+    m1.metric("Sum of token contributions", f"{total:.6g}", help="Recomputed for this pair alone (by a job; stored with the run).")
     m2.metric(f"{METRICS[metric].label} stored in the run", f"{stored:.6g}",
               help="From the batched scoring run.")
     m3.metric("Difference", f"{diff:+.2e}", help=f"Relative: {rel:.1e}. Batching and padding change the float "

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from ui import loaders, state
 from ches.engine import jobs, store
 from ches.engine.runs import list_runs, run_progress
-from ches.review import decisions
+from ches.review import decisions, tokenview
 from ches import workspace as wsp
 from conftest import HOSTILE, ROOT, SAMPLE, heading, metric, ok, said, write_pairs
 
@@ -782,14 +782,27 @@ def test_buttons_have_keyboard_shortcuts(workspace_env, flagged_run):
 
 # ---------------------------------------------------------------------------------- Pair / tokens
 
+def _token_view(at: AppTest) -> AppTest:
+    """Pair / tokens until its token view shows (its `ches tokens` job, a real process, has stored the row). AppTest
+    reruns the last switch_page target, not a page the app switched to: target it."""
+    at.switch_page("pages/pair.py")
+    return _until(at, lambda at: any("per-token contributions sum to" in c.value for c in at.caption), "token view",
+                  timeout=120)
+
+
 @pytest.mark.real_model
-def test_pair_page_contributions_sum_to_the_score(workspace_env, sample_run):
+def test_pair_page_contributions_sum_to_the_score(workspace_env, sample_run, kill_jobs):
+    """The token view is a job for the opened row and the next AHEAD of the ranking: they open from disk."""
     ranked = ranked_rows(sample_run)
     at = open_page(app(sample_run), "pages/browse.py")
     at.button(key="tokens").click().run()                         # Browse -> Pair / tokens
     assert not at.exception
     assert at.title[0].value == "Pair / tokens"
     assert at.session_state["pair_row"] == ranked[0]
+    assert any("token states in the background" in i.value for i in at.info)     # a job, not the page, computes
+    (job,) = jobs.list_jobs(workspace_env.workspace / "jobs")
+    assert job.kind == "tokens" and job.args == tuple(tokenview.tokens_args(sample_run, ranked[:tokenview.AHEAD + 1]))
+    _token_view(at)
     caption = next(c.value for c in at.caption if "per-token contributions sum to" in c.value)
     total, shown, diff = map(float, re.search(r"sum to (\S+); the run stored (\S+) for this pair "
                                               r"\(difference (\S+),", caption).groups())
@@ -804,10 +817,12 @@ def test_pair_page_contributions_sum_to_the_score(workspace_env, sample_run):
     assert bar(at, "keep").disabled                          # no name yet: asked for first
     at.text_input(key="_name_prompt").set_value("tina").run()
     assert at.title[0].value == "Pair / tokens" and not bar(at, "keep").disabled
+    _until(at, lambda at: tokenview.stored_view(sample_run, ranked[1]) is not None, "the next row stored")
     bar(at, "keep").click().run()
     pid = store.read_scores(sample_run).set_index("row")["pair_id"]
     assert decisions.current(workspace_env.workspace / "decisions.sqlite")[pid[ranked[0]]].annotator == "tina"
     assert at.session_state["pair_row"] == ranked[1]
+    assert not at.info and any("per-token contributions sum to" in c.value for c in at.caption)   # from disk
     bodies = [h.value for h in at.get("html")]
     assert len(bodies) == 4 and sum(b.count('class="tok ') for b in bodies[1:3]) > 20
     # raw CHES on another row (AppTest keeps re-requesting the last switch_page target: re-target it)
@@ -815,6 +830,7 @@ def test_pair_page_contributions_sum_to_the_score(workspace_env, sample_run):
     at.radio(key="pair_metric").set_value("ches").run()
     at.number_input(key="_pair_row_input").set_value(ranked[-1]).run()
     assert at.session_state["pair_row"] == ranked[-1]
+    _token_view(at)                                               # a row not stored yet: another job
     caption = next(c.value for c in at.caption if "per-token contributions sum to" in c.value)
     total = float(re.search(r"sum to (\S+);", caption).group(1))
     stored = store.read_scores(sample_run).set_index("row").loc[ranked[-1], "ches"]
@@ -858,7 +874,8 @@ def test_hostile_texts_show_literally_on_browse(workspace_env, hostile_run):
 
 
 @pytest.mark.real_model
-def test_hostile_texts_show_literally_on_pair_page(workspace_env, hostile_run):
+def test_hostile_texts_show_literally_on_pair_page(workspace_env, hostile_run, real_lm):
+    tokenview.store_views(hostile_run, [1], real_lm)                 # as its `ches tokens` job would
     at = open_page(app(hostile_run, pair_row=1), "pages/pair.py")
     texts = _assert_rendered_safely(at)
     assert any(HOSTILE[0] in t for t in texts)                      # the prompt, in the expander

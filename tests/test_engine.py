@@ -105,10 +105,10 @@ def test_token_contributions_sum_to_the_stored_score(lm, tmp_path, metric):
                         "chosen": "Raw dough can carry E. coli and salmonella, so it is safer to bake it.",
                         "rejected": "Yes, it is perfectly safe."}])
     run = score_dataset(ds, lm, runs_root=tmp_path, max_length=256)
-    view = pair_tokens(lm, read_pairs(run)[0], 256, metric)
+    view = pair_tokens(lm, read_pairs(run)[0], 256)
     stored = read_scores(run)[metric].iloc[0]
-    assert len(view["contributions"]) == len(view["chosen_tokens"]) == read_scores(run)["len_chosen"].iloc[0]
-    assert view["contributions"].sum() == pytest.approx(stored, rel=1e-5, abs=1e-6)
+    assert len(view["contributions"][metric]) == len(view["chosen_tokens"]) == read_scores(run)["len_chosen"].iloc[0]
+    assert view["contributions"][metric].sum() == pytest.approx(stored, rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.real_model

@@ -2,8 +2,8 @@
 job record is broken) and Dismiss.
 
 Shown in the sidebar (running jobs of every kind), on Data & score ("main": the scoring jobs, stopped ones
-too, and the other kinds while they run) and, for a probe, a curation check or the Map's layout, where its
-page starts it (`page_job`, `in_place`). Jobs are read from the workspace (ches.engine.jobs), so every tab
+too, and the other kinds while they run) and, for a probe, a curation check, the Map's layout or a token view,
+where its page starts it (`page_job`, `in_place`). Jobs are read from the workspace (ches.engine.jobs), so every tab
 and session sees the same ones. The session that started or watched a scoring job opens its run when it is
 complete (`follow_job`); one that started or watched another job opens its result (`start`, `page_job`,
 `finished`); a fresh session of Data & score shows the data and settings a running job scores with
@@ -12,7 +12,7 @@ complete (`follow_job`); one that started or watched another job opens its resul
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -135,10 +135,11 @@ def finished(follow: str) -> object | None:
     return held[1]
 
 
-def in_place(job: jobs.Job | None, follow: str) -> None:
+def in_place(job: jobs.Job | None, follow: str, ready: Callable[[], bool] | None = None) -> None:
     """`job` (from `page_job`) where its page starts it: running, its bar (read again every POLL_S) and
-    Cancel; stopped, how it ended and Dismiss; complete, nothing (its record removed). When it stops running
-    the whole page runs again, and opens its result (`finished`)."""
+    Cancel; stopped, how it ended and Dismiss; complete, nothing (its record removed). When it stops running,
+    or `ready()` turns true while it runs (what the page waits for is stored; the job goes on), the whole
+    page runs again, and opens its result (`finished`)."""
     if job is None:
         return
     s = jobs.status(job)
@@ -146,25 +147,25 @@ def in_place(job: jobs.Job | None, follow: str) -> None:
         with contextlib.suppress(OSError, ValueError):
             jobs.forget(job)
         return
-    _row(job, s, follow)
+    _row(job, s, follow, ready)
 
 
-def _watch(job: jobs.Job, s: jobs.JobStatus) -> None:
+def _watch(job: jobs.Job, s: jobs.JobStatus, ready: Callable[[], bool] | None = None) -> None:
     """A running job's bar and what it is, read again every POLL_S by a fragment that holds no widget: under
     load a click on a widget inside a polling fragment is lost (bench/click_bench.py, in_fragment), so its
-    Cancel is drawn beside it by the page run. When the job stops, the fragment's own run reruns the page
-    (never the page run itself: a rerun there would drop a click the run carries)."""
+    Cancel is drawn beside it by the page run. When the job stops (or `ready()`), the fragment's own run
+    reruns the page (never the page run itself: a rerun there would drop a click the run carries)."""
     st.session_state[_PAGE_RUN] = True
     try:
-        st.fragment(_poll, run_every=POLL_S)(job)
+        st.fragment(_poll, run_every=POLL_S)(job, ready)
     finally:
         st.session_state[_PAGE_RUN] = False
 
 
-def _poll(job: jobs.Job) -> None:
+def _poll(job: jobs.Job, ready: Callable[[], bool] | None = None) -> None:
     now = jobs.read(job.file)
     s = jobs.status(job) if now is not None and now.started_at == job.started_at else None
-    if s is None or not s.running:
+    if s is None or not s.running or (ready is not None and ready()):
         if not st.session_state.get(_PAGE_RUN):
             st.rerun()                            # over (or gone, or started again): the page shows how
         return
@@ -232,12 +233,12 @@ _CANCEL_HELP = {True: "Stops after the current batch; the finished chunks are ke
                 False: "Stops it at once; nothing is stored."}
 
 
-def _row(job: jobs.Job, s: jobs.JobStatus, follow: str | None = None) -> None:
+def _row(job: jobs.Job, s: jobs.JobStatus, follow: str | None = None, ready: Callable[[], bool] | None = None) -> None:
     """One job on a page: running, its bar, Cancel and what it is; stopped, how it ended and Dismiss."""
     if s.running:
         bar, stop = st.columns([5, 1], vertical_alignment="top")
         with bar:
-            _watch(job, s)
+            _watch(job, s, ready)
         stop.button("Cancel", key=f"main_cancel_{job.name}", on_click=_cancel, args=(job,), icon=":material/stop:",
                     width="stretch", disabled=not auth.can("score"),
                     help=auth.refuse("score") or _CANCEL_HELP[job.kind == "score"])

@@ -1,10 +1,10 @@
-"""Cached loaders: a run's scores, manifest, texts and pairs, datasets, the model (or only its identity,
-for a run key), one pair's token view, decisions.
+"""Cached loaders: a run's scores, manifest, texts and pairs, datasets, a model's identity (for a run key; the
+model itself is loaded only by jobs), decisions.
 
 A run's reads are cached per run folder and the manifest's mtime (a rewritten run is read again); a run file
 that cannot be read (cut short, garbled) is named with the command that mends it, and the page stops there
-(the sidebar's counts show none); the
-model, datasets and the decisions' TeamView are st.cache_resource (one copy per process: treat them as
+(the sidebar's counts show none); datasets and
+the decisions' TeamView are st.cache_resource (one copy per process: treat them as
 read-only); decisions are re-read whenever any process writes the database or this session records one
 (DECISIONS_VERSION).
 """
@@ -22,9 +22,8 @@ from ches.engine import store
 from ches.engine.files import MAX_INPUT_BYTES, load_dataset
 from ches.engine.hub import HUB_PREFIX
 from ches.engine.metrics import METRICS
-from ches.engine.models import LoadedModel, ModelIdentity, identify, load_model
+from ches.engine.models import ModelIdentity, identify
 from ches.engine.pairs import Dataset
-from ches.engine.pipeline import pair_tokens
 from ches.engine.report import dataset_name
 from ches.review import decisions as decision_log
 from ches.review import agreement, team_rules
@@ -202,27 +201,10 @@ def dataset_hub(name: str, config: str | None, split: str, format: str | None) -
     return load_dataset(HUB_PREFIX + name, config=config or None, split=split or "train", format=format)
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
-def model(spec: str, dtype: str = "auto") -> LoadedModel:
-    """The language model, loaded once per process per (spec, dtype)."""
-    return load_model(spec, dtype=dtype)
-
-
 def model_identity(spec: str, dtype: str = "auto") -> ModelIdentity:
     """What the run key needs of the model (its id, weights' fingerprint, tokenizer, dtype), read from its
     files without loading it (models.identify; not cached here: a changed weight file changes the key)."""
     return identify(spec, dtype=dtype)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _pair_tokens(run_dir: str, row: int, metric: str, max_length: int, model_key: tuple, _lm: LoadedModel) -> dict:
-    return pair_tokens(_lm, pair(run_dir, row), max_length, metric=metric)
-
-
-def token_view(run_dir: str | Path, row: int, metric: str, lm: LoadedModel) -> dict:
-    """`pipeline.pair_tokens` for one row of a run (its max length), cached per (run, row, metric, model)."""
-    max_length = int(manifest(run_dir)["key"]["max_length"])
-    return _pair_tokens(str(run_dir), int(row), metric, max_length, (lm.model_id, lm.fingerprint, str(lm.dtype)), lm)
 
 
 # ------------------------------------------------------------------------------------------ decisions

@@ -8,6 +8,7 @@
     ches probe RUN --subset top|bottom|band LO HI|ids FILE [--n N] [--steps K] [--lr LR] [--beta B]      probe.py
     ches check-curation RUN [--keep-lowest-percent X | --threshold T] [--n N] [--seeds K]                probe.py
     ches project RUN [--view pairs|responses] [--n-neighbors K] [--min-dist D]                        project.py
+    ches tokens RUN --row R [--row R ...]                                                               tokens.py
     ches app [streamlit args]                                                                             app.py
 
 RUN is a run folder, or a run id (or a unique prefix of one) under --runs ($CHES_WORKSPACE/runs).
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ches.cli import app, compare, decisions, export, probe, project, score
+    from ches.cli import app, compare, decisions, export, probe, project, score, tokens
 
     p = argparse.ArgumentParser(prog="ches", **help_page(
         "CHES Studio: find preference pairs that cause likelihood displacement in DPO (Razin et al., ICLR 2025). "
@@ -50,6 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
         "ches app                                          # the app, on http://localhost:8501"))
     p.add_argument("--version", action="version", version=f"ches {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (score, export, compare, decisions, probe, project, app):
+    for group in (score, export, compare, decisions, probe, project, tokens, app):
         group.add_parsers(sub)
     return p

@@ -93,6 +93,9 @@ def levenshtein(a: Sequence[int], b: Sequence[int]) -> int:
     return int(Levenshtein.distance(a, b))
 
 
+TOKEN_METRICS = ("ln_ches", "ches")     # the scores `token_contributions` decomposes over the chosen positions
+
+
 def token_contributions(H_plus: np.ndarray, H_minus: np.ndarray, metric: str = "ln_ches") -> np.ndarray:
     """Per chosen position k: <h+_k, S- - S+> (ches) or <h+_k, m- - m+> / |y+| (ln_ches); sums to the score.
 

@@ -296,19 +296,19 @@ def _chars(p: Pair) -> int:
     return sum(len(m["content"]) for m in prompts) + len(p.chosen) + len(p.rejected)
 
 
-def pair_tokens(lm: LoadedModel, pair: Pair, max_length: int, metric: str = "ln_ches") -> dict:
-    """One pair's token view: tokens, per-token contributions (they sum to the score), alignments, and
-    `chosen_cut` / `rejected_cut`: that response lost tokens to `max_length` (its last position then
-    predicts the first token cut off, not EOS)."""
+def pair_tokens(lm: LoadedModel, pair: Pair, max_length: int) -> dict:
+    """One pair's token view: tokens, per-token contributions {metric: values} for each of
+    metrics.TOKEN_METRICS (they sum to that score), the rejected side's alignment, and `chosen_cut` /
+    `rejected_cut`: that response lost tokens to `max_length` (its last position then predicts the first
+    token cut off, not EOS). One forward pass of the pair alone."""
     enc = encode_pair(lm.tokenizer, pair, max_length)
     H_plus, H_minus = token_states(lm, enc)
-    contrib = metrics.token_contributions(H_plus, H_minus, metric)
     # position k predicts token k of the response; the last position predicts EOS
     label = lambda ids: [lm.tokenizer.decode([t]) for t in ids] + ["⟨eos⟩"]  # noqa: E731
     return {
         "chosen_ids": list(enc.chosen), "rejected_ids": list(enc.rejected),
         "chosen_tokens": label(enc.chosen), "rejected_tokens": label(enc.rejected),
-        "contributions": contrib, "score": float(contrib.sum()),
+        "contributions": {m: metrics.token_contributions(H_plus, H_minus, m) for m in metrics.TOKEN_METRICS},
         "rejected_alignment": metrics.rejected_alignment(H_plus, H_minus),
         "truncated": enc.truncated,
         "chosen_cut": enc.truncated and len(encode_response(lm.tokenizer, pair.chosen)) > len(enc.chosen),
