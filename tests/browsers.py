@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, kill_running_jobs
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -83,6 +83,7 @@ def streamlit_server(tmp_path: Path, workspace: Path, *, secrets: str = "",
         yield SimpleNamespace(url=url, workspace=workspace, log=log_path, proc=proc)
     finally:
         stop(proc)
+        kill_running_jobs(workspace / "jobs")
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from ches.engine import jobs, store
 from ches.engine.runs import list_runs, run_progress
 from ches.review import decisions, tokenview
 from ches import workspace as wsp
-from conftest import HOSTILE, ROOT, SAMPLE, heading, metric, ok, said, write_pairs
+from conftest import HOSTILE, ROOT, SAMPLE, heading, kill_running_jobs, metric, ok, said, write_pairs
 
 TIMEOUT = 300
 
@@ -136,11 +135,9 @@ def _progress(at: AppTest) -> list[str]:
 
 @pytest.fixture
 def kill_jobs(workspace_env):
-    """Any scoring job a failed test leaves running is killed at the end."""
+    """Any job a test leaves running (a failed one's, a token view's look-ahead) is killed at the end."""
     yield
-    for job in jobs.list_jobs(workspace_env.workspace / "jobs"):
-        if job.pid is not None and jobs.status(job).running:
-            os.killpg(job.pid, 9)
+    kill_running_jobs(workspace_env.workspace / "jobs")
 
 
 def _score_form(model_dir, first: int) -> AppTest:

@@ -144,7 +144,7 @@ def test_score_browse_keep_tokens_map_export(server):
         go("Browse")
         expect(main.get_by_role("heading", name="Browse")).to_be_visible(timeout=PAGE_S * 1000)
         subheader = main.get_by_role("heading", name=re.compile(r"^Row \d+ · rank"))
-        expect(subheader).to_contain_text(f"rank 1 of {SCORED}")
+        expect(subheader).to_contain_text(f"rank 1 of {SCORED}", timeout=PAGE_S * 1000)
         idle()
         no_exception()
         step("Browse render", t0)

@@ -27,7 +27,7 @@ from ches.engine.jobfile import process_start
 from ches.engine.files import load_dataset
 from ches.engine.models import load_model
 from ches.engine.pipeline import run_key, score_dataset
-from conftest import write_pairs
+from conftest import kill_running_jobs, write_pairs
 
 MAX_LENGTH = 128
 CHUNK = 8
@@ -50,9 +50,7 @@ def jobs_dir(tmp_path):
     """The jobs folder; any job still running when the test ends (a failed test) is killed."""
     folder = tmp_path / "jobs"
     yield folder
-    for job in jobs.list_jobs(folder):
-        if job.pid is not None and job.pid != os.getpid() and jobs.status(job).running:
-            os.killpg(job.pid, 9)
+    kill_running_jobs(folder)
 
 
 REWORD_SITE = """
