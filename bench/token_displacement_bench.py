@@ -55,9 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ches.atomic import atomic_write_text  # noqa: E402
 from ches.engine import metrics  # noqa: E402
 from ches.engine.forward import embed_pairs  # noqa: E402
-from ches.engine.models import LoadedModel, load_model  # noqa: E402
+from ches.engine.models import DEFAULT_MAX_LENGTH, LoadedModel, load_model  # noqa: E402
 from ches.engine.pairs import Pair, make_pair_id  # noqa: E402
-from ches.engine.tokens import (DEFAULT_MAX_LENGTH, encode_pairs, encode_prompt, encode_response,  # noqa: E402
+from ches.engine.tokens import (encode_pairs, encode_prompt, encode_response,  # noqa: E402
                                render_prompt)
 from ches.review.probe.analysis import spearman  # noqa: E402
 from ches.review.probe.dpo import dpo_loss  # noqa: E402

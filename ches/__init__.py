@@ -106,7 +106,7 @@ def score(data: str | Path | Iterable[Mapping[str, Any]], model: str | None = No
     from ches.engine.records import load_records
     from ches.engine.models import DEFAULT_MODEL, load_model
     from ches.engine.pipeline import score_dataset
-    from ches.engine.tokens import DEFAULT_MAX_LENGTH
+    from ches.engine.models import DEFAULT_MAX_LENGTH
     from ches.workspace import workspace
 
     if isinstance(data, (str, Path)):

@@ -24,7 +24,7 @@ from ches.engine.formats import FORMATS, MAPPED
 from ches.engine.hub import hub_id
 from ches.engine.pairs import Dataset, UnknownFormat
 from ches.engine.models import DEFAULT_MODEL, app_model
-from ches.engine.pipeline import DEFAULT_MAX_LENGTH, run_key
+from ches.engine.models import DEFAULT_MAX_LENGTH
 from ches.engine.report import load_report, runs_table
 from ches.engine.runs import list_runs, list_unfinished
 from ches.review.assignment import ASSIGNMENT_FILE, AssignmentError, read_assignment
@@ -178,7 +178,7 @@ def _target(ds: Dataset):
                     "is loaded by the job; the bundled one is unpacked once, on first use) …"):
         lm = loaders.model_identity(model_spec, dtype)
     todo = _todo(ds)
-    return lm, todo, store.run_path(state.ws().runs, run_key(todo, lm, max_length))
+    return lm, todo, store.run_path(state.ws().runs, store.run_key(todo, lm, max_length))
 
 
 def _argv() -> list[str]:

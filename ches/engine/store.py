@@ -28,7 +28,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,11 @@ import pyarrow.parquet as pq
 
 from ches.version import __version__
 from ches.engine.metrics import METRICS
-from ches.engine.pairs import Pair
+from ches.engine.pairs import Dataset, Pair
+from ches.engine.tokens import template_id
+
+if TYPE_CHECKING:
+    from ches.engine.models import LoadedModel, ModelIdentity
 
 ENGINE_VERSION = 2           # bump when the same inputs would give different numbers (2: exact sliding windows)
 ARRAYS = ("S_plus", "S_minus")
@@ -73,6 +77,13 @@ class RunKey:
     def digest(self) -> str:
         canon = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def run_key(dataset: Dataset, lm: LoadedModel | ModelIdentity, max_length: int) -> RunKey:
+    """What determines a run's numbers and records: the full source records, model, template, length, dtype.
+    `lm` a loaded model or only its identity (models.identify: the page finds a run without loading it)."""
+    return RunKey(dataset.source_hash, lm.model_id, lm.fingerprint, template_id(lm.tokenizer),
+                  int(max_length), str(lm.dtype).removeprefix("torch."))
 
 
 class DamagedRun(ValueError):

@@ -17,7 +17,6 @@ from typing import Sequence
 
 from ches.engine.pairs import Message, Pair
 
-DEFAULT_MAX_LENGTH = 2048     # tokens per prompt+response sequence: the CLI's and the app's default
 
 # Used only for tokenizers without a chat template.
 PLAIN_TEMPLATE = "{turns}Assistant:"

@@ -65,21 +65,22 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ches.version import __version__
 from ches.atomic import atomic_folder
-from ches.engine.forward import Progress
 from ches.engine.store import read_manifest, read_scores
 from ches.review.export import Rule, select
 from ches.review.probe.analysis import BEFORE, UNIT, arm_stats, arms_frame, behaviour_stats, verdict
-from ches.review.probe.run import measure
 from ches.review.probe.settings import Fit, Pool, ProbeError, ProbeSettings, fit_sizes, one_epoch
 from ches.review.probe.storage import (CHECK_VERSION, RESULT_COLUMNS, checks_dir, citation, decisions_digest,
                                        is_complete, list_checks, rule_identity)
+
+if TYPE_CHECKING:
+    from ches.engine.forward import Progress
 
 __all__ = ["Behaviour", "CheckSettings", "run_check", "read_check", "read_behaviour", "read_prompts", "list_checks",
            "citation", "arm_stats", "behaviour_stats", "verdict", "arms_frame", "BEFORE", "UNIT", "CHECK_VERSION",
@@ -324,7 +325,8 @@ def run_check(run_dir: Path, rules: Rule | Sequence[Rule], decisions: Any, cs: C
     asked, and store the check; its folder. A stored check with the same key is returned without training
     (unless reuse=False). `progress(done, total)` counts pair passes over all arms; `should_stop()` cancels
     (ches.review.probe.dpo.ProbeCancelled), leaving nothing behind."""
-    from ches.review.probe.dpo import ProbeCancelled, load_policy
+    from ches.review.probe.dpo import ProbeCancelled, load_policy       # training: only a job imports torch
+    from ches.review.probe.run import measure
 
     run_dir, rules = Path(run_dir), as_rules(rules)
     table = read_scores(run_dir)
