@@ -259,9 +259,9 @@ def _score_pressed(ds: Dataset) -> None:
 go.button("Score", type="primary", icon=":material/play_arrow:", disabled=not ready or not auth.can("score"),
           key="score_go", width="stretch", on_click=_score_pressed, args=(dataset,), help=auth.refuse("score") or
           "Scores in the background: you can leave this page, reload it or cancel; the run opens when done.")
-est.button("Estimate", icon=":material/timer:", disabled=not ready, key="score_estimate", width="stretch",
-           on_click=_estimate, args=(dataset, settings), help="Token count and time for these settings, from a short "
-           "measured warm-up (in the background: the job loads the model).")
+est.button("Estimate", icon=":material/timer:", disabled=not ready or not auth.can("score"), key="score_estimate",
+           width="stretch", on_click=_estimate, args=(dataset, settings), help=auth.refuse("score") or "Token count "
+           "and time for these settings, from a short measured warm-up (in the background: the job loads the model).")
 with render.user_errors():
     if (done := jobspanel.finished(ESTIMATING)) is not None:
         st.session_state[ESTIMATE] = (*done, None)

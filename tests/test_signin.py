@@ -186,8 +186,8 @@ def sign_in(page, app_url: str, provider_url: str, email: str, path: str = "") -
 
 def test_sign_in_names_the_annotator_and_roles_are_enforced(tmp_path):
     """Three people sign in through a real OpenID Connect provider on localhost, each in their own browser
-    context: Bob (annotator) decides as "Bob" whatever the link says, and cannot score, delete a run or
-    export; Ada (admin) can export and delete the run, and Bob's open page then says the run was deleted;
+    context: Bob (annotator) decides as "Bob" whatever the link says, and cannot score, estimate, delete a run
+    or export; Ada (admin) can export and delete the run, and Bob's open page then says the run was deleted;
     Eve, not on the team, is told so and sees no page."""
     from oidc_provider_mock import run_server_in_thread
     from playwright.sync_api import expect
@@ -223,6 +223,7 @@ def test_sign_in_names_the_annotator_and_roles_are_enforced(tmp_path):
             # what an annotator may not do: score, delete a run (the page says why), export: all disabled
             sidebar.get_by_role("link", name="Data & score").click()
             expect(main.get_by_role("button", name="Score", exact=True)).to_be_disabled(timeout=PAGE_S * 1000)
+            expect(main.get_by_role("button", name="Estimate", exact=True)).to_be_disabled()   # a job: an admin's
             main.get_by_text("Delete a run").click()
             expect(main.get_by_role("button", name="Delete …")).to_be_disabled()
             expect(main.get_by_text("Only an admin may do this (Bob is annotator")).to_be_visible()

@@ -1,6 +1,7 @@
 """`python -m ches` / `ches`: everything the app does, from a terminal; one module per subcommand group.
 
     ches score DATA [--split S] [--column OURS=THEIRS ...] [--limit N] [--model M] [--max-length N] ...   score.py
+    ches estimate DATA [the options of ches score]: how long `ches score` would take                    score.py
     ches runs [--out DIR]                                                                                 score.py
     ches export RUN --out FILE|FOLDER [--keep-lowest-percent X | --threshold T] [--format input|trl|hf|hf-trl] export.py
     ches compare RUN_A RUN_B [--metric M] [--top-percent P] [--movers K]                                 compare.py
