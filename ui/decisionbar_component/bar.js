@@ -15,6 +15,8 @@ const client = Math.random().toString(36).slice(2, 12);   // one page load; the 
 let seq = 0;
 let pending = [];          // presses sent, not yet acknowledged
 let active = null;         // the bar on the page: {data, setStateValue, parts}
+let last = null;           // the bar drawn last, kept after its cleanup: what is on screen until the next draw
+let unsent = false;        // a press made between a cleanup and the next draw: that draw sends it
 let resend = null;         // the timer that sends unacknowledged presses again
 const RESEND_MS = 5000;
 let resent = 0;            // how many times (the status element's data-resent says)
@@ -50,7 +52,7 @@ function resendAfter(ms) {
 }
 
 function press(action) {
-  const bar = active;
+  const bar = shown();
   if (!bar || !bar.data.enabled) {
     if (bar) bar.parts.status.textContent = "Type your name first: decisions are saved with it.";
     return;
@@ -59,17 +61,28 @@ function press(action) {
   if (action !== "undo") bar.parts.note.value = "";
   seq += 1;
   pending.push({ seq, client, pair: bar.data.pair, action, note });
-  showStatus();
-  bar.setStateValue("presses", pending.slice());
-  resendAfter(RESEND_MS);
+  if (bar === active) {
+    showStatus();
+    bar.setStateValue("presses", pending.slice());
+    resendAfter(RESEND_MS);
+  } else {
+    unsent = true;         // its draw was cleaned up, its heading is still on screen: the next draw sends it
+    bar.parts.status.textContent = `Saving ${pending.length} press${pending.length > 1 ? "es" : ""}…`;
+  }
+}
+
+// The bar whose heading the annotator sees: the active draw, or between a draw's cleanup and the next draw
+// (Streamlit unmounts and mounts the element again on some reruns) the last one, while it is still on the page.
+function shown() {
+  return [active, last].find((b) => b && b.parts.wrap.isConnected) || null;
 }
 
 function onKey(event) {
-  if (!active || !active.parts.wrap.isConnected || event.repeat || event.ctrlKey || event.metaKey
-      || event.altKey || typing(event)) {
+  const bar = shown();
+  if (!bar || event.repeat || event.ctrlKey || event.metaKey || event.altKey || typing(event)) {
     return;
   }
-  const button = active.data.buttons.find((b) => b.shortcut === event.key.toLowerCase());
+  const button = bar.data.buttons.find((b) => b.shortcut === event.key.toLowerCase());
   if (!button) return;
   event.preventDefault();
   event.stopPropagation();
@@ -141,7 +154,12 @@ export default function (component) {
   parts.note.placeholder = data.note_placeholder;
   drawButtons(parts, data);
   const bar = { data, setStateValue, parts };
-  active = bar;
+  active = last = bar;
+  if (unsent && pending.length) {                  // presses made while no draw was active
+    unsent = false;
+    setStateValue("presses", pending.slice());
+    resendAfter(RESEND_MS);
+  }
   showStatus();
   // Streamlit runs this module once per draw, asynchronously, and may call a draw's cleanup after the next
   // draw of the same element has run: only the draw that is still active is switched off.
