@@ -76,19 +76,25 @@ def _compute(rows: list[int]) -> jobs.Job:
 view = tokenview.stored_view(run, row)
 if view is None:
     with render.user_errors():
-        job = tokenview.computing(jobs.list_jobs(state.ws().jobs), run, row)
+        of_run = tokenview.tokens_jobs(jobs.list_jobs(state.ws().jobs), run)
+        job = next(iter(tokenview.tokens_jobs(of_run, run, row)), None)
         if job is not None and jobs.status(job).state == "complete":    # done, but this row's file is unreadable
             jobspanel.in_place(job, FOLLOW)                              # (removes the record)
             job = None
-        if job is None:                                  # nothing recorded for this row: compute it, and the next ones
+        waiting = None if job is not None else next((j for j in of_run if jobs.status(j).running), None)
+        if waiting is not None:                          # one token job per run at a time: this row's starts next
+            job = waiting
+            st.info("Another token view of this run is being computed (each loads the model): this pair's starts "
+                    "as soon as it is done.", icon=":material/hourglass_top:")
+        elif job is None:                                # nothing recorded for this row: compute it, and the next ones
             job = _compute(tokenview.rows_to_compute(run, ranked_rows, row))
-        if jobs.status(job).running:
+        if jobs.status(job).running and waiting is None:
             st.session_state[FOLLOW] = (str(job.file), row)
             st.info(f"Computing this pair's token states in the background with {key['model_id']} (with the next "
                     f"{tokenview.AHEAD} pairs of this ranking, which then open at once; stored with the run): it "
                     "shows here when it is done; you can leave this page or reload it.",
                     icon=":material/hourglass_top:")
-        else:
+        elif waiting is None:
             st.button("Compute the token view", key="tokens_compute", type="primary", icon=":material/play_arrow:",
                       on_click=_compute, args=(tokenview.rows_to_compute(run, ranked_rows, row),))
         jobspanel.in_place(job, FOLLOW, ready=lambda: tokenview.stored_view(run, row) is not None)

@@ -63,14 +63,34 @@ def test_an_unreadable_view_is_a_miss_and_the_rows_to_compute_follow_the_ranking
     assert 6 in tokenview.rows_to_compute(tiny.run, ranked, 2, ahead=3)
 
 
-def test_the_job_of_a_row_is_found_by_its_rows():
+def test_the_jobs_of_a_run_and_of_a_row_are_found_by_their_rows():
     job = lambda kind, run, rows: SimpleNamespace(kind=kind, run_dir=Path(run),   # noqa: E731
                                                   args=tuple(tokenview.tokens_args(run, rows)))
-    jobs = [job("tokens", "/w/runs/aaa", [7, 3]), job("project", "/w/runs/bbb", []), job("tokens", "/w/runs/bbb", [3])]
-    assert tokenview.computing(jobs, "/w/runs/aaa", 3) is jobs[0]
-    assert tokenview.computing(jobs, "/w/runs/bbb", 3) is jobs[2]
-    assert tokenview.computing(jobs, "/w/runs/aaa", 37) is None        # "--row 3" is not row 37
-    assert tokenview.computing(jobs, "/w/runs/ccc", 3) is None
+    jobs = [job("tokens", "/w/runs/aaa", [7, 3]), job("project", "/w/runs/bbb", []), job("tokens", "/w/runs/bbb", [3]),
+            job("tokens", "/w/runs/aaa", [5])]
+    assert tokenview.tokens_jobs(jobs, "/w/runs/aaa") == [jobs[3], jobs[0]]          # the latest first
+    assert tokenview.tokens_jobs(jobs, "/w/runs/aaa", 3) == [jobs[0]]
+    assert tokenview.tokens_jobs(jobs, "/w/runs/bbb", 3) == [jobs[2]]
+    assert tokenview.tokens_jobs(jobs, "/w/runs/aaa", 37) == []          # "--row 3" is not row 37
+    assert tokenview.tokens_jobs(jobs, "/w/runs/ccc", 3) == []
+
+
+def test_the_page_waits_for_the_runs_token_job_then_starts_its_own(tiny, workspace_env, task_jobs):
+    """One token job per run at a time (each loads the model): Pair / tokens on a row that the run's running
+    job does not compute starts nothing and says it waits; when that job ends, its own starts and the view shows."""
+    from ches.engine import jobs
+    from test_app import _until, app, open_page
+
+    ws_jobs = workspace_env.workspace / "jobs"
+    other, _ = jobs.start(ws_jobs, tiny.run, tokenview.tokens_args(tiny.run, [2]), kind="tokens", label="row 2")
+    at = open_page(app(tiny.run, pair_row=4), "pages/pair.py")               # held at the gate: running
+    assert any("Another token view of this run is being computed" in i.value for i in at.info)
+    assert [j.name for j in jobs.list_jobs(ws_jobs)] == [other.name]          # nothing started beside it
+    task_jobs.release()
+    assert task_jobs.over(other).state == "complete" and tokenview.stored_view(tiny.run, 2) is not None
+    _until(at, lambda at: any("per-token contributions sum to" in c.value for c in at.caption), "row 4's view",
+           timeout=120)
+    assert tokenview.stored_view(tiny.run, 4)["fingerprint"] == tiny.lm.fingerprint    # its own job computed it
 
 
 def test_ches_tokens_stores_the_rows_and_names_a_row_the_run_lacks(tiny, capsys):

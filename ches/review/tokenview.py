@@ -2,6 +2,7 @@
 
     view = stored_view(run_dir, row)            # the stored view of a source row, or None (not computed yet)
     rows = rows_to_compute(run_dir, ranked, row)  # this row and the next AHEAD of `ranked` not stored yet
+    tokens_jobs(jobs.list_jobs(ws.jobs), run_dir, row)   # the jobs of the run (that compute this row)
     store_views(run_dir, rows, lm, progress)    # one forward pass per pair, each file written when computed
 
 A view is `pipeline.pair_tokens` of the pair at the run's max length, as JSON in
@@ -9,8 +10,10 @@ A view is `pipeline.pair_tokens` of the pair at the run's max length, as JSON in
 (`fingerprint`: the page warns when it is not the run's) and the contributions of every metric of
 metrics.TOKEN_METRICS (switching the metric needs no job). The opened row goes first and each file is
 written (ches.atomic) as soon as its pair is done, so the page shows it while the job goes on with the
-next AHEAD pairs of its ranking: the annotator's next pairs open from disk. A complete run folder never
-changes, so a stored view is never stale; an unreadable file is a miss that is computed again.
+next AHEAD pairs of its ranking: the annotator's next pairs open from disk. One token job per run runs at a
+time (each loads its own copy of the model): a page whose row no running job computes waits for the run's
+running one, then starts its own. A complete run folder never changes, so a stored view is never stale; an
+unreadable file is a miss that is computed again.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from ches.atomic import atomic_write_text
 from ches.engine import store
 from ches.engine.metrics import TOKEN_METRICS
 
-__all__ = ["AHEAD", "FOLDER", "stored_view", "rows_to_compute", "store_views", "tokens_args", "computing"]
+__all__ = ["AHEAD", "FOLDER", "stored_view", "rows_to_compute", "store_views", "tokens_args", "tokens_jobs"]
 
 AHEAD = 4              # after the opened row, this many of the next rows in the page's ranking are computed too
 FOLDER = "tokens"      # <run_dir>/tokens/<row>.json
@@ -59,16 +62,13 @@ def tokens_args(run_dir: str | Path, rows: Sequence[int]) -> list[str]:
     return [str(run_dir), *[a for r in rows for a in ("--row", str(int(r)))]]
 
 
-def computing(jobs: Sequence, run_dir: str | Path, row: int):
-    """Of `jobs` (jobs.list_jobs), a "tokens" job of `run_dir` whose rows include `row`, else None (running
-    or not: the caller reads its status)."""
-    wanted = str(int(row))
-    for job in reversed(list(jobs)):               # the latest start first
-        args = list(job.args)
-        if job.kind == "tokens" and Path(job.run_dir).name == Path(run_dir).name and any(
-                a == "--row" and b == wanted for a, b in zip(args, args[1:])):
-            return job
-    return None
+def tokens_jobs(jobs: Sequence, run_dir: str | Path, row: int | None = None) -> list:
+    """Of `jobs` (jobs.list_jobs), the "tokens" jobs of `run_dir`, the latest start first; with `row`, only
+    those whose rows include it (running or not: the caller reads their status)."""
+    wanted = None if row is None else str(int(row))
+    return [job for job in reversed(list(jobs)) if job.kind == "tokens"
+            and Path(job.run_dir).name == Path(run_dir).name
+            and (wanted is None or any(a == "--row" and b == wanted for a, b in zip(job.args, job.args[1:])))]
 
 
 def store_views(run_dir: str | Path, rows: Sequence[int], lm, progress: Callable[[int], None] | None = None) -> int:
