@@ -384,6 +384,7 @@ def test_score_scores_a_damaged_stored_run_again_instead_of_reopening_it(workspa
 
 
 
+@pytest.mark.slow
 def test_the_estimate_is_a_job_a_second_tab_follows_it_and_a_cancelled_one_keeps_nothing(
         workspace_env, tiny_model_dir, task_jobs, monkeypatch):
     """Estimate starts `ches estimate` (a real process, the tiny model; held at start-up by the gate): its bar and

@@ -428,6 +428,7 @@ def test_the_probe_is_a_job_a_second_tab_sees_it_cancel_stops_it_and_the_result_
     assert jobs.list_jobs(folder) == []                   # a finished job leaves no record
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("workspace_env")
 def test_probe_page_shows_a_probe_repeats_it_and_links_to_the_tokens(tiny_run, task_jobs):
     task_jobs.release()

@@ -75,6 +75,7 @@ def test_the_jobs_of_a_run_and_of_a_row_are_found_by_their_rows():
     assert tokenview.tokens_jobs(jobs, "/w/runs/ccc", 3) == []
 
 
+@pytest.mark.slow
 def test_the_page_waits_for_the_runs_token_job_then_starts_its_own(tiny, workspace_env, task_jobs):
     """One token job per run at a time (each loads the model): Pair / tokens on a row that the run's running
     job does not compute starts nothing and says it waits; when that job ends, its own starts and the view shows."""
