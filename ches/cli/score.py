@@ -127,8 +127,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     "complete" with the file kept. The run folder is only read (a damaged run is said so, not reopened)."""
     from ches.engine import estimates
     from ches.engine.pipeline import estimate, pending_pairs
-    from ches.engine.store import run_key
-    from ches.engine.store import run_path
+    from ches.engine.store import run_key, run_path
 
     with job_events() as events:
         say = lambda text: print(text, file=sys.stderr)  # noqa: E731
