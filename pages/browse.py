@@ -22,7 +22,6 @@ from ches.engine.metrics import METRICS
 frame.page("Browse")      # first: page config, sign-in gate, the URL's state, the sidebar
 
 TABLE = "browse_table"
-PANEL = "browse_pair"         # the pair panel's fragment: a press reruns it and the sidebar's counts, not the page
 MODE = "browse_mode"          # the layout control; the layout itself is state.LAYOUT (kept off this page, in the URL)
 SHORT_RULE_PERCENT = 10.0     # the short-response notice reads the set a "keep the lowest 10%" rule keeps
 QUEUE = "browse_queue"        # the "My queue" toggle; its value is state.MY_QUEUE (kept while other pages are open)
@@ -155,6 +154,8 @@ if mode == "table":
     h2.caption("Score against the chosen response's length: very short responses dominate LN-CHES.")
 
 if not ranked_rows:
+    with st.sidebar:
+        sidebar.counts()        # drawn by the pair panel otherwise
     st.info("No pair matches these filters.", icon=":material/search_off:")
     st.stop()
 
@@ -201,10 +202,11 @@ if mode == "table":
 
 
 # ---------------------------------------------------------------------------------- the pair
-@st.fragment(key=PANEL)
+@st.fragment
 def pair_panel(ranked_rows: list[int], ranked_pids: list[str], review: bool, queue: tuple[str, ...]) -> None:
-    """The open pair with its decision bar. A fragment: a press (or Skip) reruns this panel and the sidebar's
-    counts, not the page; the ranking is the one the page computed, the decisions are read fresh."""
+    """The open pair with its decision bar, and the sidebar's counts. A fragment: in Review a press (or Skip) reruns
+    this panel alone, one script run, not the page; the ranking is the one the page computed, the decisions are
+    read fresh. In Table a press reruns the page (the table and charts show the decision too)."""
     decisionbar.take_pending()
     mine = loaders.mine()
     undecided = Undecided(loaders.pair_of(run), mine)
@@ -214,7 +216,7 @@ def pair_panel(ranked_rows: list[int], ranked_pids: list[str], review: bool, que
     pair_text = loaders.texts(run, [row]).iloc[0]
     position = ranked_rows.index(row) + 1
     following = next_undecided(ranked_rows, row, undecided)
-    refresh = [PANEL, sidebar.COUNTS] if review else "app"      # Table: the table and charts show it too
+    whole_page = not review      # Review: a press reruns this fragment; Table: the page (its table and charts)
     if review:
         todo = len(ranked_pids) - sum(1 for p in ranked_pids if p in mine)
         done = f"My queue: {sum(1 for p in queue if p in mine):,} of {len(queue):,} done · " if queue else ""
@@ -229,12 +231,12 @@ def pair_panel(ranked_rows: list[int], ranked_pids: list[str], review: bool, que
                  f"{percentile_of(values, rec[metric]):.1f}")
     n1, n2 = nav.columns(2)
     n1.button("Skip", key="skip", icon=":material/skip_next:", width="stretch", disabled=following is None,
-              on_click=decisionbar.open_row, args=(following if following is not None else row, refresh),
+              on_click=decisionbar.open_row, args=(following if following is not None else row, whole_page),
               help="Open the next undecided pair without deciding (S)", shortcut="s")
     if n2.button("Tokens", key="tokens", icon=":material/compare_arrows:", width="stretch",
                  help="Open this pair in the token view"):
         st.switch_page("pages/pair.py")
-    decisionbar.show(rec["pair_id"], row, following, heading=title, refresh=refresh)
+    decisionbar.show(rec["pair_id"], row, following, heading=title, whole_page=whole_page)
     row_flags = [f for f in str(rec["flags"]).split(",") if f]
     if row_flags:
         st.warning("  \n".join(f"**{render.escape_md(f)}**: {render.escape_md(FLAGS.get(f, ''))}" for f in row_flags),
@@ -252,6 +254,8 @@ def pair_panel(ranked_rows: list[int], ranked_pids: list[str], review: bool, que
             render.conversation(rejected_prompt)
     render.responses(pair_text["chosen"], pair_text["rejected"],
                      (f" · {int(rec['len_chosen'])} positions", f" · {int(rec['len_rejected'])} positions"))
+    with st.sidebar:
+        sidebar.counts()
 
 
 state.show_flash()

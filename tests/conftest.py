@@ -294,6 +294,13 @@ def open_app(page: str, run_dir: Path | None = None, *, timeout: float = 120, **
     return ok(at.switch_page(page).run())
 
 
+def my_counts(at) -> str:
+    """The sidebar's line of my Keep / Drop / Flag counts (Markdown)."""
+    found = [m.value for m in at.sidebar.markdown if m.value.startswith("Keep **")]
+    assert len(found) == 1, [m.value for m in at.sidebar.markdown]
+    return found[0]
+
+
 def metric(at, label: str) -> str:
     """The value of the page's st.metric labelled `label`."""
     found = [m.value for m in at.metric if m.label == label]

@@ -18,7 +18,7 @@ from ches.engine import jobs, store
 from ches.engine.runs import list_runs, run_progress
 from ches.review import decisions, tokenview
 from ches import workspace as wsp
-from conftest import HOSTILE, ROOT, SAMPLE, heading, kill_running_jobs, metric, ok, said, write_pairs
+from conftest import HOSTILE, ROOT, SAMPLE, heading, kill_running_jobs, metric, my_counts, ok, said, write_pairs
 
 TIMEOUT = 300
 
@@ -642,7 +642,7 @@ def test_browse_keep_records_opens_next_and_undo_reverts(workspace_env, flagged_
     assert heading(at).startswith(f"Row {ranked[1]} ·")     # the next pair opened
     assert at.session_state["pair_row"] == ranked[1]
     assert at.dataframe[0].proto.id != table_id                       # a fresh table: the old tick is gone
-    assert metric(at, "Decided by me") == "1" and metric(at, "Keep") == "1"  # page tile and sidebar tile
+    assert metric(at, "Decided by me") == "1" and my_counts(at) == "Keep **1** · Drop **0** · Flag **0**"
     bar(at, "drop").click().run()
     assert decisions.current(db)[pid[ranked[1]]].decision == "drop"
     assert heading(at).startswith(f"Row {ranked[2]} ·")

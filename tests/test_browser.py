@@ -134,7 +134,7 @@ def test_score_browse_keep_tokens_map_export(server):
         step("score (click → run stored)", t0)
         no_exception()
         expect(main.get_by_text("Select a row to open that run")).to_be_visible()
-        expect(metric_value(sidebar, "Keep")).to_have_text("0")
+        expect(sidebar.get_by_text(re.compile(r"^Keep \d"))).to_have_text("Keep 0 · Drop 0 · Flag 0")
         runs = [path for path, _ in list_runs(server.workspace / "runs")]
         assert len(runs) == 1, runs
         shot("score")
@@ -175,7 +175,7 @@ def test_score_browse_keep_tokens_map_export(server):
         expect(main.get_by_text(f"Row {opened}: keep")).to_be_visible(timeout=PAGE_S * 1000)
         idle()
         expect(metric_value(main, "Decided by me")).to_have_text("1")
-        expect(metric_value(sidebar, "Keep")).to_have_text("1")
+        expect(sidebar.get_by_text(re.compile(r"^Keep \d"))).to_have_text("Keep 1 · Drop 0 · Flag 0")
         no_exception()
         step("Keep → confirmation", t0)
         shot("browse")
@@ -350,8 +350,11 @@ def test_fast_key_presses_in_three_sessions_land_on_the_pair_on_screen(server):
     """Three sessions (annotators ann-0..2) in Review layout press K / D / F 50-150 ms apart, 120 presses in
     all. A capturing keydown listener reads the pair on screen in the very dispatch that triggers the
     shortcut. Afterwards every press is one event in the log, on the row its page showed: none lost, none
-    moved to another pair (a press used to land on the pair the server had open, not the one on screen)."""
+    moved to another pair (a press used to land on the pair the server had open, not the one on screen). Each
+    sidebar's Keep / Drop / Flag, drawn by the fragment a press reruns, counts that annotator's decisions in force
+    in the log."""
     import random
+    from collections import Counter
 
     from playwright.sync_api import expect
 
@@ -388,12 +391,15 @@ def test_fast_key_presses_in_three_sessions_land_on_the_pair_on_screen(server):
             due[i] = time.perf_counter() + rng.uniform(*BURST_GAP_S)
         pressed = time.perf_counter()
         seen: list[tuple[str, str, str]] = []
+        shown: dict[str, dict[str, str]] = {}           # each sidebar's Keep / Drop / Flag
         waiting = []                                    # each bar's own word on presses not yet saved
         for i, page in enumerate(pages):                # the server works through the queued presses
             expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=SCORE_S * 1000)
             page.wait_for_timeout(500)
             expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_S * 1000)
             assert not page.get_by_test_id("stException").count()
+            line = page.get_by_test_id("stSidebar").get_by_text(re.compile(r"^Keep \d")).inner_text()
+            shown[f"ann-{i}"] = dict(part.split() for part in line.split(" · "))     # {"Keep": "10", ...}
             waiting.append(page.get_by_test_id("decisionBarStatus").evaluate(
                 "(el) => ({text: el.textContent, ...el.dataset, now: window.__barHeading()})"))
             for p in page.evaluate("() => window.__presses"):
@@ -407,6 +413,10 @@ def test_fast_key_presses_in_three_sessions_land_on_the_pair_on_screen(server):
     wrong = set(logged) - set(seen)
     assert not wrong, f"{len(wrong)} event(s) on a pair that was not on screen at the press: {sorted(wrong)[:5]}"
     assert sorted(logged) == sorted(seen), f"{len(seen)} presses, {len(logged)} events; the bars say {waiting}"
+    in_force = {(who, pair): action for who, action, pair in logged}          # the log is in order: the last wins
+    for who, counts in shown.items():
+        mine = Counter(action for (w, _), action in in_force.items() if w == who)
+        assert counts == {label: str(mine[label.lower()]) for label in counts}, (who, counts, mine)
 
 
 _BAR_HARNESS = """async (src) => {

@@ -11,8 +11,9 @@ seq acknowledged. A press therefore lands on the pair whose heading was on scree
 Streamlit coalesced into one rerun and however late the server handles them; one it cannot take (no name, a
 pair this session was never shown, a malformed press) is acknowledged and refused, and the bar says why.
 
-A press reruns what `show(..., refresh=...)` names (Browse: its pair panel and the sidebar's counts, both
-fragments), not the page. What a press recorded is state the bar draws (`said`), not a one-shot message.
+A press reruns what the bar is in: a fragment (Browse's pair panel, which draws the sidebar's counts too: one
+script run per press), or the page; `show(..., whole_page=True)` reruns the page from a fragment. What a press
+recorded is state the bar draws (`said`), not a one-shot message.
 """
 from __future__ import annotations
 
@@ -225,23 +226,23 @@ def take_pending() -> None:
     take(_presses())
 
 
-def _rerun(refresh: str | Sequence[str] | None) -> None:
-    if refresh:
-        st.rerun(scope=refresh)           # from a callback: "app", or only these fragments, not the whole page
+def _rerun(whole_page: bool) -> None:
+    if whole_page:
+        st.rerun(scope="app")             # from a callback in a fragment; otherwise what the widget is in reruns
 
 
-def open_row(row: int, refresh: str | Sequence[str] | None = None) -> None:
-    """A callback (Skip): open `row`, then rerun what `refresh` names."""
+def open_row(row: int, whole_page: bool = False) -> None:
+    """A callback (Skip): open `row`; the page reruns if `whole_page`, else what the button is in."""
     state.open_row(row)
-    _rerun(refresh)
+    _rerun(whole_page)
 
 
-def _on_presses(refresh: str | Sequence[str] | None) -> None:
+def _on_presses(whole_page: bool) -> None:
     take(_presses())
-    _rerun(refresh)
+    _rerun(whole_page)
 
 
-def _undo_last(refresh: str | Sequence[str] | None) -> None:
+def _undo_last(whole_page: bool) -> None:
     """The "Undo row N" button: undo my latest decision on the pair the bar last decided, and open it again."""
     bar = _bar()
     with _lock(bar):
@@ -251,7 +252,7 @@ def _undo_last(refresh: str | Sequence[str] | None) -> None:
         st.session_state[state.PAIR_ROW] = last["row"]
         bar["said"] = {"kind": "info", "row": last["row"], "text": f"Row {last['row']}: undid your {events[0].action}."
                        if events else f"Row {last['row']}: you have no decision there to undo."}
-    _rerun(refresh)
+    _rerun(whole_page)
 
 
 # --------------------------------------------------------------------------------------- the caption
@@ -279,13 +280,13 @@ def _caption(pair_id: str, name: str) -> str:
 
 
 def show(pair_id: str, row: int, following: int | None, heading: str | None = None,
-         refresh: str | Sequence[str] | None = None) -> None:
+         whole_page: bool = False) -> None:
     """The pair's `heading` (drawn by the bar itself, so the heading on screen and the pair a press goes to
     change together), Keep / Drop / Flag (each then opens `following`), Undo (of my decision on this pair) and
     the note: the same controls, labels and keys (K, D, F, U; never while typing in a text box) on every page
-    that shows a pair. Asks for a name first; the buttons stay disabled without one. `refresh`: the keys of
-    the fragments a press reruns (the pair's panel, the sidebar's counts), instead of the whole page. Call
-    `take_pending()` before choosing the pair."""
+    that shows a pair. Asks for a name first; the buttons stay disabled without one. A press reruns the fragment
+    the bar is in (or the page); `whole_page`: the page, from a fragment. Call `take_pending()` before choosing
+    the pair."""
     bar = _bar()
     name = require_annotator()
     with _lock(bar):
@@ -298,16 +299,15 @@ def show(pair_id: str, row: int, following: int | None, heading: str | None = No
                 "help": f"{help_text} ({SHORTCUTS[a].upper()})"} for a, label, icon, kind, help_text in _BUTTONS]
     said = bar.get("said")
     bar["drawn"] = bar.get("drawn", 0) + 1            # new data each run: the page knows the bar was drawn again
-    refresh = refresh if isinstance(refresh, str) or refresh is None else list(refresh)
     _component(key=KEY, data={"pair": pair_id, "heading": heading, "drawn": bar["drawn"], "enabled": bool(name),
                               "buttons": buttons, "acked": dict(bar["seen"]),
                               "said": {"kind": said["kind"], "text": said["text"]}
                               if said and said["row"] == row else None,
                               "note_placeholder": "Note saved with the decision (optional)"},
-               default={"presses": []}, on_presses_change=lambda: _on_presses(refresh))
+               default={"presses": []}, on_presses_change=lambda: _on_presses(whole_page))
     st.caption(_caption(pair_id, name))
     last = bar.get("last")
     if last and name and last["pair"] != pair_id:
         st.button(f"Undo row {last['row']} ({last['action']})", key="decision_bar_undo_last", icon=":material/undo:",
-                  on_click=_undo_last, args=(refresh,),
+                  on_click=_undo_last, args=(whole_page,),
                   help="Undo the decision you just made and open that pair again")

@@ -4,6 +4,7 @@ pages/browse.py alone (app.py is only the address "/"), so each page starts with
     page(title)    the page config; the sign-in gate (nobody off the team gets further); presses the decision
                    bar sent that no callback took; the state in the URL (?run=&row=&annotator=&layout=); the
                    sidebar with the navigation (st.page_link to each of PAGES), the jobs, the run and the counts
+                   (Browse draws its counts from the fragment a press reruns)
 
 The navigation is drawn here rather than by Streamlit (`client.showSidebarNavigation = false` in
 .streamlit/config.toml), so it appears only once the gate has let someone in.
@@ -33,4 +34,4 @@ def page(title: str) -> None:
     decisionbar.take_pending()     # recorded before anything reads the decisions or the open pair
     jobspanel.open_finished()      # a scoring job of this session has finished: its run is the active one
     state.sync_url()
-    sidebar.show(jobs_here=title != "Data & score")
+    sidebar.show(jobs_here=title != "Data & score", counts_here=title != "Browse")

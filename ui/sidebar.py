@@ -19,7 +19,6 @@ PAGES = (("pages/score.py", "Data & score", ":material/database:"),
          ("pages/export.py", "Curate & export", ":material/download:"),
          ("pages/compare.py", "Compare runs", ":material/difference:"),
          ("pages/probe.py", "Probe", ":material/science:"))
-COUNTS = "sidebar_counts"     # the counts' fragment: a decision bar's press reruns it (`refresh`)
 NAME_BOX = "annotator_box"    # the sidebar's name box; the name itself is state.ANNOTATOR (not a widget key, so
                               # no page switch or run that skips the sidebar can drop it)
 
@@ -34,9 +33,10 @@ def _take_name() -> None:
     st.session_state[state.ANNOTATOR] = str(st.session_state.get(NAME_BOX) or "").strip()[:100]
 
 
-def show(jobs_here: bool = True) -> None:
+def show(jobs_here: bool = True, counts_here: bool = True) -> None:
     """The page links, scoring jobs running now (unless the page shows them itself), active run picker,
-    annotator name, and this run's decision counts."""
+    annotator name, and this run's decision counts (unless the page draws them itself: Browse, from the
+    fragment a press reruns)."""
     with st.sidebar:
         for path, label, icon in PAGES:
             st.page_link(path, label=label, icon=icon)
@@ -64,25 +64,26 @@ def show(jobs_here: bool = True) -> None:
                 st.session_state[NAME_BOX] = state.annotator()
             st.text_input("Annotator", key=NAME_BOX, placeholder="Your name (needed to decide)", on_change=_take_name,
                           help="Recorded with every keep / drop / flag decision; kept in the page address.")
-        counts()
+        if counts_here:
+            counts()
 
 
-@st.fragment(key=COUNTS)
 def counts() -> None:
     """My Keep / Drop / Flag on the active run's pairs, the team's statuses in one line, and the assignment's progress
-    (nothing without an active run). A fragment: a press reruns it, not the page (decisionbar `refresh`)."""
+    (nothing without an active run). Browse's pair panel, a fragment, draws them into the sidebar itself, last, so
+    that a press reruns that one fragment: one script run, not two (a second fragment rerun by `st.rerun(scope=...)`
+    from the press's callback), and the pair's heading before the counts. Two elements, not eight: every element a
+    press redraws is re-rendered and faded as stale in each annotator's browser (bench/NOTES.md, the press)."""
     run = state.active_run()
     if run is None:
         return
     team, me = loaders.team(), state.annotator()
     mine = loaders.my_counts(run)
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Keep", mine.get(KEEP, 0))
-    c2.metric("Drop", mine.get(DROP, 0))
-    c3.metric("Flag", mine.get(FLAG, 0))
-    st.caption("Your decisions on this run's pairs." if me else "Your decisions: give your name to decide.")
+    st.markdown(" · ".join(f"{label} **{mine.get(action, 0):,}**"          # "Keep **2** · Drop **1** · Flag **0**"
+                           for label, action in (("Keep", KEEP), ("Drop", DROP), ("Flag", FLAG))))
     status = loaders.team_counts(run)
-    st.caption("Team: " + " · ".join(f"{int(status.get(s, 0)):,} {s}" for s in (AGREED, CONFLICT, SETTLED))
+    st.caption(("Your decisions on this run's pairs." if me else "Your decisions: give your name to decide.")
+               + "  \nTeam: " + " · ".join(f"{int(status.get(s, 0)):,} {s}" for s in (AGREED, CONFLICT, SETTLED))
                + f" · {int(status.get(SINGLE, 0)):,} by one person")
     assignment, _ = state.assignment(run)        # a broken one is reported on Browse and the Team page
     if assignment.queues:
