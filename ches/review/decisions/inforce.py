@@ -78,8 +78,11 @@ def counts(db: Db, *, annotator: str | None = None) -> dict[str, int]:
 def adjudications(db: Db) -> dict[str, Decision]:
     """{pair_id: Decision}: the adjudication in force per pair, the last not-undone one of any adjudicator
     ('clear' withdraws it: the pair is then unsettled again)."""
+    # NOT INDEXED: one pass over the table, then a sort of the few adjudications; SQLite would otherwise walk
+    # events_by_key for the window's order and look up every event (60 ms at 40k decisions against 6 ms)
     with connect(db) as conn:
-        rows = conn.execute(_IN_FORCE_SQL.format(partition="e.pair_id", source="events e"), (1,)).fetchall()
+        rows = conn.execute(_IN_FORCE_SQL.format(partition="e.pair_id", source="events e NOT INDEXED"),
+                            (1,)).fetchall()
     return {entry[1].pair_id: entry[1] for _, entry in _entries(rows) if entry is not None}
 
 
