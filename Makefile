@@ -24,8 +24,7 @@ browser:                       # Debian's Chromium for the real-browser test (ne
 
 # Two pytest workers (pytest-xdist; CI has 2 cores), one test file each at a time, one torch thread each: two
 # workers of two OpenMP threads spin against each other on 2 cores (13:08 against 8:21 for the whole suite).
-# Files in the order tests/conftest.py sorts them (long ones first), not xdist's (most tests first).
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 test: .venv/installed browser
 	$(PYTEST) --durations=25        # the 25 slowest tests, for keeping the suite under 12 minutes

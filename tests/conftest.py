@@ -38,17 +38,6 @@ def _hostile_rows() -> list[dict]:
     return rows
 
 
-def pytest_collection_modifyitems(items) -> None:
-    """Files with a browser test first, then those with a slow, real-model or wheel test, the quick ones last
-    (each file's own order kept): with two workers (make test) no long file is left to run alone at the end."""
-    rank: dict[Path, int] = {}
-    for item in items:
-        weight = 0 if item.get_closest_marker("browser") else 1 if any(
-            item.get_closest_marker(m) for m in ("slow", "real_model", "wheel")) else 2
-        rank[item.path] = min(rank.get(item.path, 2), weight)
-    items.sort(key=lambda item: rank[item.path])
-
-
 @pytest.fixture(scope="session")
 def real_lm():
     """The default model (SmolLM2-135M-Instruct), loaded once per session."""
