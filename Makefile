@@ -26,8 +26,11 @@ browser:                       # Debian's Chromium for the real-browser test (ne
 # workers of two OpenMP threads spin against each other on 2 cores (13:08 against 8:21 for the whole suite).
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
+# The browser tests run after, alone (one worker): timed clicks with eight sessions open do not share the CPU
+# with another worker's torch (one such run lost its 60 s wait for an export under two workers).
 test: .venv/installed browser
-	$(PYTEST) --durations=25        # the 25 slowest tests, for keeping the suite under 12 minutes
+	$(PYTEST) -m "not browser" --durations=15      # the slowest tests, for keeping the suite under 12 minutes
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m browser --durations=10
 
 check: .venv/installed          # the fast lane: no browser, wheel, real model or slow test (`make test` runs all)
 	$(PYTEST) -m "not browser and not wheel and not real_model and not slow"
